@@ -1,0 +1,251 @@
+"""TrialConfig: every knob of the paper in one frozen, validated dataclass.
+
+Defaults are the paper's U-Net baseline (Section III): 14 bands, double conv, no
+attention, one head, cross-entropy with L2 1e-4, Adam at 4e-4, 30 epochs. The content
+hash covers only what changes a training run, so a threshold sweep or a change of the
+number of data-parallel workers reuses an existing trial.
+
+This module imports neither TensorFlow nor Ray: the study engine validates specs with it
+before anything heavy starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from rmaunet.errors import ConfigError
+
+__all__ = [
+    "TrialConfig",
+    "PRESETS",
+    "DATASETS",
+    "LOSSES",
+    "BLOCKS",
+    "ATTENTIONS",
+    "HEADS",
+    "TASKS",
+    "BACKBONES",
+    "AUGMENTATIONS",
+    "PRECISIONS",
+    "NORMALISATIONS",
+    "POST_TRAINING_FIELDS",
+    "EXECUTION_FIELDS",
+]
+
+# The catalogue of names a spec may use. Each registry (rmaunet.losses, rmaunet.models)
+# is checked against these tuples by a test, so the two cannot drift apart.
+DATASETS = ("landslide4sense", "bijie", "nepal")
+LOSSES = (
+    "cross_entropy",
+    "focal",
+    "log_cosh",
+    "iou",
+    "tversky",
+    "lovasz",
+    "boundary",
+    "center",
+    "focal_iou",
+    "weighted_sum",
+)
+BLOCKS = ("double_conv", "res_conv")
+ATTENTIONS = ("none", "se", "cbam", "mha")
+HEADS = ("single", "multi_resolution")
+TASKS = ("segmentation", "detection", "segmentation+detection")
+BACKBONES = ("unet", "deeplabv3", "mobilenetv3", "efficientnetv2")
+AUGMENTATIONS = ("rotation", "cutmix")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+NORMALISATIONS = ("train_stats", "official", "none")
+
+# Fields that do not change what a training run learns: excluded from the training hash.
+POST_TRAINING_FIELDS = ("threshold",)
+EXECUTION_FIELDS = ("num_workers",)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial's complete description. Construct with keywords; validated on creation."""
+
+    # data
+    dataset: str = "landslide4sense"
+    bands: str = "14"  # a named set of Table VI ("14", "17", … "26") or comma-separated band names
+    crop: int | None = None  # train / evaluate on centre crops of this side (None: full tiles)
+    max_tiles: int | None = None  # use at most this many tiles of the training folder
+    augment: tuple[str, ...] = ("rotation", "cutmix")
+    val_fraction: float = 0.1
+    test_fraction: float | None = None  # None: the dataset's own (L4S 0.2, Bijie 0.3)
+    normalisation: str = "train_stats"
+    # model
+    backbone: str = "unet"
+    block: str = "double_conv"
+    attention: str = "none"
+    heads: str = "single"
+    task: str = "segmentation"
+    base_filters: int = 64
+    depth: int = 4
+    # loss and optimisation
+    loss: str = "cross_entropy"
+    loss_params: tuple[tuple[str, Any], ...] = ()
+    l2: float = 1e-4
+    learning_rate: float = 4e-4
+    epochs: int = 30
+    batch_size: int = 16
+    seed: int = 0
+    precision: str = "float32"
+    xla: bool = False
+    # post-processing
+    threshold: float = 0.5
+    # execution
+    num_workers: int = 1
+
+    def __post_init__(self) -> None:
+        # Normalise containers so equal configs hash equally whatever the caller passed.
+        if isinstance(self.loss_params, Mapping):
+            object.__setattr__(self, "loss_params", tuple(sorted(self.loss_params.items())))
+        else:
+            object.__setattr__(self, "loss_params", tuple(sorted(tuple(p) for p in self.loss_params)))
+        if isinstance(self.augment, str):
+            object.__setattr__(self, "augment", tuple(a for a in self.augment.split(",") if a))
+        else:
+            object.__setattr__(self, "augment", tuple(self.augment))
+        if isinstance(self.bands, int):
+            object.__setattr__(self, "bands", str(self.bands))
+        self._validate()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("block", self.block, BLOCKS)
+        _choice("attention", self.attention, ATTENTIONS)
+        _choice("heads", self.heads, HEADS)
+        _choice("task", self.task, TASKS)
+        _choice("backbone", self.backbone, BACKBONES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("normalisation", self.normalisation, NORMALISATIONS)
+        for a in self.augment:
+            _choice("augment", a, AUGMENTATIONS)
+        if not isinstance(self.bands, str) or not self.bands.strip():
+            raise ConfigError(f"bands: expected a band set name or comma-separated band names, got {self.bands!r}")
+        _int_range("base_filters", self.base_filters, 1, 1024)
+        _int_range("depth", self.depth, 1, 7)
+        _int_range("epochs", self.epochs, 1, 10_000)
+        _int_range("batch_size", self.batch_size, 1, 65_536)
+        _int_range("num_workers", self.num_workers, 1, 4096)
+        _int_range("seed", self.seed, 0, 2**31 - 1)
+        if self.crop is not None:
+            _int_range("crop", self.crop, 8, 4096)
+            if self.crop % (2**self.depth) != 0:
+                raise ConfigError(f"crop: {self.crop} must be divisible by 2**depth = {2**self.depth}")
+        if self.max_tiles is not None:
+            _int_range("max_tiles", self.max_tiles, 1, 10**9)
+        _float_range("val_fraction", self.val_fraction, 0.0, 0.9, open_low=True)
+        if self.test_fraction is not None:
+            _float_range("test_fraction", self.test_fraction, 0.0, 0.9, open_low=True)
+        _float_range("l2", self.l2, 0.0, 1.0)
+        _float_range("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
+        _float_range("threshold", self.threshold, 0.0, 1.0, open_low=True, open_high=True)
+        if not isinstance(self.xla, bool):
+            raise ConfigError(f"xla: expected true or false, got {self.xla!r}")
+        params = dict(self.loss_params)
+        if "alpha" in params:
+            _float_range("loss_params.alpha", params["alpha"], 0.0, 1.0)
+        for key in ("beta", "gamma"):
+            if key in params:
+                _float_range(f"loss_params.{key}", params[key], 0.0, 100.0)
+
+    # ------------------------------------------------------------------ conversion
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], base: TrialConfig | None = None) -> TrialConfig:
+        """Build from plain values (a YAML mapping); unknown keys are refused by name."""
+        known = set(cls.field_names())
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
+        values = dict(values)
+        if "loss_params" in values and values["loss_params"] is None:
+            values["loss_params"] = ()
+        if "augment" in values and values["augment"] is None:
+            values["augment"] = ()
+        start = base if base is not None else cls()
+        try:
+            return dataclasses.replace(start, **values)
+        except TypeError as exc:  # a value of the wrong type deep inside validation
+            raise ConfigError(str(exc)) from None
+
+    def replace(self, **changes: Any) -> TrialConfig:
+        return TrialConfig.from_dict(changes, base=self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values; round-trips through from_dict."""
+        d = dataclasses.asdict(self)
+        d["loss_params"] = {k: v for k, v in self.loss_params}
+        d["augment"] = list(self.augment)
+        return d
+
+    def training_dict(self) -> dict[str, Any]:
+        """The fields that decide what a training run learns (hash input)."""
+        d = self.to_dict()
+        for name in POST_TRAINING_FIELDS + EXECUTION_FIELDS:
+            d.pop(name)
+        return d
+
+    @property
+    def training_hash(self) -> str:
+        """Stable 16-hex content hash of training_dict (same across processes and runs)."""
+        blob = json.dumps(self.training_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def loss_kwargs(self) -> dict[str, Any]:
+        return dict(self.loss_params)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}: unknown value {value!r} (choose one of: {', '.join(allowed)})")
+
+
+def _int_range(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value} is outside [{low}, {high}]")
+
+
+def _float_range(
+    name: str, value: Any, low: float, high: float, *, open_low: bool = False, open_high: bool = False
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+    too_low = value <= low if open_low else value < low
+    too_high = value >= high if open_high else value > high
+    if too_low or too_high:
+        lo = "(" if open_low else "["
+        hi = ")" if open_high else "]"
+        raise ConfigError(f"{name}: {value} is outside {lo}{low}, {high}{hi}")
+
+
+# Named presets: the paper's baseline and its final model (Section V, Table X last row).
+PRESETS: dict[str, TrialConfig] = {
+    "baseline": TrialConfig(),
+    "rmaunet": TrialConfig(
+        bands="23",
+        loss="focal_iou",
+        loss_params=(("alpha", 0.5),),
+        heads="multi_resolution",
+        block="res_conv",
+        attention="mha",
+        threshold=0.95,
+    ),
+}
