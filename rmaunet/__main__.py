@@ -1,0 +1,5 @@
+import sys
+
+from rmaunet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""The `rmaunet` command (also `python -m rmaunet`).
+
+Each area registers its own subcommands (`rmaunet.data.cli`, `rmaunet.studies.cli`,
+`rmaunet.reporting.cli`); this module only assembles them and turns a user error
+(`RmaunetError`) into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from rmaunet.errors import RmaunetError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rmaunet.data import cli as data_cli
+    from rmaunet.reporting import cli as report_cli
+    from rmaunet.studies import cli as study_cli
+
+    parser = argparse.ArgumentParser(
+        prog="rmaunet",
+        description=(
+            "Ablation studies and hyperparameter searches of RMAU-NET (landslide segmentation "
+            "and detection) on Ray: make or check data, run a study from a YAML spec, and turn "
+            "its results into the paper's tables."
+        ),
+        epilog="Run `rmaunet COMMAND --help` for each command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data_cli.register(sub)
+    study_cli.register(sub)
+    report_cli.register(sub)
+    study_cli.register_demo(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter hides the progress lines a user is waiting for.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RmaunetError as exc:
+        print(f"rmaunet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rmaunet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The results store: one Parquet row per (study, row, seed), written atomically.
+
+Layout under a storage folder:
+
+    trials/<trial_id>/       one trained trial: result.json, best.weights.h5,
+                             val_probs.npz, test_probs.npz, config.json
+    rows/<study>/<key>.parquet   one results row each (see COLUMNS)
+
+Each row is its own file, written to a temporary name and renamed into place, so many
+trials finishing at once never lose or tear a row, and a crash leaves either the old
+file or the new one. `read()` gathers them into one DataFrame; `export()` writes that
+as a single Parquet file for pandas / pyarrow users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rmaunet.errors import StoreError
+
+__all__ = ["ResultsStore", "COLUMNS", "METRIC_NAMES", "CONFIG_PREFIX"]
+
+METRIC_NAMES = ("precision", "recall", "f1", "iou", "miou")
+DETECTION_METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
+CONFIG_PREFIX = "cfg_"
+
+# The documented schema (README, "Results store"). Config fields follow as cfg_<field>.
+COLUMNS: dict[str, str] = {
+    "study": "study name (the spec's `name`)",
+    "kind": "table | ladder | loco | threshold | search",
+    "row": "row label as printed in the table",
+    "row_index": "position of the row in the spec (table order)",
+    "seed": "training seed",
+    "trial_id": "hash of the training config, seed and data fingerprint (shared across studies)",
+    "config_hash": "TrialConfig.training_hash (config and seed, without the data)",
+    "status": "ok | failed",
+    "reason": "why a failed trial failed (empty when ok)",
+    "threshold": "decision threshold the metrics below were computed at",
+    **{f"val_{m}": f"validation {m} (0-1)" for m in METRIC_NAMES},
+    **{f"test_{m}": f"test {m} (0-1), computed once per trial" for m in METRIC_NAMES},
+    **{f"val_det_{m}": f"validation image-level detection {m} (NaN without a detection head)" for m in DETECTION_METRIC_NAMES},
+    **{f"test_det_{m}": f"test image-level detection {m} (NaN without a detection head)" for m in DETECTION_METRIC_NAMES},
+    "epochs_run": "epochs trained",
+    "best_epoch": "epoch whose weights were kept (best validation selection metric)",
+    "wall_s": "trial wall time in seconds (0 when reused from an earlier training)",
+    "gpu_hours": "GPU-hours used (0 on CPU)",
+    "images_per_s": "steady-state training throughput",
+    "history": "JSON list of per-epoch dicts (epoch, loss, val_*, images_per_s, epoch_s)",
+    "steps": "JSON list of the techniques switched on in this row (ladder / loco)",
+    "data_fingerprint": "hash of the dataset files",
+    "git_commit": "commit of the code that trained it",
+    "versions": "JSON dict of package versions",
+    "node": "host that trained it",
+    "accelerator": "CPU or the GPU model",
+    "finished_at": "UTC ISO time the row was written",
+}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "row"
+
+
+class ResultsStore:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------ trials
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.root / "trials" / trial_id
+
+    def finished_trial(self, trial_id: str) -> dict[str, Any] | None:
+        """The stored result of a completed trial, or None when it must (re)run."""
+        path = self.trial_dir(trial_id) / "result.json"
+        if not path.is_file():
+            return None
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # a torn write from a crash: train again
+        return result
+
+    # ------------------------------------------------------------------ rows
+    def row_path(self, study: str, row: str, seed: int, threshold: float | None = None) -> Path:
+        key = f"{study}\0{row}\0{seed}\0{threshold}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return self.root / "rows" / _slug(study) / f"{_slug(row)}__s{seed}__{digest}.parquet"
+
+    def write_row(self, row: dict[str, Any]) -> Path:
+        missing = [c for c in ("study", "row", "seed") if c not in row]
+        if missing:
+            raise StoreError(f"{self.root}: results row lacks {', '.join(missing)}")
+        path = self.row_path(row["study"], row["row"], int(row["seed"]), row.get("threshold") if row.get("kind") == "threshold" else None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([_plain(row)])
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def read(self, study: str | None = None) -> pd.DataFrame:
+        base = self.root / "rows"
+        folders: Iterable[Path] = [base / _slug(study)] if study else sorted(base.glob("*")) if base.is_dir() else []
+        frames = []
+        for folder in folders:
+            for path in sorted(folder.glob("*.parquet")):
+                try:
+                    frames.append(pq.read_table(path).to_pandas())
+                except (OSError, pa.ArrowInvalid) as exc:
+                    raise StoreError(f"{path}: unreadable results row ({exc})") from None
+        if not frames:
+            return pd.DataFrame(columns=list(COLUMNS))
+        df = pd.concat(frames, ignore_index=True)
+        if study:
+            df = df[df["study"] == study]
+        sort = [c for c in ("study", "row_index", "seed", "threshold") if c in df.columns]
+        return df.sort_values(sort, kind="stable").reset_index(drop=True)
+
+    def export(self, path: Path | str, study: str | None = None) -> Path:
+        """All rows (of one study) as one Parquet file, written atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{path.name}")
+        self.read(study).to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """Nested values (dicts, lists) become JSON strings so every column is a scalar."""
+    return {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list, tuple)) else v for k, v in row.items()}
