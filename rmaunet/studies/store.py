@@ -46,6 +46,7 @@ COLUMNS: dict[str, str] = {
     "status": "ok | failed",
     "reason": "why a failed trial failed (empty when ok)",
     "threshold": "decision threshold the metrics below were computed at",
+    "chosen_threshold": "threshold selected on validation (threshold studies; else the config's)",
     **{f"val_{m}": f"validation {m} (0-1)" for m in METRIC_NAMES},
     **{f"test_{m}": f"test {m} (0-1), computed once per trial" for m in METRIC_NAMES},
     **{f"val_det_{m}": f"validation image-level detection {m} (NaN without a detection head)" for m in DETECTION_METRIC_NAMES},

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +20,12 @@ from typing import Any, Callable
 import numpy as np
 
 from rmaunet.config import TrialConfig
-from rmaunet.errors import DataError
 
-__all__ = ["TrialResult", "run_trial", "EPOCH_METRICS"]
+__all__ = ["TrialResult", "run_trial", "configure_threads", "save_probabilities", "EPOCH_METRICS", "SELECTION_THRESHOLD"]
+
+# Checkpoints are selected at a fixed threshold so that a trial's identity never depends on
+# the post-processing threshold (Table IX sweeps it afterwards on the stored probabilities).
+SELECTION_THRESHOLD = 0.5
 
 EPOCH_METRICS = ("precision", "recall", "f1", "iou", "miou")
 Reporter = Callable[[dict[str, Any]], None]
@@ -147,7 +152,7 @@ def run_trial(
             say(f"trial stopped: {reason}")
             return _finish_failed(out, reason, epoch, history, started, splits.fingerprint)
         val_prob = _predict(splits.x_val, config.batch_size)
-        val = _score(splits.y_val, val_prob, config.threshold)
+        val = _score(splits.y_val, val_prob, SELECTION_THRESHOLD)
         rate = seen / train_s if train_s > 0 else float("nan")
         rates.append(rate)
         row = {
@@ -185,7 +190,7 @@ def run_trial(
         wall_s=time.perf_counter() - started,
         data_fingerprint=splits.fingerprint,
     )
-    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    _write_result(out, result)
     return result
 
 
@@ -203,10 +208,42 @@ def _finish_failed(
         wall_s=time.perf_counter() - started,
         data_fingerprint=fingerprint,
     )
-    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    _write_result(out, result)
     return result
 
 
-def check_data(data_dir: Path | str) -> None:
-    if not Path(data_dir).exists():
-        raise DataError(f"{data_dir}: data folder not found")
+def _write_result(out: Path, result: TrialResult) -> None:
+    """result.json marks a finished trial: written last, atomically, with where it ran."""
+    payload = {**result.to_dict(), "node": socket.gethostname(), "accelerator": _accelerator()}
+    tmp = out / ".result.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, out / "result.json")
+
+
+def _accelerator() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return f"{len(gpus)}x {details.get('device_name', 'GPU')}"
+
+
+def configure_threads() -> None:
+    """Match TensorFlow's thread pools to the CPUs Ray gave this process.
+
+    Ray sets OMP_NUM_THREADS to the trial's CPU count; TensorFlow ignores it and would
+    start one thread per core in every concurrent trial, oversubscribing the node.
+    """
+    n = os.environ.get("OMP_NUM_THREADS")
+    if not n or not n.isdigit():
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(int(n), 1))
+        tf.config.threading.set_inter_op_parallelism_threads(max(int(n), 1))
+    except RuntimeError:
+        pass  # TensorFlow already initialised in this process: keep its pools
+

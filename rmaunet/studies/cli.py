@@ -1,0 +1,125 @@
+"""`rmaunet study run|plan` and `rmaunet demo`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+__all__ = ["register", "register_demo", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", type=Path, help="study spec (YAML), e.g. search_spaces/demo.yaml")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder, in the dataset's published layout")
+    p.add_argument("--storage", type=Path, required=True, help="results store folder (created if missing)")
+    p.add_argument("--smoke", action="store_true", help="shrink the study to CPU minutes (small widths, crops, few tiles, one epoch)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    study = sub.add_parser("study", help="plan or run an ablation study / search from a YAML spec",
+                           description="Plan or run a study declared in a YAML spec (see search_spaces/).")
+    study_sub = study.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+
+    run = study_sub.add_parser("run", help="train what the study needs on Ray Tune and write its results rows",
+                               description=(
+                                   "Run a study on the Ray cluster in RAY_ADDRESS (or --address), or on a local Ray "
+                                   "runtime. Trainings already in the store are reused; rerunning continues an "
+                                   "interrupted study."))
+    _study_args(run)
+    run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local runtime)")
+    run.add_argument("--report", type=Path, help="also write the study's tables into this folder")
+    run.set_defaults(func=_run)
+
+    plan = study_sub.add_parser("plan", help="print how many trainings a study needs and how many it reuses",
+                                description="Validate a spec and print its rows and what would be trained; trains nothing.")
+    _study_args(plan)
+    plan.set_defaults(func=_plan)
+
+
+def register_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="synthetic data + the demo loss study on local Ray + its tables (what `make demo` runs)",
+                          description=(
+                              "Write a synthetic Landslide4Sense-format dataset, run search_spaces/demo.yaml on a local "
+                              "Ray runtime and write the table (Markdown, LaTeX) and the results store."))
+    demo.add_argument("--data", type=Path, default=Path(".demo/data"), help="where the synthetic dataset goes")
+    demo.add_argument("--storage", type=Path, default=Path(".demo/results"), help="results store folder")
+    demo.add_argument("--reports", type=Path, default=Path("reports/demo"), help="where the tables go")
+    demo.add_argument("--spec", type=Path, default=REPO_ROOT / "search_spaces" / "demo.yaml", help="study spec")
+    demo.add_argument("--n", type=int, default=240, help="number of synthetic scenes")
+    demo.add_argument("--size", type=int, default=64, help="synthetic tile side in pixels")
+    demo.set_defaults(func=_demo)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from rmaunet.studies.runner import plan_study
+    from rmaunet.studies.spec import load_spec
+
+    spec = load_spec(args.spec, smoke=args.smoke)
+    plan = plan_study(spec, args.data, args.storage)
+    print(plan.summary())
+    for p in plan.planned:
+        state = "reuse" if p.trial_id in plan.finished else "train"
+        print(f"  [{state}] {p.label} (seed {p.seed}) trial {p.trial_id}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rmaunet.studies.runner import run_study
+    from rmaunet.studies.spec import load_spec
+
+    spec = load_spec(args.spec, smoke=args.smoke)
+    started = time.monotonic()
+    plan = run_study(spec, args.data, args.storage, address=args.address, log=_log)
+    _summarise(spec.name, args.storage, args.report, started)
+    return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
+
+
+def _done(storage: Path, plan) -> set[str]:
+    from rmaunet.studies.store import ResultsStore
+
+    store = ResultsStore(storage)
+    return {tid for tid in plan.unique if store.finished_trial(tid) is not None}
+
+
+def _summarise(study: str, storage: Path, report_dir: Path | None, started: float) -> None:
+    from rmaunet.reporting import write_study_report
+    from rmaunet.studies.store import ResultsStore
+
+    store = ResultsStore(storage)
+    rows = store.read(study)
+    exported = store.export(Path(storage) / f"{study}.parquet", study)
+    _log(f"{study}: {len(rows)} results rows in {time.monotonic() - started:.0f} s; store {storage}, table {exported}")
+    if report_dir is not None and not rows.empty:
+        paths = write_study_report(rows, report_dir, title=study)
+        print()
+        print(Path(paths["markdown"]).read_text())
+        for kind, path in paths.items():
+            print(f"  {kind}: {path}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+
+    from rmaunet.data.synthetic import write_landslide4sense
+    from rmaunet.studies.runner import run_study
+    from rmaunet.studies.spec import load_spec
+    from rmaunet.studies.store import ResultsStore
+
+    started = time.monotonic()
+    if not (args.data / "TrainData" / "img").is_dir():
+        _log(f"writing {args.n} synthetic Landslide4Sense scenes ({args.size}×{args.size}×14) to {args.data}")
+        write_landslide4sense(args.data, args.n, seed=0, size=args.size)
+    else:
+        _log(f"using the synthetic dataset already in {args.data}")
+    spec = load_spec(args.spec)
+    run_study(spec, args.data, args.storage, log=_log)
+    _summarise(spec.name, args.storage, args.reports, started)
+    exported = ResultsStore(args.storage).export(args.reports / "results.parquet", spec.name)
+    _log(f"demo finished in {time.monotonic() - started:.0f} s; results store {args.storage}, copy {exported}")
+    return 0

@@ -1,0 +1,40 @@
+"""Spec -> planned trials, deduplicated by identity.
+
+A trial's identity is the hash of its training config (seed included) and the data
+fingerprint: the same config in two tables trains once, a finished study reruns nothing,
+and a new row trains only itself. Thresholds never enter the identity (post-processing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from rmaunet.config import TrialConfig
+from rmaunet.studies.spec import StudySpec
+
+__all__ = ["PlannedRow", "expand", "trial_id"]
+
+
+def trial_id(config: TrialConfig, data_fingerprint: str) -> str:
+    return hashlib.sha256(f"{config.training_hash}:{data_fingerprint}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PlannedRow:
+    row_index: int
+    label: str
+    seed: int
+    config: TrialConfig  # seed applied
+    trial_id: str
+    steps: tuple[str, ...] = ()
+
+
+def expand(spec: StudySpec, data_fingerprint: str) -> list[PlannedRow]:
+    """Every (row, seed) of the study, in table order."""
+    planned = []
+    for index, row in enumerate(spec.rows):
+        for seed in spec.seeds:
+            config = row.config.replace(seed=seed)
+            planned.append(PlannedRow(index, row.label, seed, config, trial_id(config, data_fingerprint), row.steps))
+    return planned

@@ -1,0 +1,347 @@
+"""Run a study on Ray Tune: one Tune trial per training, results rows as each one ends.
+
+The driver plans first (spec -> rows -> unique trial identities), reuses every trial
+whose result is already in the store, trains the rest on the cluster, and writes each
+study row the moment its trial completes. Killing the driver loses at most the trainings
+in flight: the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from rmaunet.config import TrialConfig
+from rmaunet.errors import DataError
+from rmaunet.studies.expand import PlannedRow, expand
+from rmaunet.studies.spec import StudySpec
+from rmaunet.studies.store import CONFIG_PREFIX, METRIC_NAMES, ResultsStore
+
+__all__ = ["run_study", "plan_study", "StudyPlan", "connect_ray"]
+
+Log = Callable[[str], None]
+
+
+class StudyPlan:
+    def __init__(self, spec: StudySpec, planned: list[PlannedRow], store: ResultsStore, fingerprint: str) -> None:
+        self.spec = spec
+        self.planned = planned
+        self.fingerprint = fingerprint
+        unique: dict[str, PlannedRow] = {}
+        for p in planned:
+            unique.setdefault(p.trial_id, p)
+        self.unique = unique
+        self.finished = {tid for tid in unique if _usable(store.finished_trial(tid))}
+        self.to_train = [p for tid, p in unique.items() if tid not in self.finished]
+
+    def summary(self) -> str:
+        s = self.spec
+        reused = len(self.unique) - len(self.to_train)
+        dup = len(self.planned) - len(self.unique)
+        return (
+            f"{s.name} ({s.kind}): {len(s.rows)} rows × {len(s.seeds)} seeds = {len(self.planned)} results; "
+            f"{len(self.to_train)} trainings to run, {reused} reused from the store"
+            + (f", {dup} shared between rows" if dup else "")
+        )
+
+
+def _usable(result: dict[str, Any] | None) -> bool:
+    # A failed trial (NaN loss, out of memory) is a result too: rerunning it would fail again.
+    return result is not None and result.get("status") in ("ok", "failed")
+
+
+def plan_study(spec: StudySpec, data_dir: Path | str, storage: Path | str) -> StudyPlan:
+    from rmaunet.data import fingerprint
+
+    if not Path(data_dir).exists():
+        raise DataError(f"{data_dir}: data folder not found")
+    fp = fingerprint(data_dir, spec.dataset)
+    store = ResultsStore(storage)
+    return StudyPlan(spec, expand(spec, fp), store, fp)
+
+
+# --------------------------------------------------------------------------- Ray
+def connect_ray(address: str | None, log: Log) -> bool:
+    """Connect to RAY_ADDRESS / `address`, or start a local runtime. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        log(f"connected to Ray cluster at {address}")
+        return False
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    ctx = ray.get_runtime_context()
+    log(f"started a local Ray runtime (dashboard on 127.0.0.1, {int(ray.cluster_resources().get('CPU', 0))} CPUs) {ctx.get_node_id()[:8]}")
+    return True
+
+
+def _trainable(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], data_dir: str, storage: str) -> None:
+    """One Tune trial: train one planned config into its trial folder of the store."""
+    from ray import tune
+
+    from rmaunet.training.trial import configure_threads, run_trial
+
+    tid = tune_config["trial_id"]
+    entry = plan[tid]
+    config = TrialConfig.from_dict(entry["config"])
+    configure_threads()
+    out = ResultsStore(storage).trial_dir(tid)
+    (out).mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
+
+    def report(row: dict[str, Any]) -> None:
+        tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))})
+
+    if config.num_workers > 1:
+        from rmaunet.training.distributed import run_data_parallel
+
+        result = run_data_parallel(
+            config, data_dir, out, num_workers=config.num_workers, use_gpu=entry["gpu"] > 0, report=report
+        )
+    else:
+        result = run_trial(config, data_dir, out, report=report)
+    tune.report({"done": 1, "status_ok": int(result.status == "ok"), **{f"final_val_{k}": v for k, v in result.val.items()}})
+
+
+def run_study(
+    spec: StudySpec,
+    data_dir: Path | str,
+    storage: Path | str,
+    *,
+    address: str | None = None,
+    log: Log = print,
+) -> StudyPlan:
+    """Plan, reuse, train what is missing on Ray Tune, and write every results row."""
+    data_dir, storage = Path(data_dir).resolve(), Path(storage).resolve()
+    plan = plan_study(spec, data_dir, storage)
+    log(plan.summary())
+    store = ResultsStore(storage)
+    provenance = _provenance()
+    writer = _RowWriter(spec, plan, store, provenance, log)
+    for tid in plan.finished:
+        writer.trial_done(tid, wall_s=0.0)
+
+    if plan.to_train:
+        _tune(spec, plan, data_dir, storage, writer, address, log)
+    missing = [tid for tid in plan.unique if tid not in writer.done]
+    if missing:
+        log(f"{len(missing)} trainings did not finish; rerun the same command to continue")
+    return plan
+
+
+def _tune(
+    spec: StudySpec, plan: StudyPlan, data_dir: Path, storage: Path, writer: _RowWriter, address: str | None, log: Log
+) -> None:
+    import ray
+    from ray import tune
+
+    started_here = connect_ray(address, log)
+    try:
+        gpu = spec.resources["gpu"]
+        workers = int(spec.resources["workers"])
+        entries = {
+            p.trial_id: {"config": p.config.replace(num_workers=workers).to_dict(), "gpu": gpu, "label": p.label}
+            for p in plan.to_train
+        }
+        if workers > 1:
+            # The trial only drives a TensorflowTrainer whose workers hold the real resources;
+            # Tune still needs a non-empty request (DESIGN.md).
+            resources = {"CPU": 0.01}
+        else:
+            resources = {"CPU": spec.resources["cpu"], "GPU": gpu}
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, plan=entries, data_dir=str(data_dir), storage=str(storage)), resources
+        )
+        total = ray.cluster_resources()
+        if spec.max_concurrent:
+            concurrent = spec.max_concurrent
+        elif gpu > 0:
+            concurrent = max(1, int(total.get("GPU", 0) // max(gpu * workers, 1e-9)))
+        else:
+            concurrent = max(1, int(total.get("CPU", 1) // max(spec.resources["cpu"] * workers, 1e-9)))
+        log(f"running {len(entries)} trainings, up to {concurrent} at once")
+        labels = {tid: e["label"] for tid, e in entries.items()}
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial_id": tune.grid_search(list(entries))},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=concurrent,
+                trial_name_creator=lambda t: f"{labels.get(t.config.get('trial_id'), 'trial')[:40]}-{t.config.get('trial_id', '')[:6]}",
+                trial_dirname_creator=lambda t: f"{t.config.get('trial_id', t.trial_id)}",
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str(storage / "tune"),
+                failure_config=tune.FailureConfig(max_failures=2),
+                callbacks=[_Progress(writer, labels, log)],
+                verbose=0,
+            ),
+        )
+        tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+class _RowWriter:
+    """Turns finished trials into study rows (one per row label, seed and threshold)."""
+
+    def __init__(self, spec: StudySpec, plan: StudyPlan, store: ResultsStore, provenance: dict[str, Any], log: Log) -> None:
+        self.spec, self.plan, self.store, self.provenance, self.log = spec, plan, store, provenance, log
+        self.done: set[str] = set()
+        self.best: tuple[float, str] | None = None
+
+    def trial_done(self, tid: str, wall_s: float | None = None) -> None:
+        result = self.store.finished_trial(tid)
+        if not _usable(result):
+            return
+        self.done.add(tid)
+        trial_dir = self.store.trial_dir(tid)
+        for p in self.plan.planned:
+            if p.trial_id != tid:
+                continue
+            thresholds = self.spec.thresholds if self.spec.kind == "threshold" else (p.config.threshold,)
+            rows = [self._row(p, result, trial_dir, t, wall_s) for t in thresholds]
+            if self.spec.kind == "threshold" and result["status"] == "ok":
+                chosen = max(rows, key=lambda r: r["val_f1"])["threshold"]  # chosen on validation only
+                for r in rows:
+                    r["chosen_threshold"] = chosen
+            for r in rows:
+                self.store.write_row(r)
+            if result["status"] == "ok" and self.spec.kind != "threshold":
+                f1 = rows[0]["val_f1"]
+                if self.best is None or f1 > self.best[0]:
+                    self.best = (f1, p.label)
+
+    def _row(self, p: PlannedRow, result: dict[str, Any], trial_dir: Path, threshold: float, wall_s: float | None) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "study": self.spec.name,
+            "kind": self.spec.kind,
+            "row": f"{threshold:g}" if self.spec.kind == "threshold" else p.label,
+            "row_index": p.row_index,
+            "seed": p.seed,
+            "trial_id": p.trial_id,
+            "config_hash": p.config.training_hash,
+            "status": result["status"],
+            "reason": result.get("reason", ""),
+            "threshold": float(threshold),
+            "chosen_threshold": float(threshold),
+        }
+        scores = _scores_at(trial_dir, threshold) if result["status"] == "ok" else {}
+        for split in ("val", "test"):
+            for m in METRIC_NAMES:
+                row[f"{split}_{m}"] = scores.get(f"{split}_{m}", math.nan)
+            for m in ("accuracy", "precision", "recall", "f1"):
+                row[f"{split}_det_{m}"] = result.get(f"{split}_det", {}).get(m, math.nan)
+        accelerator = result.get("accelerator", "CPU")
+        trained_s = float(result.get("wall_s", 0.0))
+        row.update(
+            {
+                "epochs_run": int(result.get("epochs_run", 0)),
+                "best_epoch": int(result.get("best_epoch", 0)),
+                "wall_s": trained_s if wall_s is None else wall_s,
+                "gpu_hours": trained_s * self.spec.resources["gpu"] * self.spec.resources["workers"] / 3600.0
+                if accelerator != "CPU" and wall_s is None
+                else 0.0,
+                "images_per_s": float(result.get("images_per_s", math.nan)),
+                "history": result.get("history", []),
+                "steps": list(p.steps),
+                "data_fingerprint": self.plan.fingerprint,
+                "node": result.get("node", ""),
+                "accelerator": accelerator,
+                "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **self.provenance,
+            }
+        )
+        for key, value in p.config.to_dict().items():
+            row[f"{CONFIG_PREFIX}{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+        return row
+
+
+def _scores_at(trial_dir: Path, threshold: float) -> dict[str, float]:
+    """Metrics at any threshold from the stored probability maps: no training, no model."""
+    from rmaunet.metrics import segmentation_scores
+
+    scores = {}
+    for split in ("val", "test"):
+        path = trial_dir / f"{split}_probs.npz"
+        if not path.is_file():
+            continue
+        with np.load(path) as data:
+            prob = data["prob_u8"].astype(np.float32) / 255.0
+            scores.update({f"{split}_{k}": v for k, v in segmentation_scores(data["mask"], prob, threshold).items()})
+    return scores
+
+
+class _Progress:
+    """Tune callback: which trials run where, finished / total, best so far, time left."""
+
+    def __new__(cls, *args, **kwargs):  # built lazily so this module imports without Ray
+        from ray import tune
+
+        class Progress(tune.Callback):
+            def __init__(self, writer: _RowWriter, labels: dict[str, str], log: Log) -> None:
+                self.writer, self.labels, self.log = writer, labels, log
+                self.total = len(labels)
+                self.finished = 0
+                self.started = time.monotonic()
+
+            def _label(self, trial) -> str:
+                return self.labels.get(trial.config.get("trial_id"), str(trial))
+
+            def on_trial_start(self, iteration, trials, trial, **info):
+                running = sum(1 for t in trials if t.status == "RUNNING")
+                self.log(f"  start  {self._label(trial)}  ({running} running, {self.finished}/{self.total} done)")
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                if "epoch" in result and "val_f1" in result:
+                    node = result.get("node_ip", "?")
+                    self.log(
+                        f"  epoch {int(result['epoch'])}  {self._label(trial)} on {node}: "
+                        f"loss {result.get('loss', math.nan):.4f}, val F1 {100 * result['val_f1']:.2f}, "
+                        f"{result.get('images_per_s', math.nan):.0f} img/s"
+                    )
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                tid = trial.config.get("trial_id")
+                self.writer.trial_done(tid)
+                self.finished += 1
+                elapsed = time.monotonic() - self.started
+                eta = elapsed / self.finished * (self.total - self.finished)
+                best = self.writer.best
+                best_text = f"best so far {best[1]!r} val F1 {100 * best[0]:.2f}" if best else "no result yet"
+                self.log(f"  done   {self._label(trial)}  [{self.finished}/{self.total}] {best_text}; about {eta:.0f} s left")
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                self.log(f"  error  {self._label(trial)}: the trial raised (Tune retries it up to 2 times)")
+
+        return Progress(*args, **kwargs)
+
+
+def _provenance() -> dict[str, Any]:
+    versions = {}
+    for name in ("rmaunet", "tensorflow", "keras", "ray", "numpy", "optuna"):
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+        except Exception:  # noqa: BLE001 - a missing package is recorded as absent
+            versions[name] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"git_commit": commit or os.environ.get("RMAUNET_GIT_COMMIT", "unknown"), "versions": versions}
