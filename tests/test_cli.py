@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMMANDS = [[], ["data"], ["data", "synth"], ["study"], ["study", "run"], ["study", "plan"], ["report"], ["demo"]]
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rmaunet", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "rmaunet")
+def test_every_command_explains_itself(cmd):
+    # `--help` of each (sub)command exits 0 and describes its purpose and options.
+    out = _run(*cmd, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "usage: rmaunet" in out.stdout
+    assert len(out.stdout.splitlines()) > 4
+
+
+def test_synth_writes_the_official_layout(tmp_path):
+    # `rmaunet data synth` writes image_{1..N}.h5 (img, H×W×14 float32) and mask_{1..N}.h5 (mask, uint8 {0,1}).
+    import h5py
+    import numpy as np
+
+    out = _run("data", "synth", "--dataset", "landslide4sense", "--out", str(tmp_path), "--n", "3", "--seed", "1", "--size", "32")
+    assert out.returncode == 0, out.stderr
+    for i in (1, 2, 3):
+        with h5py.File(tmp_path / "TrainData" / "img" / f"image_{i}.h5") as f:
+            assert f["img"].shape == (32, 32, 14) and f["img"].dtype == np.float32
+        with h5py.File(tmp_path / "TrainData" / "mask" / f"mask_{i}.h5") as f:
+            assert f["mask"].shape == (32, 32) and f["mask"].dtype == np.uint8
+            assert set(np.unique(f["mask"][()])) <= {0, 1}
+
+
+def test_bad_spec_is_one_line_and_exit_2(tmp_path):
+    # A typo in a spec: one line on stderr naming the file, exit status 2, no traceback.
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: x\nkind: table\nrows:\n  - {label: a, set: {loss: focl}}\n")
+    out = _run("study", "plan", str(spec), "--data", str(tmp_path), "--storage", str(tmp_path / "st"))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(spec) in lines[0] and "focl" in lines[0]
+
+
+def test_missing_data_folder_is_exit_2(tmp_path):
+    # Pointing a study at a folder that does not exist is a user error, not a crash.
+    out = _run("study", "plan", "search_spaces/demo.yaml", "--data", str(tmp_path / "nope"), "--storage", str(tmp_path / "st"),
+               cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 2 and "nope" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rmaunet.config import PRESETS, TrialConfig
+from rmaunet.errors import ConfigError
+
+
+def test_defaults_are_the_paper_baseline():
+    # Section III: 14 bands, double conv, no attention, one head, CE + L2 1e-4, Adam 4e-4, 30 epochs.
+    c = TrialConfig()
+    assert (c.bands, c.block, c.attention, c.heads, c.loss) == ("14", "double_conv", "none", "single", "cross_entropy")
+    assert (c.l2, c.learning_rate, c.epochs, c.base_filters) == (1e-4, 4e-4, 30, 64)
+
+
+def test_hash_is_stable_across_processes():
+    # The same config hashes to the same value in a fresh interpreter (no id()/PYTHONHASHSEED leaks).
+    code = "from rmaunet.config import TrialConfig; print(TrialConfig(loss='focal', loss_params={'gamma': 2.0}).training_hash)"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert other == TrialConfig(loss="focal", loss_params={"gamma": 2.0}).training_hash
+
+
+def test_hash_ignores_threshold_and_workers_but_not_training_fields():
+    # Post-processing and execution knobs reuse a trial; anything that changes learning does not.
+    base = TrialConfig()
+    assert base.replace(threshold=0.9).training_hash == base.training_hash
+    assert base.replace(num_workers=4).training_hash == base.training_hash
+    assert base.replace(seed=1).training_hash != base.training_hash
+    assert base.replace(loss="iou").training_hash != base.training_hash
+
+
+def test_loss_params_order_does_not_change_identity():
+    # Mappings are normalised, so YAML key order cannot split one trial into two.
+    a = TrialConfig(loss="tversky", loss_params={"alpha": 0.3, "beta": 0.7})
+    b = TrialConfig(loss="tversky", loss_params={"beta": 0.7, "alpha": 0.3})
+    assert a == b and a.training_hash == b.training_hash
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"loss": "hinge"}, "loss: unknown value 'hinge'"),
+        ({"attention": "transformer"}, "attention: unknown value"),
+        ({"threshold": 1.0}, "threshold: 1.0 is outside (0.0, 1.0)"),
+        ({"loss_params": {"alpha": 1.5}}, "loss_params.alpha: 1.5 is outside [0.0, 1.0]"),
+        ({"epochs": 0}, "epochs: 0 is outside"),
+        ({"crop": 30, "depth": 2}, "divisible by 2**depth"),
+        ({"lossx": "iou"}, "unknown config key 'lossx'"),
+    ],
+)
+def test_invalid_values_are_refused_by_name(changes, message):
+    # Every bad value names its field and the reason.
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]").replace("*", r"\*")):
+        TrialConfig.from_dict(changes)
+
+
+def test_round_trip_through_dict():
+    # to_dict -> from_dict gives the same config (the plan crosses process boundaries this way).
+    c = PRESETS["rmaunet"]
+    assert TrialConfig.from_dict(c.to_dict()) == c

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rmaunet.errors import SpecError
+from rmaunet.studies.expand import expand
+from rmaunet.studies.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+TABLE = """\
+name: t
+kind: table
+base:
+  preset: baseline
+  base_filters: 8
+seeds: [0, 1]
+rows:
+  - label: CE
+  - label: Focal
+    set: {loss: focal}
+  - label: CE again
+    set: {loss: cross_entropy}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "spec.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_table_rows_apply_overrides_to_the_base(tmp_path):
+    # Each row is the base with its `set:` applied; seeds multiply rows.
+    spec = load_spec(_write(tmp_path, TABLE))
+    assert [r.label for r in spec.rows] == ["CE", "Focal", "CE again"]
+    assert spec.rows[1].config.loss == "focal" and spec.rows[1].config.base_filters == 8
+    planned = expand(spec, "fp")
+    assert len(planned) == 6
+
+
+def test_identical_configs_share_one_trial(tmp_path):
+    # "CE" and "CE again" are the same training: one identity per seed.
+    planned = expand(load_spec(_write(tmp_path, TABLE)), "fp")
+    ids = {(p.label, p.seed): p.trial_id for p in planned}
+    assert ids[("CE", 0)] == ids[("CE again", 0)]
+    assert ids[("CE", 0)] != ids[("CE", 1)] != ids[("Focal", 1)]
+    assert len({p.trial_id for p in planned}) == 4
+
+
+def test_data_fingerprint_is_part_of_identity(tmp_path):
+    # Changed data means a new training, never a silent reuse.
+    spec = load_spec(_write(tmp_path, TABLE))
+    assert expand(spec, "a")[0].trial_id != expand(spec, "b")[0].trial_id
+
+
+@pytest.mark.parametrize(
+    "edit, line, message",
+    [
+        (("  - label: Focal\n    set: {loss: focal}", "  - label: Focal\n    set: {loss: focl}"), 10, "unknown value 'focl'"),
+        (("seeds: [0, 1]", "seeds: [0, 1]\ntypo_key: 3"), 7, "unknown key 'typo_key'"),
+        (("    set: {loss: focal}", "    set: {loss: focal_iou, loss_params: {alpha: 1.5}}"), 10, "alpha"),
+        (("  base_filters: 8", "  base_filters: 8\n  attention: transformer"), 6, "attention: unknown value"),
+        (("  base_filters: 8", "  base_filters: 8\n  bands: 14,ndvx"), 6, "ndvx"),
+        (("kind: table", "kind: tabel"), 2, "kind: unknown value 'tabel'"),
+    ],
+)
+def test_bad_specs_are_refused_with_line_and_reason(tmp_path, edit, line, message):
+    # The error cites file:line and the reason, before anything runs.
+    path = _write(tmp_path, TABLE.replace(*edit))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}:{line}:"), text
+    assert message in text
+
+
+def test_threshold_outside_open_interval_is_refused(tmp_path):
+    # Table IX thresholds must lie in (0, 1).
+    text = "name: th\nkind: threshold\nbase: {preset: rmaunet}\nthresholds: [0.5, 1.0]\n"
+    with pytest.raises(SpecError, match=r"spec.yaml:4: thresholds: 1.0 is outside \(0, 1\)"):
+        load_spec(_write(tmp_path, text))
+
+
+def test_ladder_is_cumulative(tmp_path):
+    # Each ladder step keeps every earlier technique (Table X).
+    text = (
+        "name: lad\nkind: ladder\nbase: {preset: baseline}\nsteps:\n"
+        "  - {label: Combined loss, set: {loss: focal_iou}}\n"
+        "  - {label: 23 bands, set: {bands: '23'}}\n"
+    )
+    spec = load_spec(_write(tmp_path, text))
+    assert [r.config.loss for r in spec.rows] == ["cross_entropy", "focal_iou", "focal_iou"]
+    assert spec.rows[2].config.bands == "23" and spec.rows[2].steps == ("Combined loss", "23 bands")
+
+
+def test_loco_removes_one_component_per_row(tmp_path):
+    # Leave-one-out: every row is the full model with exactly one component reverted.
+    text = (
+        "name: loco\nkind: loco\nfull: {preset: rmaunet}\ncomponents:\n"
+        "  - {label: Multiple heads, remove: {heads: single}}\n"
+        "  - {label: Attention, remove: {attention: none}}\n"
+    )
+    spec = load_spec(_write(tmp_path, text))
+    full, no_heads, no_att = (r.config for r in spec.rows)
+    assert (full.heads, full.attention) == ("multi_resolution", "mha")
+    assert (no_heads.heads, no_heads.attention) == ("single", "mha")
+    assert (no_att.heads, no_att.attention) == ("multi_resolution", "none")
+
+
+def test_smoke_shrinks_without_editing(tmp_path):
+    # --smoke: small width, crop, few tiles, one epoch, whatever the spec says.
+    spec = load_spec(_write(tmp_path, TABLE), smoke=True)
+    c = spec.rows[1].config
+    assert (c.base_filters, c.epochs, c.crop, c.max_tiles, c.loss) == (4, 1, 32, 40, "focal")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_loads(path):
+    # The specs we ship validate (full and smoke).
+    assert load_spec(path).rows
+    assert load_spec(path, smoke=True).rows
