@@ -1,0 +1,436 @@
+"""N workers, one trial: data-parallel training on Ray Train's TensorflowTrainer.
+
+Each worker is one replica of a `MultiWorkerMirroredStrategy`. The train step is a
+custom `strategy.run` + `strategy.reduce` around the Keras 3 model, because Keras 3
+`model.fit` fails under this strategy (keras-team/keras#20585, DESIGN.md).
+
+What makes N workers train the same model one worker would (num_workers is left out of
+TrialConfig.training_hash, so the results must not depend on it):
+
+- The global batch is config.batch_size. Every epoch all ranks compute the same seeded
+  permutation of the training set; global batch i is rows [i*B, (i+1)*B) of it and rank r
+  takes the r-th contiguous slice of B/N rows. The union of the N replica batches is
+  exactly the batch one worker would see. The remainder (n mod B rows) is dropped so every
+  rank runs the same number of steps: a rank with one step more would wait in an
+  all-reduce forever.
+- Each replica's loss is divided by N: the Keras TF optimizer all-reduces gradients by
+  SUM, so the sum of the scaled replica gradients is the gradient of the global mean loss.
+- BatchNormalization layers are switched to `synchronized=True` when N > 1, so batch
+  statistics are computed over the global batch (two extra all-reduces per BN layer per
+  step). Without it each replica normalises with its own B/N samples: the forward pass,
+  the gradients and the moving statistics all change with N.
+
+Every rank reports a SHA-256 of its weights and optimizer state after every epoch; the
+driver compares them and fails the trial with a clear reason when they differ. Rank 0
+alone evaluates on validation, keeps the best epoch's weights and, in the last epoch,
+scores test once and writes the probability maps; everything it writes goes into the
+epoch's Ray Train checkpoint (so another node can resume from it) and the driver copies
+the final checkpoint's files into out_dir.
+
+Worker processes import ray.train.tensorflow, which imports TensorFlow before the train
+loop runs, so environment variables TensorFlow reads at import time are set through the
+run's `worker_runtime_env`, not inside the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import queue as queue_module
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from rmaunet.config import TrialConfig
+from rmaunet.errors import ConfigError
+from rmaunet.training.trial import TrialResult, _predictor, _score, save_probabilities
+
+__all__ = [
+    "run_data_parallel",
+    "epoch_order",
+    "rank_slice",
+    "weights_digest",
+    "synchronize_batch_norm",
+    "worker_env",
+    "RESULT_FILES",
+]
+
+Reporter = Callable[[dict[str, Any]], None]
+
+# Files rank 0 puts into the last checkpoint; run_data_parallel copies them into out_dir.
+RESULT_FILES = ("best.weights.h5", "model.weights.h5", "history.json", "val_probs.npz", "test_probs.npz", "result.json")
+_STATE_FILE = "state.json"
+_OPTIMIZER_FILE = "optimizer.npz"
+_SYNC_FILE = "sync.json"
+
+
+# --------------------------------------------------------------------------- pure helpers
+def epoch_order(n: int, global_batch: int, seed: int, epoch: int) -> np.ndarray:
+    """(steps, global_batch) training-row indices of one epoch, the same on every rank.
+
+    Seeded by (seed, epoch) rather than by a running generator, so a worker group that
+    restarts from the checkpoint of epoch k replays epochs k+1.. in the same order.
+    """
+    steps = n // global_batch
+    if steps == 0:
+        raise ConfigError(f"batch_size: {global_batch} is larger than the {n} training images")
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[: steps * global_batch].reshape(steps, global_batch)
+
+
+def rank_slice(order: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank `rank`'s rows of every global batch: (steps, global_batch // world) indices."""
+    global_batch = order.shape[1]
+    if global_batch % world:
+        raise ConfigError(f"batch_size: {global_batch} is not divisible by num_workers = {world}")
+    per_rank = global_batch // world
+    return order[:, rank * per_rank : (rank + 1) * per_rank]
+
+
+def weights_digest(arrays: Iterable[np.ndarray]) -> str:
+    """SHA-256 over the bytes, dtypes and shapes of arrays: equal iff bit-identical."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def synchronize_batch_norm(model: Any) -> int:
+    """Make every BatchNormalization layer use global-batch statistics; returns how many.
+
+    Keras 3 (TensorFlow backend) all-reduces the moments of a `synchronized` layer across
+    the replicas of the active strategy. The attribute is read when the step is traced,
+    so this must run before the first train step.
+    """
+    import keras
+
+    count = 0
+    # _flatten_layers is the only walk that reaches layers nested inside custom blocks.
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+            count += 1
+    return count
+
+
+def worker_env(use_gpu: bool, cpus_per_worker: int) -> dict[str, str]:
+    """Environment TensorFlow must see when it is first imported in a worker process."""
+    env = {
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        # Workers share the node's cores: without a cap every worker starts one thread per
+        # core and N workers oversubscribe the CPU N times.
+        "TF_NUM_INTRAOP_THREADS": str(max(cpus_per_worker, 1)),
+        "TF_NUM_INTEROP_THREADS": str(max(min(cpus_per_worker, 2), 1)),
+    }
+    if use_gpu:
+        env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    else:
+        # A worker without a GPU must not grab one that another trial on the node owns.
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+# --------------------------------------------------------------------------- worker loop
+def _train_loop(loop_config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker (TF_CONFIG already set by Ray's TensorFlow backend)."""
+    import keras
+    import ray.train
+    import tensorflow as tf
+
+    from rmaunet import losses
+    from rmaunet.data import prepare_splits
+    from rmaunet.data.pipeline import make_dataset
+    from rmaunet.models import build_model
+    from rmaunet.training import precision
+
+    config = TrialConfig.from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    started = time.perf_counter()
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    if strategy.num_replicas_in_sync != world:
+        # One replica per worker is what the batch slicing below assumes.
+        raise RuntimeError(f"{strategy.num_replicas_in_sync} replicas for {world} workers: one GPU per worker expected")
+
+    splits = prepare_splits(config, loop_config["data_dir"])
+    jit = precision.configure(config)
+    keras.utils.set_random_seed(config.seed)  # same seed on every rank: identical initial weights
+    size = splits.x_train.shape[1]
+    with strategy.scope():
+        model = build_model(config, splits.num_bands, size)
+        optimizer = precision.wrap_optimizer(keras.optimizers.Adam(learning_rate=config.learning_rate), config)
+        optimizer.build(model.trainable_variables)
+    if world > 1:
+        synchronize_batch_norm(model)
+    loss_fn = losses.get(config.loss, **config.loss_kwargs)
+    predict = _predictor(model)
+
+    def replica_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            loss = tf.cast(loss_fn(y, outputs["mask"]), tf.float32)
+            if model.losses:
+                loss = loss + tf.add_n([tf.cast(r, tf.float32) for r in model.losses])
+            scaled = optimizer.scale_loss(loss / world)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    # XLA cannot compile the collective ops of a multi-replica step; one replica can.
+    @tf.function(jit_compile=jit and world == 1)
+    def train_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        per_replica = strategy.run(replica_step, args=(x, y))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+    # ------------------------------------------------------------------ resume
+    state: dict[str, Any] = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "history": [], "rates": []}
+    work = Path(tempfile.mkdtemp(prefix=f"rmaunet_dp_rank{rank}_"))
+    best_path = work / "best.weights.h5"
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            ckpt = Path(ckpt_dir)
+            state = json.loads((ckpt / _STATE_FILE).read_text())
+            model.load_weights(ckpt / "model.weights.h5")
+            saved = np.load(ckpt / _OPTIMIZER_FILE)
+            for i, variable in enumerate(optimizer.variables):
+                variable.assign(saved[f"v{i}"])
+            if (ckpt / "best.weights.h5").exists():
+                shutil.copyfile(ckpt / "best.weights.h5", best_path)
+
+    def digest() -> str:
+        return weights_digest([np.asarray(v) for v in model.weights] + [np.asarray(v) for v in optimizer.variables])
+
+    # ------------------------------------------------------------------ epochs
+    n = len(splits.x_train)
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        rows = rank_slice(epoch_order(n, config.batch_size, config.seed, epoch), rank, world).reshape(-1)
+        x_shard, y_shard = splits.x_train[rows], splits.y_train[rows]
+        # The order is already this epoch's global shuffle; make_dataset shuffles (again,
+        # within the shard) only when it augments, because it augments only when training.
+        ds = make_dataset(
+            x_shard, y_shard, config.batch_size // world,
+            training=bool(config.augment), augment=config.augment, seed=config.seed + 7919 * rank + epoch,
+        )
+        t0 = time.perf_counter()
+        total, steps = 0.0, 0
+        for x, y in ds:
+            total += float(train_step(x, y))
+            steps += 1
+        train_s = time.perf_counter() - t0
+        mean_loss = total / max(steps, 1)
+        rate = steps * config.batch_size / train_s if train_s > 0 else float("nan")
+        # The loss is reduced across replicas, so every rank takes the same branch here
+        # and all ranks call ray.train.report equally often.
+        failed = not math.isfinite(mean_loss)
+        last = failed or epoch == config.epochs
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": mean_loss,
+            "images_per_s": rate,
+            "weights_sha256": digest(),
+            "data_sha256": weights_digest([x_shard, y_shard]),
+            "rank": rank,
+        }
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=f"epoch_{epoch:04d}")
+            if failed:
+                break
+            continue
+
+        ckpt = work / f"epoch_{epoch:04d}"
+        ckpt.mkdir()
+        if not failed:
+            val = _score(splits.y_val, predict(splits.x_val, config.batch_size), config.threshold)
+            metrics.update({f"val_{k}": v for k, v in val.items()})
+            state["rates"].append(rate)
+            if val["f1"] > state["best_f1"]:
+                state["best_f1"], state["best_epoch"] = val["f1"], epoch
+                model.save_weights(best_path)
+        metrics["epoch_s"] = time.perf_counter() - t0
+        state["history"].append({k: v for k, v in metrics.items() if k not in ("rank", "data_sha256")})
+        state["epoch"] = epoch
+        model.save_weights(ckpt / "model.weights.h5")
+        np.savez(ckpt / _OPTIMIZER_FILE, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+        if best_path.exists():
+            shutil.copyfile(best_path, ckpt / "best.weights.h5")
+        (ckpt / _STATE_FILE).write_text(json.dumps(state))
+        if last:
+            _write_outcome(ckpt, config, splits, model, predict, state, failed, started)
+        ray.train.report(
+            metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt)), checkpoint_dir_name=ckpt.name
+        )
+        shutil.rmtree(ckpt, ignore_errors=True)
+        if failed:
+            break
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_outcome(
+    ckpt: Path, config: TrialConfig, splits: Any, model: Any, predict: Callable, state: dict[str, Any],
+    failed: bool, started: float,
+) -> None:
+    """Rank 0, last epoch: score test once with the best epoch's weights; write the results."""
+    history = state["history"]
+    (ckpt / "history.json").write_text(json.dumps(history, indent=1))
+    if failed:
+        result = TrialResult(
+            status="failed", reason=f"loss became {history[-1]['loss']} in epoch {state['epoch']}",
+            epochs_run=state["epoch"], best_epoch=0, val={}, test={}, history=history,
+            wall_s=time.perf_counter() - started, data_fingerprint=splits.fingerprint,
+        )
+    else:
+        model.load_weights(ckpt / "best.weights.h5")
+        val_prob = predict(splits.x_val, config.batch_size)
+        test_prob = predict(splits.x_test, config.batch_size)
+        save_probabilities(ckpt / "val_probs.npz", val_prob, splits.y_val)
+        save_probabilities(ckpt / "test_probs.npz", test_prob, splits.y_test)
+        rates = state["rates"]
+        steady = rates[1:] if len(rates) > 1 else rates  # epoch 1 pays for tracing
+        result = TrialResult(
+            status="ok", reason="", epochs_run=state["epoch"], best_epoch=state["best_epoch"],
+            val=_score(splits.y_val, val_prob, config.threshold),
+            test=_score(splits.y_test, test_prob, config.threshold),
+            history=history, images_per_s=float(np.median(steady)) if steady else float("nan"),
+            wall_s=time.perf_counter() - started, data_fingerprint=splits.fingerprint,
+        )
+    (ckpt / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+
+
+# --------------------------------------------------------------------------- driver
+def _make_forwarder(sink: Any) -> Any:
+    """A Ray Train callback (runs in the controller process) that ships every epoch's
+    per-rank metrics to the driver through a Ray queue."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class _Forward(UserCallback):
+        def __init__(self, q: Any) -> None:
+            self._queue = q
+
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            self._queue.put([dict(m) for m in metrics])
+
+    return _Forward(sink)
+
+
+def run_data_parallel(
+    config: TrialConfig,
+    data_dir: Path | str,
+    out_dir: Path | str,
+    *,
+    num_workers: int,
+    use_gpu: bool = False,
+    report: Reporter | None = None,
+    cpus_per_worker: int = 1,
+    storage_path: Path | str | None = None,
+    max_failures: int = 0,
+) -> TrialResult:
+    """Train one trial data-parallel on `num_workers` Ray Train workers; results into out_dir.
+
+    Call it where Ray is initialised (a Tune trial, a job, a test). `report` is called in
+    this thread with rank 0's row of every epoch. `storage_path` (default out_dir/ray_train)
+    must be storage every node can reach on a multi-node cluster; so must data_dir. A
+    worker failure restarts the group from the last epoch's checkpoint up to `max_failures`
+    times. Writes the files of RESULT_FILES plus sync.json (every rank's weights digest per
+    epoch) into out_dir.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+    from ray.util.queue import Queue
+
+    if config.batch_size % num_workers:
+        raise ConfigError(f"batch_size: {config.batch_size} is not divisible by num_workers = {num_workers}")
+    started = time.perf_counter()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    storage = Path(storage_path).resolve() if storage_path is not None else out / "ray_train"
+
+    # num_cpus=0: the queue actor must not compete with the workers' placement group.
+    sink = Queue(actor_options={"num_cpus": 0})
+    resources: dict[str, float] = {"CPU": cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    trainer = TensorflowTrainer(
+        _train_loop,
+        train_loop_config={"config": config.to_dict(), "data_dir": str(Path(data_dir).resolve())},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=f"dp_{config.training_hash}",
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=[_make_forwarder(sink)],
+            worker_runtime_env={"env_vars": worker_env(use_gpu, cpus_per_worker)},
+        ),
+    )
+
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # reported below as a failed trial, in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, name="rmaunet-data-parallel", daemon=True)
+    thread.start()
+    sync: list[dict[str, Any]] = []
+    try:
+        while True:
+            try:
+                ranks = sink.get(timeout=0.5)
+            except queue_module.Empty:  # ray.util.queue.Empty subclasses it
+                if not thread.is_alive() and sink.empty():
+                    break
+                continue
+            ranks = sorted(ranks, key=lambda m: m.get("rank", 0))
+            sync.append({"epoch": ranks[0]["epoch"], "weights_sha256": [m["weights_sha256"] for m in ranks],
+                         "data_sha256": [m["data_sha256"] for m in ranks]})
+            if report is not None:
+                report({k: v for k, v in ranks[0].items() if k not in ("rank", "data_sha256", "weights_sha256")})
+    finally:
+        thread.join()
+        ray.kill(sink.actor)
+    (out / _SYNC_FILE).write_text(json.dumps(sync, indent=1))
+
+    if "error" in outcome:
+        return _failed(out, f"data-parallel training failed: {_first_line(outcome['error'])}", sync, started)
+    result = outcome["result"]
+    if getattr(result, "error", None) is not None:
+        return _failed(out, f"data-parallel training failed: {_first_line(result.error)}", sync, started)
+    out_of_sync = [s["epoch"] for s in sync if len(set(s["weights_sha256"])) != 1]
+    with result.checkpoint.as_directory() as ckpt_dir:
+        for name in RESULT_FILES:
+            if (Path(ckpt_dir) / name).exists():
+                shutil.copyfile(Path(ckpt_dir) / name, out / name)
+    values = json.loads((out / "result.json").read_text())
+    trial = TrialResult(**values)
+    trial.wall_s = time.perf_counter() - started  # the driver's view: start-up included
+    if out_of_sync:
+        trial.status, trial.reason = "failed", f"workers out of sync after epochs {out_of_sync}"
+    (out / "result.json").write_text(json.dumps(trial.to_dict(), indent=1))
+    return trial
+
+
+def _failed(out: Path, reason: str, sync: list[dict[str, Any]], started: float) -> TrialResult:
+    trial = TrialResult(
+        status="failed", reason=reason, epochs_run=len(sync), best_epoch=0, val={}, test={},
+        wall_s=time.perf_counter() - started,
+    )
+    (out / "result.json").write_text(json.dumps(trial.to_dict(), indent=1))
+    return trial
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
