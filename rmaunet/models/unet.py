@@ -5,27 +5,26 @@ from __future__ import annotations
 import keras
 
 from rmaunet.config import TrialConfig
-from rmaunet.models.blocks import DoubleConv
-from rmaunet.models.heads import ChannelMeanHead
+from rmaunet.models.blocks import make_block
 
-__all__ = ["build_unet"]
+__all__ = ["unet_features"]
 
 
-def build_unet(config: TrialConfig, num_bands: int, size: int | None) -> keras.Model:
-    """Outputs a dict: 'mask' (B,H,W,1) probabilities and 'features' (B,H,W,C) decoder features."""
-    inputs = keras.Input((size, size, num_bands), name="image")
+def unet_features(inputs, config: TrialConfig):
+    """The decoder's last feature map (B, H, W, base_filters) for the config's block and attention."""
+
+    def block(filters: int, name: str) -> keras.layers.Layer:
+        return make_block(config.block, filters, l2=config.l2, attention=config.attention, layer_name=name)
+
     x = inputs
     skips = []
     for level in range(config.depth):
-        x = DoubleConv(config.base_filters * 2**level, config.l2, name=f"down_{level}")(x)
+        x = block(config.base_filters * 2**level, f"down_{level}")(x)
         skips.append(x)
-        x = keras.layers.MaxPooling2D(2)(x)
-    x = DoubleConv(config.base_filters * 2**config.depth, config.l2, name="bottleneck")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool_{level}")(x)
+    x = block(config.base_filters * 2**config.depth, "bottleneck")(x)
     for level in reversed(range(config.depth)):
-        x = keras.layers.UpSampling2D(2)(x)
-        x = keras.layers.Concatenate()([x, skips[level]])
-        x = DoubleConv(config.base_filters * 2**level, config.l2, name=f"up_{level}")(x)
-    features = x
-    # The paper's head: average the final feature map across channels into one mask.
-    mask = ChannelMeanHead(dtype="float32", name="mask")(features)
-    return keras.Model(inputs, {"mask": mask, "features": features}, name="unet")
+        x = keras.layers.UpSampling2D(2, name=f"upsample_{level}")(x)
+        x = keras.layers.Concatenate(name=f"skip_{level}")([x, skips[level]])
+        x = block(config.base_filters * 2**level, f"up_{level}")(x)
+    return x

@@ -1,0 +1,164 @@
+"""The backbones Table VIII compares, each ending in a full-resolution feature map.
+
+- `unet`: the paper's U-Net (unet.py).
+- `deeplabv3`: DeepLab-V3 (Chen et al. 2017) from Keras layers: an encoder of the
+  config's blocks down to output stride 8 (or 2**depth when depth < 3), one atrous block
+  (dilation 2), atrous spatial pyramid pooling (rates 6, 12, 18 and image pooling), then
+  bilinear upsampling to the input resolution, as DeepLab-V3 predicts.
+- `mobilenetv3`, `efficientnetv2`: keras.applications MobileNetV3-Large (width multiplier
+  base_filters / 64) and EfficientNetV2-B0, randomly initialised (weights=None, nothing is
+  downloaded), taking N bands with no ImageNet preprocessing, under a U-Net decoder that
+  upsamples ×2 per level with skips from the encoder's last map at each stride and the
+  input bands at stride 1, so the mask is predicted at full resolution.
+
+Each backbone is a function (inputs, config) → features; heads.py turns features into
+outputs. The keras.applications encoders need a static image size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import keras
+
+from rmaunet.config import TrialConfig
+from rmaunet.errors import ConfigError
+from rmaunet.models.blocks import ConvBNAct, make_block
+from rmaunet.models.unet import unet_features
+
+__all__ = ["ASPP", "BACKBONES", "STATIC_SIZE_BACKBONES", "deeplabv3_features", "application_features"]
+
+
+@keras.saving.register_keras_serializable(package="rmaunet")
+class ASPP(keras.layers.Layer):
+    """Atrous spatial pyramid pooling: a 1×1 conv, 3×3 convs at `rates` and image pooling,
+    concatenated and fused by a 1×1 conv (each conv BN + LeakyReLU)."""
+
+    def __init__(self, filters: int, rates: tuple[int, ...] = (6, 12, 18), l2: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.rates = tuple(rates)
+        self.l2 = l2
+        policy = self.dtype_policy
+        self.branches = [ConvBNAct(filters, 1, l2=l2, dtype=policy, name="branch_1x1")] + [
+            ConvBNAct(filters, 3, dilation_rate=r, l2=l2, dtype=policy, name=f"branch_rate_{r}") for r in self.rates
+        ]
+        self.pool_conv = ConvBNAct(filters, 1, l2=l2, dtype=policy, name="image_pooling")
+        self.fuse = ConvBNAct(filters, 1, l2=l2, dtype=policy, name="fuse")
+
+    def build(self, input_shape):
+        for branch in self.branches:
+            branch.build(input_shape)
+        self.pool_conv.build((input_shape[0], 1, 1, input_shape[-1]))
+        self.fuse.build((*input_shape[:-1], self.filters * (len(self.branches) + 1)))
+
+    def call(self, x, training=None):
+        outs = [branch(x, training=training) for branch in self.branches]
+        # BatchNorm on a 1×1 map of batch 1 has no spread; inference statistics still
+        # make it well defined, and DeepLab-V3 keeps this branch for global context.
+        pooled = self.pool_conv(keras.ops.mean(x, axis=(1, 2), keepdims=True), training=training)
+        outs.append(keras.ops.zeros_like(outs[0]) + pooled)  # broadcast to the map's size
+        return self.fuse(keras.ops.concatenate(outs, axis=-1), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "rates": list(self.rates), "l2": self.l2}
+
+
+def _block(config: TrialConfig, filters: int, name: str, dilation_rate: int = 1) -> keras.layers.Layer:
+    return make_block(
+        config.block, filters, l2=config.l2, attention=config.attention, dilation_rate=dilation_rate, layer_name=name
+    )
+
+
+def deeplabv3_features(inputs, config: TrialConfig):
+    """DeepLab-V3 on the config's blocks; features (B, H, W, base_filters·4)."""
+    downsamplings = min(config.depth, 3)
+    x = _block(config, config.base_filters, "stem")(inputs)
+    for level in range(1, downsamplings + 1):
+        x = keras.layers.MaxPooling2D(2, name=f"pool_{level}")(x)
+        x = _block(config, config.base_filters * 2**level, f"encoder_{level}")(x)
+    x = _block(config, config.base_filters * 2**downsamplings, "atrous", dilation_rate=2)(x)
+    x = ASPP(config.base_filters * 4, l2=config.l2, name="aspp")(x)
+    return keras.layers.UpSampling2D(2**downsamplings, interpolation="bilinear", name="upsample")(x)
+
+
+def _mobilenetv3(inputs, config: TrialConfig) -> keras.Model:
+    return keras.applications.MobileNetV3Large(
+        input_tensor=inputs,
+        alpha=config.base_filters / 64,
+        include_top=False,
+        weights=None,
+        include_preprocessing=False,
+    )
+
+
+def _efficientnetv2(inputs, config: TrialConfig) -> keras.Model:
+    return keras.applications.EfficientNetV2B0(
+        input_tensor=inputs, include_top=False, weights=None, include_preprocessing=False
+    )
+
+
+def _stride_taps(encoder: keras.Model, size: int) -> dict[int, object]:
+    """The last layer output at each power-of-two stride up to 32 (the U-Net skips)."""
+    taps: dict[int, object] = {}
+    for layer in encoder.layers[1:]:
+        out = layer.output
+        if not hasattr(out, "shape") or len(out.shape) != 4 or not out.shape[1]:
+            continue
+        stride = size // out.shape[1]
+        if out.shape[1] * stride == size and 2 <= stride <= 32 and stride & (stride - 1) == 0:
+            taps[stride] = out
+    return taps
+
+
+def application_features(inputs, config: TrialConfig, constructor: Callable[..., keras.Model]):
+    """A keras.applications encoder under a U-Net decoder; features (B, H, W, base_filters)."""
+    size = int(inputs.shape[1])
+    taps = _stride_taps(constructor(inputs, config), size)
+    deepest = max(taps)
+    x = taps[deepest]
+    for level in reversed(range(int(math.log2(deepest)))):
+        stride = 2**level
+        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"decoder_upsample_{level}")(x)
+        skip = taps.get(stride, inputs if stride == 1 else None)
+        if skip is not None:
+            x = keras.layers.Concatenate(name=f"decoder_skip_{level}")([x, skip])
+        filters = config.base_filters * 2 ** min(level, config.depth)
+        x = _block(config, filters, f"decoder_{level}")(x)
+    return x
+
+
+# name → function(inputs, config) → the full-resolution feature map.
+BACKBONES: dict[str, Callable[..., object]] = {
+    "unet": unet_features,
+    "deeplabv3": deeplabv3_features,
+    "mobilenetv3": lambda inputs, config: application_features(inputs, config, _mobilenetv3),
+    "efficientnetv2": lambda inputs, config: application_features(inputs, config, _efficientnetv2),
+}
+
+# keras.applications encoders are built for one image size (their skips are found by size).
+STATIC_SIZE_BACKBONES = ("mobilenetv3", "efficientnetv2")
+
+
+def check_size(config: TrialConfig, size: int | None) -> None:
+    """Refuse sizes the config's architecture cannot take, in one line naming the field."""
+    needs_static = config.backbone in STATIC_SIZE_BACKBONES or config.attention == "mha"
+    if size is None:
+        if needs_static:
+            what = f"backbone {config.backbone!r}" if config.backbone in STATIC_SIZE_BACKBONES else "attention 'mha'"
+            raise ConfigError(f"{what} needs a fixed image size; pass size= to build_model")
+        return
+    if config.backbone in STATIC_SIZE_BACKBONES:
+        multiple = 32
+    elif config.backbone == "deeplabv3":
+        multiple = 2 ** min(config.depth, 3)
+    else:
+        multiple = 2**config.depth
+    if config.heads == "multi_resolution":
+        multiple = max(multiple, 2)
+    if size % multiple != 0:
+        raise ConfigError(f"size: {size} must be divisible by {multiple} for backbone {config.backbone!r} at depth {config.depth}")

@@ -1,0 +1,152 @@
+"""Every model variant builds, predicts the documented outputs and survives a .keras round trip."""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from layer_helpers import random_batch, run_model_round_trip
+from rmaunet import config as cfg
+from rmaunet.config import PRESETS, TrialConfig
+from rmaunet.errors import ConfigError
+from rmaunet.models import ATTENTIONS, BACKBONES, BLOCKS, HEADS, TASK_OUTPUTS, build_model
+
+SIZE, BANDS = 32, 3
+TINY = dict(base_filters=4, depth=2)
+
+# The fast subset covers every value of each factor; the rest of the product runs in CI.
+_FAST = {
+    ("double_conv", "none", "single", "segmentation"),
+    ("res_conv", "mha", "multi_resolution", "segmentation+detection"),
+    ("double_conv", "se", "multi_resolution", "detection"),
+    ("res_conv", "cbam", "single", "segmentation"),
+    ("double_conv", "mha", "single", "segmentation+detection"),
+    ("res_conv", "none", "multi_resolution", "segmentation"),
+}
+_VARIANTS = [
+    pytest.param(*combo, marks=() if combo in _FAST else pytest.mark.slow, id="-".join(combo))
+    for combo in itertools.product(cfg.BLOCKS, cfg.ATTENTIONS, cfg.HEADS, cfg.TASKS)
+]
+
+
+def _expected_shapes(config: TrialConfig, size: int) -> dict[str, tuple]:
+    shapes: dict[str, tuple] = {}
+    if "segmentation" in TASK_OUTPUTS[config.task]:
+        shapes["mask"] = (2, size, size, 1)
+        if config.heads == "multi_resolution":
+            shapes.update(
+                head_half=(2, size // 2, size // 2, 1), head_full=(2, size, size, 1), head_double=(2, 2 * size, 2 * size, 1)
+            )
+    if "detection" in TASK_OUTPUTS[config.task]:
+        shapes["detection"] = (2, 1)
+    return shapes
+
+
+def _check_outputs(config: TrialConfig, out: dict[str, np.ndarray], size: int = SIZE) -> None:
+    expected = _expected_shapes(config, size)
+    if "mask" in expected:
+        assert out["features"].shape[:3] == (2, size, size)
+        assert out["features"].dtype == np.float32
+    assert set(out) == set(expected) | ({"features"} if "mask" in expected else set())
+    for name, shape in expected.items():
+        assert out[name].shape == shape, name
+        assert out[name].dtype == np.float32, name
+        assert np.all((out[name] >= 0) & (out[name] <= 1)), f"{name} is not a probability"
+
+
+# The registries name exactly the values TrialConfig accepts.
+@pytest.mark.parametrize(
+    "registry, names",
+    [(BACKBONES, cfg.BACKBONES), (BLOCKS, cfg.BLOCKS), (ATTENTIONS, cfg.ATTENTIONS), (HEADS, cfg.HEADS), (TASK_OUTPUTS, cfg.TASKS)],
+)
+def test_registries_match_config_names(registry, names):
+    assert set(registry) == set(names)
+
+
+# Each block × attention × heads × task variant of the U-Net round-trips with the documented outputs.
+@pytest.mark.parametrize("block, attention, heads, task", _VARIANTS)
+def test_unet_variant_round_trip(block, attention, heads, task, tmp_path):
+    config = TrialConfig(block=block, attention=attention, heads=heads, task=task, **TINY)
+    out = run_model_round_trip(build_model(config, BANDS, SIZE), random_batch((2, SIZE, SIZE, BANDS)), tmp_path)
+    _check_outputs(config, out)
+
+
+# Each backbone of Table VIII takes N bands and predicts a full-resolution mask, and round-trips.
+@pytest.mark.parametrize(
+    "backbone",
+    ["unet", "deeplabv3", "mobilenetv3", pytest.param("efficientnetv2", marks=pytest.mark.slow)],
+)
+def test_backbone_round_trip(backbone, tmp_path):
+    config = TrialConfig(backbone=backbone, heads="multi_resolution", task="segmentation+detection", **TINY)
+    out = run_model_round_trip(build_model(config, 5, SIZE), random_batch((2, SIZE, SIZE, 5)), tmp_path)
+    _check_outputs(config, out)
+
+
+# The full RMAU-NET preset (Res-Conv + multi-head attention + multiple heads) builds for 23 bands and round-trips.
+def test_rmaunet_preset_round_trip(tmp_path):
+    config = PRESETS["rmaunet"].replace(**TINY)
+    assert (config.block, config.attention, config.heads) == ("res_conv", "mha", "multi_resolution")
+    model = build_model(config, 23, SIZE)
+    out = run_model_round_trip(model, random_batch((2, SIZE, SIZE, 23)), tmp_path)
+    _check_outputs(config, out)
+    assert any(type(layer).__name__ == "ResConvBlock" for layer in model.layers)
+
+
+# Without attention 'mha' the U-Net accepts any size divisible by 2**depth after building once.
+def test_unet_without_size_accepts_other_sizes():
+    model = build_model(TrialConfig(heads="multi_resolution", **TINY), BANDS, None)
+    for size in (16, 24):
+        out = {k: np.asarray(v) for k, v in model(random_batch((2, size, size, BANDS)), training=False).items()}
+        _check_outputs(TrialConfig(heads="multi_resolution", **TINY), out, size)
+
+
+# Architectures that need a fixed size, or a size the depth cannot halve, are refused with a ConfigError.
+@pytest.mark.parametrize(
+    "changes, size, message",
+    [
+        (dict(attention="mha"), None, "fixed image size"),
+        (dict(backbone="mobilenetv3"), None, "fixed image size"),
+        (dict(), 30, "divisible by 4"),
+        (dict(backbone="efficientnetv2"), 48, "divisible by 32"),
+    ],
+)
+def test_unsupported_sizes_raise_config_error(changes, size, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(TrialConfig(**TINY, **changes), BANDS, size)
+
+
+# The L2 term is λ/2·‖θ‖² summed over conv kernels, and absent when l2 = 0.
+def test_l2_losses_are_half_lambda_squared_kernels():
+    model = build_model(TrialConfig(l2=1e-2, **TINY), BANDS, SIZE)
+    kernels = [w for w in model.weights if w.path.endswith("kernel")]
+    expected = sum(1e-2 / 2 * float(np.sum(np.square(keras.ops.convert_to_numpy(k)))) for k in kernels)
+    assert len(model.losses) == len(kernels) > 0
+    assert float(sum(keras.ops.convert_to_numpy(l) for l in model.losses)) == pytest.approx(expected, rel=1e-5)
+    assert build_model(TrialConfig(l2=0.0, **TINY), BANDS, SIZE).losses == []
+
+
+# Under a mixed-precision policy the internals run in float16 but every output stays float32.
+def test_mixed_precision_outputs_are_float32():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        config = TrialConfig(block="res_conv", attention="mha", heads="multi_resolution", task="segmentation+detection", **TINY)
+        model = build_model(config, BANDS, SIZE)
+        out = {k: np.asarray(v) for k, v in model(random_batch((2, SIZE, SIZE, BANDS)), training=False).items()}
+        assert any(w.dtype == "float32" and "conv" in w.path for w in model.weights)  # variables stay float32
+        assert any(layer.compute_dtype == "float16" for layer in model.layers)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    _check_outputs(config, out)
+
+
+# The multi-resolution prediction is exactly the average of its three heads resized to H×W.
+def test_multi_resolution_mask_is_average_of_heads():
+    config = TrialConfig(heads="multi_resolution", **TINY)
+    out = {k: np.asarray(v) for k, v in build_model(config, BANDS, SIZE)(random_batch((2, SIZE, SIZE, BANDS)), training=False).items()}
+    double = out["head_double"].reshape(2, SIZE, 2, SIZE, 2, 1).mean(axis=(2, 4))
+    half = np.asarray(keras.layers.UpSampling2D(2, interpolation="bilinear")(out["head_half"]))
+    np.testing.assert_allclose(out["mask"], (half + out["head_full"] + double) / 3, atol=1e-6)
