@@ -1,34 +1,79 @@
-"""`rmaunet report`: results store (or a results table) -> paper-style tables."""
+"""`rmaunet report`: results store (or a Parquet / CSV results table) -> paper-style reports."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Sequence
 
-__all__ = ["register"]
+__all__ = ["register", "main"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
-        help="turn a results store into the paper's tables",
-        description="Write Markdown and LaTeX tables, in the paper's layouts, from a results store.",
+        help="turn a results store into the paper's tables and figures",
+        description=(
+            "Write, per study, a table in the layout of the matching paper table (Markdown and "
+            "LaTeX), its figures (PNG and PDF) and a README.md index page. Metrics are test-split "
+            "values in percent; several seeds give mean ± std and a paired t-test against the baseline."
+        ),
     )
-    p.add_argument("store", type=Path, help="results store folder (the --storage of a study run)")
-    p.add_argument("--study", help="only this study (default: every study in the store)")
-    p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default reports/)")
-    p.set_defaults(func=_report)
+    p.add_argument("store", type=Path, help="results store folder (a study's --storage), or a results table (.parquet or .csv)")
+    p.add_argument("--study", help="only this study (default: the spec's study, else every study)")
+    p.add_argument("--spec", type=Path, help="the study's YAML spec: its `report:` section picks metrics, baseline, layout, references")
+    p.add_argument("--format", default="markdown,latex", help="comma-separated table formats: markdown, latex (default both)")
+    p.add_argument("--metrics", help="comma-separated test metrics of the tables, e.g. f1,miou,precision,recall (default f1,miou)")
+    p.add_argument("--baseline", help="row label the Δ and p columns compare against (default: the first row)")
+    p.add_argument("--references", type=Path, help="CSV or YAML of published rows for a cross-dataset table (Table XI)")
+    p.add_argument("--optuna-storage", help="Optuna RDB URL of a search, for Optuna's own history and importance plots")
+    p.add_argument("--no-figures", action="store_true", help="tables and index page only")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="output folder; each study gets OUT/<study>/ (default reports/)")
+    p.set_defaults(func=run_report)
 
 
-def _report(args: argparse.Namespace) -> int:
-    from rmaunet.errors import StoreError
-    from rmaunet.reporting.tables import write_study_report
-    from rmaunet.studies.store import ResultsStore
+def run_report(args: argparse.Namespace) -> int:
+    from dataclasses import replace
 
-    df = ResultsStore(args.store).read(args.study)
-    if df.empty:
-        raise StoreError(f"{args.store}: no results rows" + (f" for study {args.study!r}" if args.study else ""))
-    for study, rows in df.groupby("study"):
-        paths = write_study_report(rows, args.out / str(study), title=str(study))
-        print(f"{study}: " + ", ".join(str(p) for p in paths.values()))
+    from rmaunet.errors import SpecError
+    from rmaunet.reporting.inputs import load_references, load_results, options_from_spec
+    from rmaunet.reporting.report import write_study_report
+
+    options = options_from_spec(args.spec)
+    study = args.study or (options.optuna_study if args.spec else None)
+    changes: dict[str, object] = {}
+    if args.metrics:
+        changes["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    if args.baseline:
+        changes["baseline"] = args.baseline
+    if args.references:
+        changes["references"] = load_references(args.references)
+    if args.optuna_storage:
+        changes["optuna_storage"] = args.optuna_storage
+    try:
+        options = replace(options, **changes)
+    except SpecError as exc:
+        raise SpecError(f"rmaunet report: {exc}") from None
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+
+    df = load_results(args.store, study)
+    for name, rows in df.groupby("study", sort=True):
+        paths = write_study_report(rows, args.out / str(name), title=str(name), options=options, formats=formats, figures=not args.no_figures)
+        print(f"{name}: {paths['index']} ({len(paths)} files)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry (jobs/report.py): the report command without the training stack's imports."""
+    from rmaunet.errors import RmaunetError
+
+    parser = argparse.ArgumentParser(prog="report", description="rmaunet report, standalone")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except RmaunetError as exc:
+        print(f"rmaunet report: error: {exc}", file=sys.stderr)
+        return 2

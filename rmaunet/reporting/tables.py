@@ -1,82 +1,436 @@
-"""Paper-style tables from results rows (skeleton: one-factor tables, Markdown + LaTeX)."""
+"""The paper's table layouts (Tables III-XI), built from results rows as layout-neutral `Table`s.
+
+- one-factor (Tables III, IV, VI, VII, VIII; also `loco` without steps): one line per row;
+- ladder (Table X, and `loco`): one ✓ column per technique in the rows' `steps`;
+- threshold (Table IX): the row chosen on validation in bold;
+- cross-dataset (Table XI): segmentation and detection blocks, n/a where a task does not
+  apply, published reference rows beside ours;
+- search: the best trials of an Optuna search with the parameters it varied.
+
+Every number is a TEST metric in percent with two decimals (selection happened on
+validation, and the caption says so); with several seeds a cell is mean ± std, and each
+row carries a paired t-test against the baseline over the seeds both share.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
-__all__ = ["one_factor_table", "to_markdown", "to_latex", "write_study_report"]
+from rmaunet.errors import SpecError
+from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, parse_json_list
+from rmaunet.reporting.stats import SIGNIFICANCE_LEVEL, PairedTest, SeedStats, paired_test, seed_stats
+from rmaunet.reporting.tabular import Cell, HeaderGroup, Table
 
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
+__all__ = [
+    "RowGroup",
+    "group_rows",
+    "ok_rows",
+    "choose_layout",
+    "build_table",
+    "one_factor_table",
+    "ladder_table",
+    "threshold_table",
+    "cross_dataset_table",
+    "search_table",
+    "format_stats",
+    "study_name",
+    "choose_threshold_row",
+    "varied_parameters",
+    "METRIC_LABELS",
+    "write_study_report",
+]
+
+METRIC_LABELS = {"f1": "F1", "miou": "mIoU", "iou": "IoU", "precision": "Precision", "recall": "Recall", "accuracy": "Accuracy"}
+DATASET_NAMES = {"landslide4sense": "Landslide4Sense", "bijie": "Bijie", "nepal": "Nepal"}
+_SEG_METRICS = ("f1", "precision", "recall", "miou")  # Table XI's column order
+_DET_METRICS = ("f1", "accuracy", "precision", "recall")
+_NA = "n/a"
+SEARCH_TOP = 20
 
 
-def one_factor_table(rows: pd.DataFrame, metrics: tuple[str, ...] = ("f1", "miou"), split: str = "test") -> pd.DataFrame:
-    """One line per row label (spec order): the metrics in percent (mean over seeds) and Δ F1."""
-    ok = rows[rows["status"] == "ok"]
-    cols = [f"{split}_{m}" for m in metrics]
-    grouped = ok.groupby(["row_index", "row"], sort=True)[cols].mean().reset_index()
-    table = pd.DataFrame({"Row": grouped["row"]})
-    for m, c in zip(metrics, cols):
-        table[_METRIC_LABELS.get(m, m)] = 100.0 * grouped[c].to_numpy()
-    first = table.columns[1]
-    table[f"Δ {first}"] = table[first] - table[first].iloc[0]
-    table["n"] = ok.groupby(["row_index", "row"], sort=True).size().to_numpy()
-    return table
+@dataclass
+class RowGroup:
+    """One table row: its label and its successful results, one per seed."""
+
+    label: str
+    frame: pd.DataFrame
+
+    def values(self, column: str) -> pd.Series:
+        """The column per seed (a seed stored twice, e.g. a rerun, counts once)."""
+        if column not in self.frame.columns:
+            return pd.Series(dtype=float)
+        values = pd.to_numeric(self.frame[column], errors="coerce")
+        return values.groupby(self.frame["seed"].to_numpy()).mean()
+
+    def stats(self, column: str) -> SeedStats:
+        return seed_stats(self.values(column))
+
+    def first(self, column: str) -> Any:
+        return self.frame[column].iloc[0] if column in self.frame.columns and len(self.frame) else None
 
 
-_METRIC_LABELS = {"f1": "F1", "miou": "mIoU", "iou": "IoU", "precision": "Precision", "recall": "Recall"}
+def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    if "status" not in rows.columns:
+        return rows
+    return rows[rows["status"].fillna("ok").astype(str) == "ok"]
 
 
-def _cells(table: pd.DataFrame, bold: callable) -> list[list[str]]:
-    metric_cols = [c for c in table.columns if c not in ("Row", "n") and not c.startswith("Δ")]
-    best = {c: table[c].max() for c in metric_cols}
-    out = []
-    for _, r in table.iterrows():
-        line = []
-        for c in table.columns:
-            v = r[c]
-            if c == "Row":
-                line.append(str(v))
-            elif c == "n":
-                line.append(str(int(v)))
-            elif c.startswith("Δ"):
-                line.append(f"{v:+.2f}")
+def group_rows(rows: pd.DataFrame, by: tuple[str, ...] = ()) -> list[RowGroup]:
+    """Rows in table order (spec's row_index, then first appearance), grouped by label (and `by`)."""
+    rows = rows.reset_index(drop=True)
+    keys = [*by, "row"]
+    order = rows.assign(_pos=range(len(rows)))
+    if "row_index" in order.columns:
+        order["_ri"] = pd.to_numeric(order["row_index"], errors="coerce").fillna(math.inf)
+    else:
+        order["_ri"] = 0
+    firsts = order.groupby(keys, sort=False, dropna=False).agg(ri=("_ri", "min"), pos=("_pos", "min")).reset_index()
+    firsts = firsts.sort_values(["ri", "pos"], kind="stable") if not by else firsts.sort_values(["pos"], kind="stable")
+    groups = []
+    for _, key in firsts.iterrows():
+        mask = pd.Series(True, index=rows.index)
+        for k in keys:
+            mask &= rows[k].astype(str) == str(key[k])
+        groups.append(RowGroup(str(key["row"]), rows[mask]))
+    return groups
+
+
+# ------------------------------------------------------------------ formatting
+def format_stats(stats: SeedStats, scale: float = 100.0) -> str:
+    if stats.missing:
+        return _NA
+    if stats.n == 1 or math.isnan(stats.std):
+        return f"{stats.mean * scale:.2f}"
+    return f"{stats.mean * scale:.2f} ± {stats.std * scale:.2f}"
+
+
+def _format_p(test: PairedTest) -> str:
+    text = "<0.001" if test.p_value < 0.001 else f"{test.p_value:.3f}"
+    return f"{text} *" if test.significant else text
+
+
+def _caption(title: str, options: ReportOptions, what: str = "Test-split metrics in %; checkpoints and thresholds selected on validation") -> str:
+    head = options.caption or title
+    return f"{head}. {what}." if head else f"{what}."
+
+
+def _baseline(groups: list[RowGroup], options: ReportOptions, study: str) -> RowGroup:
+    wanted = options.baseline
+    if wanted is None:
+        return groups[0]
+    for group in groups:
+        if group.label == str(wanted):
+            return group
+    if isinstance(wanted, int):
+        for group in groups:
+            if "row_index" in group.frame.columns and (pd.to_numeric(group.frame["row_index"], errors="coerce") == wanted).any():
+                return group
+    raise SpecError(f"report baseline {wanted!r} is not a row of study {study!r} (rows: {', '.join(g.label for g in groups)})")
+
+
+def study_name(rows: pd.DataFrame) -> str:
+    return str(rows["study"].iloc[0]) if "study" in rows.columns and len(rows) else "study"
+
+
+def _failed_note(rows: pd.DataFrame) -> list[str]:
+    if "status" not in rows.columns:
+        return []
+    failed = rows[rows["status"].fillna("ok").astype(str) != "ok"]
+    if failed.empty:
+        return []
+    labels = ", ".join(dict.fromkeys(failed["row"].astype(str)))
+    return [f"{len(failed)} failed trial(s) left out ({labels})."]
+
+
+def _require_rows(rows: pd.DataFrame) -> list[RowGroup]:
+    groups = group_rows(ok_rows(rows))
+    if not groups:
+        raise SpecError(f"study {study_name(rows)!r}: no successful results rows to report")
+    return groups
+
+
+# ------------------------------------------------------------------ seed-based layouts
+def _seed_table(
+    rows: pd.DataFrame,
+    groups: list[RowGroup],
+    options: ReportOptions,
+    *,
+    title: str,
+    label_header: str,
+    lead: Sequence[tuple[str, Callable[[RowGroup], str]]] = (),
+    chosen: RowGroup | None = None,  # bold this whole row instead of each column's best
+    notes: Sequence[str] = (),
+) -> Table:
+    """Shared body of the one-factor, ladder and threshold tables."""
+    base = _baseline(groups, options, study_name(rows))
+    metrics = options.metrics
+    primary = metrics[0]
+    stats = {(id(g), m): g.stats(f"test_{m}") for g in groups for m in metrics}
+    best = {}
+    for m in metrics:
+        present = [round(stats[id(g), m].mean * 100, 2) for g in groups if not stats[id(g), m].missing]
+        best[m] = max(present) if present else math.nan
+    several = any(s.n > 1 for s in stats.values())
+
+    header = [label_header, *(name for name, _ in lead), *(METRIC_LABELS[m] for m in metrics)]
+    header += [f"Δ {METRIC_LABELS[m]}" for m in metrics] + ["n"] + (["p"] if several else [])
+    body = []
+    any_significant = False
+    for g in groups:
+        is_chosen = chosen is not None and g is chosen
+        line = [Cell(g.label, bold=is_chosen), *(Cell(fn(g)) for _, fn in lead)]
+        for m in metrics:
+            s = stats[id(g), m]
+            top = chosen is None and not s.missing and round(s.mean * 100, 2) == best[m]
+            line.append(Cell(format_stats(s), bold=top or is_chosen))
+        for m in metrics:
+            s, b = stats[id(g), m], stats[id(base), m]
+            if g is base:
+                line.append(Cell("—"))
+            elif s.missing or b.missing:
+                line.append(Cell(_NA))
             else:
-                text = f"{v:.2f}"
-                line.append(bold(text) if v == best[c] else text)
-        out.append(line)
+                line.append(Cell(f"{(s.mean - b.mean) * 100:+.2f}"))
+        line.append(Cell(str(stats[id(g), primary].n)))
+        if several:
+            if g is base:
+                line.append(Cell("baseline"))
+            else:
+                test = paired_test(base.values(f"test_{primary}"), g.values(f"test_{primary}"))
+                if test is None:
+                    n = stats[id(g), primary].n
+                    line.append(Cell("n = 1" if n == 1 else "< 2 shared seeds"))
+                else:
+                    any_significant |= test.significant
+                    line.append(Cell(_format_p(test)))
+        body.append(line)
+
+    all_notes = list(notes)
+    if several:
+        all_notes.append(
+            f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”. "
+            f"p: two-sided paired t-test on test {METRIC_LABELS[primary]} against the baseline over the seeds both share; "
+            f"* marks p < {SIGNIFICANCE_LEVEL:g}."
+        )
+    else:
+        all_notes.append(
+            f"Δ: difference to the baseline “{base.label}”. Every row is a single training seed (n = 1): "
+            "no spread or significance test is possible."
+        )
+    if chosen is None:
+        all_notes.append("Bold: best value per column.")
+    all_notes += _failed_note(rows)
+    align = "l" + "c" * len(lead) + "r" * (len(header) - 1 - len(lead))
+    return Table(header, body, caption=_caption(title, options), notes=all_notes, align=align)
+
+
+def one_factor_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "") -> Table:
+    """Tables III, IV, VI, VII, VIII: row label, the metrics, Δ against the baseline, n, p."""
+    options = options or ReportOptions()
+    return _seed_table(rows, _require_rows(rows), options, title=title, label_header=options.row_header)
+
+
+def _techniques(groups: list[RowGroup]) -> dict[int, list[str]]:
+    steps = {}
+    for g in groups:
+        seen: dict[str, None] = {}
+        for cell in g.frame["steps"] if "steps" in g.frame.columns else []:
+            seen.update(dict.fromkeys(str(s) for s in parse_json_list(cell)))
+        steps[id(g)] = list(seen)
+    return steps
+
+
+def ladder_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "") -> Table:
+    """Table X (and leave-one-out): a ✓ column per technique switched on, then the metrics."""
+    options = options or ReportOptions()
+    groups = _require_rows(rows)
+    steps = _techniques(groups)
+    columns = list(dict.fromkeys(s for g in groups for s in steps[id(g)]))
+    lead = [(name, (lambda g, name=name: "✓" if name in steps[id(g)] else "-")) for name in columns]
+    for g in groups:
+        # The engine labels a ladder row by all its steps ("A + B + C"); the ✓ columns already
+        # say that, so the label keeps only the step this row adds, as the paper's Table X does.
+        if steps[id(g)] and g.label == " + ".join(steps[id(g)]):
+            g.label = f"+ {steps[id(g)][-1]}"
+    return _seed_table(rows, groups, options, title=title, label_header=options.row_header, lead=lead)
+
+
+def threshold_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "") -> Table:
+    """Table IX: one row per threshold; bold marks the threshold chosen on VALIDATION.
+
+    The paper picked its threshold on the test split; here the choice is made where it is
+    honest and the test numbers only report it.
+    """
+    options = options or ReportOptions()
+    groups = _require_rows(rows)
+    chosen, split = choose_threshold_row(groups, options.selection_metric)
+    note = f"Bold: the threshold chosen on {'validation' if split == 'val' else 'test'} {METRIC_LABELS.get(options.selection_metric, options.selection_metric)} ({chosen.label})."
+    if split == "test":
+        note += " No validation metrics were stored, so the choice was made on test."
+    return _seed_table(rows, groups, options, title=title, label_header="Threshold", chosen=chosen, notes=[note])
+
+
+def choose_threshold_row(groups: list[RowGroup], metric: str) -> tuple[RowGroup, str]:
+    for split in ("val", "test"):
+        scored = [(g.stats(f"{split}_{metric}").mean, i) for i, g in enumerate(groups)]
+        scored = [(v, i) for v, i in scored if not math.isnan(v)]
+        if scored:
+            # Ties go to the earlier row: the spec lists the plainer setting first.
+            return groups[max(scored, key=lambda t: (t[0], -t[1]))[1]], split
+    return groups[0], "test"
+
+
+# ------------------------------------------------------------------ Table XI
+def _dataset_key(name: Any) -> str:
+    return str(name).strip().lower().replace("-", "").replace(" ", "")
+
+
+def _dataset_label(key: str) -> str:
+    return DATASET_NAMES.get(key, key)
+
+
+def cross_dataset_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "") -> Table:
+    """Table XI: per dataset, published reference rows then ours; segmentation and detection blocks."""
+    options = options or ReportOptions()
+    ok = ok_rows(rows)
+    if "cfg_dataset" not in ok.columns:
+        ok = ok.assign(cfg_dataset="landslide4sense")
+    ours = group_rows(ok, by=("cfg_dataset",)) if len(ok) else []
+    datasets = list(dict.fromkeys([_dataset_key(g.first("cfg_dataset")) for g in ours] + [_dataset_key(r.dataset) for r in options.references]))
+    if not datasets:
+        raise SpecError(f"study {study_name(rows)!r}: no successful results rows or reference rows to report")
+    header = ["Dataset", "Model", *(METRIC_LABELS[m] for m in _SEG_METRICS), *(METRIC_LABELS[m] for m in _DET_METRICS), "n"]
+    groups = [HeaderGroup("", 2), HeaderGroup("Segmentation task", 4), HeaderGroup("Detection task", 4), HeaderGroup("", 1)]
+    body: list[list[Cell]] = []
+    starts: set[int] = set()
+    several = False
+    for key in datasets:
+        block: list[list[Cell]] = []
+        for ref in (r for r in options.references if _dataset_key(r.dataset) == key):
+            label = f"{ref.model} {ref.source}".strip()
+            seg = [_reference_cell(ref, m) for m in _SEG_METRICS]
+            det = [_reference_cell(ref, f"det_{m}") for m in _DET_METRICS]
+            block.append([Cell(""), Cell(label), *seg, *det, Cell("published")])
+        for g in (g for g in ours if _dataset_key(g.first("cfg_dataset")) == key):
+            task = str(g.first("cfg_task") or "segmentation+detection")
+            seg = [_our_cell(g, f"test_{m}", "segmentation" in task) for m in _SEG_METRICS]
+            det = [_our_cell(g, f"test_det_{m}", "detection" in task) for m in _DET_METRICS]
+            n = max(g.stats(f"test_{m}").n for m in ("f1", "det_f1"))
+            several |= n > 1
+            block.append([Cell(""), Cell(g.label), *seg, *det, Cell(str(n))])
+        block[0][0] = Cell(_dataset_label(key))
+        starts.add(len(body))
+        body += block
+    notes = [f"{_NA}: the task does not apply to that dataset or model."]
+    if options.references:
+        notes.append("Rows marked “published” are numbers reported by their sources, not rerun here.")
+    notes.append("Cells: mean ± std over n seeds." if several else "Our rows are single training seeds (n = 1): no spread is shown.")
+    notes += _failed_note(rows)
+    return Table(header, body, caption=_caption(title, options), notes=notes, groups=groups, align="ll" + "r" * 9, rule_before=starts)
+
+
+def _reference_cell(ref: ReferenceRow, metric: str) -> Cell:
+    value = ref.values.get(metric)
+    return Cell(_NA if value is None else f"{value:.2f}")
+
+
+def _our_cell(group: RowGroup, column: str, applies: bool) -> Cell:
+    return Cell(format_stats(group.stats(column)) if applies else _NA)
+
+
+# ------------------------------------------------------------------ search
+def varied_parameters(rows: pd.DataFrame) -> list[str]:
+    """Config columns a search changed between trials (the seed is not a searched parameter)."""
+    out = []
+    for col in rows.columns:
+        if col.startswith("cfg_") and col != "cfg_seed" and rows[col].astype(str).nunique() > 1:
+            out.append(col)
     return out
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join(":---" if c == "Row" else "---:" for c in table.columns) + "|"
-    body = ["| " + " | ".join(cells) + " |" for cells in _cells(table, lambda t: f"**{t}**")]
-    return "\n".join([header, rule, *body]) + "\n"
+def _format_param(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("Δ", r"$\Delta$")
+def search_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "", top: int = SEARCH_TOP) -> Table:
+    """The best trials of a search, ranked on validation, with the parameters the search varied."""
+    options = options or ReportOptions()
+    groups = _require_rows(rows)
+    metric = options.selection_metric
+    ranked = sorted(groups, key=lambda g: -_nan_low(g.stats(f"val_{metric}").mean))
+    shown = ranked[:top]
+    params = varied_parameters(ok_rows(rows))
+    metric_cols = [("val", metric), *(("test", m) for m in options.metrics)]
+    header = ["Trial", *(p.removeprefix("cfg_") for p in params)]
+    header += [f"{'Val.' if split == 'val' else 'Test'} {METRIC_LABELS.get(m, m)}" for split, m in metric_cols] + ["n"]
+    stats = {(id(g), s, m): g.stats(f"{s}_{m}") for g in shown for s, m in metric_cols}
+    best = {}
+    for s, m in metric_cols:
+        present = [round(stats[id(g), s, m].mean * 100, 2) for g in shown if not stats[id(g), s, m].missing]
+        best[s, m] = max(present) if present else math.nan
+    body = []
+    for g in shown:
+        line = [Cell(g.label), *(Cell(_format_param(g.first(p))) for p in params)]
+        for s, m in metric_cols:
+            st = stats[id(g), s, m]
+            line.append(Cell(format_stats(st), bold=not st.missing and round(st.mean * 100, 2) == best[s, m]))
+        line.append(Cell(str(stats[id(g), "val", metric].n)))
+        body.append(line)
+    notes = [f"Trials ranked by validation {METRIC_LABELS.get(metric, metric)}; {len(shown)} of {len(groups)} shown. Bold: best value per column."]
+    notes += _failed_note(rows)
+    align = "l" + "c" * len(params) + "r" * (len(header) - 1 - len(params))
+    return Table(header, body, caption=_caption(title, options), notes=notes, align=align)
 
 
-def to_latex(table: pd.DataFrame, caption: str = "") -> str:
-    spec = "l" + "r" * (len(table.columns) - 1)
-    lines = [r"\begin{table}[t]", r"\centering"]
-    if caption:
-        lines.append(rf"\caption{{{_latex_escape(caption)}}}")
-    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(_latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
-    for cells in _cells(table, lambda t: rf"\textbf{{{t}}}"):
-        lines.append(" & ".join(_latex_escape(c) if i == 0 else c.replace("+", "+") for i, c in enumerate(cells)) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+def _nan_low(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
 
 
-def write_study_report(rows: pd.DataFrame, out_dir: Path | str, title: str = "") -> dict[str, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table = one_factor_table(rows)
-    paths = {"markdown": out / "table.md", "latex": out / "table.tex"}
-    paths["markdown"].write_text(to_markdown(table))
-    paths["latex"].write_text(to_latex(table, caption=title))
-    return paths
+# ------------------------------------------------------------------ dispatch
+_BUILDERS: dict[str, Callable[[pd.DataFrame, ReportOptions, str], Table]] = {
+    "one_factor": one_factor_table,
+    "ladder": ladder_table,
+    "threshold": threshold_table,
+    "cross_dataset": cross_dataset_table,
+    "search": search_table,
+}
+
+
+def choose_layout(rows: pd.DataFrame, options: ReportOptions | None = None) -> str:
+    """The layout a study's rows ask for: the spec's choice, else its `kind` (and datasets)."""
+    options = options or ReportOptions()
+    if options.layout:
+        return options.layout
+    kinds = rows["kind"].dropna().astype(str) if "kind" in rows.columns else pd.Series(dtype=str)
+    kind = kinds.mode().iloc[0] if len(kinds) else "table"
+    if kind == "threshold":
+        return "threshold"
+    if kind == "search":
+        return "search"
+    if kind in ("ladder", "loco"):
+        has_steps = "steps" in rows.columns and any(parse_json_list(s) for s in rows["steps"])
+        return "ladder" if has_steps else "one_factor"
+    several_datasets = "cfg_dataset" in rows.columns and rows["cfg_dataset"].dropna().nunique() > 1
+    return "cross_dataset" if several_datasets or options.references else "one_factor"
+
+
+def build_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "") -> Table:
+    options = options or ReportOptions()
+    return _BUILDERS[choose_layout(rows, options)](rows, options, title)
+
+
+def __getattr__(name: str) -> Any:
+    # `write_study_report` lived here in the skeleton; it now sits in report.py, which imports
+    # this module, so it is re-exported lazily to avoid an import cycle.
+    if name == "write_study_report":
+        from rmaunet.reporting.report import write_study_report
+
+        return write_study_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,236 @@
+"""What a report reads: results rows (store folder, Parquet or CSV), reference rows, spec options."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rmaunet.errors import SpecError, StoreError
+
+__all__ = [
+    "ReportOptions",
+    "ReferenceRow",
+    "load_results",
+    "normalise_results",
+    "load_references",
+    "options_from_spec",
+    "REFERENCE_METRICS",
+    "parse_json_list",
+]
+
+# Reference rows are typed in as the other paper prints them: percentages, blank for n/a.
+REFERENCE_METRICS = ("f1", "precision", "recall", "miou", "det_f1", "det_accuracy", "det_precision", "det_recall")
+_LAYOUTS = ("one_factor", "ladder", "threshold", "cross_dataset", "search")
+_METRICS = ("f1", "miou", "iou", "precision", "recall")
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """A published result shown beside ours (Table XI), e.g. another paper's number."""
+
+    dataset: str
+    model: str
+    source: str = ""  # citation as printed, e.g. "[38]"
+    values: Mapping[str, float] = field(default_factory=dict)  # REFERENCE_METRICS -> percent
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    metrics: tuple[str, ...] = ("f1", "miou")  # test metrics of the one-factor / ladder / threshold tables
+    baseline: str | int | None = None  # row label or row_index of the baseline; None: the first row
+    layout: str | None = None  # force a layout; None: from the rows' `kind`
+    caption: str = ""
+    row_header: str = "Configuration"
+    selection_metric: str = "f1"  # validation metric that picks the best threshold / search trial
+    references: tuple[ReferenceRow, ...] = ()
+    optuna_storage: str | None = None  # RDB URL of a search's Optuna study (figures from Optuna's own records)
+    optuna_study: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in _METRICS]
+        if unknown or not self.metrics:
+            raise SpecError(f"report metrics: unknown {unknown or 'empty list'} (choose from {', '.join(_METRICS)})")
+        if self.layout is not None and self.layout not in _LAYOUTS:
+            raise SpecError(f"report layout: unknown {self.layout!r} (choose from {', '.join(_LAYOUTS)})")
+
+
+def load_results(path: Path | str, study: str | None = None) -> pd.DataFrame:
+    """Rows from a results store folder, or from one Parquet / CSV results table."""
+    path = Path(path)
+    if path.is_dir():
+        from rmaunet.studies.store import ResultsStore
+
+        df = ResultsStore(path).read(study)
+    elif path.is_file():
+        suffix = path.suffix.lower()
+        try:
+            if suffix in (".parquet", ".pq"):
+                df = pd.read_parquet(path)
+            elif suffix in (".csv", ".tsv"):
+                df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            else:
+                raise StoreError(f"{path}: not a results store folder, .parquet or .csv file")
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: unreadable results table ({exc})") from None
+        df = normalise_results(df, path)
+        if study is not None:
+            df = df[df["study"].astype(str) == study]
+    else:
+        raise StoreError(f"{path}: no such results store or results table")
+    if df.empty:
+        raise StoreError(f"{path}: no results rows" + (f" for study {study!r}" if study else ""))
+    return df.reset_index(drop=True)
+
+
+def normalise_results(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
+    """Fill what a hand-made table may leave out and refuse what would print wrong numbers."""
+    if "row" not in df.columns:
+        raise StoreError(f"{source}: results table has no `row` column (the row label)")
+    metric_cols = [c for c in df.columns if c.startswith(("test_", "val_")) and c.split("_")[-1] in _METRICS + ("accuracy",)]
+    if not metric_cols:
+        raise StoreError(f"{source}: results table has no metric column (test_f1, test_miou, …)")
+    df = df.copy()
+    df["row"] = df["row"].astype(str)
+    defaults: dict[str, Any] = {"study": Path(source).stem, "kind": "table", "seed": 0, "status": "ok"}
+    for col, value in defaults.items():
+        if col not in df.columns:
+            df[col] = value
+    if "row_index" not in df.columns:  # table order = order of first appearance
+        order = {label: i for i, label in enumerate(dict.fromkeys(df["row"]))}
+        df["row_index"] = df["row"].map(order)
+    for col in metric_cols:
+        values = pd.to_numeric(df[col], errors="coerce")
+        if (values > 1.0 + 1e-9).any():
+            raise StoreError(f"{source}: {col} has values above 1; results tables hold fractions (0-1), divide percentages by 100")
+        df[col] = values
+    return df
+
+
+def load_references(source: Path | str | Sequence[Mapping[str, Any]] | None) -> tuple[ReferenceRow, ...]:
+    """Published rows from a CSV or YAML file (or already-parsed dicts).
+
+    Columns / keys: dataset, model, source (optional) and any of REFERENCE_METRICS in percent,
+    e.g. `nepal,U-Net,[38],67.00,61.00,74.00,,,,,`. Empty cells print as n/a.
+    """
+    if source is None:
+        return ()
+    name = "references"
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise SpecError(f"{path}: no such references file")
+        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+            import yaml
+
+            try:
+                records = yaml.safe_load(path.read_text()) or []
+            except yaml.YAMLError as exc:
+                raise SpecError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        else:
+            try:
+                records = pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
+            except (OSError, ValueError) as exc:
+                raise SpecError(f"{path}: unreadable references CSV ({exc})") from None
+    else:
+        records = list(source)
+    if not isinstance(records, list):
+        raise SpecError(f"{name}: expected a list of rows (dataset, model, metrics)")
+    rows = []
+    for i, record in enumerate(records, start=1):
+        if not isinstance(record, Mapping) or not record.get("dataset") or not record.get("model"):
+            raise SpecError(f"{name}: reference row {i} needs `dataset` and `model`")
+        unknown = set(record) - {"dataset", "model", "source", *REFERENCE_METRICS}
+        if unknown:
+            raise SpecError(f"{name}: reference row {i} has unknown keys {sorted(unknown)} (metrics: {', '.join(REFERENCE_METRICS)})")
+        values = {}
+        for metric in REFERENCE_METRICS:
+            raw = record.get(metric)
+            if raw is None or str(raw).strip().lower() in ("", "n/a", "na", "-", "nan"):
+                continue
+            try:
+                values[metric] = float(raw)
+            except ValueError:
+                raise SpecError(f"{name}: reference row {i}: {metric}={raw!r} is not a number") from None
+            if not 0.0 <= values[metric] <= 100.0 or math.isnan(values[metric]):
+                raise SpecError(f"{name}: reference row {i}: {metric}={raw} is not a percentage (0-100)")
+        rows.append(ReferenceRow(str(record["dataset"]), str(record["model"]), str(record.get("source") or ""), values))
+    return tuple(rows)
+
+
+def options_from_spec(spec: Mapping[str, Any] | Path | str | None, base: ReportOptions | None = None) -> ReportOptions:
+    """Report options from a study spec (YAML path, parsed mapping or `StudySpec`).
+
+    Reads the spec's `name`, its selection metric `select` (e.g. val_f1) and an optional
+    `report:` section with any of: metrics, baseline (a row label or row_index; default the
+    first row), layout, caption, row_header, references (a CSV/YAML file, relative to the
+    spec), optuna_storage (an RDB URL). Everything else belongs to the study engine.
+    """
+    options = base or ReportOptions()
+    if spec is None:
+        return options
+    spec_dir, where = Path("."), "spec"
+    if isinstance(spec, (str, Path)):
+        import yaml
+
+        path = Path(spec)
+        if not path.is_file():
+            raise SpecError(f"{path}: no such spec file")
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        spec_dir, where = path.parent, str(path)
+    if not isinstance(spec, Mapping):  # a parsed StudySpec: its fields, and its file's folder for references
+        where = str(getattr(spec, "path", where))
+        spec_dir = Path(where).parent
+        spec = {k: v for k, v in vars(spec).items() if not k.startswith("_")}
+    report = spec.get("report") or {}
+    if not isinstance(report, Mapping):
+        raise SpecError(f"{where}: `report` must be a mapping (metrics, baseline, layout, …)")
+    changes: dict[str, Any] = {}
+    if "metrics" in report:
+        metrics = report["metrics"]
+        changes["metrics"] = tuple([metrics] if isinstance(metrics, str) else metrics)
+    baseline = report.get("baseline")
+    if isinstance(baseline, (str, int)) and not isinstance(baseline, bool):
+        changes["baseline"] = baseline
+    for key in ("layout", "caption", "row_header"):
+        if report.get(key) is not None:
+            changes[key] = str(report[key])
+    select = spec.get("select")
+    if isinstance(select, str):
+        changes["selection_metric"] = select.removeprefix("val_")
+    storage = report.get("optuna_storage")
+    if isinstance(storage, str):
+        changes["optuna_storage"] = storage
+    if spec.get("name"):
+        changes["optuna_study"] = str(spec["name"])
+    if report.get("references") is not None:
+        refs = report["references"]
+        changes["references"] = load_references(spec_dir / refs if isinstance(refs, str) else refs)
+    try:
+        return replace(options, **changes)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def parse_json_list(value: Any) -> list[Any]:
+    """`history` / `steps` cells: JSON text in the store, already a list in a hand-made frame."""
+    if isinstance(value, list):
+        return value
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        return list(value.tolist())
+    if not isinstance(value, str) or not value.strip():
+        return []
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return []
+    return parsed if isinstance(parsed, list) else []
