@@ -271,3 +271,31 @@ def test_weighted_sum_of_terms():
     center = losses.get("center")(tf.constant(y_true), tf.constant(y_prob), features=tf.constant(features))
     value = with_center(tf.constant(y_true), tf.constant(y_prob), features=tf.constant(features))
     assert float(value) == pytest.approx(2.0 * float(center) + _loss_value(losses.get("iou"), y_true, y_prob), rel=1e-5)
+
+
+# behaviour: every loss traces with an unknown batch size (a smaller last batch), XLA-compiled but boundary
+@pytest.mark.parametrize("name", LOSSES)
+def test_dynamic_batch_and_xla(name):
+    fn = losses.get(name, **BUILD_PARAMS.get(name, {}))
+    needs = getattr(fn, "needs_features", False)
+    spec = [tf.TensorSpec([None, *SHAPE[1:]]), tf.TensorSpec([None, *SHAPE[1:]]), tf.TensorSpec([None, *SHAPE[1:3], CHANNELS])]
+
+    # boundary's distance map is a numpy_function, which XLA cannot compile (documented).
+    @tf.function(input_signature=spec, jit_compile=name != "boundary")
+    def compiled(y, p, f):
+        return fn(y, p, features=f) if needs else fn(y, p)
+
+    y_true, y_prob, features = _mask(16), _prob(16), _features(16)
+    for batch in (2, 1):
+        args = [tf.constant(a[:batch]) for a in (y_true, y_prob, features)]
+        eager = fn(*args[:2], features=args[2]) if needs else fn(*args[:2])
+        assert float(compiled(*args)) == pytest.approx(float(eager), rel=1e-5)
+
+
+# behaviour: float16 inputs (mixed precision) give a float32 loss
+@pytest.mark.parametrize("name", LOSSES)
+def test_float16_inputs_give_float32(name):
+    fn = losses.get(name, **BUILD_PARAMS.get(name, {}))
+    args = [tf.constant(a, tf.float16) for a in (_mask(17), _prob(17), _features(17))]
+    value = fn(*args[:2], features=args[2]) if getattr(fn, "needs_features", False) else fn(*args[:2])
+    assert value.dtype == tf.float32 and np.isfinite(float(value))
