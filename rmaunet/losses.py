@@ -16,8 +16,9 @@ those of `rmaunet.config.LOSSES` (Table IV of the paper plus the combinations):
   probabilities (logit of the probability clipped to [1e-7, 1 − 1e-7]).
 - `boundary`: Kervadec et al.'s boundary loss mean(φ_G · p) with φ_G the signed Euclidean
   distance map of the mask (pixels; negative inside a landslide, positive outside).
-- `center(weight, base)`: `base` loss (cross-entropy) + weight · Wen et al.'s center
-  loss on the decoder's pixel features; needs them, see `needs_features`.
+- `center(weight, base)`: `base` loss (cross-entropy; "none": no mask loss) + weight ·
+  Wen et al.'s center loss on the decoder's pixel features (per-batch class centers);
+  needs the features, see `needs_features`.
 - `focal_iou(alpha, gamma, focal_alpha, smooth)`: alpha·focal + (1 − alpha)·iou, the
   paper's Eq. 2 (alpha = 0.5 there); alpha is the "loss weighting" a search explores.
 - `weighted_sum(terms)`: Σ weight·loss over `[{"name": ..., "weight": ..., **params}]`.
@@ -246,13 +247,17 @@ class _FeatureLoss:
 
 def center(weight: float = 0.01, base: str = "cross_entropy") -> LossFn:
     weight = _check_range("center", "weight", weight, 0.0, 1e6)
-    if base in ("center", "weighted_sum"):
-        raise ConfigError(f"loss center: base must be a mask loss, got {base!r}")
-    mask_loss = get(base)
+    # The center term alone does not supervise the mask: it is added to a mask loss, or
+    # (base "none") used as one term of a weighted_sum that holds the mask loss.
+    if base in ("center", "weighted_sum") or (base != "none" and base not in REGISTRY):
+        mask_losses = ", ".join(n for n in REGISTRY if n not in ("center", "weighted_sum"))
+        raise ConfigError(f"loss center: base must be none or one of: {mask_losses}; got {base!r}")
+    mask_loss = None if base == "none" else get(base)
 
     def loss(y_true, y_prob, features):
         y_true, y_prob = _as_float(y_true, y_prob)
-        return mask_loss(y_true, y_prob) + weight * _center_term(y_true, features)
+        term = weight * _center_term(y_true, features)
+        return term if mask_loss is None else mask_loss(y_true, y_prob) + term
 
     return _FeatureLoss(loss)
 

@@ -74,6 +74,7 @@ def test_registry_matches_config():
         ("iou", {"smooth": 0.0}),
         ("lovasz", {"per_image": "yes"}),
         ("center", {"base": "center"}),
+        ("center", {"base": "dice"}),
         ("weighted_sum", {"terms": []}),
         ("weighted_sum", {"terms": [{"weight": 1.0}]}),
         ("weighted_sum", {"terms": [{"name": "iou", "weight": "heavy"}]}),
@@ -232,6 +233,10 @@ def test_center_loss_matches_numpy():
     assert value == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError):
         fn(tf.constant(y_true), tf.constant(y_prob))
+    # base "none": the center term alone, to be one term of a weighted_sum
+    alone = losses.get("center", weight=0.5, base="none")
+    value = float(alone(tf.constant(y_true), tf.constant(y_prob), features=tf.constant(features)))
+    assert value == pytest.approx(0.5 * center_term, rel=1e-5)
 
 
 # behaviour: center resizes the mask to features of another resolution (nearest neighbour)
