@@ -33,6 +33,8 @@ train step adds `model.losses`.
 A loss that needs the decoder's features (center, or a weighted_sum containing it) has
 the attribute `needs_features = True`; the trainer then calls
 `fn(y_true, y_prob, features=features)` with features of shape (B, H, W, C).
+A loss that cannot be XLA-compiled (boundary, or a combination containing it) has
+`supports_xla = False`; the trainer must then trace its step without `jit_compile`.
 
 Bad names and bad parameters raise `rmaunet.errors.ConfigError` when the loss is built,
 before any training starts.
@@ -209,6 +211,7 @@ def boundary() -> LossFn:
         phi = ops.stop_gradient(ops.reshape(phi, ops.shape(y_true)))
         return ops.mean(phi * y_prob)
 
+    loss.supports_xla = False
     return loss
 
 
@@ -236,8 +239,9 @@ class _FeatureLoss:
 
     needs_features = True
 
-    def __init__(self, fn: Callable[[Any, Any, Any], Any]) -> None:
+    def __init__(self, fn: Callable[[Any, Any, Any], Any], *, supports_xla: bool = True) -> None:
         self._fn = fn
+        self.supports_xla = supports_xla
 
     def __call__(self, y_true: Any, y_prob: Any, features: Any = None) -> Any:
         if features is None:
@@ -259,7 +263,7 @@ def center(weight: float = 0.01, base: str = "cross_entropy") -> LossFn:
         term = weight * _center_term(y_true, features)
         return term if mask_loss is None else mask_loss(y_true, y_prob) + term
 
-    return _FeatureLoss(loss)
+    return _FeatureLoss(loss, supports_xla=getattr(mask_loss, "supports_xla", True))
 
 
 def focal_iou(alpha: float = 0.5, gamma: float = 2.0, focal_alpha: float = 0.25, smooth: float = 1.0) -> LossFn:
@@ -286,11 +290,13 @@ def weighted_sum(terms: Sequence[Mapping[str, Any]] = ()) -> LossFn:
         weight = _check_range("weighted_sum", f"terms[{i}].weight", spec.pop("weight", 1.0), 0.0, 1e6)
         built.append((weight, get(name, **spec)))
 
+    supports_xla = all(getattr(fn, "supports_xla", True) for _, fn in built)
     if not any(getattr(fn, "needs_features", False) for _, fn in built):
 
         def loss(y_true, y_prob):
             return sum(w * fn(y_true, y_prob) for w, fn in built)
 
+        loss.supports_xla = supports_xla
         return loss
 
     def feature_loss(y_true, y_prob, features):
@@ -299,7 +305,7 @@ def weighted_sum(terms: Sequence[Mapping[str, Any]] = ()) -> LossFn:
             for w, fn in built
         )
 
-    return _FeatureLoss(feature_loss)
+    return _FeatureLoss(feature_loss, supports_xla=supports_xla)
 
 
 REGISTRY: dict[str, Callable[..., LossFn]] = {

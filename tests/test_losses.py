@@ -285,8 +285,10 @@ def test_dynamic_batch_and_xla(name):
     needs = getattr(fn, "needs_features", False)
     spec = [tf.TensorSpec([None, *SHAPE[1:]]), tf.TensorSpec([None, *SHAPE[1:]]), tf.TensorSpec([None, *SHAPE[1:3], CHANNELS])]
 
-    # boundary's distance map is a numpy_function, which XLA cannot compile (documented).
-    @tf.function(input_signature=spec, jit_compile=name != "boundary")
+    # boundary's distance map is a numpy_function, which XLA cannot compile: it says so.
+    assert getattr(fn, "supports_xla", True) == (name != "boundary")
+
+    @tf.function(input_signature=spec, jit_compile=getattr(fn, "supports_xla", True))
     def compiled(y, p, f):
         return fn(y, p, features=f) if needs else fn(y, p)
 
@@ -304,3 +306,17 @@ def test_float16_inputs_give_float32(name):
     args = [tf.constant(a, tf.float16) for a in (_mask(17), _prob(17), _features(17))]
     value = fn(*args[:2], features=args[2]) if getattr(fn, "needs_features", False) else fn(*args[:2])
     assert value.dtype == tf.float32 and np.isfinite(float(value))
+
+
+# behaviour: a combination containing boundary (directly or as center's base) reports supports_xla False
+@pytest.mark.parametrize(
+    "name, params, supports",
+    [
+        ("weighted_sum", {"terms": [{"name": "boundary"}, {"name": "iou"}]}, False),
+        ("weighted_sum", {"terms": [{"name": "center", "base": "boundary"}, {"name": "iou"}]}, False),
+        ("center", {"base": "boundary"}, False),
+        ("weighted_sum", {"terms": [{"name": "center"}, {"name": "lovasz"}]}, True),
+    ],
+)
+def test_supports_xla_propagates(name, params, supports):
+    assert getattr(losses.get(name, **params), "supports_xla", True) is supports
