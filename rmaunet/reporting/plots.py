@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rmaunet.errors import StoreError
 from rmaunet.reporting.inputs import ReportOptions, parse_json_list
@@ -60,12 +61,14 @@ def _new_figure(width: float = 6.0, height: float = 4.0) -> Figure:
     return fig
 
 
-def _save(fig: Any, base: Path) -> tuple[Path, ...]:
+def _save(fig: Any, base: Path, tight: bool = False) -> tuple[Path, ...]:
+    """PNG and PDF; `tight` crops to the drawn content (Optuna's figures clip long parameter names)."""
     paths = []
     for fmt in FIGURE_FORMATS:
         path = base.with_suffix(f".{fmt}")
         # PDFs carry a creation date by default; without it a regenerated report is byte-identical.
-        fig.savefig(path, dpi=150, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        fig.savefig(path, dpi=150, metadata=metadata, bbox_inches="tight" if tight else None)
         paths.append(path)
     return tuple(paths)
 
@@ -142,6 +145,11 @@ def ablation_bars(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -> 
     return WrittenFigure("ablation_bars", caption, _save(fig, out_dir / "ablation_bars"))
 
 
+def _metric_name(column: str) -> str:
+    split, _, metric = column.partition("_")
+    return f"{_SPLIT_NAMES.get(split, split)} {METRIC_LABELS.get(metric, metric)}"
+
+
 def learning_curves(rows: pd.DataFrame, out_dir: Path, metric: str = "val_f1") -> WrittenFigure | None:
     """Validation metric per epoch for every trial (one colour per table row, one line per seed)."""
     groups = group_rows(ok_rows(rows))
@@ -167,11 +175,12 @@ def learning_curves(rows: pd.DataFrame, out_dir: Path, metric: str = "val_f1") -
     if not drawn:
         return None
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(f"{_metric_name(metric)} (%)")
     if len(groups) <= 12:
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    caption = f"Learning curves: {metric.replace('val_', 'validation ')} per epoch, one line per trial ({drawn} trials)."
+    caption = f"Learning curves: {_metric_name(metric)} per epoch, one line per trial ({drawn} trials)."
     return WrittenFigure("learning_curves", caption, _save(fig, out_dir / "learning_curves"))
 
 
@@ -253,17 +262,19 @@ def search_figures(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) ->
     figures: list[WrittenFigure] = []
     if not complete:
         return figures
-    with warnings.catch_warnings():
+    # Optuna's plots switch pyplot to its "ggplot" style globally; rc_context restores the
+    # caller's style afterwards, so figures drawn later look like the rest of the report.
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         ax = ovm.plot_optimization_history(study)
-        figures.append(WrittenFigure("optimization_history", f"Optimisation history: objective per trial and best so far (from {source}).", _save(ax.figure, out_dir / "optimization_history")))
+        figures.append(WrittenFigure("optimization_history", f"Optimisation history: objective per trial and best so far (from {source}).", _save(ax.figure, out_dir / "optimization_history", tight=True)))
         plt.close(ax.figure)
         if len(complete) >= 2 and complete[0].params:
             try:
                 ax = ovm.plot_param_importances(study, evaluator=_importance_evaluator())
             except (RuntimeError, ValueError):  # too few distinct trials for the evaluator
                 return figures
-            figures.append(WrittenFigure("param_importances", f"Parameter importances of the objective (Optuna, from {source}).", _save(ax.figure, out_dir / "param_importances")))
+            figures.append(WrittenFigure("param_importances", f"Parameter importances of the objective (Optuna, from {source}).", _save(ax.figure, out_dir / "param_importances", tight=True)))
             plt.close(ax.figure)
     return figures
 
