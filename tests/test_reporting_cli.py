@@ -1,0 +1,117 @@
+"""`rmaunet report` and `jobs/report.py`: store folder, Parquet or CSV in; report folders out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_reporting_support import table_rows
+
+from rmaunet.cli import main
+from rmaunet.studies.store import ResultsStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Path:
+    """A results store with two studies written row by row, as the study engine does."""
+    root = tmp_path / "store"
+    results = ResultsStore(root)
+    for frame in (
+        table_rows([[0.60, 0.61], [0.66, 0.67]], ["CE", "Focal & IoU"], study="paper_table4_losses", seeds=(0, 1)),
+        table_rows([[0.70], [0.72]], ["None", "0.95"], study="paper_table9_threshold", kind="threshold", seeds=(0,)),
+    ):
+        for record in frame.to_dict("records"):
+            results.write_row(record)
+    return root
+
+
+def _data_lines(markdown: str) -> list[str]:
+    return [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Configuration") and not line.startswith("| Threshold")]
+
+
+def test_report_writes_one_folder_per_study(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Every study in the store gets its tables, figures and index; stdout names each index page.
+    out = tmp_path / "reports"
+    assert main(["report", str(store), "--out", str(out), "--no-figures"]) == 0
+    printed = capsys.readouterr().out
+    for study in ("paper_table4_losses", "paper_table9_threshold"):
+        assert {"table.md", "table.tex", "README.md"} <= {p.name for p in (out / study).iterdir()}
+        assert str(out / study / "README.md") in printed
+    table4 = (out / "paper_table4_losses" / "table.md").read_text()
+    assert _data_lines(table4) == [
+        "| CE | 60.50 ± 0.71 | 53.50 ± 0.71 | — | — | 2 | baseline |",
+        "| Focal & IoU | **66.50 ± 0.71** | **59.50 ± 0.71** | +6.00 | +6.00 | 2 | \\<0.001 \\* |",
+    ]
+
+
+def test_study_and_spec_select_one_study(store: Path, tmp_path: Path) -> None:
+    # --study, or the name in --spec, limits the report to that study; the spec's report: applies.
+    spec = tmp_path / "t9.yaml"
+    spec.write_text("name: paper_table9_threshold\nkind: threshold\nreport:\n  metrics: [f1]\n")
+    out = tmp_path / "reports"
+    assert main(["report", str(store), "--spec", str(spec), "--out", str(out), "--no-figures"]) == 0
+    assert [p.name for p in out.iterdir()] == ["paper_table9_threshold"]
+    assert "| Threshold | F1 | Δ F1 | n |" in (out / "paper_table9_threshold" / "table.md").read_text()
+
+
+def test_parquet_export_and_hand_typed_csv_render_like_the_store(store: Path, tmp_path: Path) -> None:
+    # A results table file gives the same table as the store it came from; a CSV needs only row + metrics.
+    exported = ResultsStore(store).export(tmp_path / "all.parquet", "paper_table4_losses")
+    assert main(["report", str(store), "--study", "paper_table4_losses", "--out", str(tmp_path / "a"), "--no-figures"]) == 0
+    assert main(["report", str(exported), "--out", str(tmp_path / "b"), "--no-figures"]) == 0
+    a = (tmp_path / "a" / "paper_table4_losses" / "table.md").read_text()
+    assert (tmp_path / "b" / "paper_table4_losses" / "table.md").read_text() == a
+    csv = tmp_path / "table4_paper.csv"
+    csv.write_text("row,test_f1,test_miou\nU-Net & Cross Entropy (baseline),0.6783,0.6001\nU-Net & Focal Loss,0.6828,0.6037\n")
+    assert main(["report", str(csv), "--out", str(tmp_path / "c"), "--format", "markdown", "--no-figures"]) == 0
+    typed = (tmp_path / "c" / "table4_paper" / "table.md").read_text()
+    assert "| U-Net & Focal Loss | **68.28** | **60.37** | +0.45 | +0.36 | 1 |" in typed
+    assert not (tmp_path / "c" / "table4_paper" / "table.tex").exists()
+
+
+@pytest.mark.parametrize(
+    "make_input, extra, message",
+    [
+        (lambda d: d / "missing", [], "no such results store"),
+        (lambda d: _write(d / "pct.csv", "row,test_f1\nA,67.83\n"), [], "test_f1 has values above 1"),
+        (lambda d: _write(d / "nolabel.csv", "test_f1\n0.6\n"), [], "no `row` column"),
+        (lambda d: _write(d / "ok.csv", "row,test_f1\nA,0.6\n"), ["--metrics", "f1,dice"], "unknown"),
+        (lambda d: _write(d / "ok.csv", "row,test_f1\nA,0.6\n"), ["--baseline", "B"], "not a row"),
+        (lambda d: _write(d / "notes.txt", "hello"), [], "not a results store folder"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], make_input, extra: list[str], message: str) -> None:
+    # Bad input is one line on stderr and exit status 2, never a traceback.
+    path = make_input(tmp_path)
+    assert main(["report", str(path), "--out", str(tmp_path / "out"), "--no-figures", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_job_entry_point_runs_without_the_training_stack(store: Path, tmp_path: Path) -> None:
+    # `python jobs/report.py` (what `ray job submit` runs) reports without importing TensorFlow or Ray.
+    out = tmp_path / "reports"
+    probe = (
+        "import runpy, sys; sys.argv = ['jobs/report.py', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_path('jobs/report.py', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "assert 'tensorflow' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, str(store), "--study", "paper_table4_losses", "--out", str(out), "--no-figures"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (out / "paper_table4_losses" / "table.tex").is_file()
+    bad = subprocess.run([sys.executable, "jobs/report.py", str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no such results store" in bad.stderr
+
