@@ -150,3 +150,27 @@ def test_multi_resolution_mask_is_average_of_heads():
     double = out["head_double"].reshape(2, SIZE, 2, SIZE, 2, 1).mean(axis=(2, 4))
     half = np.asarray(keras.layers.UpSampling2D(2, interpolation="bilinear")(out["head_half"]))
     np.testing.assert_allclose(out["mask"], (half + out["head_full"] + double) / 3, atol=1e-6)
+
+
+# Every trainable weight receives a gradient from the outputs the trainer scores (no dead branches).
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(block="res_conv", attention="mha", heads="multi_resolution", task="segmentation+detection"),
+        dict(block="res_conv", attention="cbam", task="detection"),
+        dict(backbone="deeplabv3", attention="se", heads="multi_resolution"),
+        dict(backbone="mobilenetv3", task="segmentation+detection"),
+        pytest.param(dict(backbone="efficientnetv2"), marks=pytest.mark.slow),
+    ],
+    ids=["rmaunet_both_tasks", "detection_only", "deeplabv3", "mobilenetv3", "efficientnetv2"],
+)
+def test_every_weight_gets_a_gradient(changes):
+    import tensorflow as tf
+
+    model = build_model(TrialConfig(**TINY, **changes), BANDS, SIZE)
+    with tf.GradientTape() as tape:
+        outputs = model(random_batch((2, SIZE, SIZE, BANDS)), training=True)
+        scored = [v for k, v in outputs.items() if k != "features"]
+        loss = tf.add_n([tf.reduce_mean(v) for v in scored]) + tf.add_n(model.losses)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert [v.path for v, g in zip(model.trainable_variables, grads) if g is None] == []
