@@ -45,6 +45,7 @@ def result_row(study: str, kind: str, row: str, row_index: int, seed: int, f1: f
         "cfg_dataset": "landslide4sense",
         "cfg_task": "segmentation",
         "cfg_seed": seed,
+        "cfg_threshold": 0.5,
     }
     record.update(extra)
     return record
@@ -62,8 +63,16 @@ def table_rows(
     """One table row per entry of `f1s` (its test F1 on each seed)."""
     labels = labels or [f"row {i}" for i in range(len(f1s))]
     records = [
-        result_row(study, kind, label, i, seed, f1, **extra)
+        result_row(study, kind, label, i, seed, f1, **({"threshold": _threshold(label)} if kind == "threshold" else {}), **extra)
         for i, (label, values) in enumerate(zip(labels, f1s))
         for seed, f1 in zip(seeds, values)
     ]
     return pd.DataFrame(records)
+
+
+def _threshold(label: str) -> float:
+    """A threshold study's label is its threshold; "None" (no thresholding) is NaN."""
+    try:
+        return float(label)
+    except ValueError:
+        return float("nan")

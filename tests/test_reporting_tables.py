@@ -201,3 +201,12 @@ def test_build_table_refuses_a_study_without_successful_rows() -> None:
     rows = table_rows([[0.6]], seeds=(0,)).assign(status="failed")
     with pytest.raises(SpecError, match="no successful results rows"):
         build_table(rows)
+
+
+def test_threshold_rows_sort_none_first_and_compare_with_the_configured_threshold() -> None:
+    # Rows as the engine writes them (one row_index, any order) print None, then ascending;
+    # Δ is against the config's own threshold (0.5), not the lowest one.
+    rows = table_rows([[0.62], [0.60], [0.61], [0.64]], ["0.9", "0.4", "0.5", "None"], kind="threshold", seeds=(0,)).assign(row_index=0)
+    table = threshold_table(rows)
+    assert _texts(table, "Threshold") == ["None", "0.4", "0.5", "0.9"]
+    assert _texts(table, "Δ F1") == ["+3.00", "-1.00", "—", "+1.00"]

@@ -24,11 +24,11 @@ from rmaunet.errors import StoreError
 from rmaunet.reporting.inputs import ReportOptions, parse_json_list
 from rmaunet.reporting.tables import (
     METRIC_LABELS,
-    RowGroup,
     choose_threshold_row,
     group_rows,
     ok_rows,
     study_name,
+    threshold_of,
     varied_parameters,
 )
 
@@ -73,27 +73,16 @@ def _save(fig: Any, base: Path, tight: bool = False) -> tuple[Path, ...]:
     return tuple(paths)
 
 
-def _threshold_value(group: RowGroup) -> float:
-    if "threshold" in group.frame.columns:
-        values = pd.to_numeric(group.frame["threshold"], errors="coerce").dropna()
-        if len(values):
-            return float(values.iloc[0])
-    try:
-        return float(group.label)
-    except ValueError:
-        return math.nan  # "None": no threshold (the model's own decision)
-
-
 def threshold_curve(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -> WrittenFigure | None:
     """Test F1 and mIoU against the threshold; the threshold chosen on validation marked."""
     groups = group_rows(ok_rows(rows))
-    numeric = sorted((g for g in groups if not math.isnan(_threshold_value(g))), key=_threshold_value)
+    numeric = sorted((g for g in groups if not math.isnan(threshold_of(g))), key=threshold_of)
     if not numeric:
         return None
     chosen, split = choose_threshold_row(groups, options.selection_metric)
     fig = _new_figure()
     ax = fig.add_subplot()
-    x = np.array([_threshold_value(g) for g in numeric])
+    x = np.array([threshold_of(g) for g in numeric])
     for i, metric in enumerate(options.metrics[:2]):
         stats = [g.stats(f"test_{metric}") for g in numeric]
         mean = np.array([s.mean for s in stats]) * 100
@@ -101,13 +90,13 @@ def threshold_curve(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -
         color = f"C{i}"
         ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, color=color, label=f"test {METRIC_LABELS[metric]}")
         for g in groups:
-            if math.isnan(_threshold_value(g)):  # the unthresholded model, for comparison
+            if math.isnan(threshold_of(g)):  # the unthresholded model, for comparison
                 ax.axhline(g.stats(f"test_{metric}").mean * 100, color=color, linestyle=":", linewidth=1, label=f"{g.label} ({METRIC_LABELS[metric]})")
         if chosen in numeric:
             j = numeric.index(chosen)
             ax.plot(x[j], mean[j], marker="*", markersize=16, color=color, markeredgecolor="black", zorder=5)
     if chosen in numeric:
-        ax.axvline(_threshold_value(chosen), color="grey", linestyle="--", linewidth=1, label=f"chosen on {_SPLIT_NAMES[split]} ({chosen.label})")
+        ax.axvline(threshold_of(chosen), color="grey", linestyle="--", linewidth=1, label=f"chosen on {_SPLIT_NAMES[split]} ({chosen.label})")
     ax.set_xlabel("decision threshold")
     ax.set_ylabel("test metric (%)")
     ax.legend(fontsize="small")

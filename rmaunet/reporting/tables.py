@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -40,6 +40,7 @@ __all__ = [
     "format_stats",
     "study_name",
     "choose_threshold_row",
+    "threshold_of",
     "varied_parameters",
     "METRIC_LABELS",
     "write_study_report",
@@ -267,12 +268,31 @@ def threshold_table(rows: pd.DataFrame, options: ReportOptions | None = None, ti
     honest and the test numbers only report it.
     """
     options = options or ReportOptions()
-    groups = _require_rows(rows)
+    # "None" (no threshold) first, then ascending, as in the paper, whatever order the rows came in.
+    groups = sorted(_require_rows(rows), key=lambda g: (not math.isnan(threshold_of(g)), threshold_of(g)))
+    if options.baseline is None:
+        # Δ and p against the threshold the model would use untuned (its config's), not the lowest one.
+        default = pd.to_numeric(rows.get("cfg_threshold", pd.Series(dtype=float)), errors="coerce").dropna()
+        match = [g for g in groups if len(default) and threshold_of(g) == float(default.iloc[0])]
+        if match:
+            options = replace(options, baseline=match[0].label)
     chosen, split = choose_threshold_row(groups, options.selection_metric)
     note = f"Bold: the threshold chosen on {'validation' if split == 'val' else 'test'} {METRIC_LABELS.get(options.selection_metric, options.selection_metric)} ({chosen.label})."
     if split == "test":
         note += " No validation metrics were stored, so the choice was made on test."
     return _seed_table(rows, groups, options, title=title, label_header="Threshold", chosen=chosen, notes=[note])
+
+
+def threshold_of(group: RowGroup) -> float:
+    """The row's decision threshold: its `threshold` column, else its label; NaN for "None"."""
+    if "threshold" in group.frame.columns:
+        values = pd.to_numeric(group.frame["threshold"], errors="coerce").dropna()
+        if len(values):
+            return float(values.iloc[0])
+    try:
+        return float(group.label)
+    except ValueError:
+        return math.nan
 
 
 def choose_threshold_row(groups: list[RowGroup], metric: str) -> tuple[RowGroup, str]:
