@@ -138,3 +138,10 @@ def test_every_layout_compiles_with_pdflatex(tmp_path: Path) -> None:
     errors = [line for line in log.splitlines() if line.startswith("!")]
     assert run.returncode == 0 and not errors, "\n".join(errors) or run.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_latex_signed_numbers_get_math_signs() -> None:
+    # Δ cells: "-1.00" typesets with a real minus, while a label's hyphen stays a hyphen.
+    text = render_latex(Table(["Row", "Δ"], [[Cell("U-Net-3"), Cell("-1.00")], [Cell("-"), Cell("+0.50")]]))
+    assert r"U-Net-3 & $-$1.00 \\" in text
+    assert r"- & $+$0.50 \\" in text

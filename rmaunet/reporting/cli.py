@@ -10,16 +10,19 @@ from typing import Sequence
 __all__ = ["register", "main"]
 
 
+DESCRIPTION = (
+    "Write, per study, a table in the layout of the matching paper table (Markdown and "
+    "LaTeX), its figures (PNG and PDF) and a README.md index page. Metrics are test-split "
+    "values in percent; several seeds give mean ± std and a paired t-test against the baseline."
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report",
-        help="turn a results store into the paper's tables and figures",
-        description=(
-            "Write, per study, a table in the layout of the matching paper table (Markdown and "
-            "LaTeX), its figures (PNG and PDF) and a README.md index page. Metrics are test-split "
-            "values in percent; several seeds give mean ± std and a paired t-test against the baseline."
-        ),
-    )
+    p = sub.add_parser("report", help="turn a results store into the paper's tables and figures", description=DESCRIPTION)
+    _add_arguments(p)
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", type=Path, help="results store folder (a study's --storage), or a results table (.parquet or .csv)")
     p.add_argument("--study", help="only this study (default: the spec's study, else every study)")
     p.add_argument("--spec", type=Path, help="the study's YAML spec: its `report:` section picks metrics, baseline, layout, references")
@@ -68,10 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry (jobs/report.py): the report command without the training stack's imports."""
     from rmaunet.errors import RmaunetError
 
-    parser = argparse.ArgumentParser(prog="report", description="rmaunet report, standalone")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="jobs/report.py", description=DESCRIPTION)
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except RmaunetError as exc:

@@ -67,8 +67,12 @@ def latex_escape(text: str) -> str:
     return "".join(out)
 
 
+_SIGNED = re.compile(r"^([+-])(?=\d)")
+
+
 def _cell(cell: Cell) -> str:
-    text = latex_escape(cell.text)
+    # A signed number (Δ columns) gets a typographic sign; a bare hyphen is shorter than a minus.
+    text = _SIGNED.sub(lambda m: f"${m.group(1)}$", latex_escape(cell.text))
     if cell.bold and text:
         text = rf"\textbf{{{text}}}"
     if cell.italic and text:

@@ -109,7 +109,7 @@ def provenance(rows: pd.DataFrame) -> str:
         "GPU-hours unknown" if pd.isna(gpu) else f"{gpu:.2f} GPU-hours",
     ]
     if not pd.isna(wall):
-        parts.append(f"{wall / 3600:.2f} h trial wall time")
+        parts.append(f"{wall / 3600:.2f} h trial wall time" if wall >= 3600 else f"{wall / 60:.1f} min trial wall time")
     if "accelerator" in rows.columns:
         parts.append(f"on {_distinct(rows, 'accelerator', width=40)}")
     return "Provenance: " + " · ".join(parts) + f" · {len(rows)} results rows."
