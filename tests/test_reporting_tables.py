@@ -210,3 +210,12 @@ def test_threshold_rows_sort_none_first_and_compare_with_the_configured_threshol
     table = threshold_table(rows)
     assert _texts(table, "Threshold") == ["None", "0.4", "0.5", "0.9"]
     assert _texts(table, "Δ F1") == ["+3.00", "-1.00", "—", "+1.00"]
+
+
+def test_search_trials_sharing_one_label_stay_separate_rows() -> None:
+    # When the engine labels every search trial with the study name, trials are told apart by trial id.
+    rows = pd.DataFrame(
+        [result_row("s", "search", "s", 0, 0, 0.6 + i / 100, trial_id=f"abcdef{i}99", cfg_learning_rate=10.0 ** -(i + 2)) for i in range(3)]
+    )
+    table = search_table(rows)
+    assert [row[0].text for row in table.rows] == ["trial abcdef29", "trial abcdef19", "trial abcdef09"]

@@ -26,6 +26,7 @@ from rmaunet.reporting.tables import (
     METRIC_LABELS,
     choose_threshold_row,
     group_rows,
+    label_search_trials,
     ok_rows,
     study_name,
     threshold_of,
@@ -178,7 +179,7 @@ def _study_from_rows(rows: pd.DataFrame, metric: str) -> Any:
     """An in-memory Optuna study holding the search's trials, so Optuna's plots apply to any results table."""
     import optuna
 
-    ok = ok_rows(rows)
+    ok = label_search_trials(ok_rows(rows))
     params = varied_parameters(ok)
     distributions = {}
     for col in params:

@@ -42,6 +42,7 @@ __all__ = [
     "choose_threshold_row",
     "threshold_of",
     "varied_parameters",
+    "label_search_trials",
     "METRIC_LABELS",
     "write_study_report",
 ]
@@ -379,9 +380,17 @@ def _format_param(value: Any) -> str:
     return str(value)
 
 
+def label_search_trials(rows: pd.DataFrame) -> pd.DataFrame:
+    """A search's rows may all carry the study's label; then each trial is named by its trial id."""
+    if "trial_id" not in rows.columns or rows["row"].nunique() >= rows["trial_id"].nunique():
+        return rows
+    return rows.assign(row="trial " + rows["trial_id"].astype(str).str[:8])
+
+
 def search_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "", top: int = SEARCH_TOP) -> Table:
     """The best trials of a search, ranked on validation, with the parameters the search varied."""
     options = options or ReportOptions()
+    rows = label_search_trials(rows)
     groups = _require_rows(rows)
     metric = options.selection_metric
     ranked = sorted(groups, key=lambda g: -_nan_low(g.stats(f"val_{metric}").mean))
