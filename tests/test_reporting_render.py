@@ -99,6 +99,7 @@ def test_markdown_bold_and_escaped_pipe_render_as_intended() -> None:
         ("✓", r"$\checkmark$"),
         ("Δ F1", r"$\Delta$ F1"),
         ("{x}\\", r"\{x\}\textbackslash{}"),
+        ("a | b", r"a \textbar{} b"),
         ("Lovász", "Lovasz"),
     ],
 )

@@ -1,6 +1,7 @@
 """LaTeX (booktabs) rendering of a `Table`, and a minimal document that compiles it.
 
-The output needs `\\usepackage{booktabs}` and `\\usepackage{amssymb}` (for `\\checkmark`);
+The output needs `\\usepackage{booktabs}`, `\\usepackage{amssymb}` (for `\\checkmark`) and
+`\\usepackage{graphicx}` (a table wider than the text is scaled down to fit);
 every other symbol is mapped to plain LaTeX so the table compiles with pdflatex's default
 input encoding and no other package.
 """
@@ -13,7 +14,7 @@ from rmaunet.reporting.tabular import Cell, Table
 
 __all__ = ["render_latex", "latex_escape", "latex_document", "LATEX_PACKAGES"]
 
-LATEX_PACKAGES = ("booktabs", "amssymb")
+LATEX_PACKAGES = ("booktabs", "amssymb", "graphicx")
 
 _ESCAPES = {
     "\\": r"\textbackslash{}",
@@ -28,6 +29,7 @@ _ESCAPES = {
     "^": r"\textasciicircum{}",
     "<": r"\textless{}",
     ">": r"\textgreater{}",
+    "|": r"\textbar{}",  # a bare | prints as an em dash in the default OT1 font encoding
     # Unicode the tables use: pdflatex without extra packages rejects these as raw bytes.
     "±": r"$\pm$",
     "✓": r"$\checkmark$",
@@ -91,7 +93,9 @@ def render_latex(table: Table, label: str = "") -> str:
     if label:
         lines.append(rf"\label{{{re.sub(r'[^A-Za-z0-9:._-]+', '-', label)}}}")
     if len(table.header) > 7:
-        lines.append(r"\small\setlength{\tabcolsep}{4pt}")  # wide tables (Table XI) still fit a column
+        lines.append(r"\small\setlength{\tabcolsep}{4pt}")  # wide tables (Table XI, ladders) need less air
+    # Shrink to the text width only when wider than it; a narrow table keeps its natural size.
+    lines.append(r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%")
     lines += [rf"\begin{{tabular}}{{{table.align}}}", r"\toprule"]
     if table.groups:
         spans, rules, col = [], [], 1
@@ -108,7 +112,7 @@ def render_latex(table: Table, label: str = "") -> str:
         if i in table.rule_before and i > 0:
             lines.append(r"\midrule")
         lines.append(" & ".join(_cell(c) for c in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
     if table.notes:
         lines += [r"\par\smallskip", r"{\footnotesize " + " ".join(latex_escape(n) for n in table.notes) + "}"]
     lines.append(r"\end{table}")
