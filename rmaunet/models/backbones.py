@@ -9,7 +9,8 @@
   base_filters / 64) and EfficientNetV2-B0, randomly initialised (weights=None, nothing is
   downloaded), taking N bands with no ImageNet preprocessing, under a U-Net decoder that
   upsamples ×2 per level with skips from the encoder's last map at each stride and the
-  input bands at stride 1, so the mask is predicted at full resolution.
+  input bands at stride 1, so the mask is predicted at full resolution. The decoder is
+  light (segmentation_models' widths), so the encoder, not the decoder, is what differs.
 
 Each backbone is a function (inputs, config) → features; heads.py turns features into
 outputs. The keras.applications encoders need a static image size.
@@ -127,7 +128,9 @@ def application_features(inputs, config: TrialConfig, constructor: Callable[...,
         skip = taps.get(stride, inputs if stride == 1 else None)
         if skip is not None:
             x = keras.layers.Concatenate(name=f"decoder_skip_{level}")([x, skip])
-        filters = config.base_filters * 2 ** min(level, config.depth)
+        # Decoder widths of segmentation_models' U-Net (256/128/64 at strides 16/8/4 for
+        # base 64), never below base_filters so the features match the U-Net's H×W×base.
+        filters = config.base_filters * max(1, stride // 4)
         x = _block(config, filters, f"decoder_{level}")(x)
     return x
 
