@@ -160,3 +160,10 @@ def test_unreachable_optuna_storage_is_a_store_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     with pytest.raises(StoreError, match="cannot open Optuna study 'nope'"):
         search_figures(_search_rows(), ReportOptions(optuna_storage=url, optuna_study="nope"), tmp_path)
+
+
+def test_spec_description_is_the_default_caption(tmp_path: Path) -> None:
+    # A spec's description captions the table unless its report: section sets a caption.
+    spec = {"name": "t", "description": "Effect of the loss function.\n", "select": "val_f1"}
+    text = write_study_report(table_rows([[0.6], [0.7]], seeds=(0,)), tmp_path, spec=spec, figures=False)["latex"].read_text()
+    assert r"\caption{Effect of the loss function. Test-split metrics in \%" in text

@@ -167,7 +167,8 @@ def load_references(source: Path | str | Sequence[Mapping[str, Any]] | None) -> 
 def options_from_spec(spec: Mapping[str, Any] | Path | str | None, base: ReportOptions | None = None) -> ReportOptions:
     """Report options from a study spec (YAML path, parsed mapping or `StudySpec`).
 
-    Reads the spec's `name`, its selection metric `select` (e.g. val_f1) and an optional
+    Reads the spec's `name`, `description` (the default caption), its selection metric
+    `select` (e.g. val_f1) and an optional
     `report:` section with any of: metrics, baseline (a row label or row_index; default the
     first row), layout, caption, row_header, references (a CSV/YAML file, relative to the
     spec), optuna_storage (an RDB URL). Everything else belongs to the study engine.
@@ -204,6 +205,8 @@ def options_from_spec(spec: Mapping[str, Any] | Path | str | None, base: ReportO
     for key in ("layout", "caption", "row_header"):
         if report.get(key) is not None:
             changes[key] = str(report[key])
+    if "caption" not in changes and isinstance(spec.get("description"), str) and spec["description"].strip():
+        changes["caption"] = " ".join(spec["description"].split()).rstrip(".")  # the spec's one-line purpose
     select = spec.get("select")
     if isinstance(select, str):
         changes["selection_metric"] = select.removeprefix("val_")

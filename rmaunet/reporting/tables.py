@@ -217,7 +217,8 @@ def _seed_table(
         all_notes.append(
             f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”. "
             f"p: two-sided paired t-test on test {METRIC_LABELS[primary]} against the baseline over the seeds both share; "
-            f"* marks p < {SIGNIFICANCE_LEVEL:g}."
+            f"* marks p < {SIGNIFICANCE_LEVEL:g}"
+            + (f", not corrected for the {len(groups) - 1} comparisons." if len(groups) > 2 else ".")
         )
     else:
         all_notes.append(
