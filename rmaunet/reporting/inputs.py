@@ -73,7 +73,9 @@ def load_results(path: Path | str, study: str | None = None) -> pd.DataFrame:
             if suffix in (".parquet", ".pq"):
                 df = pd.read_parquet(path)
             elif suffix in (".csv", ".tsv"):
-                df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+                # pandas would read the label "None" (Table IX's untuned row) as missing.
+                na = ["", "NaN", "nan", "NA", "n/a"]
+                df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False, na_values=na)
             else:
                 raise StoreError(f"{path}: not a results store folder, .parquet or .csv file")
         except (OSError, ValueError) as exc:
@@ -104,6 +106,8 @@ def normalise_results(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
     if "row_index" not in df.columns:  # table order = order of first appearance
         order = {label: i for i, label in enumerate(dict.fromkeys(df["row"]))}
         df["row_index"] = df["row"].map(order)
+    if "threshold" in df.columns:  # "None" or blank typed for the untuned row
+        df["threshold"] = pd.to_numeric(df["threshold"], errors="coerce")
     for col in metric_cols:
         values = pd.to_numeric(df[col], errors="coerce")
         if (values > 1.0 + 1e-9).any():
