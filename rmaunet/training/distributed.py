@@ -151,6 +151,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     from rmaunet.models import build_model
     from rmaunet.training import precision
 
+    tf.get_logger().setLevel("WARNING")  # MWMS logs every collective at INFO
     config = TrialConfig.from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -432,5 +433,14 @@ def _failed(out: Path, reason: str, sync: list[dict[str, Any]], started: float) 
 
 
 def _first_line(exc: BaseException) -> str:
+    """One line naming what went wrong: for worker errors, each failing rank's own error
+    (the last line of its traceback, e.g. "ResourceExhaustedError: OOM when allocating")."""
+    failures = getattr(exc, "worker_failures", None)
+    if failures:
+        parts = []
+        for rank, error in sorted(failures.items()):
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            parts.append(f"rank {rank}: {lines[-1] if lines else type(error).__name__}")
+        return "; ".join(parts)[:500]
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    return text.splitlines()[0][:500]

@@ -1,0 +1,229 @@
+"""Data-parallel trials: batch slicing, weight digests, precision switches, and on real
+Ray Train CPU workers that N workers stay bit-identical and train what one worker trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from rmaunet.config import TrialConfig
+from rmaunet.errors import ConfigError
+from rmaunet.training.distributed import epoch_order, rank_slice, weights_digest
+
+TINY = dict(base_filters=4, depth=2, epochs=2, batch_size=8, augment=(), seed=5)
+
+
+# ----------------------------------------------------------------------------- pure helpers
+def test_epoch_order_is_a_seeded_permutation_without_the_remainder() -> None:
+    # 21 rows, batch 4: 5 full batches, one row dropped; same (seed, epoch) -> same order.
+    order = epoch_order(21, 4, seed=1, epoch=3)
+    assert order.shape == (5, 4)
+    assert len(set(order.ravel().tolist())) == 20
+    assert np.array_equal(order, epoch_order(21, 4, seed=1, epoch=3))
+    assert not np.array_equal(order, epoch_order(21, 4, seed=1, epoch=4))
+    assert not np.array_equal(order, epoch_order(21, 4, seed=2, epoch=3))
+
+
+def test_rank_slices_partition_every_global_batch() -> None:
+    # The union of the replicas' batches must be exactly the global batch one worker sees.
+    order = epoch_order(40, 8, seed=0, epoch=1)
+    parts = [rank_slice(order, r, 4) for r in range(4)]
+    assert all(p.shape == (5, 2) for p in parts)
+    assert np.array_equal(np.concatenate(parts, axis=1), order)
+
+
+def test_rank_slice_refuses_a_batch_that_does_not_split() -> None:
+    with pytest.raises(ConfigError, match="divisible"):
+        rank_slice(epoch_order(30, 6, seed=0, epoch=1), 0, 4)
+    with pytest.raises(ConfigError, match="larger than"):
+        epoch_order(3, 8, seed=0, epoch=1)
+
+
+def test_weights_digest_sees_one_flipped_bit_and_a_dtype_change() -> None:
+    a = [np.arange(12, dtype=np.float32).reshape(3, 4), np.ones(5, np.float32)]
+    flipped = [a[0].copy(), a[1].copy()]
+    flipped[1].view(np.uint32)[2] ^= 1
+    assert weights_digest(a) == weights_digest([x.copy() for x in a])
+    assert weights_digest(a) != weights_digest(flipped)
+    assert weights_digest(a) != weights_digest([a[0].astype(np.float64), a[1]])
+
+
+def test_run_data_parallel_refuses_an_indivisible_batch_before_starting_ray(tmp_path: Path) -> None:
+    from rmaunet.training.distributed import run_data_parallel
+
+    with pytest.raises(ConfigError, match="divisible by num_workers = 3"):
+        run_data_parallel(TrialConfig(**TINY), tmp_path, tmp_path / "out", num_workers=3)
+
+
+# ----------------------------------------------------------------------------- precision
+@pytest.fixture
+def restore_policy() -> Iterator[None]:
+    import keras
+
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_policy_is_applied_and_the_mask_stays_float32(precision: str, restore_policy: None) -> None:
+    import keras
+
+    from rmaunet.models import build_model
+    from rmaunet.training import precision as prec
+
+    config = TrialConfig(base_filters=4, depth=2, precision=precision, xla=True)
+    assert prec.configure(config) is True
+    assert keras.mixed_precision.global_policy().name == precision
+    model = build_model(config, 14, 32)
+    compute = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}[precision]
+    conv = next(l for l in model._flatten_layers() if isinstance(l, keras.layers.Conv2D))
+    assert conv.compute_dtype == compute and conv.variable_dtype == "float32"
+    out = model(np.zeros((2, 32, 32, 14), np.float32), training=False)
+    assert keras.backend.standardize_dtype(out["mask"].dtype) == "float32"
+
+
+def test_float32_resets_a_policy_left_by_an_earlier_trial(restore_policy: None) -> None:
+    import keras
+
+    from rmaunet.training import precision as prec
+
+    prec.configure(TrialConfig(precision="mixed_bfloat16"))
+    assert prec.configure(TrialConfig(precision="float32")) is False
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_only_float16_gets_loss_scaling(restore_policy: None) -> None:
+    import keras
+
+    from rmaunet.training import precision as prec
+
+    for name, scaled in [("mixed_float16", True), ("mixed_bfloat16", False), ("float32", False)]:
+        opt = prec.wrap_optimizer(keras.optimizers.Adam(1e-3), TrialConfig(precision=name))
+        assert isinstance(opt, keras.optimizers.LossScaleOptimizer) is scaled
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_train_step_runs_on_cpu_and_moves_the_weights(precision: str, restore_policy: None) -> None:
+    import keras
+    import tensorflow as tf
+
+    from rmaunet import losses
+    from rmaunet.models import build_model
+    from rmaunet.training import precision as prec
+
+    config = TrialConfig(base_filters=4, depth=2, precision=precision)
+    prec.configure(config)
+    keras.utils.set_random_seed(0)
+    model = build_model(config, 14, 32)
+    optimizer = prec.wrap_optimizer(keras.optimizers.Adam(1e-2), config)
+    loss_fn = losses.get("cross_entropy")
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, 32, 32, 14)).astype(np.float32))
+    y = tf.constant((rng.random((4, 32, 32, 1)) < 0.2).astype(np.float32))
+    before = [np.array(v) for v in model.trainable_variables]
+
+    @tf.function
+    def step() -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = tf.cast(loss_fn(y, model(x, training=True)["mask"]), tf.float32)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    losses_seen = [float(step()) for _ in range(3)]
+    assert all(np.isfinite(losses_seen))
+    moved = [np.abs(np.array(v) - b).max() for v, b in zip(model.trainable_variables, before)]
+    # float16's dynamic loss scale may skip the first steps on overflow, but not all three.
+    assert max(moved) > 0
+
+
+# ----------------------------------------------------------------------------- Ray Train
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    assert a.keys() == b.keys()
+    return float(np.sqrt(sum(float(((a[k].astype(np.float64) - b[k]) ** 2).sum()) for k in a)))
+
+
+@pytest.fixture(scope="module")
+def dp_runs(l4s_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, dict[str, Any]]]:
+    """The same tiny trial on 2 workers and on 1 worker, in one Ray session."""
+    import ray
+
+    from rmaunet.training.distributed import run_data_parallel
+
+    base = tmp_path_factory.mktemp("dp")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(base / "ray"), log_to_driver=False)
+    try:
+        runs: dict[int, dict[str, Any]] = {}
+        for workers in (2, 1):
+            rows: list[dict[str, Any]] = []
+            out = base / f"w{workers}"
+            result = run_data_parallel(TrialConfig(**TINY), l4s_small, out, num_workers=workers, report=rows.append)
+            runs[workers] = {"result": result, "rows": rows, "out": out}
+        yield runs
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_two_workers_hold_bit_identical_weights_after_every_epoch(dp_runs: dict[int, dict[str, Any]]) -> None:
+    run = dp_runs[2]
+    assert run["result"].status == "ok", run["result"].reason
+    sync = json.loads((run["out"] / "sync.json").read_text())
+    assert [s["epoch"] for s in sync] == [1, 2]
+    for s in sync:
+        assert len(s["weights_sha256"]) == 2 and len(set(s["weights_sha256"])) == 1
+        # The ranks trained on different images: equal weights come from the all-reduce.
+        assert len(set(s["data_sha256"])) == 2
+    assert sync[0]["weights_sha256"][0] != sync[1]["weights_sha256"][0]
+
+
+@pytest.mark.slow
+def test_two_workers_with_global_batch_b_train_what_one_worker_with_b_trains(
+    dp_runs: dict[int, dict[str, Any]],
+) -> None:
+    # Same seed, data order and global batch; BatchNorm synchronised across replicas, so
+    # the two runs differ only in float summation order. Scale for "small": how far one
+    # epoch of training moves the weights.
+    one, two = dp_runs[1], dp_runs[2]
+    assert one["result"].status == "ok", one["result"].reason
+    storage = "ray_train/dp_" + TrialConfig(**TINY).training_hash
+    w1, w2 = _weights(one["out"] / "model.weights.h5"), _weights(two["out"] / "model.weights.h5")
+    epoch1 = _weights(one["out"] / storage / "epoch_0001" / "model.weights.h5")
+    gap, step = _distance(w1, w2), _distance(w1, epoch1)
+    assert step > 0
+    assert gap < 1e-3 * step, (gap, step)
+    loss1 = [r["loss"] for r in one["rows"]]
+    loss2 = [r["loss"] for r in two["rows"]]
+    np.testing.assert_allclose(loss2, loss1, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_data_parallel_trial_reports_every_epoch_and_writes_the_trial_files(
+    dp_runs: dict[int, dict[str, Any]],
+) -> None:
+    run = dp_runs[2]
+    result = run["result"]
+    assert [r["epoch"] for r in run["rows"]] == [1, 2]
+    assert all("val_f1" in r and r["images_per_s"] > 0 for r in run["rows"])
+    assert result.epochs_run == 2 and 1 <= result.best_epoch <= 2
+    assert set(result.test) >= {"f1", "iou", "precision", "recall"}
+    for name in ("best.weights.h5", "val_probs.npz", "test_probs.npz", "result.json", "history.json"):
+        assert (run["out"] / name).is_file(), name
+    probs = np.load(run["out"] / "test_probs.npz")
+    assert probs["prob_u8"].dtype == np.uint8 and probs["prob_u8"].shape == probs["mask"].shape
+    saved = json.loads((run["out"] / "result.json").read_text())
+    assert saved["status"] == "ok" and saved["wall_s"] == pytest.approx(result.wall_s)
