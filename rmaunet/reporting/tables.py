@@ -92,7 +92,7 @@ def group_rows(rows: pd.DataFrame, by: tuple[str, ...] = ()) -> list[RowGroup]:
     else:
         order["_ri"] = 0
     firsts = order.groupby(keys, sort=False, dropna=False).agg(ri=("_ri", "min"), pos=("_pos", "min")).reset_index()
-    firsts = firsts.sort_values(["ri", "pos"], kind="stable") if not by else firsts.sort_values(["pos"], kind="stable")
+    firsts = firsts.sort_values(["ri", "pos"], kind="stable")
     groups = []
     for _, key in firsts.iterrows():
         mask = pd.Series(True, index=rows.index)
@@ -111,14 +111,27 @@ def format_stats(stats: SeedStats, scale: float = 100.0) -> str:
     return f"{stats.mean * scale:.2f} ± {stats.std * scale:.2f}"
 
 
+def _printed(stats: SeedStats) -> float:
+    """The mean as printed (percent, two decimals): bold goes to every value that reads as the best."""
+    return math.nan if stats.missing else round(stats.mean * 100, 2)
+
+
+def _best_printed(column: Sequence[SeedStats]) -> float:
+    present = [_printed(s) for s in column if not s.missing]
+    return max(present) if present else math.nan
+
+
 def _format_p(test: PairedTest) -> str:
     text = "<0.001" if test.p_value < 0.001 else f"{test.p_value:.3f}"
     return f"{text} *" if test.significant else text
 
 
-def _caption(title: str, options: ReportOptions, what: str = "Test-split metrics in %; checkpoints and thresholds selected on validation") -> str:
+_SPLIT_CAPTION = "Test-split metrics in %; checkpoints and thresholds selected on validation."
+
+
+def _caption(title: str, options: ReportOptions) -> str:
     head = options.caption or title
-    return f"{head}. {what}." if head else f"{what}."
+    return f"{head}. {_SPLIT_CAPTION}" if head else _SPLIT_CAPTION
 
 
 def _baseline(groups: list[RowGroup], options: ReportOptions, study: str) -> RowGroup:
@@ -173,22 +186,18 @@ def _seed_table(
     metrics = options.metrics
     primary = metrics[0]
     stats = {(id(g), m): g.stats(f"test_{m}") for g in groups for m in metrics}
-    best = {}
-    for m in metrics:
-        present = [round(stats[id(g), m].mean * 100, 2) for g in groups if not stats[id(g), m].missing]
-        best[m] = max(present) if present else math.nan
+    best = {m: _best_printed([stats[id(g), m] for g in groups]) for m in metrics}
     several = any(s.n > 1 for s in stats.values())
 
     header = [label_header, *(name for name, _ in lead), *(METRIC_LABELS[m] for m in metrics)]
     header += [f"Δ {METRIC_LABELS[m]}" for m in metrics] + ["n"] + (["p"] if several else [])
     body = []
-    any_significant = False
     for g in groups:
         is_chosen = chosen is not None and g is chosen
         line = [Cell(g.label, bold=is_chosen), *(Cell(fn(g)) for _, fn in lead)]
         for m in metrics:
             s = stats[id(g), m]
-            top = chosen is None and not s.missing and round(s.mean * 100, 2) == best[m]
+            top = chosen is None and _printed(s) == best[m]
             line.append(Cell(format_stats(s), bold=top or is_chosen))
         for m in metrics:
             s, b = stats[id(g), m], stats[id(base), m]
@@ -208,7 +217,6 @@ def _seed_table(
                     n = stats[id(g), primary].n
                     line.append(Cell("n = 1" if n == 1 else "< 2 shared seeds"))
                 else:
-                    any_significant |= test.significant
                     line.append(Cell(_format_p(test)))
         body.append(line)
 
@@ -401,16 +409,13 @@ def search_table(rows: pd.DataFrame, options: ReportOptions | None = None, title
     header = ["Trial", *(p.removeprefix("cfg_") for p in params)]
     header += [f"{'Val.' if split == 'val' else 'Test'} {METRIC_LABELS.get(m, m)}" for split, m in metric_cols] + ["n"]
     stats = {(id(g), s, m): g.stats(f"{s}_{m}") for g in shown for s, m in metric_cols}
-    best = {}
-    for s, m in metric_cols:
-        present = [round(stats[id(g), s, m].mean * 100, 2) for g in shown if not stats[id(g), s, m].missing]
-        best[s, m] = max(present) if present else math.nan
+    best = {(s, m): _best_printed([stats[id(g), s, m] for g in shown]) for s, m in metric_cols}
     body = []
     for g in shown:
         line = [Cell(g.label), *(Cell(_format_param(g.first(p))) for p in params)]
         for s, m in metric_cols:
             st = stats[id(g), s, m]
-            line.append(Cell(format_stats(st), bold=not st.missing and round(st.mean * 100, 2) == best[s, m]))
+            line.append(Cell(format_stats(st), bold=_printed(st) == best[s, m]))
         line.append(Cell(str(stats[id(g), "val", metric].n)))
         body.append(line)
     notes = [f"Trials ranked by validation {METRIC_LABELS.get(metric, metric)}; {len(shown)} of {len(groups)} shown. Bold: best value per column."]
