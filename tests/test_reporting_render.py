@@ -12,6 +12,7 @@ import pytest
 from markdown_it import MarkdownIt
 from test_reporting_support import result_row, table_rows
 
+from rmaunet.reporting import write_study_report
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions
 from rmaunet.reporting.latex import latex_document, latex_escape, render_latex
 from rmaunet.reporting.markdown import render_markdown
@@ -125,9 +126,13 @@ def test_table_refuses_ragged_rows() -> None:
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (`make latex` installs texlive-latex-base/recommended)")
 def test_every_layout_compiles_with_pdflatex(tmp_path: Path) -> None:
-    # One document with every generated table builds without a single LaTeX error.
-    tables = [render_latex(_table(layout), label=f"tab:{layout}") for layout in sorted(LAYOUT_ROWS)]
-    (tmp_path / "doc.tex").write_text(latex_document(*tables))
+    # One document \input-ing the table.tex of every layout's report builds without a LaTeX error.
+    inputs = []
+    for layout in sorted(LAYOUT_ROWS):
+        refs = REFS if layout == "cross_dataset" else None
+        write_study_report(LAYOUT_ROWS[layout](), tmp_path / layout, title=f"Study {layout}", references=refs, figures=False)
+        inputs.append(rf"\input{{{layout}/table.tex}}")
+    (tmp_path / "doc.tex").write_text(latex_document(*inputs))
     run = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "doc.tex"],
         cwd=tmp_path,

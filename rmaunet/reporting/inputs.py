@@ -116,8 +116,8 @@ def normalise_results(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
     return df
 
 
-def load_references(source: Path | str | Sequence[Mapping[str, Any]] | None) -> tuple[ReferenceRow, ...]:
-    """Published rows from a CSV or YAML file (or already-parsed dicts).
+def load_references(source: Path | str | Sequence[Mapping[str, Any] | ReferenceRow] | None) -> tuple[ReferenceRow, ...]:
+    """Published rows from a CSV or YAML file (or already-parsed dicts, or ReferenceRows).
 
     Columns / keys: dataset, model, source (optional) and any of REFERENCE_METRICS in percent,
     e.g. `nepal,U-Net,[38],67.00,61.00,74.00,,,,,`. Empty cells print as n/a.
@@ -148,6 +148,9 @@ def load_references(source: Path | str | Sequence[Mapping[str, Any]] | None) -> 
         raise SpecError(f"{name}: expected a list of rows (dataset, model, metrics)")
     rows = []
     for i, record in enumerate(records, start=1):
+        if isinstance(record, ReferenceRow):
+            rows.append(record)
+            continue
         if not isinstance(record, Mapping) or not record.get("dataset") or not record.get("model"):
             raise SpecError(f"{name}: reference row {i} needs `dataset` and `model`")
         unknown = set(record) - {"dataset", "model", "source", *REFERENCE_METRICS}

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from rmaunet.errors import SpecError
-from rmaunet.reporting.inputs import ReportOptions, load_references, options_from_spec
+from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, load_references, options_from_spec
 from rmaunet.reporting.latex import LATEX_PACKAGES, render_latex
 from rmaunet.reporting.markdown import markdown_escape, render_markdown
 from rmaunet.reporting.plots import WrittenFigure, write_figures
@@ -27,7 +27,7 @@ def write_study_report(
     *,
     title: str = "",
     spec: Mapping[str, Any] | Path | str | None = None,
-    references: Path | str | Sequence[Mapping[str, Any]] | None = None,
+    references: Path | str | Sequence[Mapping[str, Any] | ReferenceRow] | None = None,
     options: ReportOptions | None = None,
     formats: Sequence[str] = FORMATS,
     figures: bool = True,
