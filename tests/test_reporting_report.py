@@ -150,7 +150,7 @@ def test_search_figures_read_an_optuna_storage(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="joint_search", storage=url, direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: -((t.suggest_float("alpha", 0, 1) - 0.3) ** 2) - 0.01 * t.suggest_int("depth", 2, 5), n_trials=6)
-    figures = search_figures(_search_rows(), ReportOptions(optuna_storage=url, optuna_study="joint_search"), tmp_path)
+    figures = search_figures(_search_rows(), ReportOptions(optuna_storage=url, study="joint_search"), tmp_path)
     assert [f.name for f in figures] == ["optimization_history", "param_importances"]
     assert "Optuna storage sqlite" in figures[0].caption
 
@@ -159,7 +159,7 @@ def test_unreachable_optuna_storage_is_a_store_error(tmp_path: Path) -> None:
     # A study name the storage lacks is the user's to fix: one line, naming the storage.
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     with pytest.raises(StoreError, match="cannot open Optuna study 'nope'"):
-        search_figures(_search_rows(), ReportOptions(optuna_storage=url, optuna_study="nope"), tmp_path)
+        search_figures(_search_rows(), ReportOptions(optuna_storage=url, study="nope"), tmp_path)
 
 
 def test_spec_description_is_the_default_caption(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def run_report(args: argparse.Namespace) -> int:
     from rmaunet.reporting.report import write_study_report
 
     options = options_from_spec(args.spec)
-    study = args.study or (options.optuna_study if args.spec else None)
+    study = args.study or options.study
     changes: dict[str, object] = {}
     if args.metrics:
         changes["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())

@@ -50,7 +50,7 @@ class ReportOptions:
     selection_metric: str = "f1"  # validation metric that picks the best threshold / search trial
     references: tuple[ReferenceRow, ...] = ()
     optuna_storage: str | None = None  # RDB URL of a search's Optuna study (figures from Optuna's own records)
-    optuna_study: str | None = None
+    study: str | None = None  # the spec's study: what `--spec` reports, and its Optuna study's name
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in _METRICS]
@@ -221,7 +221,7 @@ def options_from_spec(spec: Mapping[str, Any] | Path | str | None, base: ReportO
     if isinstance(storage, str):
         changes["optuna_storage"] = storage
     if spec.get("name"):
-        changes["optuna_study"] = str(spec["name"])
+        changes["study"] = str(spec["name"])
     if report.get("references") is not None:
         refs = report["references"]
         changes["references"] = load_references(spec_dir / refs if isinstance(refs, str) else refs)

@@ -217,7 +217,7 @@ def _study_from_rows(rows: pd.DataFrame, metric: str) -> Any:
 def _load_study(options: ReportOptions, rows: pd.DataFrame) -> Any:
     import optuna
 
-    name = options.optuna_study or study_name(rows)
+    name = options.study or study_name(rows)
     try:
         return optuna.load_study(study_name=name, storage=options.optuna_storage)
     except Exception as exc:  # any storage failure (URL, driver, missing study) is the user's to fix
