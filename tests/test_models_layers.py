@@ -63,6 +63,7 @@ def test_detection_head_round_trip(tmp_path):
 # Attention only gates its input: every output element is the input times a factor in (0, 1).
 @pytest.mark.parametrize("name", ["se", "cbam", "mha"])
 def test_attention_gates_lie_between_zero_and_one(name):
+    keras.utils.set_random_seed(0)
     layer = make_attention(name)
     x = random_batch((2, *SHAPE), seed=1) + 3.0  # away from zero so the ratio is well defined
     ratio = np.asarray(layer(x)) / x

@@ -26,6 +26,13 @@ def l2_regularizer(l2: float) -> keras.regularizers.Regularizer | None:
     return keras.regularizers.L2(l2 / 2) if l2 else None
 
 
+def _bottleneck(channels: int, ratio: int) -> int:
+    """Hidden units of an SE / CBAM MLP: channels // ratio, but at least min(channels, 4);
+    narrow maps would otherwise squeeze to one ReLU unit, which a bad init leaves dead
+    (every gate stuck at 0.5)."""
+    return max(min(channels, 4), channels // ratio)
+
+
 @keras.saving.register_keras_serializable(package="rmaunet")
 class SqueezeExcitation(keras.layers.Layer):
     """Squeeze-and-excitation (Hu et al.): per-channel gates from globally pooled features."""
@@ -37,8 +44,7 @@ class SqueezeExcitation(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
-        # Tiny test widths would otherwise squeeze to zero units.
-        hidden = max(1, channels // self.ratio)
+        hidden = _bottleneck(channels, self.ratio)
         reg = l2_regularizer(self.l2)
         self.squeeze = keras.layers.Dense(hidden, activation="relu", kernel_regularizer=reg, dtype=self.dtype_policy)
         self.excite = keras.layers.Dense(channels, activation="sigmoid", kernel_regularizer=reg, dtype=self.dtype_policy)
@@ -69,7 +75,7 @@ class CBAM(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
-        hidden = max(1, channels // self.ratio)
+        hidden = _bottleneck(channels, self.ratio)
         reg = l2_regularizer(self.l2)
         # One MLP shared by the average- and max-pooled descriptors, as in the paper.
         self.mlp_hidden = keras.layers.Dense(hidden, activation="relu", kernel_regularizer=reg, dtype=self.dtype_policy)
