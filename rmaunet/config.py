@@ -104,10 +104,8 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         # Normalise containers so equal configs hash equally whatever the caller passed.
-        if isinstance(self.loss_params, Mapping):
-            object.__setattr__(self, "loss_params", tuple(sorted(self.loss_params.items())))
-        else:
-            object.__setattr__(self, "loss_params", tuple(sorted(tuple(p) for p in self.loss_params)))
+        params = self.loss_params.items() if isinstance(self.loss_params, Mapping) else self.loss_params
+        object.__setattr__(self, "loss_params", tuple(sorted((str(k), _freeze(v)) for k, v in params)))
         if isinstance(self.augment, str):
             object.__setattr__(self, "augment", tuple(a for a in self.augment.split(",") if a))
         else:
@@ -209,6 +207,15 @@ class TrialConfig:
     @property
     def loss_kwargs(self) -> dict[str, Any]:
         return dict(self.loss_params)
+
+
+def _freeze(value: Any) -> Any:
+    """Nested YAML values (a weighted_sum's terms) as hashable tuples; mappings as sorted pairs."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

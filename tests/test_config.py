@@ -61,3 +61,11 @@ def test_round_trip_through_dict():
     # to_dict -> from_dict gives the same config (the plan crosses process boundaries this way).
     c = PRESETS["rmaunet"]
     assert TrialConfig.from_dict(c.to_dict()) == c
+
+
+def test_nested_loss_params_are_hashable_and_round_trip():
+    # A weighted_sum's list of terms freezes into tuples: the config stays hashable and stable.
+    terms = [{"name": "focal", "weight": 0.7, "gamma": 2.0}, {"name": "iou", "weight": 0.3}]
+    c = TrialConfig(loss="weighted_sum", loss_params={"terms": terms})
+    assert hash(c) == hash(TrialConfig.from_dict(c.to_dict()))
+    assert TrialConfig.from_dict(c.to_dict()).training_hash == c.training_hash

@@ -63,7 +63,7 @@ def test_data_fingerprint_is_part_of_identity(tmp_path):
         (("seeds: [0, 1]", "seeds: [0, 1]\ntypo_key: 3"), 7, "unknown key 'typo_key'"),
         (("    set: {loss: focal}", "    set: {loss: focal_iou, loss_params: {alpha: 1.5}}"), 10, "alpha"),
         (("  base_filters: 8", "  base_filters: 8\n  attention: transformer"), 6, "attention: unknown value"),
-        (("  base_filters: 8", "  base_filters: 8\n  bands: 14,ndvx"), 6, "ndvx"),
+        (("  base_filters: 8", "  base_filters: 8\n  bands: B2,ndvx"), 6, "ndvx"),
         (("kind: table", "kind: tabel"), 2, "kind: unknown value 'tabel'"),
     ],
 )

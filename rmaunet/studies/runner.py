@@ -130,7 +130,7 @@ def run_study(
     provenance = _provenance()
     writer = _RowWriter(spec, plan, store, provenance, log)
     for tid in plan.finished:
-        writer.trial_done(tid, wall_s=0.0)
+        writer.trial_done(tid, reused=True)
 
     if plan.to_train:
         _tune(spec, plan, data_dir, storage, writer, address, log)
@@ -202,7 +202,7 @@ class _RowWriter:
         self.done: set[str] = set()
         self.best: tuple[float, str] | None = None
 
-    def trial_done(self, tid: str, wall_s: float | None = None) -> None:
+    def trial_done(self, tid: str, reused: bool = False) -> None:
         result = self.store.finished_trial(tid)
         if not _usable(result):
             return
@@ -212,19 +212,24 @@ class _RowWriter:
             if p.trial_id != tid:
                 continue
             thresholds = self.spec.thresholds if self.spec.kind == "threshold" else (p.config.threshold,)
-            rows = [self._row(p, result, trial_dir, t, wall_s) for t in thresholds]
+            scores = _scores_at(trial_dir, thresholds) if result["status"] == "ok" else {}
+            rows = [self._row(p, result, scores.get(t, {}), t, reused) for t in thresholds]
             if self.spec.kind == "threshold" and result["status"] == "ok":
                 chosen = max(rows, key=lambda r: r["val_f1"])["threshold"]  # chosen on validation only
                 for r in rows:
                     r["chosen_threshold"] = chosen
             for r in rows:
-                self.store.write_row(r)
+                # A row already written from this training stays as it was (its finish time included).
+                if not (reused and self.store.row_path_for(r).is_file()):
+                    self.store.write_row(r)
             if result["status"] == "ok" and self.spec.kind != "threshold":
                 f1 = rows[0]["val_f1"]
                 if self.best is None or f1 > self.best[0]:
                     self.best = (f1, p.label)
 
-    def _row(self, p: PlannedRow, result: dict[str, Any], trial_dir: Path, threshold: float, wall_s: float | None) -> dict[str, Any]:
+    def _row(
+        self, p: PlannedRow, result: dict[str, Any], scores: dict[str, float], threshold: float, reused: bool
+    ) -> dict[str, Any]:
         row: dict[str, Any] = {
             "study": self.spec.name,
             "kind": self.spec.kind,
@@ -238,7 +243,6 @@ class _RowWriter:
             "threshold": float(threshold),
             "chosen_threshold": float(threshold),
         }
-        scores = _scores_at(trial_dir, threshold) if result["status"] == "ok" else {}
         for split in ("val", "test"):
             for m in METRIC_NAMES:
                 row[f"{split}_{m}"] = scores.get(f"{split}_{m}", math.nan)
@@ -250,10 +254,9 @@ class _RowWriter:
             {
                 "epochs_run": int(result.get("epochs_run", 0)),
                 "best_epoch": int(result.get("best_epoch", 0)),
-                "wall_s": trained_s if wall_s is None else wall_s,
-                "gpu_hours": trained_s * self.spec.resources["gpu"] * self.spec.resources["workers"] / 3600.0
-                if accelerator != "CPU" and wall_s is None
-                else 0.0,
+                "wall_s": trained_s,
+                "gpu_hours": _gpu_count(accelerator) * trained_s / 3600.0,
+                "reused": reused,
                 "images_per_s": float(result.get("images_per_s", math.nan)),
                 "history": result.get("history", []),
                 "steps": list(p.steps),
@@ -269,18 +272,29 @@ class _RowWriter:
         return row
 
 
-def _scores_at(trial_dir: Path, threshold: float) -> dict[str, float]:
-    """Metrics at any threshold from the stored probability maps: no training, no model."""
-    from rmaunet.metrics import segmentation_scores
+def _gpu_count(accelerator: str) -> int:
+    """'2x NVIDIA H100' -> 2; 'CPU' -> 0 (the accelerator string a trial records)."""
+    head = accelerator.split("x ", 1)[0]
+    return int(head) if head.isdigit() else 0
 
-    scores = {}
+
+def _scores_at(trial_dir: Path, thresholds: tuple[float, ...]) -> dict[float, dict[str, float]]:
+    """Metrics at every threshold from the stored uint8 probability maps, one pass per split.
+
+    No model and no training: this is what makes Table IX free. The uint8 maps are
+    scored as stored (rmaunet.metrics documents how a threshold maps onto them).
+    """
+    from rmaunet.metrics import sweep_thresholds
+
+    scores: dict[float, dict[str, float]] = {t: {} for t in thresholds}
     for split in ("val", "test"):
         path = trial_dir / f"{split}_probs.npz"
         if not path.is_file():
             continue
         with np.load(path) as data:
-            prob = data["prob_u8"].astype(np.float32) / 255.0
-            scores.update({f"{split}_{k}": v for k, v in segmentation_scores(data["mask"], prob, threshold).items()})
+            table = sweep_thresholds(data["mask"], data["prob_u8"], thresholds)
+        for t in thresholds:
+            scores[t].update({f"{split}_{m}": float(table.loc[t, m]) for m in METRIC_NAMES})
     return scores
 
 

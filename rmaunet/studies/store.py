@@ -53,8 +53,9 @@ COLUMNS: dict[str, str] = {
     **{f"test_det_{m}": f"test image-level detection {m} (NaN without a detection head)" for m in DETECTION_METRIC_NAMES},
     "epochs_run": "epochs trained",
     "best_epoch": "epoch whose weights were kept (best validation selection metric)",
-    "wall_s": "trial wall time in seconds (0 when reused from an earlier training)",
-    "gpu_hours": "GPU-hours used (0 on CPU)",
+    "wall_s": "wall time of the training in seconds",
+    "gpu_hours": "GPU-hours of the training (0 on CPU)",
+    "reused": "true when the training was done earlier (another study or run) and only reused here",
     "images_per_s": "steady-state training throughput",
     "history": "JSON list of per-epoch dicts (epoch, loss, val_*, images_per_s, epoch_s)",
     "steps": "JSON list of the techniques switched on in this row (ladder / loco)",
@@ -96,11 +97,15 @@ class ResultsStore:
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return self.root / "rows" / _slug(study) / f"{_slug(row)}__s{seed}__{digest}.parquet"
 
-    def write_row(self, row: dict[str, Any]) -> Path:
+    def row_path_for(self, row: dict[str, Any]) -> Path:
         missing = [c for c in ("study", "row", "seed") if c not in row]
         if missing:
             raise StoreError(f"{self.root}: results row lacks {', '.join(missing)}")
-        path = self.row_path(row["study"], row["row"], int(row["seed"]), row.get("threshold") if row.get("kind") == "threshold" else None)
+        threshold = row.get("threshold") if row.get("kind") == "threshold" else None
+        return self.row_path(row["study"], row["row"], int(row["seed"]), threshold)
+
+    def write_row(self, row: dict[str, Any]) -> Path:
+        path = self.row_path_for(row)
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist([_plain(row)])
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")

@@ -39,10 +39,13 @@ class TrialResult:
     best_epoch: int
     val: dict[str, float]
     test: dict[str, float]
+    val_det: dict[str, float] = field(default_factory=dict)
+    test_det: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     images_per_s: float = float("nan")
     wall_s: float = 0.0
     data_fingerprint: str = ""
+    resumed_from: int = 0  # the epoch a restarted trial went on after (0: never restarted)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,9 @@ class TrialResult:
             "best_epoch": self.best_epoch,
             "val": self.val,
             "test": self.test,
+            "val_det": self.val_det,
+            "test_det": self.test_det,
+            "resumed_from": self.resumed_from,
             "history": self.history,
             "images_per_s": self.images_per_s,
             "wall_s": self.wall_s,
@@ -59,31 +65,105 @@ class TrialResult:
         }
 
 
-def _predictor(model) -> Callable[[np.ndarray, int], np.ndarray]:
-    """Probability maps for a split; one traced function per model, not one per call."""
+def _predictor(model) -> Callable[[np.ndarray, int], dict[str, np.ndarray]]:
+    """Prediction maps for a split; one traced function per model, not one per call."""
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
     def forward(batch):
-        return model(batch, training=False)["mask"]
+        outputs = model(batch, training=False)
+        return {k: outputs[k] for k in ("mask", "detection") if k in outputs}
 
-    def predict(x: np.ndarray, batch_size: int) -> np.ndarray:
-        out = [forward(tf.constant(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-        return np.concatenate(out)[..., 0]
+    def predict(x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        parts: dict[str, list[np.ndarray]] = {}
+        for i in range(0, len(x), batch_size):
+            for key, value in forward(tf.constant(x[i : i + batch_size])).items():
+                parts.setdefault(key, []).append(value.numpy())
+        out = {k: np.concatenate(v) for k, v in parts.items()}
+        if "mask" in out:
+            out["mask"] = out["mask"][..., 0]
+        if "detection" in out:
+            out["detection"] = out["detection"].reshape(-1)
+        return out
 
     return predict
 
 
-def _score(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
+def _score(y: np.ndarray, pred: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
     from rmaunet.metrics import segmentation_scores
 
-    return segmentation_scores(y, prob, threshold)
+    return segmentation_scores(y, pred["mask"], threshold) if "mask" in pred else {}
+
+
+def _detection_score(y: np.ndarray, pred: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
+    from rmaunet.metrics import detection_scores
+
+    if "detection" not in pred:
+        return {}
+    return detection_scores(_has_landslide(y), pred["detection"], threshold)
+
+
+def _has_landslide(y: np.ndarray) -> np.ndarray:
+    return y.reshape(len(y), -1).max(axis=1).astype(np.uint8)
+
+
+def _selection_f1(val: dict[str, float], val_det: dict[str, float]) -> float:
+    # Segmentation F1 when there is a mask head; image-level F1 for a detection-only model.
+    return val["f1"] if val else val_det.get("f1", 0.0)
 
 
 def save_probabilities(path: Path, prob: np.ndarray, y: np.ndarray) -> None:
-    """uint8-quantised probabilities (1/255 steps) with their masks, compressed."""
+    """uint8-quantised probabilities (stored value = round(255·p)) with their masks, compressed."""
     q = np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
     np.savez_compressed(path, prob_u8=q, mask=y.astype(np.uint8))
+
+
+def make_loss(config: TrialConfig):
+    """The training objective over the model's output dict: mask heads, detection, L2.
+
+    Multi-resolution heads are each scored against the mask resized (nearest) to their
+    size and averaged; a detection head adds image-level cross-entropy against "the tile
+    contains a landslide"; the L2 term is the models' kernel regularisers (`model.losses`).
+    """
+    import tensorflow as tf
+
+    from rmaunet import losses
+
+    pixel_loss = losses.get(config.loss, **config.loss_kwargs)
+    needs_features = getattr(pixel_loss, "needs_features", False)
+    detection_loss = losses.get("cross_entropy")
+
+    def mask_term(y, prob, features=None):
+        if needs_features:
+            return pixel_loss(y, prob, features=features)
+        return pixel_loss(y, prob)
+
+    def objective(y, outputs, model_losses):
+        terms = []
+        heads = [k for k in ("head_half", "head_full", "head_double") if k in outputs]
+        if heads:
+            head_terms = []
+            for key in heads:
+                prob = tf.cast(outputs[key], tf.float32)
+                size = tf.shape(prob)[1:3]
+                target = tf.image.resize(y, size, method="nearest")
+                features = outputs.get("features")
+                if needs_features and key != "head_full":
+                    features = tf.image.resize(features, size, method="bilinear")
+                head_terms.append(mask_term(target, prob, features))
+            terms.append(tf.add_n(head_terms) / len(head_terms))
+        elif "mask" in outputs:
+            terms.append(mask_term(y, tf.cast(outputs["mask"], tf.float32), outputs.get("features")))
+        if "detection" in outputs:
+            has = tf.reduce_max(y, axis=[1, 2, 3])[:, None]
+            terms.append(detection_loss(has, tf.cast(outputs["detection"], tf.float32)))
+        loss = tf.add_n(terms)
+        if model_losses:
+            loss = loss + tf.add_n([tf.cast(l, tf.float32) for l in model_losses])
+        return loss
+
+    objective.supports_xla = getattr(pixel_loss, "supports_xla", True)
+    return objective
 
 
 def run_trial(
@@ -96,16 +176,18 @@ def run_trial(
 ) -> TrialResult:
     """Train, validate every epoch, keep the best epoch's weights, score test once.
 
-    Writes into out_dir: best.weights.h5, history.json, val_probs.npz, test_probs.npz,
-    result.json. A NaN loss ends the trial with status "failed" and a recorded reason.
+    Writes into out_dir: checkpoint/ (after every epoch: weights, optimizer, history),
+    best.weights.h5, val_probs.npz, test_probs.npz, and last result.json. A trial that
+    finds a checkpoint of the same config resumes after its epoch. A NaN loss or an
+    out-of-memory error ends the trial with status "failed" and the reason recorded.
     """
     import keras
     import tensorflow as tf
 
-    from rmaunet import losses
     from rmaunet.data import prepare_splits
     from rmaunet.data.pipeline import make_dataset
     from rmaunet.models import build_model
+    from rmaunet.training import precision
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -114,84 +196,177 @@ def run_trial(
 
     splits = prepare_splits(config, data_dir)
     keras.utils.set_random_seed(config.seed)
+    if not tf.config.list_physical_devices("GPU"):
+        # Same config and seed, same metrics on CPU (parallel tf.data maps otherwise race
+        # on random state). Left off on GPUs, where it would slow or refuse some kernels.
+        tf.config.experimental.enable_op_determinism()
+    jit = precision.configure(config)  # before the model: Keras reads the policy at layer creation
     size = splits.x_train.shape[1]
     model = build_model(config, splits.num_bands, size)
-    loss_fn = losses.get(config.loss, **config.loss_kwargs)
-    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    objective = make_loss(config)
+    if jit and not objective.supports_xla:
+        say(f"XLA is off for this trial: loss {config.loss!r} computes its distance maps outside the graph")
+        jit = False
+    optimizer = precision.wrap_optimizer(keras.optimizers.Adam(learning_rate=config.learning_rate), config)
+    optimizer.build(model.trainable_variables)
+    scaled = precision.needs_loss_scaling(config)
     _predict = _predictor(model)
     train_ds = make_dataset(
         splits.x_train, splits.y_train, config.batch_size, training=True, augment=config.augment, seed=config.seed
     )
 
-    @tf.function
+    @tf.function(jit_compile=jit)
     def train_step(x, y):
         with tf.GradientTape() as tape:
             outputs = model(x, training=True)
-            loss = loss_fn(y, outputs["mask"])
-            if model.losses:
-                loss = loss + tf.add_n(model.losses)
-        grads = tape.gradient(loss, model.trainable_variables)
+            loss = objective(y, outputs, model.losses)
+            # float16 gradients underflow without loss scaling; apply_gradients unscales.
+            target = optimizer.scale_loss(loss) if scaled else loss
+        grads = tape.gradient(target, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    history: list[dict[str, Any]] = []
-    best_f1, best_epoch = -1.0, 0
+    checkpoint = EpochCheckpoint(out / "checkpoint", config)
+    state = checkpoint.restore(model, optimizer)
+    history: list[dict[str, Any]] = state["history"]
+    best_f1, best_epoch = state["best_f1"], state["best_epoch"]
+    first_epoch = state["epoch"] + 1
+    if first_epoch > 1:
+        say(f"resuming after epoch {state['epoch']} from {checkpoint.folder}")
     weights_path = out / "best.weights.h5"
-    rates: list[float] = []
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        total, steps, seen = 0.0, 0, 0
-        for x, y in train_ds:
-            total += float(train_step(x, y))
-            steps += 1
-            seen += int(x.shape[0])
-        train_s = time.perf_counter() - t0
-        mean_loss = total / max(steps, 1)
-        if not math.isfinite(mean_loss):
-            reason = f"loss became {mean_loss} in epoch {epoch}"
-            say(f"trial stopped: {reason}")
-            return _finish_failed(out, reason, epoch, history, started, splits.fingerprint)
-        val_prob = _predict(splits.x_val, config.batch_size)
-        val = _score(splits.y_val, val_prob, SELECTION_THRESHOLD)
-        rate = seen / train_s if train_s > 0 else float("nan")
-        rates.append(rate)
-        row = {
-            "epoch": epoch,
-            "loss": mean_loss,
-            **{f"val_{k}": v for k, v in val.items()},
-            "images_per_s": rate,
-            "epoch_s": time.perf_counter() - t0,
-        }
-        history.append(row)
-        if val["f1"] > best_f1:
-            best_f1, best_epoch = val["f1"], epoch
-            model.save_weights(weights_path)
-        say(f"epoch {epoch}/{config.epochs} loss {mean_loss:.4f} val F1 {100 * val['f1']:.2f} ({rate:.0f} img/s)")
-        if report is not None:
-            report(dict(row))
+    try:
+        for epoch in range(first_epoch, config.epochs + 1):
+            t0 = time.perf_counter()
+            total, steps, seen = 0.0, 0, 0
+            for x, y in train_ds:
+                total += float(train_step(x, y))
+                steps += 1
+                seen += int(x.shape[0])
+            train_s = time.perf_counter() - t0
+            mean_loss = total / max(steps, 1)
+            if not math.isfinite(mean_loss):
+                reason = f"loss became {mean_loss} in epoch {epoch}"
+                say(f"trial stopped: {reason}")
+                return _finish_failed(out, reason, epoch, history, started, splits.fingerprint)
+            val_pred = _predict(splits.x_val, config.batch_size)
+            val = _score(splits.y_val, val_pred, SELECTION_THRESHOLD)
+            val_det = _detection_score(splits.y_val, val_pred, SELECTION_THRESHOLD)
+            rate = seen / train_s if train_s > 0 else float("nan")
+            row = {
+                "epoch": epoch,
+                "loss": mean_loss,
+                **{f"val_{k}": v for k, v in val.items()},
+                **{f"val_det_{k}": v for k, v in val_det.items()},
+                "images_per_s": rate,
+                "epoch_s": time.perf_counter() - t0,
+            }
+            history.append(row)
+            selection = _selection_f1(val, val_det)
+            if selection > best_f1:
+                best_f1, best_epoch = selection, epoch
+                model.save_weights(weights_path)
+            checkpoint.save(model, optimizer, {"epoch": epoch, "history": history, "best_f1": best_f1, "best_epoch": best_epoch})
+            say(f"epoch {epoch}/{config.epochs} loss {mean_loss:.4f} val F1 {100 * selection:.2f} ({rate:.0f} img/s)")
+            if report is not None:
+                report(dict(row))
+            _maybe_inject_failure(out, epoch)
+    except tf.errors.ResourceExhaustedError as exc:
+        reason = f"out of memory: {str(exc).splitlines()[0][:200]}"
+        say(f"trial stopped: {reason}")
+        return _finish_failed(out, reason, len(history), history, started, splits.fingerprint)
 
     # Selection happened on validation; test is touched exactly once, with the chosen weights.
     model.load_weights(weights_path)
-    val_prob = _predict(splits.x_val, config.batch_size)
-    test_prob = _predict(splits.x_test, config.batch_size)
-    save_probabilities(out / "val_probs.npz", val_prob, splits.y_val)
-    save_probabilities(out / "test_probs.npz", test_prob, splits.y_test)
+    val_pred = _predict(splits.x_val, config.batch_size)
+    test_pred = _predict(splits.x_test, config.batch_size)
+    if "mask" in val_pred:
+        save_probabilities(out / "val_probs.npz", val_pred["mask"], splits.y_val)
+        save_probabilities(out / "test_probs.npz", test_pred["mask"], splits.y_test)
     # Steady state: the first epoch pays for tracing, so it is left out when there are more.
+    rates = [h["images_per_s"] for h in history]
     steady = rates[1:] if len(rates) > 1 else rates
     result = TrialResult(
         status="ok",
         reason="",
-        epochs_run=config.epochs,
+        epochs_run=len(history),
         best_epoch=best_epoch,
-        val=_score(splits.y_val, val_prob, config.threshold),
-        test=_score(splits.y_test, test_prob, config.threshold),
+        val=_score(splits.y_val, val_pred, config.threshold),
+        test=_score(splits.y_test, test_pred, config.threshold),
+        val_det=_detection_score(splits.y_val, val_pred, config.threshold),
+        test_det=_detection_score(splits.y_test, test_pred, config.threshold),
         history=history,
         images_per_s=float(np.median(steady)),
-        wall_s=time.perf_counter() - started,
+        wall_s=time.perf_counter() - started + state["wall_s"],
         data_fingerprint=splits.fingerprint,
+        resumed_from=state["epoch"],
     )
     _write_result(out, result)
+    checkpoint.clear()
     return result
+
+
+class EpochCheckpoint:
+    """After every epoch: model weights, optimizer variables and the loop's state.
+
+    Written to temporary names and renamed, so a process killed mid-save leaves the
+    previous epoch's checkpoint intact. The config hash guards against resuming a
+    different trial's checkpoint.
+    """
+
+    def __init__(self, folder: Path, config: TrialConfig) -> None:
+        self.folder = folder
+        self.key = config.training_hash
+        self.started = time.perf_counter()
+        self.previous_wall = 0.0  # wall time of the runs before a restart
+
+    def save(self, model, optimizer, state: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp_w = self.folder / "tmp.weights.h5"
+        model.save_weights(tmp_w)
+        tmp_o = self.folder / "tmp-optimizer.npz"
+        with open(tmp_o, "wb") as f:
+            np.savez(f, *[np.asarray(v.numpy()) for v in optimizer.variables])
+        wall = self.previous_wall + time.perf_counter() - self.started
+        payload = {**state, "config_hash": self.key, "wall_s": wall}
+        tmp_s = self.folder / "tmp-state.json"
+        tmp_s.write_text(json.dumps(payload))
+        os.replace(tmp_w, self.folder / "last.weights.h5")
+        os.replace(tmp_o, self.folder / "optimizer.npz")
+        os.replace(tmp_s, self.folder / "state.json")  # last: it marks the checkpoint complete
+
+    def restore(self, model, optimizer) -> dict[str, Any]:
+        fresh = {"epoch": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "wall_s": 0.0}
+        state_path = self.folder / "state.json"
+        if not state_path.is_file():
+            return fresh
+        try:
+            state = json.loads(state_path.read_text())
+            if state.get("config_hash") != self.key:
+                return fresh
+            model.load_weights(self.folder / "last.weights.h5")
+            with np.load(self.folder / "optimizer.npz") as saved:
+                values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+            if len(values) != len(optimizer.variables):
+                return fresh
+            for var, value in zip(optimizer.variables, values):
+                var.assign(value)
+        except (OSError, ValueError, json.JSONDecodeError):
+            return fresh  # an unreadable checkpoint: start over rather than guess
+        self.previous_wall = float(state.get("wall_s", 0.0))
+        return {**fresh, **state}
+
+    def clear(self) -> None:
+        for name in ("last.weights.h5", "optimizer.npz", "state.json"):
+            (self.folder / name).unlink(missing_ok=True)
+
+
+def _maybe_inject_failure(out: Path, epoch: int) -> None:
+    """Fault injection for tests: RMAUNET_FAIL_AFTER_EPOCH=k kills the trial once after epoch k."""
+    k = os.environ.get("RMAUNET_FAIL_AFTER_EPOCH")
+    marker = out / ".failure-injected"
+    if k and int(k) == epoch and not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"injected failure after epoch {epoch} (RMAUNET_FAIL_AFTER_EPOCH)")
 
 
 def _finish_failed(
