@@ -128,16 +128,17 @@ def test_l2_losses_are_half_lambda_squared_kernels():
     assert build_model(TrialConfig(l2=0.0, **TINY), BANDS, SIZE).losses == []
 
 
-# Under a mixed-precision policy the internals run in float16 but every output stays float32.
-def test_mixed_precision_outputs_are_float32():
+# Under a mixed-precision policy the internals run in 16 bits but every output stays float32.
+@pytest.mark.parametrize("policy, compute", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")])
+def test_mixed_precision_outputs_are_float32(policy, compute):
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
+    keras.config.set_dtype_policy(policy)
     try:
         config = TrialConfig(block="res_conv", attention="mha", heads="multi_resolution", task="segmentation+detection", **TINY)
         model = build_model(config, BANDS, SIZE)
         out = {k: np.asarray(v) for k, v in model(random_batch((2, SIZE, SIZE, BANDS)), training=False).items()}
         assert any(w.dtype == "float32" and "conv" in w.path for w in model.weights)  # variables stay float32
-        assert any(layer.compute_dtype == "float16" for layer in model.layers)
+        assert any(layer.compute_dtype == compute for layer in model.layers)
     finally:
         keras.config.set_dtype_policy(previous)
     _check_outputs(config, out)

@@ -28,7 +28,7 @@ from rmaunet.errors import ConfigError
 from rmaunet.models.blocks import ConvBNAct, make_block
 from rmaunet.models.unet import unet_features
 
-__all__ = ["ASPP", "BACKBONES", "STATIC_SIZE_BACKBONES", "deeplabv3_features", "application_features"]
+__all__ = ["ASPP", "BACKBONES", "STATIC_SIZE_BACKBONES", "application_features", "check_size", "deeplabv3_features"]
 
 
 @keras.saving.register_keras_serializable(package="rmaunet")
