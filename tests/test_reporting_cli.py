@@ -127,3 +127,25 @@ def test_paper_table9_typed_in_as_csv_renders_with_its_best_row(tmp_path: Path) 
     assert [line.split(" | ")[0] for line in lines] == ["| None", "| 0.4", "| 0.5", "| 0.9", "| **0.95**", "| 0.99"]
     assert "| **0.95** | **74.63** | **65.97** | +2.21 | +2.09 | 1 |" in lines
     assert "No validation metrics were stored, so the choice was made on test." in text
+
+
+def test_paper_table11_typed_in_with_published_references(tmp_path: Path) -> None:
+    # Table XI from the paper's numbers: our rows per dataset, other papers' rows from --references, n/a blocks.
+    csv = _write(
+        tmp_path / "table11.csv",
+        "row,cfg_dataset,cfg_task,test_f1,test_precision,test_recall,test_miou,test_det_f1,test_det_accuracy,test_det_precision,test_det_recall\n"
+        "Our proposed RMAU-NET,landslide4sense,segmentation+detection,0.7690,0.7211,0.8238,0.6597,0.9823,0.9710,0.9858,0.9789\n"
+        "Our proposed RMAU-NET,nepal,segmentation,0.6943,0.6212,0.7879,0.7688,,,,\n"
+        "Our proposed RMAU-NET,bijie,segmentation+detection,0.7434,0.7454,0.7414,0.5733,0.9383,0.9663,0.9552,0.9221\n",
+    )
+    refs = _write(tmp_path / "refs.csv", "dataset,model,source,f1,precision,recall,det_accuracy\nNepal,U-Net,[38],67.00,61.00,74.00,\nBijie,Improved DDTL,[37],,,,96.03\n")
+    assert main(["report", str(csv), "--references", str(refs), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
+    lines = [line for line in (tmp_path / "out" / "table11" / "table.md").read_text().splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| Dataset | Model | Segmentation task: F1 |")
+    assert lines[1:] == [
+        "| Landslide4Sense | Our proposed RMAU-NET | 76.90 | 72.11 | 82.38 | 65.97 | 98.23 | 97.10 | 98.58 | 97.89 | 1 |",
+        "| Nepal | U-Net \\[38\\] | 67.00 | 61.00 | 74.00 | n/a | n/a | n/a | n/a | n/a | published |",
+        "|  | Our proposed RMAU-NET | 69.43 | 62.12 | 78.79 | 76.88 | n/a | n/a | n/a | n/a | 1 |",
+        "| Bijie | Improved DDTL \\[37\\] | n/a | n/a | n/a | n/a | n/a | 96.03 | n/a | n/a | published |",
+        "|  | Our proposed RMAU-NET | 74.34 | 74.54 | 74.14 | 57.33 | 93.83 | 96.63 | 95.52 | 92.21 | 1 |",
+    ]
