@@ -102,7 +102,8 @@ def threshold_curve(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -
     ax.set_ylabel("test metric (%)")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    caption = f"Threshold curve: test {' and '.join(METRIC_LABELS[m] for m in options.metrics[:2])} against the threshold; ★ the threshold chosen on {_SPLIT_NAMES[split]}."
+    choice = f"★ the threshold chosen on {_SPLIT_NAMES[split]}" if chosen in numeric else f"{_SPLIT_NAMES[split]} chose no threshold ({chosen.label}, dotted)"
+    caption = f"Threshold curve: test {' and '.join(METRIC_LABELS[m] for m in options.metrics[:2])} against the threshold; {choice}."
     return WrittenFigure("threshold_curve", caption, _save(fig, out_dir / "threshold_curve"))
 
 
