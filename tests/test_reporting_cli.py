@@ -149,3 +149,11 @@ def test_paper_table11_typed_in_with_published_references(tmp_path: Path) -> Non
         "| Bijie | Improved DDTL \\[37\\] | n/a | n/a | n/a | n/a | n/a | 96.03 | n/a | n/a | published |",
         "|  | Our proposed RMAU-NET | 74.34 | 74.54 | 74.14 | 57.33 | 93.83 | 96.63 | 95.52 | 92.21 | 1 |",
     ]
+
+
+def test_csv_blank_study_and_status_cells_take_the_defaults(tmp_path: Path) -> None:
+    # A hand-made table with some cells left blank keeps every row (study from the file name, status ok).
+    csv = _write(tmp_path / "mixed.csv", "study,status,row,test_f1\nmixed,ok,A,0.6\n,,B,0.7\n")
+    assert main(["report", str(csv), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
+    text = (tmp_path / "out" / "mixed" / "table.md").read_text()
+    assert "| B | **70.00** | +10.00 | 1 |" in text  # and no mIoU column of n/a

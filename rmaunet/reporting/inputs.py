@@ -101,8 +101,7 @@ def normalise_results(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
     df["row"] = df["row"].astype(str)
     defaults: dict[str, Any] = {"study": Path(source).stem, "kind": "table", "seed": 0, "status": "ok"}
     for col, value in defaults.items():
-        if col not in df.columns:
-            df[col] = value
+        df[col] = df[col].fillna(value) if col in df.columns else value  # blank cells too: a row without a study would vanish
     if "row_index" not in df.columns:  # table order = order of first appearance
         order = {label: i for i, label in enumerate(dict.fromkeys(df["row"]))}
         df["row_index"] = df["row"].map(order)

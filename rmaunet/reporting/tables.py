@@ -183,9 +183,10 @@ def _seed_table(
 ) -> Table:
     """Shared body of the one-factor, ladder and threshold tables."""
     base = _baseline(groups, options, study_name(rows))
-    metrics = options.metrics
+    stats = {(id(g), m): g.stats(f"test_{m}") for g in groups for m in options.metrics}
+    # A metric no row has (a typed-in table with F1 only) would be a column of n/a: leave it out.
+    metrics = [m for m in options.metrics if any(not stats[id(g), m].missing for g in groups)] or list(options.metrics[:1])
     primary = metrics[0]
-    stats = {(id(g), m): g.stats(f"test_{m}") for g in groups for m in metrics}
     best = {m: _best_printed([stats[id(g), m] for g in groups]) for m in metrics}
     several = any(s.n > 1 for s in stats.values())
 
