@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _study_args(run)
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local runtime)")
     run.add_argument("--report", type=Path, help="also write the study's tables into this folder")
+    run.add_argument("--optuna-storage", help="Optuna RDB URL for searches (default: sqlite in the store; postgresql://… on a cluster)")
     run.set_defaults(func=_run)
 
     plan = study_sub.add_parser("plan", help="print how many trainings a study needs and how many it reuses",
@@ -76,8 +77,8 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, smoke=args.smoke)
     started = time.monotonic()
-    plan = run_study(spec, args.data, args.storage, address=args.address, log=_log)
-    _summarise(spec.name, args.storage, args.report, started)
+    plan = run_study(spec, args.data, args.storage, address=args.address, log=_log, optuna_storage=args.optuna_storage)
+    _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage)
     return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
 
 
@@ -88,16 +89,21 @@ def _done(storage: Path, plan) -> set[str]:
     return {tid for tid in plan.unique if store.finished_trial(tid) is not None}
 
 
-def _summarise(study: str, storage: Path, report_dir: Path | None, started: float) -> None:
-    from rmaunet.reporting import write_study_report
+def _summarise(spec, storage: Path, report_dir: Path | None, started: float, optuna_storage: str | None = None) -> None:
+    from rmaunet.reporting import ReportOptions, write_study_report
     from rmaunet.studies.store import ResultsStore
 
+    study = spec.name
     store = ResultsStore(storage)
     rows = store.read(study)
     exported = store.export(Path(storage) / f"{study}.parquet", study)
     _log(f"{study}: {len(rows)} results rows in {time.monotonic() - started:.0f} s; store {storage}, table {exported}")
     if report_dir is not None and not rows.empty:
-        paths = write_study_report(rows, report_dir, title=study)
+        options = None
+        if spec.kind == "search":
+            url = optuna_storage or f"sqlite:///{Path(storage).resolve() / 'optuna.db'}"
+            options = ReportOptions(optuna_storage=url, study=study)
+        paths = write_study_report(rows, report_dir, title=study, spec=spec.path, options=options)
         print()
         print(Path(paths["markdown"]).read_text())
         for kind, path in paths.items():
@@ -119,7 +125,7 @@ def _demo(args: argparse.Namespace) -> int:
         _log(f"using the synthetic dataset already in {args.data}")
     spec = load_spec(args.spec)
     run_study(spec, args.data, args.storage, log=_log)
-    _summarise(spec.name, args.storage, args.reports, started)
+    _summarise(spec, args.storage, args.reports, started)
     exported = ResultsStore(args.storage).export(args.reports / "results.parquet", spec.name)
     _log(f"demo finished in {time.monotonic() - started:.0f} s; results store {args.storage}, copy {exported}")
     return 0

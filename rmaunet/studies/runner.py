@@ -21,7 +21,7 @@ import numpy as np
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import DataError
-from rmaunet.studies.expand import PlannedRow, expand
+from rmaunet.studies.expand import PlannedRow, expand, trial_id
 from rmaunet.studies.spec import StudySpec
 from rmaunet.studies.store import CONFIG_PREFIX, METRIC_NAMES, ResultsStore
 
@@ -44,6 +44,8 @@ class StudyPlan:
 
     def summary(self) -> str:
         s = self.spec
+        if s.kind == "search":
+            return f"{s.name} (search): up to {s.budget} sampled trainings, {s.scheduler.upper()} scheduler, Optuna TPE"
         reused = len(self.unique) - len(self.to_train)
         dup = len(self.planned) - len(self.unique)
         return (
@@ -121,6 +123,7 @@ def run_study(
     *,
     address: str | None = None,
     log: Log = print,
+    optuna_storage: str | None = None,
 ) -> StudyPlan:
     """Plan, reuse, train what is missing on Ray Tune, and write every results row."""
     data_dir, storage = Path(data_dir).resolve(), Path(storage).resolve()
@@ -132,6 +135,9 @@ def run_study(
     for tid in plan.finished:
         writer.trial_done(tid, reused=True)
 
+    if spec.kind == "search":
+        _search(spec, plan, data_dir, storage, writer, address, log, optuna_storage)
+        return plan
     if plan.to_train:
         _tune(spec, plan, data_dir, storage, writer, address, log)
     missing = [tid for tid in plan.unique if tid not in writer.done]
@@ -194,6 +200,135 @@ def _tune(
             ray.shutdown()
 
 
+def _report_numbers(row: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _search_trainable(
+    params: dict[str, Any], *, base: dict[str, Any], fingerprint: str, data_dir: str, storage: str
+) -> None:
+    """One sampled configuration: replayed from the store when already trained, else trained.
+
+    Reports `objective` = validation F1 (at 0.5) every epoch for ASHA, then once more
+    after the last epoch, at epoch + 1, with validation F1 at the sampled threshold.
+    """
+    from ray import tune
+
+    from rmaunet.studies.search import apply_params
+    from rmaunet.training.trial import configure_threads, run_trial
+
+    config = apply_params(TrialConfig.from_dict(base), params)
+    tid = trial_id(config, fingerprint)
+    store = ResultsStore(storage)
+    out = store.trial_dir(tid)
+
+    def report(row: dict[str, Any]) -> None:
+        tune.report({**_report_numbers(row), "objective": float(row.get("val_f1", 0.0))})
+
+    result = store.finished_trial(tid)
+    if _usable(result):
+        for row in result["history"]:
+            report(row)
+    else:
+        configure_threads()
+        result = run_trial(config, data_dir, out, report=report).to_dict()
+    if result["status"] == "ok":
+        f1 = _scores_at(out, (config.threshold,))[config.threshold].get("val_f1", 0.0)
+        tune.report({"epoch": int(result["epochs_run"]) + 1, "objective": float(f1), "done": 1})
+
+
+def _search(
+    spec: StudySpec,
+    plan: StudyPlan,
+    data_dir: Path,
+    storage: Path,
+    writer: _RowWriter,
+    address: str | None,
+    log: Log,
+    optuna_storage: str | None,
+) -> None:
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from rmaunet.studies.search import apply_params, describe, optuna_distributions, parse_space
+
+    url = optuna_storage or f"sqlite:///{storage / 'optuna.db'}"
+    storage.mkdir(parents=True, exist_ok=True)
+    rdb = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name=spec.name, storage=rdb, direction="maximize", load_if_exists=True)
+    # A driver killed mid-search leaves RUNNING trials behind: they will never report.
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        rdb.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
+    remaining = spec.budget - done
+    log(f"Optuna study {spec.name!r} in {url}: {done} of {spec.budget} trials done, {max(remaining, 0)} to run")
+    if remaining <= 0:
+        return
+
+    parsed = parse_space(spec.space, spec.base)
+    seed = spec.seeds[0]
+    base = spec.base.replace(seed=seed)
+    searcher = OptunaSearch(
+        space=optuna_distributions(parsed),
+        metric="objective",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        study_name=spec.name,
+        storage=rdb,
+    )
+    epochs = base.epochs
+    scheduler = (
+        ASHAScheduler(time_attr="epoch", metric="objective", mode="max", max_t=epochs + 1, grace_period=1, reduction_factor=3)
+        if spec.scheduler == "asha"
+        else FIFOScheduler()
+    )
+    started_here = connect_ray(address, log)
+    try:
+        gpu = spec.resources["gpu"]
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                _search_trainable, base=base.to_dict(), fingerprint=plan.fingerprint, data_dir=str(data_dir), storage=str(storage)
+            ),
+            {"CPU": spec.resources["cpu"], "GPU": gpu},
+        )
+        total = ray.cluster_resources()
+        per = gpu if gpu > 0 else spec.resources["cpu"]
+        pool = total.get("GPU", 0) if gpu > 0 else total.get("CPU", 1)
+        concurrent = spec.max_concurrent or max(1, int(pool // max(per, 1e-9)))
+
+        def on_complete(trial, stopped: bool) -> None:
+            config = apply_params(base, trial.config)
+            tid = trial_id(config, plan.fingerprint)
+            index = done + writer.search_index()
+            row = PlannedRow(index, describe(trial.config), seed, config, tid, ())
+            writer.add(row)
+            if stopped:
+                writer.stopped_row(row, trial.last_result or {})
+            else:
+                writer.trial_done(tid)
+
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=scheduler, num_samples=remaining, max_concurrent_trials=concurrent
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str(storage / "tune"),
+                failure_config=tune.FailureConfig(max_failures=2),
+                callbacks=[_Progress(writer, {}, log, on_complete=on_complete, total=remaining)],
+                verbose=0,
+            ),
+        )
+        tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 class _RowWriter:
     """Turns finished trials into study rows (one per row label, seed and threshold)."""
 
@@ -201,6 +336,23 @@ class _RowWriter:
         self.spec, self.plan, self.store, self.provenance, self.log = spec, plan, store, provenance, log
         self.done: set[str] = set()
         self.best: tuple[float, str] | None = None
+        self._searched = 0
+
+    def add(self, row: PlannedRow) -> None:
+        """A row known only once it ran (a search's sampled configuration)."""
+        self.plan.planned.append(row)
+        self._searched += 1
+
+    def search_index(self) -> int:
+        return self._searched
+
+    def stopped_row(self, p: PlannedRow, last: dict[str, Any]) -> None:
+        """A search trial that ASHA stopped early: its last validation scores, no test."""
+        row = self._row(p, {"status": "stopped", "epochs_run": int(last.get("epoch", 0))}, {}, p.config.threshold, False)
+        row["reason"] = f"stopped by the scheduler after epoch {int(last.get('epoch', 0))}"
+        for m in METRIC_NAMES:
+            row[f"val_{m}"] = float(last.get(f"val_{m}", math.nan))
+        self.store.write_row(row)
 
     def trial_done(self, tid: str, reused: bool = False) -> None:
         result = self.store.finished_trial(tid)
@@ -305,13 +457,20 @@ class _Progress:
         from ray import tune
 
         class Progress(tune.Callback):
-            def __init__(self, writer: _RowWriter, labels: dict[str, str], log: Log) -> None:
+            def __init__(
+                self, writer: _RowWriter, labels: dict[str, str], log: Log, on_complete=None, total: int | None = None
+            ) -> None:
                 self.writer, self.labels, self.log = writer, labels, log
-                self.total = len(labels)
+                self.on_complete = on_complete
+                self.total = total or len(labels)
                 self.finished = 0
                 self.started = time.monotonic()
 
             def _label(self, trial) -> str:
+                if "trial_id" not in trial.config:
+                    from rmaunet.studies.search import describe
+
+                    return describe(trial.config)
                 return self.labels.get(trial.config.get("trial_id"), str(trial))
 
             def on_trial_start(self, iteration, trials, trial, **info):
@@ -328,14 +487,19 @@ class _Progress:
                     )
 
             def on_trial_complete(self, iteration, trials, trial, **info):
-                tid = trial.config.get("trial_id")
-                self.writer.trial_done(tid)
+                last = trial.last_result or {}
+                if self.on_complete is not None:
+                    self.on_complete(trial, stopped=not last.get("done"))
+                else:
+                    self.writer.trial_done(trial.config.get("trial_id"))
                 self.finished += 1
+                total = self.total
                 elapsed = time.monotonic() - self.started
-                eta = elapsed / self.finished * (self.total - self.finished)
+                eta = elapsed / self.finished * max(total - self.finished, 0)
                 best = self.writer.best
                 best_text = f"best so far {best[1]!r} val F1 {100 * best[0]:.2f}" if best else "no result yet"
-                self.log(f"  done   {self._label(trial)}  [{self.finished}/{self.total}] {best_text}; about {eta:.0f} s left")
+                state = "done  " if last.get("done") or self.on_complete is None else "stop  "
+                self.log(f"  {state} {self._label(trial)}  [{self.finished}/{total}] {best_text}; about {eta:.0f} s left")
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 self.log(f"  error  {self._label(trial)}: the trial raised (Tune retries it up to 2 times)")

@@ -41,7 +41,7 @@ KINDS = ("table", "ladder", "loco", "threshold", "search")
 TOP_KEYS = {
     "name", "kind", "description", "dataset", "base", "seeds", "select", "resources", "smoke",
     "rows", "steps", "full", "components", "thresholds", "space", "budget", "scheduler", "max_concurrent",
-    "baseline",
+    "baseline", "report",
 }
 SELECT_METRICS = ("val_f1", "val_miou", "val_iou", "val_precision", "val_recall")
 RESOURCE_KEYS = {"cpu", "gpu", "workers"}
@@ -201,6 +201,15 @@ def load_spec(path: Path | str, *, smoke: bool = False) -> StudySpec:
         budget = doc.get("budget", 0)
         if not isinstance(budget, int) or budget < 1:
             raise ctx.fail(doc, "budget: expected a positive number of trials", "budget")
+        from rmaunet.studies.search import parse_space
+
+        try:
+            parse_space(dict(doc["space"]), base)
+        except ConfigError as exc:
+            bad = str(exc).split(":", 1)[0].removeprefix("space.").removeprefix("space")
+            raise ctx.fail(doc["space"], str(exc), bad if bad in doc["space"] else None) from None
+        if doc.get("scheduler", "asha") not in ("asha", "fifo"):
+            raise ctx.fail(doc, "scheduler: choose asha or fifo", "scheduler")
         rows.append(Row(name, base))
 
     if kind in ("table",) and len({r.label for r in rows}) != len(rows):
