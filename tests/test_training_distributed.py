@@ -152,30 +152,45 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _checkpoint_weights(out: Path, epoch: int) -> dict[str, np.ndarray]:
+    """The weights after `epoch` from the run's Ray Train checkpoint (rank 0's, as saved)."""
+    storage = out / "ray_train" / f"dp_{TrialConfig(**TINY).training_hash}"
+    return _weights(storage / f"epoch_{epoch:04d}" / "last.weights.h5")
+
+
 def _distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     assert a.keys() == b.keys()
     return float(np.sqrt(sum(float(((a[k].astype(np.float64) - b[k]) ** 2).sum()) for k in a)))
 
 
 @pytest.fixture(scope="module")
-def dp_runs(l4s_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, dict[str, Any]]]:
-    """The same tiny trial on 2 workers and on 1 worker, in one Ray session."""
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One small local Ray for the module's trials (2 CPUs, no dashboard UI), shut down after."""
     import ray
 
+    base = tmp_path_factory.mktemp("ray")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(base), log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dp_runs(
+    ray_session: None, l4s_small: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, dict[str, Any]]:
+    """The same tiny trial on 2 workers and on 1 worker."""
     from rmaunet.training.distributed import run_data_parallel
 
     base = tmp_path_factory.mktemp("dp")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(base / "ray"), log_to_driver=False)
-    try:
-        runs: dict[int, dict[str, Any]] = {}
-        for workers in (2, 1):
-            rows: list[dict[str, Any]] = []
-            out = base / f"w{workers}"
-            result = run_data_parallel(TrialConfig(**TINY), l4s_small, out, num_workers=workers, report=rows.append)
-            runs[workers] = {"result": result, "rows": rows, "out": out}
-        yield runs
-    finally:
-        ray.shutdown()
+    runs: dict[int, dict[str, Any]] = {}
+    for workers in (2, 1):
+        rows: list[dict[str, Any]] = []
+        out = base / f"w{workers}"
+        result = run_data_parallel(TrialConfig(**TINY), l4s_small, out, num_workers=workers, report=rows.append)
+        runs[workers] = {"result": result, "rows": rows, "out": out}
+    return runs
 
 
 @pytest.mark.slow
@@ -200,9 +215,8 @@ def test_two_workers_with_global_batch_b_train_what_one_worker_with_b_trains(
     # epoch of training moves the weights.
     one, two = dp_runs[1], dp_runs[2]
     assert one["result"].status == "ok", one["result"].reason
-    storage = "ray_train/dp_" + TrialConfig(**TINY).training_hash
-    w1, w2 = _weights(one["out"] / "model.weights.h5"), _weights(two["out"] / "model.weights.h5")
-    epoch1 = _weights(one["out"] / storage / "epoch_0001" / "model.weights.h5")
+    w1, w2 = _checkpoint_weights(one["out"], 2), _checkpoint_weights(two["out"], 2)
+    epoch1 = _checkpoint_weights(one["out"], 1)
     gap, step = _distance(w1, w2), _distance(w1, epoch1)
     assert step > 0
     assert gap < 1e-3 * step, (gap, step)
@@ -227,3 +241,26 @@ def test_data_parallel_trial_reports_every_epoch_and_writes_the_trial_files(
     assert probs["prob_u8"].dtype == np.uint8 and probs["prob_u8"].shape == probs["mask"].shape
     saved = json.loads((run["out"] / "result.json").read_text())
     assert saved["status"] == "ok" and saved["wall_s"] == pytest.approx(result.wall_s)
+
+
+@pytest.mark.slow
+def test_a_worker_failure_restarts_the_group_from_the_last_epoch(
+    ray_session: None, l4s_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rank 0 raises once after epoch 1's checkpoint; the group restarts, restores it on
+    # every rank and goes on with epoch 2 (not 1), ending with one set of results.
+    from rmaunet.training.distributed import run_data_parallel
+
+    monkeypatch.setenv("RMAUNET_FAIL_AFTER_EPOCH", "1")  # run_data_parallel passes it to the workers
+    rows: list[dict[str, Any]] = []
+    result = run_data_parallel(
+        TrialConfig(**{**TINY, "epochs": 3}), l4s_small, tmp_path / "out", num_workers=2,
+        report=rows.append, max_failures=2,  # 2: a spurious restart by Ray itself must not use up the budget
+    )
+    assert (tmp_path / "out" / ".failure-injected").exists()  # the failure did happen
+    assert result.status == "ok", result.reason
+    assert result.resumed_from >= 1  # 1, or later if Ray restarted the group once more itself
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    sync = json.loads((tmp_path / "out" / "sync.json").read_text())
+    assert all(len(set(s["weights_sha256"])) == 1 for s in sync)

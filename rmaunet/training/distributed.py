@@ -34,7 +34,9 @@ run's `worker_runtime_env`, not inside the loop.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import json
 import math
 import queue as queue_module
@@ -49,7 +51,19 @@ import numpy as np
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
-from rmaunet.training.trial import TrialResult, _predictor, _score, save_probabilities
+from rmaunet.training.trial import (
+    SELECTION_THRESHOLD,
+    EpochCheckpoint,
+    TrialResult,
+    _detection_score,
+    _maybe_inject_failure,
+    _predictor,
+    _score,
+    _selection_f1,
+    _write_result,
+    make_loss,
+    save_probabilities,
+)
 
 __all__ = [
     "run_data_parallel",
@@ -63,10 +77,9 @@ __all__ = [
 
 Reporter = Callable[[dict[str, Any]], None]
 
-# Files rank 0 puts into the last checkpoint; run_data_parallel copies them into out_dir.
-RESULT_FILES = ("best.weights.h5", "model.weights.h5", "history.json", "val_probs.npz", "test_probs.npz", "result.json")
-_STATE_FILE = "state.json"
-_OPTIMIZER_FILE = "optimizer.npz"
+# Files rank 0 puts into the last checkpoint; run_data_parallel copies them into out_dir,
+# result.json last (it marks a finished trial).
+RESULT_FILES = ("best.weights.h5", "history.json", "val_probs.npz", "test_probs.npz", "result.json")
 _SYNC_FILE = "sync.json"
 
 
@@ -130,6 +143,8 @@ def worker_env(use_gpu: bool, cpus_per_worker: int) -> dict[str, str]:
         "TF_NUM_INTRAOP_THREADS": str(max(cpus_per_worker, 1)),
         "TF_NUM_INTEROP_THREADS": str(max(min(cpus_per_worker, 2), 1)),
     }
+    if os.environ.get("RMAUNET_FAIL_AFTER_EPOCH"):  # fault injection (tests) reaches the workers too
+        env["RMAUNET_FAIL_AFTER_EPOCH"] = os.environ["RMAUNET_FAIL_AFTER_EPOCH"]
     if use_gpu:
         env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     else:
@@ -145,7 +160,6 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
     import tensorflow as tf
 
-    from rmaunet import losses
     from rmaunet.data import prepare_splits
     from rmaunet.data.pipeline import make_dataset
     from rmaunet.models import build_model
@@ -163,50 +177,48 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
         raise RuntimeError(f"{strategy.num_replicas_in_sync} replicas for {world} workers: one GPU per worker expected")
 
     splits = prepare_splits(config, loop_config["data_dir"])
-    jit = precision.configure(config)
     keras.utils.set_random_seed(config.seed)  # same seed on every rank: identical initial weights
-    size = splits.x_train.shape[1]
+    if not tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()  # as run_trial: same config, same metrics on CPU
+    jit = precision.configure(config)  # before the model: Keras reads the policy at layer creation
+    objective = make_loss(config)
+    # XLA cannot compile the collective ops of a multi-replica step; one replica can.
+    jit = jit and objective.supports_xla and world == 1
     with strategy.scope():
-        model = build_model(config, splits.num_bands, size)
+        model = build_model(config, splits.num_bands, splits.x_train.shape[1])
         optimizer = precision.wrap_optimizer(keras.optimizers.Adam(learning_rate=config.learning_rate), config)
         optimizer.build(model.trainable_variables)
     if world > 1:
         synchronize_batch_norm(model)
-    loss_fn = losses.get(config.loss, **config.loss_kwargs)
     predict = _predictor(model)
 
     def replica_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            outputs = model(x, training=True)
-            loss = tf.cast(loss_fn(y, outputs["mask"]), tf.float32)
-            if model.losses:
-                loss = loss + tf.add_n([tf.cast(r, tf.float32) for r in model.losses])
+            loss = objective(y, model(x, training=True), model.losses)
+            # The optimizer all-reduces gradients by SUM: 1/world makes them the global mean's.
             scaled = optimizer.scale_loss(loss / world)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    # XLA cannot compile the collective ops of a multi-replica step; one replica can.
-    @tf.function(jit_compile=jit and world == 1)
+    @tf.function(jit_compile=jit)
     def train_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         per_replica = strategy.run(replica_step, args=(x, y))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
 
     # ------------------------------------------------------------------ resume
-    state: dict[str, Any] = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "history": [], "rates": []}
     work = Path(tempfile.mkdtemp(prefix=f"rmaunet_dp_rank{rank}_"))
     best_path = work / "best.weights.h5"
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "wall_s": 0.0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
+        # Every rank restores the same files, so the restarted group starts in sync.
         with checkpoint.as_directory() as ckpt_dir:
-            ckpt = Path(ckpt_dir)
-            state = json.loads((ckpt / _STATE_FILE).read_text())
-            model.load_weights(ckpt / "model.weights.h5")
-            saved = np.load(ckpt / _OPTIMIZER_FILE)
-            for i, variable in enumerate(optimizer.variables):
-                variable.assign(saved[f"v{i}"])
-            if (ckpt / "best.weights.h5").exists():
-                shutil.copyfile(ckpt / "best.weights.h5", best_path)
+            state = EpochCheckpoint(Path(ckpt_dir), config).restore(model, optimizer)
+            if (Path(ckpt_dir) / "best.weights.h5").exists():
+                shutil.copyfile(Path(ckpt_dir) / "best.weights.h5", best_path)
+    resumed_from = state["epoch"]
+    previous_wall = float(state.get("wall_s", 0.0))
 
     def digest() -> str:
         return weights_digest([np.asarray(v) for v in model.weights] + [np.asarray(v) for v in optimizer.variables])
@@ -248,37 +260,43 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
                 break
             continue
 
-        ckpt = work / f"epoch_{epoch:04d}"
-        ckpt.mkdir()
         if not failed:
-            val = _score(splits.y_val, predict(splits.x_val, config.batch_size), config.threshold)
+            val_pred = predict(splits.x_val, config.batch_size)
+            val = _score(splits.y_val, val_pred, SELECTION_THRESHOLD)
+            val_det = _detection_score(splits.y_val, val_pred, SELECTION_THRESHOLD)
             metrics.update({f"val_{k}": v for k, v in val.items()})
-            state["rates"].append(rate)
-            if val["f1"] > state["best_f1"]:
-                state["best_f1"], state["best_epoch"] = val["f1"], epoch
+            metrics.update({f"val_det_{k}": v for k, v in val_det.items()})
+            selection = _selection_f1(val, val_det)
+            if selection > state["best_f1"]:
+                state["best_f1"], state["best_epoch"] = selection, epoch
                 model.save_weights(best_path)
         metrics["epoch_s"] = time.perf_counter() - t0
         state["history"].append({k: v for k, v in metrics.items() if k not in ("rank", "data_sha256")})
         state["epoch"] = epoch
-        model.save_weights(ckpt / "model.weights.h5")
-        np.savez(ckpt / _OPTIMIZER_FILE, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+        ckpt = work / f"epoch_{epoch:04d}"
+        saver = EpochCheckpoint(ckpt, config)
+        saver.previous_wall = previous_wall
+        saver.started = started
+        saver.save(model, optimizer, {k: state[k] for k in ("epoch", "history", "best_f1", "best_epoch")})
         if best_path.exists():
             shutil.copyfile(best_path, ckpt / "best.weights.h5")
-        (ckpt / _STATE_FILE).write_text(json.dumps(state))
         if last:
-            _write_outcome(ckpt, config, splits, model, predict, state, failed, started)
+            _write_outcome(ckpt, config, splits, model, predict, state, failed,
+                           previous_wall + time.perf_counter() - started, resumed_from)
         ray.train.report(
             metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt)), checkpoint_dir_name=ckpt.name
         )
         shutil.rmtree(ckpt, ignore_errors=True)
         if failed:
             break
+        if loop_config.get("out_dir"):
+            _maybe_inject_failure(Path(loop_config["out_dir"]), epoch)
     shutil.rmtree(work, ignore_errors=True)
 
 
 def _write_outcome(
     ckpt: Path, config: TrialConfig, splits: Any, model: Any, predict: Callable, state: dict[str, Any],
-    failed: bool, started: float,
+    failed: bool, wall_s: float, resumed_from: int,
 ) -> None:
     """Rank 0, last epoch: score test once with the best epoch's weights; write the results."""
     history = state["history"]
@@ -287,24 +305,28 @@ def _write_outcome(
         result = TrialResult(
             status="failed", reason=f"loss became {history[-1]['loss']} in epoch {state['epoch']}",
             epochs_run=state["epoch"], best_epoch=0, val={}, test={}, history=history,
-            wall_s=time.perf_counter() - started, data_fingerprint=splits.fingerprint,
+            wall_s=wall_s, data_fingerprint=splits.fingerprint, resumed_from=resumed_from,
         )
     else:
+        # Selection happened on validation; test is touched exactly once, with the chosen weights.
         model.load_weights(ckpt / "best.weights.h5")
-        val_prob = predict(splits.x_val, config.batch_size)
-        test_prob = predict(splits.x_test, config.batch_size)
-        save_probabilities(ckpt / "val_probs.npz", val_prob, splits.y_val)
-        save_probabilities(ckpt / "test_probs.npz", test_prob, splits.y_test)
-        rates = state["rates"]
+        val_pred = predict(splits.x_val, config.batch_size)
+        test_pred = predict(splits.x_test, config.batch_size)
+        if "mask" in val_pred:
+            save_probabilities(ckpt / "val_probs.npz", val_pred["mask"], splits.y_val)
+            save_probabilities(ckpt / "test_probs.npz", test_pred["mask"], splits.y_test)
+        rates = [h["images_per_s"] for h in history]
         steady = rates[1:] if len(rates) > 1 else rates  # epoch 1 pays for tracing
         result = TrialResult(
             status="ok", reason="", epochs_run=state["epoch"], best_epoch=state["best_epoch"],
-            val=_score(splits.y_val, val_prob, config.threshold),
-            test=_score(splits.y_test, test_prob, config.threshold),
+            val=_score(splits.y_val, val_pred, config.threshold),
+            test=_score(splits.y_test, test_pred, config.threshold),
+            val_det=_detection_score(splits.y_val, val_pred, config.threshold),
+            test_det=_detection_score(splits.y_test, test_pred, config.threshold),
             history=history, images_per_s=float(np.median(steady)) if steady else float("nan"),
-            wall_s=time.perf_counter() - started, data_fingerprint=splits.fingerprint,
+            wall_s=wall_s, data_fingerprint=splits.fingerprint, resumed_from=resumed_from,
         )
-    (ckpt / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    _write_result(ckpt, result)
 
 
 # --------------------------------------------------------------------------- driver
@@ -333,7 +355,7 @@ def run_data_parallel(
     report: Reporter | None = None,
     cpus_per_worker: int = 1,
     storage_path: Path | str | None = None,
-    max_failures: int = 0,
+    max_failures: int = 1,
 ) -> TrialResult:
     """Train one trial data-parallel on `num_workers` Ray Train workers; results into out_dir.
 
@@ -341,7 +363,11 @@ def run_data_parallel(
     this thread with rank 0's row of every epoch. `storage_path` (default out_dir/ray_train)
     must be storage every node can reach on a multi-node cluster; so must data_dir. A
     worker failure restarts the group from the last epoch's checkpoint up to `max_failures`
-    times. Writes the files of RESULT_FILES plus sync.json (every rank's weights digest per
+    times. The default of one restart is there for Ray 2.60 itself: its PlacementGroupCleaner
+    takes one missed State API answer for a dead controller and removes a live run's
+    placement group (ray-project/ray#65447; seen here on a loaded 2-core machine). Epoch
+    order is seeded per epoch and the checkpoint holds the optimizer state, so a restarted
+    run ends with the weights an uninterrupted one would have. Writes the files of RESULT_FILES plus sync.json (every rank's weights digest per
     epoch) into out_dir.
     """
     import ray
@@ -363,7 +389,7 @@ def run_data_parallel(
         resources["GPU"] = 1
     trainer = TensorflowTrainer(
         _train_loop,
-        train_loop_config={"config": config.to_dict(), "data_dir": str(Path(data_dir).resolve())},
+        train_loop_config={"config": config.to_dict(), "data_dir": str(Path(data_dir).resolve()), "out_dir": str(out)},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"dp_{config.training_hash}",
@@ -405,21 +431,23 @@ def run_data_parallel(
     (out / _SYNC_FILE).write_text(json.dumps(sync, indent=1))
 
     if "error" in outcome:
-        return _failed(out, f"data-parallel training failed: {_first_line(outcome['error'])}", sync, started)
+        return _failed(out, _describe_failure(outcome["error"]), sync, started)
     result = outcome["result"]
     if getattr(result, "error", None) is not None:
-        return _failed(out, f"data-parallel training failed: {_first_line(result.error)}", sync, started)
+        return _failed(out, _describe_failure(result.error), sync, started)
     out_of_sync = [s["epoch"] for s in sync if len(set(s["weights_sha256"])) != 1]
     with result.checkpoint.as_directory() as ckpt_dir:
-        for name in RESULT_FILES:
+        for name in RESULT_FILES[:-1]:
             if (Path(ckpt_dir) / name).exists():
                 shutil.copyfile(Path(ckpt_dir) / name, out / name)
-    values = json.loads((out / "result.json").read_text())
-    trial = TrialResult(**values)
-    trial.wall_s = time.perf_counter() - started  # the driver's view: start-up included
+        values = json.loads((Path(ckpt_dir) / "result.json").read_text())
+    trial = TrialResult(**{f.name: values[f.name] for f in dataclasses.fields(TrialResult) if f.name in values})
+    # The driver's view: worker start-up included (a resumed run adds the earlier runs' time).
+    trial.wall_s = max(trial.wall_s, time.perf_counter() - started)
     if out_of_sync:
         trial.status, trial.reason = "failed", f"workers out of sync after epochs {out_of_sync}"
-    (out / "result.json").write_text(json.dumps(trial.to_dict(), indent=1))
+    # Keep where rank 0 ran ("node", "accelerator"), not where this driver runs.
+    _replace_json(out / "result.json", {**values, **trial.to_dict(), "num_workers": num_workers})
     return trial
 
 
@@ -428,11 +456,17 @@ def _failed(out: Path, reason: str, sync: list[dict[str, Any]], started: float) 
         status="failed", reason=reason, epochs_run=len(sync), best_epoch=0, val={}, test={},
         wall_s=time.perf_counter() - started,
     )
-    (out / "result.json").write_text(json.dumps(trial.to_dict(), indent=1))
+    _write_result(out, trial)
     return trial
 
 
-def _first_line(exc: BaseException) -> str:
+def _replace_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)  # result.json marks a finished trial: never half-written
+
+
+def _describe_failure(exc: BaseException) -> str:
     """One line naming what went wrong: for worker errors, each failing rank's own error
     (the last line of its traceback, e.g. "ResourceExhaustedError: OOM when allocating")."""
     failures = getattr(exc, "worker_failures", None)
@@ -441,6 +475,9 @@ def _first_line(exc: BaseException) -> str:
         for rank, error in sorted(failures.items()):
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             parts.append(f"rank {rank}: {lines[-1] if lines else type(error).__name__}")
-        return "; ".join(parts)[:500]
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:500]
+        text = "; ".join(parts)
+    else:
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    # The same wording as run_trial, so a study can count out-of-memory trials by reason.
+    prefix = "out of memory" if ("ResourceExhausted" in text or "OOM" in text) else "data-parallel training failed"
+    return f"{prefix}: {text}"[:500]
