@@ -112,7 +112,7 @@ def _trainable(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
             config, data_dir, out, num_workers=config.num_workers, use_gpu=entry["gpu"] > 0, report=report
         )
     else:
-        result = run_trial(config, data_dir, out, report=report)
+        result = run_trial(config, data_dir, out, report=report, node=_node_name())
     tune.report({"done": 1, "status_ok": int(result.status == "ok"), **{f"final_val_{k}": v for k, v in result.val.items()}})
 
 
@@ -200,6 +200,15 @@ def _tune(
             ray.shutdown()
 
 
+def _node_name() -> str:
+    """Host and Ray node id: several simulated nodes share one host name."""
+    import socket
+
+    import ray
+
+    return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+
+
 def _report_numbers(row: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -231,7 +240,7 @@ def _search_trainable(
             report(row)
     else:
         configure_threads()
-        result = run_trial(config, data_dir, out, report=report).to_dict()
+        result = run_trial(config, data_dir, out, report=report, node=_node_name()).to_dict()
     if result["status"] == "ok":
         f1 = _scores_at(out, (config.threshold,))[config.threshold].get("val_f1", 0.0)
         tune.report({"epoch": int(result["epochs_run"]) + 1, "objective": float(f1), "done": 1})

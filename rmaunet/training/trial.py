@@ -173,6 +173,7 @@ def run_trial(
     *,
     report: Reporter | None = None,
     log: Callable[[str], None] | None = None,
+    node: str | None = None,
 ) -> TrialResult:
     """Train, validate every epoch, keep the best epoch's weights, score test once.
 
@@ -300,7 +301,7 @@ def run_trial(
         data_fingerprint=splits.fingerprint,
         resumed_from=state["epoch"],
     )
-    _write_result(out, result)
+    _write_result(out, result, node)
     checkpoint.clear()
     return result
 
@@ -387,9 +388,9 @@ def _finish_failed(
     return result
 
 
-def _write_result(out: Path, result: TrialResult) -> None:
+def _write_result(out: Path, result: TrialResult, node: str | None = None) -> None:
     """result.json marks a finished trial: written last, atomically, with where it ran."""
-    payload = {**result.to_dict(), "node": socket.gethostname(), "accelerator": _accelerator()}
+    payload = {**result.to_dict(), "node": node or socket.gethostname(), "accelerator": _accelerator()}
     tmp = out / ".result.json.tmp"
     tmp.write_text(json.dumps(payload, indent=1))
     os.replace(tmp, out / "result.json")

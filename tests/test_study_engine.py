@@ -1,0 +1,142 @@
+"""The study engine on real Ray: reuse, resume after a killed driver, a simulated cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rmaunet.studies.runner import plan_study, run_study
+from rmaunet.studies.spec import load_spec
+from rmaunet.studies.store import ResultsStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_BASE = "{preset: baseline, base_filters: 4, depth: 2, epochs: 2, batch_size: 8, augment: []}"
+
+
+def _spec(tmp_path: Path, name: str, rows: list[tuple[str, str]], epochs: int = 2, extra: str = "") -> Path:
+    lines = [f"name: {name}", "kind: table", f"base: {TINY_BASE.replace('epochs: 2', f'epochs: {epochs}')}", "resources: {cpu: 1}", extra, "rows:"]
+    for label, override in rows:
+        lines.append(f"  - {{label: {label!r}{', set: ' + override if override else ''}}}")
+    path = tmp_path / f"{name}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_rerun_trains_nothing_and_a_new_row_trains_only_itself(local_ray, l4s_small, tmp_path):
+    # Dedup by identity: a finished study reruns nothing; an added row (and a second table
+    # sharing a config) trains only what is new.
+    storage = tmp_path / "store"
+    first = _spec(tmp_path, "losses", [("CE", ""), ("IoU", "{loss: iou}")])
+    run_study(load_spec(first), l4s_small, storage, log=lambda m: None)
+    rows = ResultsStore(storage).read("losses")
+    assert len(rows) == 2 and set(rows["status"]) == {"ok"}
+
+    again = plan_study(load_spec(first), l4s_small, storage)
+    assert again.to_train == [] and len(again.finished) == 2
+
+    grown = _spec(tmp_path, "losses", [("CE", ""), ("IoU", "{loss: iou}"), ("Focal", "{loss: focal}")])
+    plan = plan_study(load_spec(grown), l4s_small, storage)
+    assert [p.label for p in plan.to_train] == ["Focal"]
+
+    other = _spec(tmp_path, "other_table", [("same as CE", ""), ("Tversky", "{loss: tversky}")])
+    plan = plan_study(load_spec(other), l4s_small, storage)
+    assert [p.label for p in plan.to_train] == ["Tversky"]
+
+
+@pytest.mark.slow
+def test_threshold_study_costs_no_training(local_ray, l4s_small, tmp_path):
+    # Table IX from the stored probabilities of an existing training: zero trainings, one row
+    # per threshold, the chosen threshold picked on validation.
+    storage = tmp_path / "store"
+    table = _spec(tmp_path, "base", [("CE", "")])
+    run_study(load_spec(table), l4s_small, storage, log=lambda m: None)
+    spec_path = tmp_path / "th.yaml"
+    spec_path.write_text(f"name: th\nkind: threshold\nbase: {TINY_BASE}\nthresholds: [0.2, 0.5, 0.8]\n")
+    spec = load_spec(spec_path)
+    assert plan_study(spec, l4s_small, storage).to_train == []
+    run_study(spec, l4s_small, storage, log=lambda m: None)
+    rows = ResultsStore(storage).read("th")
+    assert sorted(rows["threshold"]) == [0.2, 0.5, 0.8]
+    best_val = rows.loc[rows["val_f1"].idxmax(), "threshold"]
+    assert set(rows["chosen_threshold"]) == {best_val}
+    assert rows["test_f1"].nunique() > 1 or rows["test_f1"].eq(0).all()
+
+
+@pytest.mark.slow
+def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
+    # Kill a real study run (driver and its local Ray) mid-study; the same command finishes it:
+    # finished trials are kept (not retrained), none is duplicated, the rest run.
+    spec = _spec(tmp_path, "killme", [(f"row {i}", f"{{seed: 0, learning_rate: {0.0004 * (i + 1)}}}") for i in range(4)], epochs=3)
+    storage = tmp_path / "store"
+    cmd = [sys.executable, "-m", "rmaunet", "study", "run", str(spec), "--data", str(l4s_small), "--storage", str(storage)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    rows_dir = storage / "rows" / "killme"
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and len(list(rows_dir.glob("*.parquet"))) < 1:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray runtime it started
+    proc.wait()
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in (storage / "trials").glob("*/result.json")}
+    assert 1 <= len(done_before) < 4
+
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"{4 - len(done_before)} trainings to run, {len(done_before)} reused" in out.stdout
+    rows = ResultsStore(storage).read("killme")
+    assert len(rows) == 4 and rows["row"].is_unique and set(rows["status"]) == {"ok"}
+    for tid, mtime in done_before.items():  # kept, not retrained
+        assert (storage / "trials" / tid / "result.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_three_node_cluster_loses_no_trial_when_a_node_dies(l4s_small, tmp_path):
+    # Trials spread over simulated nodes; removing one mid-study loses no trial (Tune retries it).
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # this test brings its own (simulated) cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    doomed = cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        spec = load_spec(_spec(tmp_path, "cluster", [(f"lr {i}", f"{{learning_rate: {0.0004 * (i + 1)}}}") for i in range(5)], epochs=3))
+        storage = tmp_path / "store"
+        messages: list[str] = []
+        worker = threading.Thread(target=run_study, args=(spec, l4s_small, storage), kwargs={"log": messages.append})
+        worker.start()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any("epoch 1 " in m for m in messages):
+            time.sleep(0.5)
+        cluster.remove_node(doomed, allow_graceful=False)
+        worker.join(timeout=900)
+        assert not worker.is_alive()
+        rows = ResultsStore(storage).read("cluster")
+        assert len(rows) == 5 and set(rows["status"]) == {"ok"}, messages[-20:]
+        assert rows["row"].is_unique
+        assert any("error" in m for m in messages), "no trial was running on the removed node"
+        nodes = {json.loads(json.dumps(n)) for n in rows["node"]}
+        assert len(nodes) >= 2, nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
