@@ -13,7 +13,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", type=Path, help="study spec (YAML), e.g. search_spaces/demo.yaml")
-    p.add_argument("--data", type=Path, required=True, help="dataset folder, in the dataset's published layout")
+    p.add_argument(
+        "--data", action="append", required=True, metavar="[NAME=]DIR",
+        help="dataset folder in its published layout; repeat as NAME=DIR for a cross-dataset study (Table XI)",
+    )
     p.add_argument("--storage", type=Path, required=True, help="results store folder (created if missing)")
     p.add_argument("--smoke", action="store_true", help="shrink the study to CPU minutes (small widths, crops, few tiles, one epoch)")
 
@@ -58,12 +61,29 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def _data_arg(values: list[str]) -> Path | dict[str, Path]:
+    """`--data DIR` (one dataset) or `--data NAME=DIR …` (one folder per dataset)."""
+    from rmaunet.config import DATASETS
+    from rmaunet.errors import DataError
+
+    named = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if sep and name in DATASETS:
+            named[name] = Path(folder)
+        elif len(values) == 1:
+            return Path(value)
+        else:
+            raise DataError(f"{value}: with several --data, write NAME=DIR (NAME one of {', '.join(DATASETS)})")
+    return named
+
+
 def _plan(args: argparse.Namespace) -> int:
     from rmaunet.studies.runner import plan_study
     from rmaunet.studies.spec import load_spec
 
     spec = load_spec(args.spec, smoke=args.smoke)
-    plan = plan_study(spec, args.data, args.storage)
+    plan = plan_study(spec, _data_arg(args.data), args.storage)
     print(plan.summary())
     for p in plan.planned:
         state = "reuse" if p.trial_id in plan.finished else "train"
@@ -77,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, smoke=args.smoke)
     started = time.monotonic()
-    plan = run_study(spec, args.data, args.storage, address=args.address, log=_log, optuna_storage=args.optuna_storage)
+    plan = run_study(spec, _data_arg(args.data), args.storage, address=args.address, log=_log, optuna_storage=args.optuna_storage)
     _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage)
     return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Mapping
 
 from rmaunet.config import TrialConfig
 from rmaunet.studies.spec import StudySpec
@@ -30,13 +31,17 @@ class PlannedRow:
     steps: tuple[str, ...] = ()
 
 
-def expand(spec: StudySpec, data_fingerprint: str) -> list[PlannedRow]:
-    """Every (row, seed) of the study, in table order (a search's rows appear as it runs)."""
+def expand(spec: StudySpec, data_fingerprint: str | Mapping[str, str]) -> list[PlannedRow]:
+    """Every (row, seed) of the study, in table order (a search's rows appear as it runs).
+
+    `data_fingerprint` is one fingerprint, or one per dataset for a cross-dataset study.
+    """
     if spec.kind == "search":
         return []
     planned = []
     for index, row in enumerate(spec.rows):
         for seed in spec.seeds:
             config = row.config.replace(seed=seed)
-            planned.append(PlannedRow(index, row.label, seed, config, trial_id(config, data_fingerprint), row.steps))
+            fp = data_fingerprint if isinstance(data_fingerprint, str) else data_fingerprint[config.dataset]
+            planned.append(PlannedRow(index, row.label, seed, config, trial_id(config, fp), row.steps))
     return planned

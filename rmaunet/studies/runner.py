@@ -15,7 +15,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -31,10 +31,14 @@ Log = Callable[[str], None]
 
 
 class StudyPlan:
-    def __init__(self, spec: StudySpec, planned: list[PlannedRow], store: ResultsStore, fingerprint: str) -> None:
+    def __init__(
+        self, spec: StudySpec, planned: list[PlannedRow], store: ResultsStore, data: dict[str, Path], fingerprints: dict[str, str]
+    ) -> None:
         self.spec = spec
         self.planned = planned
-        self.fingerprint = fingerprint
+        self.data = data
+        self.fingerprints = fingerprints
+
         unique: dict[str, PlannedRow] = {}
         for p in planned:
             unique.setdefault(p.trial_id, p)
@@ -60,14 +64,35 @@ def _usable(result: dict[str, Any] | None) -> bool:
     return result is not None and result.get("status") in ("ok", "failed")
 
 
-def plan_study(spec: StudySpec, data_dir: Path | str, storage: Path | str) -> StudyPlan:
+def resolve_data(spec: StudySpec, data: Path | str | Mapping[str, Path | str]) -> dict[str, Path]:
+    """One folder per dataset the study uses: a single folder serves a one-dataset study;
+    a cross-dataset study (Table XI) names one per dataset."""
+    needed = sorted({r.config.dataset for r in spec.rows} | {spec.base.dataset})
+    if isinstance(data, Mapping):
+        folders = {k: Path(v).resolve() for k, v in data.items()}
+        if len(folders) == 1 and len(needed) == 1 and needed[0] not in folders:
+            folders = {needed[0]: next(iter(folders.values()))}
+    else:
+        folders = {name: Path(data).resolve() for name in needed}
+        if len(needed) > 1:
+            raise DataError(
+                f"{data}: study {spec.name!r} uses datasets {', '.join(needed)}: pass --data NAME=DIR for each"
+            )
+    for name in needed:
+        if name not in folders:
+            raise DataError(f"{spec.path}: no data folder for dataset {name!r} (pass --data {name}=DIR)")
+        if not folders[name].exists():
+            raise DataError(f"{folders[name]}: data folder not found")
+    return {name: folders[name] for name in needed}
+
+
+def plan_study(spec: StudySpec, data: Path | str | Mapping[str, Path | str], storage: Path | str) -> StudyPlan:
     from rmaunet.data import fingerprint
 
-    if not Path(data_dir).exists():
-        raise DataError(f"{data_dir}: data folder not found")
-    fp = fingerprint(data_dir, spec.dataset)
+    folders = resolve_data(spec, data)
+    fingerprints = {name: fingerprint(folder, name) for name, folder in folders.items()}
     store = ResultsStore(storage)
-    return StudyPlan(spec, expand(spec, fp), store, fp)
+    return StudyPlan(spec, expand(spec, fingerprints), store, folders, fingerprints)
 
 
 # --------------------------------------------------------------------------- Ray
@@ -88,7 +113,7 @@ def connect_ray(address: str | None, log: Log) -> bool:
     return True
 
 
-def _trainable(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], data_dir: str, storage: str) -> None:
+def _trainable(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], storage: str) -> None:
     """One Tune trial: train one planned config into its trial folder of the store."""
     from ray import tune
 
@@ -97,6 +122,7 @@ def _trainable(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
     tid = tune_config["trial_id"]
     entry = plan[tid]
     config = TrialConfig.from_dict(entry["config"])
+    data_dir = entry["data_dir"]
     configure_threads()
     out = ResultsStore(storage).trial_dir(tid)
     (out).mkdir(parents=True, exist_ok=True)
@@ -118,7 +144,7 @@ def _trainable(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
 
 def run_study(
     spec: StudySpec,
-    data_dir: Path | str,
+    data: Path | str | Mapping[str, Path | str],
     storage: Path | str,
     *,
     address: str | None = None,
@@ -126,8 +152,8 @@ def run_study(
     optuna_storage: str | None = None,
 ) -> StudyPlan:
     """Plan, reuse, train what is missing on Ray Tune, and write every results row."""
-    data_dir, storage = Path(data_dir).resolve(), Path(storage).resolve()
-    plan = plan_study(spec, data_dir, storage)
+    storage = Path(storage).resolve()
+    plan = plan_study(spec, data, storage)
     log(plan.summary())
     store = ResultsStore(storage)
     provenance = _provenance()
@@ -136,10 +162,10 @@ def run_study(
         writer.trial_done(tid, reused=True)
 
     if spec.kind == "search":
-        _search(spec, plan, data_dir, storage, writer, address, log, optuna_storage)
+        _search(spec, plan, storage, writer, address, log, optuna_storage)
         return plan
     if plan.to_train:
-        _tune(spec, plan, data_dir, storage, writer, address, log)
+        _tune(spec, plan, storage, writer, address, log)
     missing = [tid for tid in plan.unique if tid not in writer.done]
     if missing:
         log(f"{len(missing)} trainings did not finish; rerun the same command to continue")
@@ -147,7 +173,7 @@ def run_study(
 
 
 def _tune(
-    spec: StudySpec, plan: StudyPlan, data_dir: Path, storage: Path, writer: _RowWriter, address: str | None, log: Log
+    spec: StudySpec, plan: StudyPlan, storage: Path, writer: _RowWriter, address: str | None, log: Log
 ) -> None:
     import ray
     from ray import tune
@@ -157,7 +183,12 @@ def _tune(
         gpu = spec.resources["gpu"]
         workers = int(spec.resources["workers"])
         entries = {
-            p.trial_id: {"config": p.config.replace(num_workers=workers).to_dict(), "gpu": gpu, "label": p.label}
+            p.trial_id: {
+                "config": p.config.replace(num_workers=workers).to_dict(),
+                "gpu": gpu,
+                "label": p.label,
+                "data_dir": str(plan.data[p.config.dataset]),
+            }
             for p in plan.to_train
         }
         if workers > 1:
@@ -167,7 +198,7 @@ def _tune(
         else:
             resources = {"CPU": spec.resources["cpu"], "GPU": gpu}
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, plan=entries, data_dir=str(data_dir), storage=str(storage)), resources
+            tune.with_parameters(_trainable, plan=entries, storage=str(storage)), resources
         )
         total = ray.cluster_resources()
         if spec.max_concurrent:
@@ -249,7 +280,6 @@ def _search_trainable(
 def _search(
     spec: StudySpec,
     plan: StudyPlan,
-    data_dir: Path,
     storage: Path,
     writer: _RowWriter,
     address: str | None,
@@ -299,7 +329,11 @@ def _search(
         gpu = spec.resources["gpu"]
         trainable = tune.with_resources(
             tune.with_parameters(
-                _search_trainable, base=base.to_dict(), fingerprint=plan.fingerprint, data_dir=str(data_dir), storage=str(storage)
+                _search_trainable,
+                base=base.to_dict(),
+                fingerprint=plan.fingerprints[base.dataset],
+                data_dir=str(plan.data[base.dataset]),
+                storage=str(storage),
             ),
             {"CPU": spec.resources["cpu"], "GPU": gpu},
         )
@@ -310,7 +344,7 @@ def _search(
 
         def on_complete(trial, stopped: bool) -> None:
             config = apply_params(base, trial.config)
-            tid = trial_id(config, plan.fingerprint)
+            tid = trial_id(config, plan.fingerprints[config.dataset])
             index = done + writer.search_index()
             row = PlannedRow(index, describe(trial.config), seed, config, tid, ())
             writer.add(row)
@@ -421,7 +455,7 @@ class _RowWriter:
                 "images_per_s": float(result.get("images_per_s", math.nan)),
                 "history": result.get("history", []),
                 "steps": list(p.steps),
-                "data_fingerprint": self.plan.fingerprint,
+                "data_fingerprint": self.plan.fingerprints[p.config.dataset],
                 "node": result.get("node", ""),
                 "accelerator": accelerator,
                 "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
