@@ -76,7 +76,7 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     assert "SUCCEEDED" in status, status + logs[-4000:]
 
     rows = ResultsStore(storage).read("demo")
-    assert len(rows) == 3 and set(rows["status"]) == {"ok"}
+    assert len(rows) == 4 and set(rows["status"]) == {"ok"}
     assert rows["row"].tolist()[0] == "U-Net & Cross Entropy (baseline)"
     for metric in ("val_f1", "val_precision", "val_recall", "val_iou", "val_miou", "wall_s"):
         assert rows[metric].notna().all(), metric
