@@ -264,3 +264,17 @@ def test_a_worker_failure_restarts_the_group_from_the_last_epoch(
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     sync = json.loads((tmp_path / "out" / "sync.json").read_text())
     assert all(len(set(s["weights_sha256"])) == 1 for s in sync)
+
+
+@pytest.mark.slow
+def test_float16_loss_scaling_keeps_two_workers_in_sync(ray_session: None, l4s_small: Path, tmp_path: Path) -> None:
+    # The dynamic loss scale decides per step whether to apply or skip: every rank must
+    # decide alike (on the all-reduced gradients), or the weights part ways.
+    from rmaunet.training.distributed import run_data_parallel
+
+    config = TrialConfig(**{**TINY, "epochs": 1, "precision": "mixed_float16"})
+    result = run_data_parallel(config, l4s_small, tmp_path / "out", num_workers=2)
+    assert result.status == "ok", result.reason
+    sync = json.loads((tmp_path / "out" / "sync.json").read_text())
+    assert len(sync) == 1 and len(set(sync[0]["weights_sha256"])) == 1
+    assert np.isfinite(result.history[0]["loss"])

@@ -17,8 +17,12 @@ TrialConfig.training_hash, so the results must not depend on it):
   SUM, so the sum of the scaled replica gradients is the gradient of the global mean loss.
 - BatchNormalization layers are switched to `synchronized=True` when N > 1, so batch
   statistics are computed over the global batch (two extra all-reduces per BN layer per
-  step). Without it each replica normalises with its own B/N samples: the forward pass,
-  the gradients and the moving statistics all change with N.
+  step). Without it each replica normalises with its own B/N samples: the forward pass
+  and the gradients change with N, and each replica writes its own batch moments into
+  its copy of the moving statistics. Measured here (2 CPU workers, global batch 8, 2
+  epochs): with synchronised BN the final weights differ from the 1-worker run's by
+  1e-5 of the distance one epoch moves them and all ranks stay bit-identical; without
+  it they differ by 0.34 of that distance and the ranks' weights no longer agree.
 
 Every rank reports a SHA-256 of its weights and optimizer state after every epoch; the
 driver compares them and fails the trial with a clear reason when they differ. Rank 0
@@ -36,9 +40,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import json
 import math
+import os
 import queue as queue_module
 import shutil
 import tempfile

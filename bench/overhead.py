@@ -1,0 +1,229 @@
+"""What does the platform cost? The same model on the same data, bare and as a platform trial.
+
+1. bare: one process, `model.fit` on the mask output (the same loss, L2 terms, optimizer,
+   batch size and XLA setting as the trial), timing each epoch with a callback;
+2. platform: a Ray Tune trial that runs `run_data_parallel` (Ray Train TensorflowTrainer,
+   MultiWorkerMirroredStrategy, custom step, per-epoch validation, checkpoint and report)
+   with one worker that gets every core of the machine, like the bare process.
+
+Prints one JSON object on its last line:
+- throughput_ratio: platform steady-state training images/s ÷ bare steady-state images/s
+  (steady state: the median of epochs 2.., epoch 1 pays for tracing in both);
+- startup_s: the platform's extra fixed cost: (platform wall − its epochs) − (bare wall −
+  its epochs). It holds the worker process start, TensorFlow import in the worker, the
+  worker group and collective set-up, the per-epoch checkpoint uploads and the end-of-trial
+  test scoring and probability maps. Ray's own start (ray_init_s) is paid once per cluster,
+  not per trial, and is reported apart;
+- the raw numbers behind both.
+
+Default size runs in a few minutes on a 2-core laptop. `--full` is the paper's RMAU-NET (23
+bands, 128×128, base 64, depth 4, Res-Conv + multi-head attention + multiple heads) for a
+GPU; `--precision mixed_bfloat16` / `mixed_float16` and `--xla` switch the trial's
+precision; `--scale-to 2` adds a trial on 2 workers (one GPU each with `--gpu`) and reports
+`scaling_ratio` (its images/s ÷ the 1-worker trial's).
+
+    python bench/overhead.py                    # CPU, small
+    python bench/overhead.py --full --gpu --precision mixed_bfloat16 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "bench_config", "run_bare", "run_platform"]
+
+
+def bench_config(args: argparse.Namespace) -> Any:
+    from rmaunet.config import PRESETS, TrialConfig
+
+    common = dict(
+        epochs=args.epochs, batch_size=args.batch_size, augment=(), seed=0, precision=args.precision, xla=args.xla,
+        # Validation is part of every platform epoch; a small split keeps it from dominating.
+        val_fraction=0.05, test_fraction=0.05,
+    )
+    if args.full:
+        return PRESETS["rmaunet"].replace(**common)
+    return TrialConfig(bands="14", base_filters=args.base_filters, depth=args.depth, **common)
+
+
+def _steady(rates: list[float]) -> float:
+    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+
+
+def run_bare(config: Any, data_dir: Path) -> dict[str, Any]:
+    """model.fit in this process, on exactly the images the trial trains on per epoch."""
+    import keras
+
+    from rmaunet import losses
+    from rmaunet.data import prepare_splits
+    from rmaunet.models import build_model
+    from rmaunet.training import precision
+
+    started = time.perf_counter()
+    splits = prepare_splits(config, data_dir)
+    jit = precision.configure(config)
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config, splits.num_bands, splits.x_train.shape[1])
+    mask_model = keras.Model(model.inputs, model.output["mask"])
+    optimizer = precision.wrap_optimizer(keras.optimizers.Adam(learning_rate=config.learning_rate), config)
+    mask_model.compile(optimizer=optimizer, loss=losses.get(config.loss, **config.loss_kwargs), jit_compile=jit)
+    # The trial drops the last partial batch so that all workers take the same steps.
+    n = len(splits.x_train) // config.batch_size * config.batch_size
+    x, y = splits.x_train[:n], splits.y_train[:n, ..., None].astype("float32")
+
+    epoch_s: list[float] = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            epoch_s.append(time.perf_counter() - self._t0)
+
+    mask_model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0, callbacks=[Clock()])
+    wall = time.perf_counter() - started
+    keras.mixed_precision.set_global_policy("float32")
+    rates = [n / s for s in epoch_s]
+    return {"images_per_s": _steady(rates), "epoch_images_per_s": rates, "epoch_s": epoch_s, "wall_s": wall,
+            "train_images": n}
+
+
+def run_platform(config: Any, data_dir: Path, work: Path, *, num_workers: int, use_gpu: bool) -> dict[str, Any]:
+    """One Ray Tune trial that runs the Ray Train data-parallel path."""
+    from ray import tune
+
+    from rmaunet.config import TrialConfig
+    from rmaunet.training.distributed import run_data_parallel
+
+    cpus_per_worker = 1 if use_gpu else max((os.cpu_count() or 1) // num_workers, 1)
+
+    def trial(params: dict[str, Any]) -> None:
+        result = run_data_parallel(
+            TrialConfig.from_dict(params["config"]), params["data_dir"], params["out_dir"],
+            num_workers=params["num_workers"], use_gpu=params["use_gpu"], cpus_per_worker=params["cpus"],
+            report=tune.report,
+        )
+        if result.status != "ok":
+            raise RuntimeError(result.reason)
+
+    out = work / f"platform_w{num_workers}"
+    tuner = tune.Tuner(
+        # A trial that only drives a TensorflowTrainer still needs a non-empty request.
+        tune.with_resources(trial, {"CPU": 0.01}),
+        param_space={"config": config.to_dict(), "data_dir": str(data_dir), "out_dir": str(out),
+                     "num_workers": num_workers, "use_gpu": use_gpu, "cpus": cpus_per_worker},
+        run_config=tune.RunConfig(name=f"overhead_w{num_workers}", storage_path=str(work / "tune"), verbose=0),
+    )
+    started = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - started
+    if grid.errors:
+        raise RuntimeError(f"platform trial failed: {grid.errors[0]}")
+    history = json.loads((out / "history.json").read_text())
+    rates = [row["images_per_s"] for row in history]
+    epoch_s = [row["epoch_s"] for row in history]
+    return {"images_per_s": _steady(rates), "epoch_images_per_s": rates, "epoch_s": epoch_s, "wall_s": wall,
+            "num_workers": num_workers, "cpus_per_worker": cpus_per_worker}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="the paper's RMAU-NET at 23 bands, 128x128 (for a GPU)")
+    parser.add_argument("--gpu", action="store_true", help="give each platform worker one GPU")
+    parser.add_argument("--data", type=Path, help="a Landslide4Sense folder (default: synthetic scenes)")
+    parser.add_argument("--tiles", type=int, help="synthetic scenes to write (default 600; --full 400)")
+    parser.add_argument("--size", type=int, help="synthetic scene side (default 64; --full 128)")
+    parser.add_argument("--base-filters", type=int, default=8)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"])
+    parser.add_argument("--xla", action="store_true")
+    parser.add_argument("--scale-to", type=int, default=0, help="also run the platform trial on this many workers")
+    parser.add_argument("--keep", type=Path, help="keep the work folder here instead of a temporary one")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    config = bench_config(args)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="rmaunet_overhead_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir = args.data
+        if data_dir is None:
+            from rmaunet.data.synthetic import write_landslide4sense
+
+            data_dir = work / "data"
+            if not data_dir.exists():
+                write_landslide4sense(
+                    data_dir, n=args.tiles or (400 if args.full else 600), seed=0, size=args.size or (128 if args.full else 64)
+                )
+        data_dir = data_dir.resolve()
+
+        import ray
+
+        t0 = time.perf_counter()
+        import tensorflow  # noqa: F401  (paid once by the bare process; measured, not hidden)
+
+        tf_import_s = time.perf_counter() - t0
+        bare = run_bare(config, data_dir)
+
+        cpus = os.cpu_count() or 1
+        t0 = time.perf_counter()
+        # One logical CPU above the cores: the Tune trial's 0.01 CPU must fit beside a worker
+        # that takes every core.
+        ray.init(num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=str(Path(tempfile.gettempdir()) / f"ray_overhead_{os.getpid()}"))
+        ray_init_s = time.perf_counter() - t0
+        try:
+            platform = run_platform(config, data_dir, work, num_workers=1, use_gpu=args.gpu)
+            scaled = (
+                run_platform(config, data_dir, work, num_workers=args.scale_to, use_gpu=args.gpu)
+                if args.scale_to > 1 else None
+            )
+        finally:
+            ray.shutdown()
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    fixed_bare = bare["wall_s"] - sum(bare["epoch_s"])
+    fixed_platform = platform["wall_s"] - sum(platform["epoch_s"])
+    summary: dict[str, Any] = {
+        "throughput_ratio": platform["images_per_s"] / bare["images_per_s"],
+        "startup_s": fixed_platform - fixed_bare,
+        "bare_images_per_s": bare["images_per_s"],
+        "platform_images_per_s": platform["images_per_s"],
+        "bare_wall_s": bare["wall_s"],
+        "platform_wall_s": platform["wall_s"],
+        "bare_epoch_s": bare["epoch_s"],
+        "platform_epoch_s": platform["epoch_s"],
+        "platform_epoch_images_per_s": platform["epoch_images_per_s"],
+        "bare_epoch_images_per_s": bare["epoch_images_per_s"],
+        "train_images_per_epoch": bare["train_images"],
+        "tf_import_s": tf_import_s,
+        "ray_init_s": ray_init_s,
+        "cpus": os.cpu_count(),
+        "gpu": args.gpu,
+        "config": {k: config.to_dict()[k] for k in ("bands", "block", "attention", "heads", "base_filters", "depth",
+                                                  "batch_size", "epochs", "precision", "xla")},
+        "tile_size": int(args.size or (128 if args.full else 64)) if args.data is None else None,
+    }
+    if scaled is not None:
+        summary["scaling_workers"] = args.scale_to
+        summary["scaling_images_per_s"] = scaled["images_per_s"]
+        summary["scaling_ratio"] = scaled["images_per_s"] / platform["images_per_s"]
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
