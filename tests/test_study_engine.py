@@ -140,3 +140,25 @@ def test_three_node_cluster_loses_no_trial_when_a_node_dies(l4s_small, tmp_path)
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_trial_killed_mid_run_is_retried_from_its_checkpoint(l4s_small, tmp_path, monkeypatch):
+    # A trial that dies after epoch 2 of 4 is retried by Tune and goes on from epoch 3.
+    import ray
+
+    ray.shutdown()
+    monkeypatch.setenv("RMAUNET_FAIL_AFTER_EPOCH", "2")  # inherited by the local runtime's workers
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        spec = load_spec(_spec(tmp_path, "retry", [("CE", "")], epochs=4))
+        messages: list[str] = []
+        run_study(spec, l4s_small, tmp_path / "store", log=messages.append)
+    finally:
+        ray.shutdown()
+    rows = ResultsStore(tmp_path / "store").read("retry")
+    assert len(rows) == 1 and rows["status"].iloc[0] == "ok"
+    result = json.loads(next((tmp_path / "store" / "trials").glob("*/result.json")).read_text())
+    assert result["resumed_from"] == 2
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
+    assert any("error" in m for m in messages)

@@ -544,8 +544,11 @@ class _Progress:
                 state = "done  " if last.get("done") or self.on_complete is None else "stop  "
                 self.log(f"  {state} {self._label(trial)}  [{self.finished}/{total}] {best_text}; about {eta:.0f} s left")
 
+            def on_trial_recover(self, iteration, trials, trial, **info):
+                self.log(f"  error  {self._label(trial)}: the trial died; retrying, from its last epoch checkpoint")
+
             def on_trial_error(self, iteration, trials, trial, **info):
-                self.log(f"  error  {self._label(trial)}: the trial raised (Tune retries it up to 2 times)")
+                self.log(f"  error  {self._label(trial)}: the trial failed after its retries; rerun the study to try again")
 
         return Progress(*args, **kwargs)
 
