@@ -70,3 +70,4 @@ def test_probabilities_are_stored_quantised_with_masks(l4s_small, tmp_path):
     with np.load(tmp_path / "test_probs.npz") as d:
         assert d["prob_u8"].dtype == np.uint8 and d["prob_u8"].shape == d["mask"].shape
     assert result.test and set(result.test) >= {"precision", "recall", "f1", "iou", "miou"}
+    assert result.params > 0 and result.flops_per_image > 2 * result.params  # each weight used at many pixels

@@ -453,6 +453,8 @@ class _RowWriter:
                 "gpu_hours": _gpu_count(accelerator) * trained_s / 3600.0,
                 "reused": reused,
                 "images_per_s": float(result.get("images_per_s", math.nan)),
+                "params": int(result.get("params", 0)),
+                "flops_per_image": int(result.get("flops_per_image", 0)),
                 "history": result.get("history", []),
                 "steps": list(p.steps),
                 "data_fingerprint": self.plan.fingerprints[p.config.dataset],

@@ -57,6 +57,8 @@ COLUMNS: dict[str, str] = {
     "gpu_hours": "GPU-hours of the training (0 on CPU)",
     "reused": "true when the training was done earlier (another study or run) and only reused here",
     "images_per_s": "steady-state training throughput",
+    "params": "trainable and non-trainable parameters of the model",
+    "flops_per_image": "forward-pass FLOPs per image (a multiply-add counts 2)",
     "history": "JSON list of per-epoch dicts (epoch, loss, val_*, images_per_s, epoch_s)",
     "steps": "JSON list of the techniques switched on in this row (ladder / loco)",
     "data_fingerprint": "hash of the dataset files",

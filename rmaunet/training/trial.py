@@ -46,6 +46,8 @@ class TrialResult:
     wall_s: float = 0.0
     data_fingerprint: str = ""
     resumed_from: int = 0  # the epoch a restarted trial went on after (0: never restarted)
+    params: int = 0
+    flops_per_image: int = 0  # forward pass, a multiply-add counted as 2 (rmaunet.models.cost)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,8 @@ class TrialResult:
             "val_det": self.val_det,
             "test_det": self.test_det,
             "resumed_from": self.resumed_from,
+            "params": self.params,
+            "flops_per_image": self.flops_per_image,
             "history": self.history,
             "images_per_s": self.images_per_s,
             "wall_s": self.wall_s,
@@ -300,10 +304,23 @@ def run_trial(
         wall_s=time.perf_counter() - started + state["wall_s"],
         data_fingerprint=splits.fingerprint,
         resumed_from=state["epoch"],
+        params=int(model.count_params()),
+        flops_per_image=_flops(model, say),
     )
     _write_result(out, result, node)
     checkpoint.clear()
     return result
+
+
+def _flops(model, say: Callable[[str], None]) -> int:
+    """FLOPs per image for GPU-utilisation figures; 0 (and a log line) if the profiler fails."""
+    from rmaunet.models.cost import count_flops
+
+    try:
+        return int(count_flops(model))
+    except Exception as exc:  # noqa: BLE001 - a cost figure must not lose a finished training
+        say(f"FLOP count unavailable: {exc.__class__.__name__}: {exc}")
+        return 0
 
 
 class EpochCheckpoint:
