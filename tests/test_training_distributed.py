@@ -278,3 +278,23 @@ def test_float16_loss_scaling_keeps_two_workers_in_sync(ray_session: None, l4s_s
     sync = json.loads((tmp_path / "out" / "sync.json").read_text())
     assert len(sync) == 1 and len(set(sync[0]["weights_sha256"])) == 1
     assert np.isfinite(result.history[0]["loss"])
+
+
+@pytest.mark.slow
+def test_a_report_that_raises_stops_the_workers(ray_session: None, l4s_small: Path, tmp_path: Path) -> None:
+    # A scheduler stopping the trial raises out of `report`: the run must end, not train
+    # its remaining epochs in the background.
+    from rmaunet.training.distributed import run_data_parallel
+
+    class Stop(Exception):
+        pass
+
+    def report(row: dict[str, Any]) -> None:
+        if row["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_data_parallel(TrialConfig(**{**TINY, "epochs": 40}), l4s_small, tmp_path / "out", num_workers=2, report=report)
+    storage = tmp_path / "out" / "ray_train" / f"dp_{TrialConfig(**{**TINY, 'epochs': 40}).training_hash}"
+    epochs = [int(p.name.split("_")[1]) for p in storage.glob("epoch_*")]
+    assert epochs and max(epochs) < 40

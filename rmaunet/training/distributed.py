@@ -85,6 +85,7 @@ Reporter = Callable[[dict[str, Any]], None]
 # result.json last (it marks a finished trial).
 RESULT_FILES = ("best.weights.h5", "history.json", "val_probs.npz", "test_probs.npz", "result.json")
 _SYNC_FILE = "sync.json"
+_ABORT_WAIT_S = 120.0  # how long an aborted run may take to release its workers
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -429,9 +430,14 @@ def run_data_parallel(
                          "data_sha256": [m["data_sha256"] for m in ranks]})
             if report is not None:
                 report({k: v for k, v in ranks[0].items() if k not in ("rank", "data_sha256", "weights_sha256")})
-    finally:
-        thread.join()
+    except BaseException:
+        # `report` raised (a scheduler stopping the trial, Ctrl-C): without the queue the
+        # controller's next after_report fails, which ends the run and frees its workers.
         ray.kill(sink.actor)
+        thread.join(timeout=_ABORT_WAIT_S)
+        raise
+    thread.join()
+    ray.kill(sink.actor)
     (out / _SYNC_FILE).write_text(json.dumps(sync, indent=1))
 
     if "error" in outcome:
