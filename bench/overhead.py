@@ -1,10 +1,14 @@
 """What does the platform cost? The same model on the same data, bare and as a platform trial.
 
-1. bare: one process, `model.fit` on the mask output (the same loss, L2 terms, optimizer,
-   batch size and XLA setting as the trial), timing each epoch with a callback;
+1. bare: one process, `model.fit` of the trial's model with the trial's objective (every
+   head, L2 terms), optimizer, batch size, precision and XLA setting, timing each epoch
+   with a callback;
 2. platform: a Ray Tune trial that runs `run_data_parallel` (Ray Train TensorflowTrainer,
    MultiWorkerMirroredStrategy, custom step, per-epoch validation, checkpoint and report)
-   with one worker that gets every core of the machine, like the bare process.
+   with one worker that gets every core of the machine, like the bare process;
+3. bare again. The bare figures are the mean of 1 and 3, so a machine that speeds up or
+   slows down during the run (other jobs on a shared node) biases neither side; their
+   spread is reported as bare_drift.
 
 Prints one JSON object on its last line:
 - throughput_ratio: platform steady-state training images/s ÷ bare steady-state images/s
@@ -63,19 +67,34 @@ def run_bare(config: Any, data_dir: Path) -> dict[str, Any]:
     """model.fit in this process, on exactly the images the trial trains on per epoch."""
     import keras
 
-    from rmaunet import losses
     from rmaunet.data import prepare_splits
     from rmaunet.models import build_model
     from rmaunet.training import precision
+    from rmaunet.training.trial import make_loss
 
     started = time.perf_counter()
     splits = prepare_splits(config, data_dir)
     jit = precision.configure(config)
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, splits.num_bands, splits.x_train.shape[1])
-    mask_model = keras.Model(model.inputs, model.output["mask"])
+    objective = make_loss(config)  # the trial's own objective: every head, detection, L2
+
+    class Bare(keras.Model):
+        """model.fit around the trial's model and objective, nothing else changed."""
+
+        def __init__(self, inner: keras.Model) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def call(self, x: Any, training: bool = False) -> Any:
+            return self.inner(x, training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):  # noqa: ANN001
+            return objective(y, y_pred, self.inner.losses)
+
+    bare_model = Bare(model)
     optimizer = precision.wrap_optimizer(keras.optimizers.Adam(learning_rate=config.learning_rate), config)
-    mask_model.compile(optimizer=optimizer, loss=losses.get(config.loss, **config.loss_kwargs), jit_compile=jit)
+    bare_model.compile(optimizer=optimizer, jit_compile=jit and objective.supports_xla)
     # The trial drops the last partial batch so that all workers take the same steps.
     n = len(splits.x_train) // config.batch_size * config.batch_size
     x, y = splits.x_train[:n], splits.y_train[:n, ..., None].astype("float32")
@@ -89,7 +108,7 @@ def run_bare(config: Any, data_dir: Path) -> dict[str, Any]:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             epoch_s.append(time.perf_counter() - self._t0)
 
-    mask_model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0, callbacks=[Clock()])
+    bare_model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0, callbacks=[Clock()])
     wall = time.perf_counter() - started
     keras.mixed_precision.set_global_policy("float32")
     rates = [n / s for s in epoch_s]
@@ -174,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import tensorflow  # noqa: F401  (paid once by the bare process; measured, not hidden)
 
         tf_import_s = time.perf_counter() - t0
-        bare = run_bare(config, data_dir)
+        bare_before = run_bare(config, data_dir)
 
         cpus = os.cpu_count() or 1
         t0 = time.perf_counter()
@@ -191,10 +210,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         finally:
             ray.shutdown()
+        bare_after = run_bare(config, data_dir)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
 
+    bare = {
+        key: statistics.mean([bare_before[key], bare_after[key]]) for key in ("images_per_s", "wall_s")
+    }
+    bare["epoch_s"] = [statistics.mean(pair) for pair in zip(bare_before["epoch_s"], bare_after["epoch_s"])]
     fixed_bare = bare["wall_s"] - sum(bare["epoch_s"])
     fixed_platform = platform["wall_s"] - sum(platform["epoch_s"])
     summary: dict[str, Any] = {
@@ -207,8 +231,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "bare_epoch_s": bare["epoch_s"],
         "platform_epoch_s": platform["epoch_s"],
         "platform_epoch_images_per_s": platform["epoch_images_per_s"],
-        "bare_epoch_images_per_s": bare["epoch_images_per_s"],
-        "train_images_per_epoch": bare["train_images"],
+        "bare_runs_images_per_s": [bare_before["images_per_s"], bare_after["images_per_s"]],
+        "bare_drift": abs(bare_before["images_per_s"] - bare_after["images_per_s"]) / bare["images_per_s"],
+        "train_images_per_epoch": bare_before["train_images"],
         "tf_import_s": tf_import_s,
         "ray_init_s": ray_init_s,
         "cpus": os.cpu_count(),
