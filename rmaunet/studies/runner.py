@@ -28,6 +28,9 @@ from rmaunet.studies.store import CONFIG_PREFIX, METRIC_NAMES, ResultsStore
 __all__ = ["run_study", "plan_study", "StudyPlan", "connect_ray"]
 
 Log = Callable[[str], None]
+# Reported once a training has written its result. Not "done": Tune sets that key itself
+# on every trial's last result, stopped early or not.
+FINISHED = "rmaunet_finished"
 
 
 class StudyPlan:
@@ -139,7 +142,7 @@ def _trainable(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
         )
     else:
         result = run_trial(config, data_dir, out, report=report, node=_node_name())
-    tune.report({"done": 1, "status_ok": int(result.status == "ok"), **{f"final_val_{k}": v for k, v in result.val.items()}})
+    tune.report({FINISHED: 1, "status_ok": int(result.status == "ok"), **{f"final_val_{k}": v for k, v in result.val.items()}})
 
 
 def run_study(
@@ -274,7 +277,7 @@ def _search_trainable(
         result = run_trial(config, data_dir, out, report=report, node=_node_name()).to_dict()
     if result["status"] == "ok":
         f1 = _scores_at(out, (config.threshold,))[config.threshold].get("val_f1", 0.0)
-        tune.report({"epoch": int(result["epochs_run"]) + 1, "objective": float(f1), "done": 1})
+        tune.report({"epoch": int(result["epochs_run"]) + 1, "objective": float(f1), FINISHED: 1})
 
 
 def _search(
@@ -534,7 +537,7 @@ class _Progress:
             def on_trial_complete(self, iteration, trials, trial, **info):
                 last = trial.last_result or {}
                 if self.on_complete is not None:
-                    self.on_complete(trial, stopped=not last.get("done"))
+                    self.on_complete(trial, stopped=not last.get(FINISHED))
                 else:
                     self.writer.trial_done(trial.config.get("trial_id"))
                 self.finished += 1
@@ -543,7 +546,7 @@ class _Progress:
                 eta = elapsed / self.finished * max(total - self.finished, 0)
                 best = self.writer.best
                 best_text = f"best so far {best[1]!r} val F1 {100 * best[0]:.2f}" if best else "no result yet"
-                state = "done  " if last.get("done") or self.on_complete is None else "stop  "
+                state = "done  " if last.get(FINISHED) or self.on_complete is None else "stop  "
                 self.log(f"  {state} {self._label(trial)}  [{self.finished}/{total}] {best_text}; about {eta:.0f} s left")
 
             def on_trial_recover(self, iteration, trials, trial, **info):
