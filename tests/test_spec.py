@@ -77,6 +77,13 @@ def test_bad_specs_are_refused_with_line_and_reason(tmp_path, edit, line, messag
     assert message in text
 
 
+def test_search_over_a_parameter_the_loss_does_not_take_is_refused(tmp_path):
+    # alpha means nothing to cross-entropy: refused at load time, not in every trial.
+    text = "name: s\nkind: search\nbase: {preset: baseline}\nbudget: 2\nspace:\n  loss_params.alpha: {uniform: [0, 1]}\n"
+    with pytest.raises(SpecError, match=r"spec.yaml:6: .*loss cross_entropy: unknown parameter 'alpha'"):
+        load_spec(_write(tmp_path, text))
+
+
 def test_threshold_outside_open_interval_is_refused(tmp_path):
     # Table IX thresholds must lie in (0, 1).
     text = "name: th\nkind: threshold\nbase: {preset: rmaunet}\nthresholds: [0.5, 1.0]\n"

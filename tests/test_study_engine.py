@@ -162,3 +162,32 @@ def test_trial_killed_mid_run_is_retried_from_its_checkpoint(l4s_small, tmp_path
     assert result["resumed_from"] == 2
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
     assert any("error" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_search_runs_optuna_with_asha_and_resumes_its_budget(local_ray, l4s_small, tmp_path):
+    # A seeded TPE + ASHA search: every sampled config gets a row (finished or stopped), the
+    # Optuna study lives in SQLite in the store, and a rerun spends no more of the budget.
+    import optuna
+
+    spec_path = tmp_path / "search.yaml"
+    spec_path.write_text(
+        f"name: srch\nkind: search\nbase: {TINY_BASE.replace('epochs: 2', 'epochs: 3, loss: focal_iou')}\n"
+        "resources: {cpu: 1}\nbudget: 4\n"
+        "space:\n  loss_params.alpha: {uniform: [0.0, 1.0]}\n  attention: {choice: [none, se]}\n"
+        "  threshold: {uniform: [0.3, 0.9]}\n"
+    )
+    spec = load_spec(spec_path)
+    storage = tmp_path / "store"
+    run_study(spec, l4s_small, storage, log=lambda m: None)
+    rows = ResultsStore(storage).read("srch")
+    assert 1 <= len(rows) <= 4 and set(rows["status"]) <= {"ok", "stopped"}
+    assert (rows["status"] == "ok").any()
+    ok = rows[rows["status"] == "ok"]
+    assert ok["threshold"].between(0.3, 0.9).all() and ok["test_f1"].notna().all()
+    study = optuna.load_study(study_name="srch", storage=f"sqlite:///{storage / 'optuna.db'}")
+    assert len(study.trials) == 4
+
+    messages: list[str] = []
+    run_study(spec, l4s_small, storage, log=messages.append)
+    assert any("4 of 4 trials done, 0 to run" in m for m in messages)

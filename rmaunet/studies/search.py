@@ -21,7 +21,7 @@ from typing import Any
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
 
-__all__ = ["parse_space", "apply_params", "optuna_distributions", "grid_points", "DISTRIBUTIONS"]
+__all__ = ["parse_space", "apply_params", "check_loss_params", "optuna_distributions", "grid_points", "DISTRIBUTIONS"]
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 
@@ -76,7 +76,20 @@ def apply_params(base: TrialConfig, params: dict[str, Any]) -> TrialConfig:
 
     config = base.replace(**changes)
     resolve_bands(config.bands, config.dataset)
+    check_loss_params(config)
     return config
+
+
+def check_loss_params(config: TrialConfig) -> None:
+    """Refuse loss parameters the named loss does not take (before any trial starts).
+
+    Building the loss is the only complete check (each loss validates its own ranges); it
+    imports Keras, so it runs only when there are parameters to check.
+    """
+    if config.loss_params:
+        from rmaunet import losses
+
+        losses.get(config.loss, **config.loss_kwargs)
 
 
 def optuna_distributions(parsed: dict[str, tuple[str, list[Any]]]) -> dict[str, Any]:

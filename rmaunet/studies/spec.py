@@ -280,10 +280,12 @@ def _differences(config: TrialConfig) -> dict[str, Any]:
 
 
 def _check_loss(ctx: _Context, where: Any, config: TrialConfig, section: str) -> None:
-    params = config.loss_kwargs
-    for name in ("alpha", "beta"):
-        if name in params and not 0 <= float(params[name]) <= 1:
-            raise ctx.fail(where, f"{section}: loss_params.{name} = {params[name]} is outside [0, 1]", "loss_params")
+    from rmaunet.studies.search import check_loss_params
+
+    try:
+        check_loss_params(config)
+    except ConfigError as exc:
+        raise ctx.fail(where, f"{section}: {exc}", "loss_params") from None
 
 
 def _resources(ctx: _Context, doc: dict) -> dict[str, float]:
