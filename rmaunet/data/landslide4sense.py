@@ -1,7 +1,15 @@
-"""Landslide4Sense reader: the official competition layout, as published.
+"""Landslide4Sense reader: both published layouts, as released.
 
-    TrainData/img/image_N.h5   key 'img'  H×W×14 (float32 or float64)
-    TrainData/mask/mask_N.h5   key 'mask' H×W    uint8 {0, 1}
+Official (Zenodo / competition) layout::
+
+    TrainData/img/image_N.h5     key 'img'  H×W×14, float32 or float64
+    TrainData/mask/mask_N.h5     key 'mask' H×W, uint8 {0, 1}
+    ValidData/img/…  TestData/img/…   (masks optional)
+
+Hugging Face mirror layout::
+
+    images/{train,validation,test}/image_N.h5
+    annotations/{train,validation,test}/mask_N.h5
 
 Files are matched by number and sorted numerically (image_2 before image_10).
 """
@@ -11,87 +19,75 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from rmaunet.data.reader import Sample, TileReader, read_array
 from rmaunet.errors import DataError
 
 __all__ = ["Landslide4Sense"]
 
-_NUMBER = re.compile(r"_(\d+)\.h5$")
+_NUMBER = re.compile(r"^(?:image|mask)_(\d+)\.h5$")
 
 
-def _numbered(folder: Path, prefix: str) -> dict[int, Path]:
+def _numbered(folder: Path) -> dict[int, Path]:
     files = {}
-    for path in folder.glob(f"{prefix}_*.h5"):
-        m = _NUMBER.search(path.name)
-        if m:
-            files[int(m.group(1))] = path
+    if folder.is_dir():
+        for path in folder.iterdir():
+            m = _NUMBER.match(path.name)
+            if m and path.is_file():
+                files[int(m.group(1))] = path
     return dict(sorted(files.items()))
 
 
-class Landslide4Sense:
-    """One split folder of Landslide4Sense; `load()` returns (images, masks, paths)."""
+class Landslide4Sense(TileReader):
+    """One split of Landslide4Sense: `load()` stacks it, `read(sample)` reads one tile."""
 
+    dataset = "landslide4sense"
     band_names = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "slope", "dem")
+    splits = ("train", "validation", "test")
+    labelled_splits = ("train",)
     split_folders = {"train": "TrainData", "validation": "ValidData", "test": "TestData"}
 
-    def __init__(self, root: Path | str, split: str = "train", *, require_masks: bool = True) -> None:
-        if split not in self.split_folders:
-            raise DataError(f"{root}: unknown Landslide4Sense split {split!r} (train, validation, test)")
-        self.root = Path(root)
-        self.split = split
-        folder = self.root / self.split_folders[split]
-        self.img_dir, self.mask_dir = folder / "img", folder / "mask"
+    def __init__(self, root: Path | str, split: str = "train", *, require_masks: bool | None = None) -> None:
+        root = Path(root)
+        if split in self.splits:
+            self.img_dir, self.mask_dir = self._folders(root, split)
+        super().__init__(root, split, require_masks=require_masks)
+
+    @classmethod
+    def _folders(cls, root: Path, split: str) -> tuple[Path, Path]:
+        official = root / cls.split_folders[split]
+        if official.is_dir() or not (root / "images").is_dir():
+            return official / "img", official / "mask"
+        return root / "images" / split, root / "annotations" / split
+
+    @classmethod
+    def available_splits(cls, root: Path | str) -> tuple[str, ...]:
+        return tuple(s for s in cls.splits if cls._folders(Path(root), s)[0].is_dir())
+
+    def _find_samples(self) -> list[Sample]:
         if not self.img_dir.is_dir():
-            raise DataError(f"{self.img_dir}: folder not found (expected the official Landslide4Sense layout)")
-        self.images = _numbered(self.img_dir, "image")
-        if not self.images:
-            raise DataError(f"{self.img_dir}: no image_N.h5 files")
-        self.masks = _numbered(self.mask_dir, "mask") if self.mask_dir.is_dir() else {}
-        if require_masks:
-            missing = [n for n in self.images if n not in self.masks]
-            if missing:
-                raise DataError(f"{self.mask_dir / f'mask_{missing[0]}.h5'}: missing mask for image_{missing[0]}.h5")
+            raise DataError(
+                f"{self.img_dir}: folder not found (expected the official layout "
+                f"{self.split_folders[self.split]}/img/image_N.h5 or the Hugging Face layout "
+                f"images/{self.split}/image_N.h5)"
+            )
+        self.images = _numbered(self.img_dir)
+        self.masks = _numbered(self.mask_dir)
+        self.orphan_masks = [path for n, path in self.masks.items() if n not in self.images]
+        return [Sample(f"image_{n}", path, self.masks.get(n)) for n, path in self.images.items()]
 
-    def __len__(self) -> int:
-        return len(self.images)
+    def _describe_empty(self) -> Path:
+        return self.img_dir
 
-    def read_image(self, number: int) -> np.ndarray:
-        path = self.images[number]
-        array = _read_h5(path, "img")
-        if array.ndim != 3 or array.shape[-1] != len(self.band_names):
-            raise DataError(f"{path}: expected H×W×{len(self.band_names)} bands, got shape {array.shape}")
+    def expected_mask(self, sample: Sample) -> str:
+        return str(self.mask_dir / (sample.name.replace("image_", "mask_") + ".h5"))
+
+    def read_image(self, sample: Sample) -> np.ndarray:
+        array = read_array(sample.image, "img")
+        if array.dtype.kind not in "fiu":
+            raise DataError(f"{sample.image}: image dtype {array.dtype} is not numeric")
         return array.astype(np.float32, copy=False)
 
-    def read_mask(self, number: int, shape: tuple[int, int]) -> np.ndarray:
-        path = self.masks[number]
-        array = _read_h5(path, "mask")
-        if array.shape != shape:
-            raise DataError(f"{path}: mask shape {array.shape} does not match image shape {shape}")
-        return (array > 0).astype(np.uint8)
-
-    def load(self) -> tuple[np.ndarray, np.ndarray | None, list[Path]]:
-        images, masks = [], []
-        for number in self.images:
-            image = self.read_image(number)
-            if images and image.shape != images[0].shape:
-                raise DataError(f"{self.images[number]}: shape {image.shape} differs from {images[0].shape}")
-            images.append(image)
-            if number in self.masks:
-                masks.append(self.read_mask(number, image.shape[:2]))
-        x = np.stack(images)
-        y = np.stack(masks) if len(masks) == len(images) else None
-        return x, y, list(self.images.values())
-
-
-def _read_h5(path: Path, key: str) -> np.ndarray:
-    try:
-        with h5py.File(path, "r") as f:
-            if key not in f:
-                raise DataError(f"{path}: no dataset {key!r} (found: {', '.join(f.keys()) or 'none'})")
-            return np.asarray(f[key][()])
-    except DataError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read HDF5 file ({exc.__class__.__name__}: {exc})") from None
+    def read_raw_mask(self, path: Path) -> np.ndarray:
+        return read_array(path, "mask")

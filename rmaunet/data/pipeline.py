@@ -1,11 +1,23 @@
-"""tf.data pipelines over in-memory (or memory-mapped) arrays."""
+"""tf.data pipelines over in-memory (or memory-mapped) arrays.
+
+Training batches are built from shuffled tile ids: each batch's augmentation becomes a
+table of source pixels (`rmaunet.data.augment`) and the images and masks are gathered
+with it from the stored arrays, in parallel map calls. The arrays travel as one dataset
+element (by reference, never copied per batch) rather than as captured constants or
+variables, so the pipeline works the same inside a distribution strategy's scope.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["make_dataset"]
+from rmaunet.data.augment import grown_regions, rotation_table, source_indices
+from rmaunet.errors import ConfigError
+
+__all__ = ["make_dataset", "AUGMENTATIONS"]
+
+AUGMENTATIONS = ("rotation", "cutmix")
 
 
 def make_dataset(
@@ -18,20 +30,46 @@ def make_dataset(
     seed: int = 0,
 ) -> tf.data.Dataset:
     """Batches of (image float32 NHWC, mask float32 NHW1); shuffled and augmented when training."""
-    ds = tf.data.Dataset.from_tensor_slices((x.astype(np.float32, copy=False), y[..., None].astype(np.float32)))
-    if training:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        if "rotation" in augment:
-            ds = ds.map(_rotate(seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    unknown = [a for a in augment if a not in AUGMENTATIONS]
+    if unknown:
+        raise ConfigError(f"augment: unknown value {unknown[0]!r} (choose one of: {', '.join(AUGMENTATIONS)})")
+    images = np.ascontiguousarray(x, dtype=np.float32)
+    masks = np.ascontiguousarray(y, dtype=np.float32)[..., None]
+    if not training:
+        return tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
+    n, height, width, channels = images.shape
+    pixels = height * width
+    # 32-bit pixel indices are faster to make and to gather with, while they fit.
+    index_type = np.int32 if n * pixels < 2**31 else np.int64
+    stored = {"pixels": images.reshape(n * pixels, channels), "masks": masks.reshape(n * pixels)}
+    if "rotation" in augment:
+        stored["rotations"] = rotation_table(height, width, index_type)
+    donor_ids = np.flatnonzero(masks.reshape(n, -1).max(axis=1) > 0.5).astype(index_type)
+    if "cutmix" in augment and len(donor_ids):
+        stored["donor_ids"] = donor_ids
+        stored["donor_regions"] = grown_regions(masks[donor_ids, ..., 0])
 
-def _rotate(seed: int):
-    rng = tf.random.Generator.from_seed(seed)
+    def gather(data, tiles, batch_seed):
+        sources = source_indices(
+            tf.cast(tiles, index_type),
+            batch_seed,
+            pixels=pixels,
+            rotations=data.get("rotations"),
+            donor_ids=data.get("donor_ids"),
+            donor_regions=data.get("donor_regions"),
+        )
+        batch = tf.shape(tiles)[0]
+        image = tf.reshape(tf.gather(data["pixels"], sources), [batch, height, width, channels])
+        mask = tf.reshape(tf.gather(data["masks"], sources), [batch, height, width, 1])
+        return image, mask
 
-    def rotate(image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # The same k for image and mask keeps the pair aligned; k = 0 keeps the original.
-        k = rng.uniform((), 0, 4, dtype=tf.int32)
-        return tf.image.rot90(image, k), tf.image.rot90(mask, k)
-
-    return rotate
+    # The arrays are one dataset element, repeated by reference for every batch.
+    data = tf.data.Dataset.from_tensors(stored).repeat()
+    tiles = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
+    return (
+        tf.data.Dataset.zip((data, tiles, seeds))
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )

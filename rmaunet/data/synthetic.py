@@ -1,33 +1,50 @@
 """Synthetic scenes that behave like the real datasets, written in each dataset's layout.
 
-A scene is built from physics, not noise: a fractal terrain (DEM) gives slope; water
-pools in the lowest ground; vegetation grows where it is neither steep nor wet; clouds
-float over some scenes. Landslides are irregular scars started on steep slopes and
-elongated downhill, with the spectral change a fresh scar shows (vegetation loss: NIR
-down, red and SWIR up, brighter visible bands). Pixel values are mixtures of endmember
-spectra plus sensor noise, at the scale of the Landslide4Sense release (roughly 0 to 6).
+A scene is built from physics, not noise, at a nominal 10 m per pixel:
+
+- terrain: a fractal DEM (power-law spectrum, as real relief has), its slope and aspect,
+  lit by a per-scene sun (hillshade: brightness alone cannot tell a scar from a sunny slope);
+- water in the lowest ground, with gravel bars along its banks;
+- vegetation that thins on steep ground, and bare soil or built-up patches on gentle
+  ground (fields, villages: bright and green-less like a scar, but flat);
+- landslides: irregular scars seeded on the steepest ground and elongated downhill,
+  with the spectral change of vegetation loss (NDVI down, SWIR up, brighter visible
+  bands), more or less fresh (some regrowth);
+- thin or thick clouds with their shadows, per-band atmosphere (haze, gain), 20 m and
+  60 m bands as blurred as Sentinel-2 records them, and sensor noise.
+
+Pixel values are mixtures of endmember spectra. Landslide4Sense tiles carry 14 bands at
+the release's scale (roughly 0 to 6); Bijie tiles are 8-bit RGB plus a 16-bit DEM in
+metres; Nepal tiles are 8-bit RGB. Defaults match the paper's Table II.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["SceneParams", "PARAMS", "make_scene", "write_landslide4sense"]
+from rmaunet.errors import DataError
 
-# Sentinel-2 bands B1..B12 (Landslide4Sense order), reflectance-like endmember spectra.
-#                      B1    B2    B3    B4    B5    B6    B7    B8    B9    B10   B11   B12
-_VEGETATION = np.array([0.03, 0.04, 0.07, 0.04, 0.10, 0.28, 0.34, 0.38, 0.36, 0.01, 0.18, 0.09])
-_SOIL = np.array([0.08, 0.10, 0.13, 0.17, 0.20, 0.23, 0.25, 0.26, 0.27, 0.02, 0.32, 0.26])
-_WATER = np.array([0.07, 0.08, 0.07, 0.05, 0.04, 0.03, 0.03, 0.02, 0.02, 0.00, 0.01, 0.01])
-_SCAR = np.array([0.13, 0.17, 0.21, 0.26, 0.28, 0.29, 0.30, 0.30, 0.31, 0.03, 0.40, 0.34])
-_CLOUD = np.array([0.55, 0.58, 0.58, 0.60, 0.60, 0.61, 0.62, 0.62, 0.55, 0.20, 0.45, 0.35])
-# Real L4S values sit roughly in 0..6: reflectance times this scale lands there.
-_SCALE = 10.0
+__all__ = ["SceneParams", "PARAMS", "Scene", "make_scene", "write_dataset", "write_landslide4sense"]
+
+# Sentinel-2 bands B1..B12 (Landslide4Sense order), reflectance endmember spectra.
+#                      B1    B2    B3    B4    B5    B6    B7    B8    B9    B10    B11   B12
+_VEGETATION = np.array([0.03, 0.04, 0.07, 0.04, 0.10, 0.28, 0.34, 0.38, 0.36, 0.005, 0.18, 0.09])
+_SOIL = np.array([0.07, 0.09, 0.12, 0.15, 0.18, 0.21, 0.23, 0.24, 0.25, 0.010, 0.30, 0.24])
+_BUILT = np.array([0.10, 0.12, 0.14, 0.16, 0.18, 0.19, 0.20, 0.21, 0.21, 0.010, 0.25, 0.22])
+_GRAVEL = np.array([0.11, 0.13, 0.16, 0.19, 0.21, 0.22, 0.23, 0.24, 0.24, 0.010, 0.28, 0.23])
+_WATER = np.array([0.07, 0.08, 0.07, 0.05, 0.04, 0.03, 0.03, 0.02, 0.02, 0.002, 0.01, 0.01])
+_SCAR = np.array([0.13, 0.17, 0.21, 0.26, 0.28, 0.29, 0.30, 0.30, 0.31, 0.015, 0.40, 0.34])
+_CLOUD = np.array([0.55, 0.58, 0.58, 0.60, 0.60, 0.61, 0.62, 0.62, 0.55, 0.200, 0.45, 0.35])
+_HAZE = np.array([0.05, 0.04, 0.03, 0.02, 0.015, 0.01, 0.01, 0.008, 0.008, 0.0, 0.004, 0.002])
+_BAND_20M = (4, 5, 6, 10, 11)  # B5, B6, B7, B11, B12
+_BAND_60M = (0, 8, 9)  # B1, B9, B10
+_SCALE = 10.0  # reflectance × 10 lands in the release's 0…6 range
+_PIXEL_M = 10.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,10 @@ class SceneParams:
     landslide_image_ratio: float
     landslide_pixel_ratio: float  # over all pixels of the dataset
 
+    @property
+    def per_landslide_image(self) -> float:
+        return self.landslide_pixel_ratio / max(self.landslide_image_ratio, 1e-9)
+
 
 PARAMS = {
     "landslide4sense": SceneParams(0.58, 0.023),
@@ -45,112 +66,236 @@ PARAMS = {
 }
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
+@dataclass
+class Scene:
+    reflectance: np.ndarray  # (S, S, 12) Sentinel-2-like surface reflectance
+    dem: np.ndarray  # (S, S) metres
+    slope: np.ndarray  # (S, S) degrees
+    mask: np.ndarray  # (S, S) uint8 {0, 1}
+
+
+# ---------------------------------------------------------------------- fields
+@functools.lru_cache(maxsize=8)
+def _frequencies(size: int) -> np.ndarray:
+    k = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None, :])
+    k[0, 0] = 1.0
+    return k
+
+
+def _fractal(rng: np.random.Generator, size: int, beta: float) -> np.ndarray:
+    """A [0, 1] field with power spectrum ∝ k^-beta (beta ≈ 3: terrain; ≈ 2: land cover)."""
+    spectrum = np.fft.rfft2(rng.standard_normal((size, size))) * _frequencies(size) ** (-beta / 2)
+    spectrum[0, 0] = 0.0
+    field = np.fft.irfft2(spectrum, s=(size, size))
     field -= field.min()
     return field / max(field.max(), 1e-12)
 
 
-def _terrain(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Fractal terrain in metres: octaves of smoothed noise, large scales dominant."""
-    dem = sum(_smooth_noise(rng, size, size / 2**k) / 2**k for k in range(1, 6))
-    dem = (dem - dem.min()) / max(np.ptp(dem), 1e-12)
-    relief = rng.uniform(300.0, 1500.0)
-    return (rng.uniform(200.0, 2000.0) + relief * dem).astype(np.float64)
+def _slope_aspect(dem: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    gy, gx = np.gradient(dem, _PIXEL_M)
+    slope = np.arctan(np.hypot(gx, gy))
+    return np.degrees(slope), slope, gy, gx
 
 
-def _slope_degrees(dem: np.ndarray, pixel_m: float = 10.0) -> np.ndarray:
-    gy, gx = np.gradient(dem, pixel_m)
-    return np.degrees(np.arctan(np.hypot(gx, gy)))
+def _hillshade(slope_rad: np.ndarray, gy: np.ndarray, gx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Lambertian illumination relative to flat ground, for a random sun."""
+    zenith = np.radians(rng.uniform(25, 60))
+    azimuth = np.radians(rng.uniform(110, 250))
+    aspect = np.arctan2(-gx, gy)
+    cos_i = np.cos(zenith) * np.cos(slope_rad) + np.sin(zenith) * np.sin(slope_rad) * np.cos(azimuth - aspect)
+    return np.clip(cos_i / np.cos(zenith), 0.45, 1.4)
 
 
-def _scars(rng: np.random.Generator, dem: np.ndarray, slope: np.ndarray, target_fraction: float) -> np.ndarray:
-    """Irregular scars seeded on the steepest ground, grown downhill until the target area."""
-    size = dem.shape[0]
-    mask = np.zeros(dem.shape, bool)
-    gy, gx = np.gradient(dem)
-    target = max(int(target_fraction * size * size), 6)
-    steep = np.argwhere(slope >= np.quantile(slope, 0.8))
-    yy, xx = np.mgrid[0:size, 0:size]
-    for _ in range(12):
-        if mask.sum() >= target:
+def _scar(
+    rng: np.random.Generator, grids: tuple[np.ndarray, np.ndarray], rough: np.ndarray, seeds: np.ndarray,
+    gy: np.ndarray, gx: np.ndarray, area: float,
+) -> np.ndarray:
+    """One irregular scar of about `area` pixels, elongated downhill from a steep seed."""
+    yy, xx = grids
+    cy, cx = seeds[rng.integers(len(seeds))]
+    angle = np.arctan2(-gy[cy, cx], -gx[cy, cx])  # downhill
+    ratio = rng.uniform(0.3, 0.6)
+    length = np.sqrt(max(area, 4.0) / (np.pi * ratio))
+    width = length * ratio
+    # Centre the ellipse a little downhill of the seed: the crown sits on the steep part.
+    cy2, cx2 = cy + 0.3 * length * np.sin(angle), cx + 0.3 * length * np.cos(angle)
+    dy, dx = yy - cy2, xx - cx2
+    along = dx * np.cos(angle) + dy * np.sin(angle)
+    across = -dx * np.sin(angle) + dy * np.cos(angle)
+    shift = rng.integers(0, rough.shape[0], size=2)
+    outline = np.roll(rough, tuple(shift), axis=(0, 1))
+    return (along / length) ** 2 + (across / width) ** 2 + 0.9 * outline < 1.0
+
+
+def _scars(rng: np.random.Generator, slope: np.ndarray, gy: np.ndarray, gx: np.ndarray, target: float) -> np.ndarray:
+    """Scars on the steepest ground until about `target` pixels are covered."""
+    size = slope.shape[0]
+    grids = np.mgrid[0:size, 0:size].astype(np.float64)
+    rough = ndimage.gaussian_filter(rng.standard_normal((size, size)), 1.5, mode="wrap")
+    rough /= max(np.abs(rough).max(), 1e-12) * 2  # zero-mean, within ±0.5
+    seeds = np.argwhere(slope >= np.quantile(slope, 0.8))
+    # Failures need steep ground: a scar stops where the slope flattens out.
+    steep = slope >= np.quantile(slope, 0.4)
+    mask = np.zeros(slope.shape, bool)
+    count = int(rng.choice([1, 1, 2, 2, 3]))
+    shares = rng.dirichlet(np.full(count, 2.0)) * target
+    for area in shares:
+        mask |= _scar(rng, grids, rough, seeds, gy, gx, area) & steep
+    for _ in range(6):  # overlaps and tile edges eat area: top up
+        covered = mask.sum()
+        if covered >= 0.85 * target:
             break
-        cy, cx = steep[rng.integers(len(steep))]
-        # Elongate along the downhill direction, with a rough, irregular outline.
-        angle = np.arctan2(-gy[cy, cx], -gx[cy, cx])
-        length = rng.uniform(4, 14) * size / 128
-        width = length * rng.uniform(0.3, 0.6)
-        dy, dx = yy - cy, xx - cx
-        along = dx * np.cos(angle) + dy * np.sin(angle)
-        across = -dx * np.sin(angle) + dy * np.cos(angle)
-        ellipse = (along / length) ** 2 + (across / width) ** 2
-        rough = _smooth_noise(rng, size, 1.5) - 0.5
-        mask |= (ellipse + 0.8 * rough) < 1.0
+        mask |= _scar(rng, grids, rough, seeds, gy, gx, 1.15 * (target - covered)) & steep
     return mask
 
 
-def make_scene(
-    rng: np.random.Generator, size: int, landslide: bool, pixel_fraction: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """One Landslide4Sense-like scene: (size, size, 14) float32 image and (size, size) uint8 mask."""
-    dem = _terrain(rng, size)
-    slope = _slope_degrees(dem)
-    wet = dem <= np.quantile(dem, rng.uniform(0.0, 0.12))
-    steepness = np.clip(slope / max(slope.max(), 1e-6), 0, 1)
-    vegetation = np.clip(0.35 + 0.65 * _smooth_noise(rng, size, 6) - 0.5 * steepness, 0, 1)
-    vegetation[wet] = 0.0
-    mask = _scars(rng, dem, slope, pixel_fraction) if landslide else np.zeros((size, size), bool)
+# ---------------------------------------------------------------------- scenes
+def make_scene(rng: np.random.Generator, size: int, landslide: bool, pixel_fraction: float) -> Scene:
+    """One scene of size×size pixels; `pixel_fraction` of it is landslide if `landslide`."""
+    # Mountain terrain: the relief is scaled so that the typical (median) slope is 12-25°.
+    shape = _fractal(rng, size, rng.uniform(3.6, 4.2))
+    typical = np.median(np.hypot(*np.gradient(shape, _PIXEL_M)))
+    relief = np.tan(np.radians(rng.uniform(12, 25))) / max(typical, 1e-12)
+    dem = rng.uniform(500, 2200) + relief * shape
+    slope, slope_rad, gy, gx = _slope_aspect(dem)
+    steep = np.clip(slope / 45.0, 0, 1)
 
+    water = dem <= np.quantile(dem, rng.uniform(0.0, 0.08))
+    gravel = ndimage.binary_dilation(water, iterations=2) & ~water if water.any() else water
+    cover = _fractal(rng, size, 2.0)
+    vegetation = np.clip(0.75 + 0.6 * (cover - 0.5) - 0.25 * steep + rng.uniform(-0.1, 0.1), 0, 1)
+    # Fields and villages: bare or built, on gentle ground only.
+    patches = (_fractal(rng, size, 2.2) > rng.uniform(0.72, 0.95)) & (slope < 12) & ~water
+    built = patches & (rng.random() < 0.4)
+    mask = _scars(rng, slope, gy, gx, pixel_fraction * size * size) if landslide else np.zeros((size, size), bool)
+
+    # Land-cover fractions per pixel; a scar replaces what was there, with a soft edge.
+    edge = ndimage.gaussian_filter(mask.astype(np.float64), 0.7) if landslide else np.zeros((size, size))
+    edge = np.maximum(edge, mask)
+    vegetation = np.where(patches | gravel | water, 0.0, vegetation)
     fractions = {
         "vegetation": vegetation,
-        "soil": 1.0 - vegetation,
-        "water": wet.astype(float),
-        "scar": mask.astype(float),
+        "soil": np.where(water | gravel | built, 0.0, 1.0 - vegetation),
+        "built": built.astype(np.float64),
+        "gravel": gravel.astype(np.float64),
+        "water": water.astype(np.float64),
     }
-    fractions["soil"][wet] = 0.0
-    # A scar replaces what was there, with a soft edge of mixed pixels around it.
-    edge = ndimage.gaussian_filter(mask.astype(float), 0.7)
-    for name in ("vegetation", "soil", "water"):
-        fractions[name] = fractions[name] * (1.0 - edge)
-    fractions["scar"] = edge
-    spectra = {"vegetation": _VEGETATION, "soil": _SOIL, "water": _WATER, "scar": _SCAR}
-    # Illumination varies with terrain aspect (hillshade), so brightness alone is ambiguous.
-    gy, gx = np.gradient(dem, 10.0)
-    shade = np.clip(0.85 + 0.3 * (gx - gy) / (np.hypot(gx, gy) + 1.0), 0.6, 1.2)
-    reflectance = sum(fractions[k][..., None] * spectra[k] for k in spectra) * shade[..., None]
-    reflectance *= rng.uniform(0.85, 1.15, size=12)  # per-scene atmosphere / season
-    if rng.random() < 0.2:  # thin clouds over part of the scene
-        cloud = np.clip(_smooth_noise(rng, size, 10) * 1.6 - 0.9, 0, 0.6)
-        reflectance = reflectance * (1 - cloud[..., None]) + cloud[..., None] * _CLOUD
-    reflectance += rng.normal(0.0, 0.006, reflectance.shape)  # sensor noise
-    image = np.concatenate(
-        [
-            _SCALE * reflectance,
-            (slope / 20.0)[..., None],  # slope band: degrees scaled to the release's range
-            ((dem - 200.0) / 1000.0)[..., None],  # ALOS PALSAR DEM, scaled likewise
-        ],
-        axis=-1,
-    )
-    return image.astype(np.float32), mask.astype(np.uint8)
+    fresh = rng.uniform(0.7, 1.0)  # older scars are partly soil and regrowing vegetation
+    regrowth = rng.uniform(0.0, 0.15)
+    scar_spectrum = (1 - regrowth) * (fresh * _SCAR + (1 - fresh) * _SOIL) + regrowth * _VEGETATION
+    keep = 1.0 - edge
+    cover_maps = [fractions[k] * keep for k in ("vegetation", "soil", "built", "gravel", "water")] + [edge]
+    spectra = np.stack([_VEGETATION, _SOIL, _BUILT, _GRAVEL, _WATER, scar_spectrum]).astype(np.float32)
+    shade = _hillshade(slope_rad, gy, gx, rng)
+    reflectance = (np.stack(cover_maps, axis=-1) * shade[..., None]).astype(np.float32) @ spectra
+
+    if rng.random() < 0.2:  # clouds, thin or thick, and their shadows
+        cloud = np.clip(_fractal(rng, size, 2.6) * rng.uniform(1.2, 2.2) - rng.uniform(0.6, 1.0), 0, 0.9)
+        offset = tuple(rng.integers(-size // 10 - 1, size // 10 + 2, size=2))
+        shadow = 1.0 - 0.6 * np.roll(cloud, offset, axis=(0, 1))
+        cloud = cloud.astype(np.float32)[..., None]
+        reflectance = reflectance * shadow.astype(np.float32)[..., None] * (1 - cloud) + cloud * _CLOUD.astype(np.float32)
+    gain = rng.uniform(0.9, 1.1, size=12).astype(np.float32)
+    reflectance = reflectance * gain + np.float32(rng.uniform(0, 1)) * _HAZE.astype(np.float32)
+    for bands, width in ((list(_BAND_20M), 2), (list(_BAND_60M), 6)):
+        reflectance[..., bands] = ndimage.uniform_filter(reflectance[..., bands], (width, width, 1), mode="reflect")
+    reflectance += np.float32(0.004) * rng.standard_normal(reflectance.shape, dtype=np.float32)
+    return Scene(reflectance.astype(np.float32), dem.astype(np.float32), slope.astype(np.float32), mask.astype(np.uint8))
+
+
+def landslide4sense_image(scene: Scene) -> np.ndarray:
+    """(S, S, 14) float32: B1…B12 at the release's scale, slope, DEM (scaled likewise)."""
+    bands = [
+        _SCALE * scene.reflectance,
+        (scene.slope / 20.0)[..., None],
+        ((scene.dem - 200.0) / 1000.0)[..., None],
+    ]
+    return np.concatenate(bands, axis=-1).astype(np.float32)
+
+
+def rgb_image(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """8-bit true colour (B4, B3, B2) with a per-scene exposure and display gamma."""
+    rgb = scene.reflectance[..., [3, 2, 1]] * rng.uniform(2.4, 3.2)
+    return (np.clip(rgb, 0, 1) ** (1 / 2.2) * 255 + 0.5).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------- writers
+def _plan(dataset: str, n: int, rng: np.random.Generator, params: SceneParams) -> tuple[np.ndarray, np.ndarray]:
+    """Which scenes hold landslides (an exact share, shuffled) and how much of each."""
+    n_slide = int(round(params.landslide_image_ratio * n))
+    has_slide = rng.permutation(np.arange(n) < n_slide)
+    fractions = params.per_landslide_image * rng.uniform(0.5, 1.5, size=n)
+    return has_slide, fractions
+
+
+def write_dataset(
+    dataset: str,
+    out: Path | str,
+    n: int,
+    seed: int,
+    size: int = 128,
+    *,
+    params: SceneParams | None = None,
+) -> Path:
+    """Write n synthetic scenes in the dataset's published layout (same seed, same files)."""
+    if dataset not in PARAMS:
+        raise DataError(f"{out}: unknown dataset {dataset!r} (choose one of: {', '.join(PARAMS)})")
+    if n < 1 or size < 8:
+        raise DataError(f"{out}: need n >= 1 and size >= 8 (got {n}, {size})")
+    if dataset == "nepal" and n < 3:
+        raise DataError(f"{out}: the Nepal layout needs n >= 3 (one scene each for train, validation, test)")
+    params = params or PARAMS[dataset]
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    has_slide, fractions = _plan(dataset, n, rng, params)
+    writer = {"landslide4sense": _write_l4s_scene, "bijie": _write_bijie_scene, "nepal": _write_nepal_scene}[dataset]
+    locations = _nepal_splits(n) if dataset == "nepal" else [None] * n
+    for i in range(n):
+        scene = make_scene(rng, size, bool(has_slide[i]), float(fractions[i]))
+        writer(out, i + 1, scene, rng, locations[i])
+    return out
 
 
 def write_landslide4sense(out: Path | str, n: int, seed: int, size: int = 128) -> Path:
     """Write n scenes as TrainData/img/image_{1..n}.h5 and TrainData/mask/mask_{1..n}.h5."""
-    out = Path(out)
-    params = PARAMS["landslide4sense"]
-    rng = np.random.default_rng(seed)
+    return write_dataset("landslide4sense", out, n, seed, size)
+
+
+def _write_l4s_scene(out: Path, number: int, scene: Scene, rng: np.random.Generator, _where: None) -> None:
+    import h5py
+
     img_dir, mask_dir = out / "TrainData" / "img", out / "TrainData" / "mask"
     img_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
-    # An exact share of landslide images, in shuffled order.
-    n_slide = int(round(params.landslide_image_ratio * n))
-    has_slide = rng.permutation(np.arange(n) < n_slide)
-    per_image = params.landslide_pixel_ratio / max(params.landslide_image_ratio, 1e-9)
-    for i in range(n):
-        fraction = per_image * rng.uniform(0.5, 1.5)
-        image, mask = make_scene(rng, size, bool(has_slide[i]), fraction)
-        with h5py.File(img_dir / f"image_{i + 1}.h5", "w") as f:
-            f.create_dataset("img", data=image)
-        with h5py.File(mask_dir / f"mask_{i + 1}.h5", "w") as f:
-            f.create_dataset("mask", data=mask)
-    return out
+    with h5py.File(img_dir / f"image_{number}.h5", "w") as f:
+        f.create_dataset("img", data=landslide4sense_image(scene))
+    with h5py.File(mask_dir / f"mask_{number}.h5", "w") as f:
+        f.create_dataset("mask", data=scene.mask)
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, compress_level=1)
+
+
+def _write_bijie_scene(out: Path, number: int, scene: Scene, rng: np.random.Generator, _where: None) -> None:
+    landslide = bool(scene.mask.any())
+    group, name = ("landslide", f"df{number:04d}.png") if landslide else ("non-landslide", f"n{number:04d}.png")
+    _png(out / group / "image" / name, rgb_image(scene, rng))
+    _png(out / group / "dem" / name, np.clip(np.rint(scene.dem), 0, 65535).astype(np.uint16))
+    if landslide:
+        _png(out / group / "mask" / name, scene.mask * np.uint8(255))
+
+
+def _nepal_splits(n: int) -> list[str]:
+    """About 70 / 10 / 20 % train / validation / test, at least one scene each."""
+    n_test = max(1, int(round(0.2 * n)))
+    n_val = max(1, int(round(0.1 * n)))
+    return ["train"] * (n - n_test - n_val) + ["validation"] * n_val + ["test"] * n_test
+
+
+def _write_nepal_scene(out: Path, number: int, scene: Scene, rng: np.random.Generator, split: str) -> None:
+    _png(out / split / "image" / f"{number}.png", rgb_image(scene, rng))
+    _png(out / split / "mask" / f"{number}.png", scene.mask * np.uint8(255))

@@ -1,0 +1,220 @@
+"""What every dataset reader shares: samples, file formats, validation, NaN accounting.
+
+A reader is one class per dataset (TorchGeo style): class attributes state the band names
+and the splits; the constructor finds the samples of one split and validates the folder
+layout; `read(sample)` returns one (image, mask) pair; `load()` stacks a split. Every
+problem is a `DataError` whose one-line message names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Iterator
+
+import numpy as np
+
+from rmaunet.errors import DataError
+
+__all__ = ["Sample", "TileReader", "LoadedSplit", "read_array", "numeric_key", "replace_non_finite"]
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def numeric_key(name: str) -> tuple:
+    """Sort key that orders embedded numbers numerically: image_2 before image_10."""
+    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One tile on disk: its image file, its mask file (None: no mask) and extra inputs."""
+
+    name: str
+    image: Path
+    mask: Path | None = None
+    dem: Path | None = None
+    # Known from the folder, before any mask is read (Bijie's landslide / non-landslide).
+    landslide: bool | None = None
+
+
+@dataclass
+class LoadedSplit:
+    """A split stacked in memory. `masks` is None when a sample has no mask."""
+
+    images: np.ndarray  # (N, H, W, C) float32, non-finite values replaced
+    masks: np.ndarray | None  # (N, H, W) uint8 {0, 1}
+    paths: list[Path]
+    nan_pixels: int  # non-finite values replaced (counted over all bands)
+    nan_files: list[Path]
+
+
+def replace_non_finite(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """Replace NaN and ±inf by 0 (the value the official Landslide4Sense code uses, near
+    enough) and return how many values were replaced, so callers can report them."""
+    bad = ~np.isfinite(image)
+    count = int(np.count_nonzero(bad))
+    if count:
+        image = np.where(bad, np.float32(0.0), image).astype(np.float32, copy=False)
+    return image, count
+
+
+class TileReader:
+    """Base class of the dataset readers; subclasses fill `_find_samples` and `read_image`."""
+
+    dataset: ClassVar[str]
+    band_names: ClassVar[tuple[str, ...]]
+    splits: ClassVar[tuple[str, ...]]
+    # Splits whose samples must all have masks (the others may have none).
+    labelled_splits: ClassVar[tuple[str, ...]]
+
+    def __init__(self, root: Path | str, split: str, *, require_masks: bool | None = None) -> None:
+        if split not in self.splits:
+            raise DataError(f"{root}: unknown {self.dataset} split {split!r} (choose one of: {', '.join(self.splits)})")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data folder not found")
+        self.split = split
+        self.require_masks = split in self.labelled_splits if require_masks is None else require_masks
+        self.samples: list[Sample] = self._find_samples()
+        if not self.samples:
+            raise DataError(f"{self._describe_empty()}: no {self.dataset} images found")
+        if self.require_masks:
+            for sample in self.samples:
+                if sample.mask is None and sample.landslide is not False:
+                    raise DataError(f"{sample.image}: missing mask (expected {self.expected_mask(sample)})")
+
+    # ------------------------------------------------------------------ subclass hooks
+    @classmethod
+    def available_splits(cls, root: Path | str) -> tuple[str, ...]:
+        """The splits present under root, in the class's order."""
+        raise NotImplementedError
+
+    def _find_samples(self) -> list[Sample]:
+        raise NotImplementedError
+
+    def _describe_empty(self) -> Path:
+        return self.root
+
+    def expected_mask(self, sample: Sample) -> str:
+        return "a mask file beside the image"
+
+    def read_image(self, sample: Sample) -> np.ndarray:
+        """(H, W, bands) float32; non-finite values are kept (load() replaces and counts them)."""
+        raise NotImplementedError
+
+    def read_raw_mask(self, path: Path) -> np.ndarray:
+        return read_array(path)
+
+    # ------------------------------------------------------------------ shared behaviour
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def read_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
+        """(H, W) uint8 {0, 1}; an empty mask for a known non-landslide tile; None if absent."""
+        if sample.mask is None:
+            return np.zeros(shape, np.uint8) if sample.landslide is False else None
+        array = self.read_raw_mask(sample.mask)
+        if array.ndim == 3 and array.shape[-1] in (3, 4):
+            # An RGB(A) rendering of a binary mask: any channel marks the landslide.
+            array = array[..., :3].max(axis=-1)
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.shape != shape:
+            raise DataError(f"{sample.mask}: mask shape {array.shape} does not match image shape {shape}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise DataError(f"{sample.mask}: mask holds NaN or infinite values")
+        # Masks come as {0, 1} or {0, 255}: binarise at the middle of whichever range it is.
+        threshold = 127 if array.size and array.max() > 1 else 0
+        return (array > threshold).astype(np.uint8)
+
+    def read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
+        image = self.read_image(sample)
+        if image.ndim != 3 or image.shape[-1] != len(self.band_names):
+            raise DataError(
+                f"{sample.image}: expected H×W×{len(self.band_names)} bands ({', '.join(self.band_names)}), "
+                f"got shape {image.shape}"
+            )
+        return image, self.read_mask(sample, image.shape[:2])
+
+    def load(self, limit: int | None = None) -> LoadedSplit:
+        """Stack the split (the first `limit` samples); non-finite pixels replaced and counted."""
+        samples = self.samples[:limit] if limit is not None else self.samples
+        first_shape: tuple[int, ...] | None = None
+        images: np.ndarray | None = None
+        masks: list[np.ndarray | None] = []
+        nan_pixels, nan_files = 0, []
+        for i, sample in enumerate(samples):
+            image, mask = self.read(sample)
+            if first_shape is None:
+                first_shape = image.shape
+                images = np.empty((len(samples), *image.shape), np.float32)
+            elif image.shape != first_shape:
+                raise DataError(f"{sample.image}: shape {image.shape} differs from the split's {first_shape}")
+            image, count = replace_non_finite(image.astype(np.float32, copy=False))
+            if count:
+                nan_pixels += count
+                nan_files.append(sample.image)
+            images[i] = image
+            masks.append(mask)
+        assert images is not None
+        stacked = np.stack(masks) if all(m is not None for m in masks) else None
+        self.nan_pixels, self.nan_files = nan_pixels, nan_files
+        return LoadedSplit(images, stacked, [s.image for s in samples], nan_pixels, nan_files)
+
+
+# ---------------------------------------------------------------------- file formats
+def read_array(path: Path, key: str | None = None) -> np.ndarray:
+    """An array from HDF5 (dataset `key`), PNG / JPEG, TIFF or NPY, or a one-line DataError."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if suffix == ".h5":
+        return _read_h5(path, key or "img")
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"{path}: cannot read NPY file ({_reason(exc)})") from None
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            return np.asarray(tifffile.imread(path))
+        except Exception as exc:  # tifffile raises many types for a corrupt file
+            raise DataError(f"{path}: cannot read TIFF file ({_reason(exc)})") from None
+    if suffix in (".png", ".jpg", ".jpeg"):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                im.load()
+                if im.mode == "P":
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                return np.asarray(im)
+        except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as exc:
+            raise DataError(f"{path}: cannot read image file ({_reason(exc)})") from None
+    raise DataError(f"{path}: unsupported file type {suffix!r} (expected .h5, .png, .tif, .tiff or .npy)")
+
+
+def _read_h5(path: Path, key: str) -> np.ndarray:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise DataError(f"{path}: no dataset {key!r} (found: {', '.join(f.keys()) or 'none'})")
+            return np.asarray(f[key][()])
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DataError(f"{path}: cannot read HDF5 file ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"[:200]
