@@ -179,6 +179,36 @@ def run_trial(
     log: Callable[[str], None] | None = None,
     node: str | None = None,
 ) -> TrialResult:
+    """Train, validate every epoch, keep the best epoch's weights, score test once (see _run_trial).
+
+    On a CPU without XLA, TensorFlow's deterministic ops are on for the trial (and only for
+    it: the switch is process-global): same config and seed, same metrics. They stay off on
+    GPUs and under XLA, where some kernels (e.g. max-pool gradients) have no deterministic
+    version.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # the only switch that turns it back off
+
+    deterministic = not tf.config.list_physical_devices("GPU") and not config.xla
+    turned_on = deterministic and not tf_config.is_op_determinism_enabled()
+    if turned_on:
+        tf_config.enable_op_determinism()
+    try:
+        return _run_trial(config, data_dir, out_dir, report=report, log=log, node=node)
+    finally:
+        if turned_on:
+            tf_config.disable_op_determinism()
+
+
+def _run_trial(
+    config: TrialConfig,
+    data_dir: Path | str,
+    out_dir: Path | str,
+    *,
+    report: Reporter | None,
+    log: Callable[[str], None] | None,
+    node: str | None,
+) -> TrialResult:
     """Train, validate every epoch, keep the best epoch's weights, score test once.
 
     Writes into out_dir: checkpoint/ (after every epoch: weights, optimizer, history),
@@ -201,10 +231,6 @@ def run_trial(
 
     splits = prepare_splits(config, data_dir)
     keras.utils.set_random_seed(config.seed)
-    if not tf.config.list_physical_devices("GPU"):
-        # Same config and seed, same metrics on CPU (parallel tf.data maps otherwise race
-        # on random state). Left off on GPUs, where it would slow or refuse some kernels.
-        tf.config.experimental.enable_op_determinism()
     jit = precision.configure(config)  # before the model: Keras reads the policy at layer creation
     size = splits.x_train.shape[1]
     model = build_model(config, splits.num_bands, size)
