@@ -53,14 +53,18 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     data = write_landslide4sense(tmp_path / "data", n=40, seed=5, size=64)
     storage = tmp_path / "results"
     env = {**ray_head["env"], "RAY_ADDRESS": ray_head["address"]}
-    submit = subprocess.run(
-        [
-            str(BIN / "ray"), "job", "submit", "--no-wait", "--working-dir", str(REPO), "--",
-            sys.executable, "jobs/ablation.py", "--spec", "search_spaces/demo.yaml", "--smoke",
-            "--data", str(data), "--storage", str(storage),
-        ],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    cmd = [
+        str(BIN / "ray"), "job", "submit", "--no-wait", "--working-dir", str(REPO), "--",
+        sys.executable, "jobs/ablation.py", "--spec", "search_spaces/demo.yaml", "--smoke",
+        "--data", str(data), "--storage", str(storage),
+    ]
+    # The head's job agent registers a few seconds after `ray start` returns (longer on a
+    # loaded machine); until then the API answers "No available agent to submit job".
+    for _ in range(30):
+        submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr:
+            break
+        time.sleep(4)
     assert submit.returncode == 0, submit.stdout + submit.stderr
     job_id = next(w for w in submit.stdout.split() if w.startswith("raysubmit_"))
 
