@@ -176,7 +176,9 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     started = time.perf_counter()
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # One worker has nobody to all-reduce with: the default strategy runs the same
+    # strategy.run / reduce step without MWMS's collective machinery.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
     if strategy.num_replicas_in_sync != world:
         # One replica per worker is what the batch slicing below assumes.
         raise RuntimeError(f"{strategy.num_replicas_in_sync} replicas for {world} workers: one GPU per worker expected")
