@@ -66,7 +66,7 @@ from rmaunet.training.trial import (
     _selection_f1,
     _write_result,
     make_loss,
-    save_probabilities,
+    score_best_epoch,
 )
 
 __all__ = [
@@ -318,23 +318,9 @@ def _write_outcome(
             wall_s=wall_s, data_fingerprint=splits.fingerprint, resumed_from=resumed_from,
         )
     else:
-        # Selection happened on validation; test is touched exactly once, with the chosen weights.
-        model.load_weights(ckpt / "best.weights.h5")
-        val_pred = predict(splits.x_val, config.batch_size)
-        test_pred = predict(splits.x_test, config.batch_size)
-        if "mask" in val_pred:
-            save_probabilities(ckpt / "val_probs.npz", val_pred["mask"], splits.y_val)
-            save_probabilities(ckpt / "test_probs.npz", test_pred["mask"], splits.y_test)
-        rates = [h["images_per_s"] for h in history]
-        steady = rates[1:] if len(rates) > 1 else rates  # epoch 1 pays for tracing
-        result = TrialResult(
-            status="ok", reason="", epochs_run=state["epoch"], best_epoch=state["best_epoch"],
-            val=_score(splits.y_val, val_pred, config.threshold),
-            test=_score(splits.y_test, test_pred, config.threshold),
-            val_det=_detection_score(splits.y_val, val_pred, config.threshold),
-            test_det=_detection_score(splits.y_test, test_pred, config.threshold),
-            history=history, images_per_s=float(np.median(steady)) if steady else float("nan"),
-            wall_s=wall_s, data_fingerprint=splits.fingerprint, resumed_from=resumed_from,
+        result = score_best_epoch(
+            ckpt, config, splits, model, predict, ckpt / "best.weights.h5", history, state["best_epoch"],
+            wall_s=wall_s, resumed_from=resumed_from,
         )
     _write_result(ckpt, result)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from rmaunet.config import TrialConfig
 
-__all__ = ["TrialResult", "run_trial", "configure_threads", "save_probabilities", "EPOCH_METRICS", "SELECTION_THRESHOLD"]
+__all__ = ["TrialResult", "run_trial", "score_best_epoch", "configure_threads", "save_probabilities", "EPOCH_METRICS", "SELECTION_THRESHOLD"]
 
 # Checkpoints are selected at a fixed threshold so that a trial's identity never depends on
 # the post-processing threshold (Table IX sweeps it afterwards on the stored probabilities).
@@ -306,17 +306,43 @@ def _run_trial(
         say(f"trial stopped: {reason}")
         return _finish_failed(out, reason, len(history), history, started, splits.fingerprint)
 
-    # Selection happened on validation; test is touched exactly once, with the chosen weights.
+    result = score_best_epoch(
+        out, config, splits, model, _predict, weights_path, history, best_epoch,
+        wall_s=time.perf_counter() - started + state["wall_s"], resumed_from=state["epoch"], log=say,
+    )
+    _write_result(out, result, node)
+    checkpoint.clear()
+    return result
+
+
+def score_best_epoch(
+    out: Path,
+    config: TrialConfig,
+    splits: Any,
+    model: Any,
+    predict: Callable[[np.ndarray, int], dict[str, np.ndarray]],
+    weights_path: Path,
+    history: list[dict[str, Any]],
+    best_epoch: int,
+    *,
+    wall_s: float,
+    resumed_from: int,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> TrialResult:
+    """The end of every successful trial (one worker or rank 0 of many).
+
+    Selection happened on validation; test is touched exactly once, with the chosen
+    weights. The probability maps of both splits are stored for later thresholds.
+    """
     model.load_weights(weights_path)
-    val_pred = _predict(splits.x_val, config.batch_size)
-    test_pred = _predict(splits.x_test, config.batch_size)
+    val_pred = predict(splits.x_val, config.batch_size)
+    test_pred = predict(splits.x_test, config.batch_size)
     if "mask" in val_pred:
         save_probabilities(out / "val_probs.npz", val_pred["mask"], splits.y_val)
         save_probabilities(out / "test_probs.npz", test_pred["mask"], splits.y_test)
-    # Steady state: the first epoch pays for tracing, so it is left out when there are more.
     rates = [h["images_per_s"] for h in history]
-    steady = rates[1:] if len(rates) > 1 else rates
-    result = TrialResult(
+    steady = rates[1:] if len(rates) > 1 else rates  # epoch 1 pays for tracing
+    return TrialResult(
         status="ok",
         reason="",
         epochs_run=len(history),
@@ -326,16 +352,13 @@ def _run_trial(
         val_det=_detection_score(splits.y_val, val_pred, config.threshold),
         test_det=_detection_score(splits.y_test, test_pred, config.threshold),
         history=history,
-        images_per_s=float(np.median(steady)),
-        wall_s=time.perf_counter() - started + state["wall_s"],
+        images_per_s=float(np.median(steady)) if steady else float("nan"),
+        wall_s=wall_s,
         data_fingerprint=splits.fingerprint,
-        resumed_from=state["epoch"],
+        resumed_from=resumed_from,
         params=int(model.count_params()),
-        flops_per_image=_flops(model, say),
+        flops_per_image=_flops(model, log),
     )
-    _write_result(out, result, node)
-    checkpoint.clear()
-    return result
 
 
 def _flops(model, say: Callable[[str], None]) -> int:
