@@ -29,12 +29,22 @@ def ray_head():
     """`ray start --head` on 127.0.0.1 with its own temp dir and ports; stopped afterwards."""
     # Short path: Ray's unix sockets live under the temp dir and must stay under ~107 chars.
     temp = Path(tempfile.mkdtemp(prefix="rmh-", dir="/tmp"))
-    gcs, dash = _free_port(), _free_port()
+    # Every listening port of its own: Ray's defaults (e.g. the dashboard agent's 52365)
+    # collide with any other Ray runtime on the machine, and the job API then never comes up.
+    ports = {
+        name: _free_port()
+        for name in (
+            "port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+            "metrics-export-port", "runtime-env-agent-port", "ray-client-server-port",
+            "node-manager-port", "object-manager-port",
+        )
+    }
+    dash = ports["dashboard-port"]
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     cmd = [
-        str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
-        "--num-cpus=2", "--disable-usage-stats",
+        str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp}", "--num-cpus=2", "--disable-usage-stats",
+        *(f"--{name}={port}" for name, port in ports.items()),
     ]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
     try:
