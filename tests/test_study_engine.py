@@ -191,3 +191,17 @@ def test_search_runs_optuna_with_asha_and_resumes_its_budget(local_ray, l4s_smal
     messages: list[str] = []
     run_study(spec, l4s_small, storage, log=messages.append)
     assert any("4 of 4 trials done, 0 to run" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_a_study_row_can_train_data_parallel(local_ray, l4s_small, tmp_path):
+    # resources.workers = 2: the Tune trial drives a 2-worker Ray Train group; the row lands as usual.
+    path = _spec(tmp_path, "dp", [("CE", "")])
+    path.write_text(path.read_text().replace("resources: {cpu: 1}", "resources: {cpu: 1, workers: 2}"))
+    spec = load_spec(path)
+    storage = tmp_path / "store"
+    run_study(spec, l4s_small, storage, log=lambda m: None)
+    rows = ResultsStore(storage).read("dp")
+    assert len(rows) == 1 and rows["status"].iloc[0] == "ok", rows[["status", "reason"]]
+    sync = json.loads((storage / "trials" / rows["trial_id"].iloc[0] / "sync.json").read_text())
+    assert sync  # the per-epoch weight digests of both ranks were compared

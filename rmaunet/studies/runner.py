@@ -128,11 +128,11 @@ def _trainable(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
     data_dir = entry["data_dir"]
     configure_threads()
     out = ResultsStore(storage).trial_dir(tid)
-    (out).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
 
     def report(row: dict[str, Any]) -> None:
-        tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))})
+        tune.report(_report_numbers(row))
 
     if config.num_workers > 1:
         from rmaunet.training.distributed import run_data_parallel
