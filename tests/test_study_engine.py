@@ -94,8 +94,11 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
     while time.monotonic() < deadline and len(list(rows_dir.glob("*.parquet"))) < 1:
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray runtime it started
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver …
     proc.wait()
+    # … and the local Ray runtime it started, whose daemons run in sessions of their own
+    # (left alive, they would finish trials behind the rerun's back).
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=120)
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in (storage / "trials").glob("*/result.json")}
     assert 1 <= len(done_before) < 4
 
