@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -76,7 +77,8 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
             break
         time.sleep(4)
     assert submit.returncode == 0, submit.stdout + submit.stderr
-    job_id = next(w for w in submit.stdout.split() if w.startswith("raysubmit_"))
+    # The CLI colours its output: take the id alone, not the escape codes stuck to it.
+    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr).group(0)
 
     deadline = time.monotonic() + 600
     status = ""
