@@ -81,15 +81,15 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr).group(0)
 
     deadline = time.monotonic() + 600
-    status = ""
-    while time.monotonic() < deadline:
+    final = None
+    while time.monotonic() < deadline and final is None:
         out = subprocess.run([str(BIN / "ray"), "job", "status", job_id], env=env, capture_output=True, text=True, timeout=60)
-        status = out.stdout
-        if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
-            break
-        time.sleep(3)
+        # The CLI says "Job '<id>' succeeded" (or failed / was stopped) once the job has ended.
+        match = re.search(rf"Job '{job_id}' (succeeded|failed|was stopped)", out.stdout + out.stderr)
+        final = match.group(1) if match else None
+        time.sleep(0 if final else 3)
     logs = subprocess.run([str(BIN / "ray"), "job", "logs", job_id], env=env, capture_output=True, text=True, timeout=60).stdout
-    assert "SUCCEEDED" in status, status + logs[-4000:]
+    assert final == "succeeded", f"{final}\n{logs[-4000:]}"
 
     rows = ResultsStore(storage).read("demo")
     assert len(rows) == 4 and set(rows["status"]) == {"ok"}
