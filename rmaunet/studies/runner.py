@@ -138,7 +138,8 @@ def _trainable(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
         from rmaunet.training.distributed import run_data_parallel
 
         result = run_data_parallel(
-            config, data_dir, out, num_workers=config.num_workers, use_gpu=entry["gpu"] > 0, report=report
+            config, data_dir, out, num_workers=config.num_workers, use_gpu=entry["gpu"] > 0, report=report,
+            cpus_per_worker=max(1, int(entry["cpu"])),  # resources.cpu is per worker here
         )
     else:
         result = run_trial(config, data_dir, out, report=report, node=_node_name())
@@ -189,15 +190,17 @@ def _tune(
             p.trial_id: {
                 "config": p.config.replace(num_workers=workers).to_dict(),
                 "gpu": gpu,
+                "cpu": spec.resources["cpu"],
                 "label": p.label,
                 "data_dir": str(plan.data[p.config.dataset]),
             }
             for p in plan.to_train
         }
         if workers > 1:
-            # The trial only drives a TensorflowTrainer whose workers hold the real resources;
-            # Tune still needs a non-empty request (DESIGN.md).
-            resources = {"CPU": 0.01}
+            # The trial only drives a TensorflowTrainer whose workers hold the real resources.
+            # Tune refuses an empty request, and any CPU share (even 0.01) leaves a node one
+            # CPU short of the workers' whole CPUs: ask for a little memory instead.
+            resources = {"CPU": 0, "memory": 64 * 1024**2}
         else:
             resources = {"CPU": spec.resources["cpu"], "GPU": gpu}
         trainable = tune.with_resources(
