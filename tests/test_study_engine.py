@@ -31,6 +31,23 @@ def _spec(tmp_path: Path, name: str, rows: list[tuple[str, str]], epochs: int = 
     return path
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     import ray
@@ -94,11 +111,15 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
     while time.monotonic() < deadline and len(list(rows_dir.glob("*.parquet"))) < 1:
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver …
+    # The driver and the local Ray runtime it started, all at once (a crash): the runtime's
+    # daemons run in sessions of their own, so they are found by parentage, not by group.
+    # (`ray stop` would also kill this test's own Ray driver.)
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
-    # … and the local Ray runtime it started, whose daemons run in sessions of their own
-    # (left alive, they would finish trials behind the rerun's back).
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=120)
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in (storage / "trials").glob("*/result.json")}
     assert 1 <= len(done_before) < 4
 
