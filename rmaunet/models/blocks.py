@@ -62,9 +62,8 @@ class ConvBNAct(keras.layers.Layer):
         }
 
 
-@keras.saving.register_keras_serializable(package="rmaunet")
-class DoubleConv(keras.layers.Layer):
-    """(Conv 3×3, BatchNorm, LeakyReLU) × 2, then attention: the baseline block of Section III."""
+class _Block(keras.layers.Layer):
+    """What every U-Net block shares: its four arguments, its output width, its config."""
 
     def __init__(
         self, filters: int, l2: float = 0.0, attention: str = "none", dilation_rate: int = 1, **kwargs
@@ -74,6 +73,28 @@ class DoubleConv(keras.layers.Layer):
         self.l2 = l2
         self.attention = attention
         self.dilation_rate = dilation_rate
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "l2": self.l2,
+            "attention": self.attention,
+            "dilation_rate": self.dilation_rate,
+        }
+
+
+@keras.saving.register_keras_serializable(package="rmaunet")
+class DoubleConv(_Block):
+    """(Conv 3×3, BatchNorm, LeakyReLU) × 2, then attention: the baseline block of Section III."""
+
+    def __init__(
+        self, filters: int, l2: float = 0.0, attention: str = "none", dilation_rate: int = 1, **kwargs
+    ) -> None:
+        super().__init__(filters, l2, attention, dilation_rate, **kwargs)
         self.units = [
             ConvBNAct(filters, 3, dilation_rate=dilation_rate, l2=l2, dtype=self.dtype_policy, name=f"conv_{i}")
             for i in range(2)
@@ -93,21 +114,9 @@ class DoubleConv(keras.layers.Layer):
             x = unit(x, training=training)
         return self.attend(x) if self.attend is not None else x
 
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.filters)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "l2": self.l2,
-            "attention": self.attention,
-            "dilation_rate": self.dilation_rate,
-        }
-
 
 @keras.saving.register_keras_serializable(package="rmaunet")
-class ResConvBlock(keras.layers.Layer):
+class ResConvBlock(_Block):
     """Res-Conv (Fig. 5, as in the authors' code).
 
     Two parallel branches on the input (Conv 3×3 and Conv 2×2, each BN + LeakyReLU) see
@@ -119,11 +128,7 @@ class ResConvBlock(keras.layers.Layer):
     def __init__(
         self, filters: int, l2: float = 0.0, attention: str = "none", dilation_rate: int = 1, **kwargs
     ) -> None:
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.l2 = l2
-        self.attention = attention
-        self.dilation_rate = dilation_rate
+        super().__init__(filters, l2, attention, dilation_rate, **kwargs)
         policy = self.dtype_policy
         self.branch_3 = ConvBNAct(filters, 3, dilation_rate=dilation_rate, l2=l2, dtype=policy, name="branch_3x3")
         self.branch_2 = ConvBNAct(filters, 2, dilation_rate=dilation_rate, l2=l2, dtype=policy, name="branch_2x2")
@@ -150,18 +155,6 @@ class ResConvBlock(keras.layers.Layer):
             y = self.attend(y)
         shortcut = self.project(x) if self.project is not None else x
         return y + shortcut
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.filters)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "l2": self.l2,
-            "attention": self.attention,
-            "dilation_rate": self.dilation_rate,
-        }
 
 
 # name → block class; every block takes (filters, l2=, attention=, dilation_rate=).
