@@ -4,6 +4,7 @@ Ray Train CPU workers that N workers stay bit-identical and train what one worke
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -174,6 +175,23 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_training_workers_run_at_normal_priority(ray_session: None) -> None:
+    # Ray starts worker processes at niceness 15; the Train workers' environment (and the
+    # job-wide one connect_ray sets) brings a training process back to 0.
+    import ray
+
+    from rmaunet.training.distributed import worker_env
+
+    @ray.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) > 0  # Ray's default, what the setting overrides
+    trainer_env = {"env_vars": worker_env(use_gpu=False, cpus_per_worker=1)}
+    assert ray.get(niceness.options(runtime_env=trainer_env).remote()) == 0
 
 
 @pytest.fixture(scope="module")

@@ -103,14 +103,20 @@ def connect_ray(address: str | None, log: Log) -> bool:
     """Connect to RAY_ADDRESS / `address`, or start a local runtime. True if we started it."""
     import ray
 
+    from rmaunet.training.distributed import TRAINING_PROCESS_ENV
+
     if ray.is_initialized():
         return False
+    # Every process of this job (Tune trials train in theirs) runs at normal priority, not
+    # at the niceness 15 Ray gives workers by default. `ray job submit` merges this with
+    # the submission's own runtime env.
+    runtime_env = {"env_vars": dict(TRAINING_PROCESS_ENV)}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         log(f"connected to Ray cluster at {address}")
         return False
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False, runtime_env=runtime_env)
     ctx = ray.get_runtime_context()
     log(f"started a local Ray runtime (dashboard on 127.0.0.1, {int(ray.cluster_resources().get('CPU', 0))} CPUs) {ctx.get_node_id()[:8]}")
     return True

@@ -76,10 +76,14 @@ __all__ = [
     "weights_digest",
     "synchronize_batch_norm",
     "worker_env",
+    "TRAINING_PROCESS_ENV",
     "RESULT_FILES",
 ]
 
 Reporter = Callable[[dict[str, Any]], None]
+
+# Read by Ray's core worker when a worker process starts (ray_config_def.h, default 15).
+TRAINING_PROCESS_ENV = {"RAY_worker_niceness": "0"}
 
 # Files rank 0 puts into the last checkpoint; run_data_parallel copies them into out_dir,
 # result.json last (it marks a finished trial).
@@ -147,6 +151,11 @@ def worker_env(use_gpu: bool, cpus_per_worker: int) -> dict[str, str]:
         # core and N workers oversubscribe the CPU N times.
         "TF_NUM_INTRAOP_THREADS": str(max(cpus_per_worker, 1)),
         "TF_NUM_INTEROP_THREADS": str(max(min(cpus_per_worker, 2), 1)),
+        # Ray starts worker processes at niceness 15, so the raylet stays responsive under
+        # load. A training worker is the node's main work: at 15 it yields its cores to
+        # every other process on the node (bench/overhead.py's platform run lost a fifth
+        # of its speed on a shared 2-core machine). Ray's job supervisor runs at 0 this way.
+        **TRAINING_PROCESS_ENV,
     }
     if os.environ.get("RMAUNET_FAIL_AFTER_EPOCH"):  # fault injection (tests) reaches the workers too
         env["RMAUNET_FAIL_AFTER_EPOCH"] = os.environ["RMAUNET_FAIL_AFTER_EPOCH"]
