@@ -67,6 +67,7 @@ from rmaunet.training.trial import (
     _write_result,
     make_loss,
     score_best_epoch,
+    train_epoch,
 )
 
 __all__ = [
@@ -252,12 +253,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             training=bool(config.augment), augment=config.augment, seed=config.seed + 7919 * rank + epoch,
         )
         t_train = time.perf_counter()
-        total, steps = 0.0, 0
-        for x, y in ds:
-            total += float(train_step(x, y))
-            steps += 1
+        mean_loss, steps, _ = train_epoch(train_step, ds)
         train_s = time.perf_counter() - t_train
-        mean_loss = total / max(steps, 1)
         rate = steps * config.batch_size / train_s if train_s > 0 else float("nan")
         # The loss is reduced across replicas, so every rank takes the same branch here
         # and all ranks call ray.train.report equally often.

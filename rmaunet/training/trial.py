@@ -93,6 +93,24 @@ def _predictor(model) -> Callable[[np.ndarray, int], dict[str, np.ndarray]]:
     return predict
 
 
+def train_epoch(train_step: Callable, dataset: Any) -> tuple[float, int, int]:
+    """One pass of train_step over dataset: (mean loss, steps, images).
+
+    The loss is summed where it is computed and read back once, at the end: reading it
+    after every step (float(loss)) would make the host wait for each step to finish
+    before it dispatches the next one, which idles a GPU between steps.
+    """
+    import tensorflow as tf
+
+    total = tf.constant(0.0, tf.float64)
+    steps = seen = 0
+    for x, y in dataset:
+        total += tf.cast(train_step(x, y), tf.float64)
+        steps += 1
+        seen += int(x.shape[0])
+    return float(total) / max(steps, 1), steps, seen
+
+
 def _score(y: np.ndarray, pred: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
     from rmaunet.metrics import segmentation_scores
 
@@ -268,13 +286,8 @@ def _run_trial(
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             t0 = time.perf_counter()
-            total, steps, seen = 0.0, 0, 0
-            for x, y in train_ds:
-                total += float(train_step(x, y))
-                steps += 1
-                seen += int(x.shape[0])
+            mean_loss, _, seen = train_epoch(train_step, train_ds)
             train_s = time.perf_counter() - t0
-            mean_loss = total / max(steps, 1)
             if not math.isfinite(mean_loss):
                 reason = f"loss became {mean_loss} in epoch {epoch}"
                 say(f"trial stopped: {reason}")
