@@ -1,24 +1,27 @@
 """What does the platform cost? The same model on the same data, bare and as a platform trial.
 
-1. bare: one process, `model.fit` of the trial's model with the trial's objective (every
-   head, L2 terms), optimizer, batch size, precision and XLA setting, timing each epoch
-   with a callback;
-2. platform: a Ray Tune trial that runs `run_data_parallel` (Ray Train TensorflowTrainer,
-   MultiWorkerMirroredStrategy, custom step, per-epoch validation, checkpoint and report)
-   with one worker that gets every core of the machine, like the bare process;
-3. bare again. The bare figures are the mean of 1 and 3, so a machine that speeds up or
-   slows down during the run (other jobs on a shared node) biases neither side; their
-   spread is reported as bare_drift.
+The bare run is one process doing `model.fit` of the trial's model with the trial's
+objective (every head, L2 terms), optimizer, batch size, precision and XLA setting, timing
+each epoch with a callback. The platform run is a Ray Tune trial that runs
+`run_data_parallel` (Ray Train TensorflowTrainer, MultiWorkerMirroredStrategy, custom
+step, per-epoch validation, checkpoint and report) with one worker that gets every core
+of the machine, like the bare process. They alternate, bare first and last (--rounds 2:
+bare, platform, bare, platform, bare), so a machine that speeds up or slows down during
+the run (other jobs on a shared node) biases neither side.
 
 Prints one JSON object on its last line:
-- throughput_ratio: platform steady-state training images/s ÷ bare steady-state images/s
-  (steady state: the median of epochs 2.., epoch 1 pays for tracing in both);
-- startup_s: the platform's extra fixed cost: (platform wall − its epochs) − (bare wall −
-  its epochs). It holds the worker process start, TensorFlow import in the worker, the
-  worker group and collective set-up, the per-epoch checkpoint uploads and the end-of-trial
-  test scoring and probability maps. Ray's own start (ray_init_s) is paid once per cluster,
-  not per trial, and is reported apart;
-- the raw numbers behind both.
+- throughput_ratio: platform steady-state training images/s ÷ bare steady-state images/s.
+  Steady state is the median over every run's epochs 2.. (epoch 1 pays for tracing in
+  both), pooled per side. On a shared machine single epochs swing by a third; the
+  median of the pooled epochs keeps one disturbed epoch from deciding the figure, and
+  throughput_ratio_mean (total images ÷ total seconds of the same epochs) is given
+  beside it;
+- startup_s: the platform's extra fixed cost, the median over platform runs of (wall −
+  its epochs) minus the same for the bare runs. It holds the worker process start,
+  TensorFlow import in the worker, the worker group and collective set-up, the per-epoch
+  checkpoint uploads and the end-of-trial test scoring and probability maps. Ray's own
+  start (ray_init_s) is paid once per cluster, not per trial, and is reported apart;
+- the raw numbers behind both (every run's epoch rates, the spread of the bare runs).
 
 Default size runs in a few minutes on a 2-core laptop. `--full` is the paper's RMAU-NET (23
 bands, 128×128, base 64, depth 4, Res-Conv + multi-head attention + multiple heads) for a
@@ -116,8 +119,11 @@ def run_bare(config: Any, data_dir: Path) -> dict[str, Any]:
             "train_images": n}
 
 
-def run_platform(config: Any, data_dir: Path, work: Path, *, num_workers: int, use_gpu: bool) -> dict[str, Any]:
-    """One Ray Tune trial that runs the Ray Train data-parallel path."""
+def run_platform(
+    config: Any, data_dir: Path, work: Path, *, num_workers: int, use_gpu: bool, run: int = 0
+) -> dict[str, Any]:
+    """One Ray Tune trial that runs the Ray Train data-parallel path (a fresh one per `run`:
+    a reused folder would resume from the previous run's checkpoint)."""
     from ray import tune
 
     from rmaunet.config import TrialConfig
@@ -134,13 +140,14 @@ def run_platform(config: Any, data_dir: Path, work: Path, *, num_workers: int, u
         if result.status != "ok":
             raise RuntimeError(result.reason)
 
-    out = work / f"platform_w{num_workers}"
+    name = f"overhead_w{num_workers}_run{run}"
+    out = work / name
     tuner = tune.Tuner(
         # A trial that only drives a TensorflowTrainer still needs a non-empty request.
         tune.with_resources(trial, {"CPU": 0.01}),
         param_space={"config": config.to_dict(), "data_dir": str(data_dir), "out_dir": str(out),
                      "num_workers": num_workers, "use_gpu": use_gpu, "cpus": cpus_per_worker},
-        run_config=tune.RunConfig(name=f"overhead_w{num_workers}", storage_path=str(work / "tune"), verbose=0),
+        run_config=tune.RunConfig(name=name, storage_path=str(work / "tune"), verbose=0),
     )
     started = time.perf_counter()
     grid = tuner.fit()
@@ -163,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", type=int, help="synthetic scene side (default 64; --full 128)")
     parser.add_argument("--base-filters", type=int, default=8)
     parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2, help="platform runs, each between two bare runs")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"])
     parser.add_argument("--xla", action="store_true")
@@ -172,6 +180,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     config = bench_config(args)
     work = args.keep or Path(tempfile.mkdtemp(prefix="rmaunet_overhead_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -189,51 +199,67 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         import ray
 
+        from rmaunet.training.distributed import TRAINING_PROCESS_ENV
+
         t0 = time.perf_counter()
         import tensorflow  # noqa: F401  (paid once by the bare process; measured, not hidden)
 
         tf_import_s = time.perf_counter() - t0
-        bare_before = run_bare(config, data_dir)
+        bare_runs = [run_bare(config, data_dir)]
 
         cpus = os.cpu_count() or 1
         t0 = time.perf_counter()
         # One logical CPU above the cores: the Tune trial's 0.01 CPU must fit beside a worker
-        # that takes every core.
+        # that takes every core. The job's processes run at normal priority, as a study's do
+        # (rmaunet.studies.runner.connect_ray).
         ray.init(num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": dict(TRAINING_PROCESS_ENV)},
                  _temp_dir=str(Path(tempfile.gettempdir()) / f"ray_overhead_{os.getpid()}"))
         ray_init_s = time.perf_counter() - t0
+        platform_runs: list[dict[str, Any]] = []
         try:
-            platform = run_platform(config, data_dir, work, num_workers=1, use_gpu=args.gpu)
+            for run in range(args.rounds):
+                platform_runs.append(run_platform(config, data_dir, work, num_workers=1, use_gpu=args.gpu, run=run))
+                if run < args.rounds - 1:
+                    bare_runs.append(run_bare(config, data_dir))
             scaled = (
                 run_platform(config, data_dir, work, num_workers=args.scale_to, use_gpu=args.gpu)
                 if args.scale_to > 1 else None
             )
         finally:
             ray.shutdown()
-        bare_after = run_bare(config, data_dir)
+        bare_runs.append(run_bare(config, data_dir))
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    bare = {
-        key: statistics.mean([bare_before[key], bare_after[key]]) for key in ("images_per_s", "wall_s")
-    }
-    bare["epoch_s"] = [statistics.mean(pair) for pair in zip(bare_before["epoch_s"], bare_after["epoch_s"])]
-    fixed_bare = bare["wall_s"] - sum(bare["epoch_s"])
-    fixed_platform = platform["wall_s"] - sum(platform["epoch_s"])
+    def pooled(runs: list[dict[str, Any]]) -> tuple[float, float]:
+        """(median, images ÷ seconds) over every run's steady epochs."""
+        epochs = [(rate, s) for run in runs for rate, s in zip(run["epoch_images_per_s"][1:], run["epoch_s"][1:])]
+        images = sum(rate * s for rate, s in epochs)
+        return statistics.median(rate for rate, _ in epochs), images / sum(s for _, s in epochs)
+
+    bare_median, bare_mean = pooled(bare_runs)
+    platform_median, platform_mean = pooled(platform_runs)
+    fixed_bare = statistics.median([r["wall_s"] - sum(r["epoch_s"]) for r in bare_runs])
+    fixed_platform = statistics.median([r["wall_s"] - sum(r["epoch_s"]) for r in platform_runs])
+    bare_per_run = [r["images_per_s"] for r in bare_runs]
     summary: dict[str, Any] = {
-        "throughput_ratio": platform["images_per_s"] / bare["images_per_s"],
+        "throughput_ratio": platform_median / bare_median,
         "startup_s": fixed_platform - fixed_bare,
-        "bare_images_per_s": bare["images_per_s"],
-        "platform_images_per_s": platform["images_per_s"],
-        "bare_wall_s": bare["wall_s"],
-        "platform_wall_s": platform["wall_s"],
-        "bare_epoch_s": bare["epoch_s"],
-        "platform_epoch_s": platform["epoch_s"],
-        "platform_epoch_images_per_s": platform["epoch_images_per_s"],
-        "bare_runs_images_per_s": [bare_before["images_per_s"], bare_after["images_per_s"]],
-        "bare_drift": abs(bare_before["images_per_s"] - bare_after["images_per_s"]) / bare["images_per_s"],
-        "train_images_per_epoch": bare_before["train_images"],
+        "throughput_ratio_mean": platform_mean / bare_mean,
+        "bare_images_per_s": bare_median,
+        "platform_images_per_s": platform_median,
+        "rounds": args.rounds,
+        "bare_runs_images_per_s": bare_per_run,
+        "platform_runs_images_per_s": [r["images_per_s"] for r in platform_runs],
+        "bare_drift": (max(bare_per_run) - min(bare_per_run)) / statistics.median(bare_per_run),
+        "bare_epoch_images_per_s": [r["epoch_images_per_s"] for r in bare_runs],
+        "platform_epoch_images_per_s": [r["epoch_images_per_s"] for r in platform_runs],
+        "bare_fixed_s": fixed_bare,
+        "platform_fixed_s": fixed_platform,
+        "platform_wall_s": [r["wall_s"] for r in platform_runs],
+        "train_images_per_epoch": bare_runs[0]["train_images"],
         "tf_import_s": tf_import_s,
         "ray_init_s": ray_init_s,
         "cpus": os.cpu_count(),
@@ -245,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if scaled is not None:
         summary["scaling_workers"] = args.scale_to
         summary["scaling_images_per_s"] = scaled["images_per_s"]
-        summary["scaling_ratio"] = scaled["images_per_s"] / platform["images_per_s"]
+        summary["scaling_ratio"] = scaled["images_per_s"] / platform_median
     print(json.dumps(summary))
     return summary
 
