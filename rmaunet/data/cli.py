@@ -34,21 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--pixel-ratio", type=float, help="share of all pixels that are landslide (default: Table II's)")
     synth.set_defaults(func=_synth)
 
-    stats = data_sub.add_parser(
-        "stats",
+    _folder_action(
+        data_sub, "stats", _stats,
         help="print a dataset's Table II statistics",
         description=(
             "Print image count, image size, bands, landslide image ratio and landslide pixel ratio "
             "(and NaN counts), per split and overall, as in the paper's Table II."
         ),
-    )
-    stats.add_argument("dir", type=Path, help="dataset folder")
-    stats.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset's layout")
-    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    stats.set_defaults(func=_stats)
-
-    check = data_sub.add_parser(
-        "check",
+    ).add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _folder_action(
+        data_sub, "check", _check,
         help="validate every file of a dataset and report all problems",
         description=(
             "Read every file and report every problem (unreadable or truncated files, wrong band "
@@ -56,9 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Exit status 2 if there is a problem."
         ),
     )
-    check.add_argument("dir", type=Path, help="dataset folder")
-    check.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset's layout")
-    check.set_defaults(func=_check)
+
+
+def _folder_action(
+    data_sub: argparse._SubParsersAction, name: str, func, *, help: str, description: str  # noqa: A002, ANN001
+) -> argparse.ArgumentParser:
+    """An action on an existing dataset folder: `rmaunet data NAME DIR --dataset LAYOUT`."""
+    parser = data_sub.add_parser(name, help=help, description=description)
+    parser.add_argument("dir", type=Path, help="dataset folder")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset's layout")
+    parser.set_defaults(func=func)
+    return parser
 
 
 def _synth(args: argparse.Namespace) -> int:
