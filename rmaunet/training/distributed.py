@@ -68,6 +68,7 @@ from rmaunet.training.trial import (
     make_loss,
     score_best_epoch,
     train_epoch,
+    wants_deterministic_ops,
 )
 
 __all__ = [
@@ -195,7 +196,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
 
     splits = prepare_splits(config, loop_config["data_dir"])
     keras.utils.set_random_seed(config.seed)  # same seed on every rank: identical initial weights
-    if not tf.config.list_physical_devices("GPU"):
+    if wants_deterministic_ops(config):
         tf.config.experimental.enable_op_determinism()  # as run_trial: same config, same metrics on CPU
     jit = precision.configure(config)  # before the model: Keras reads the policy at layer creation
     objective = make_loss(config)
@@ -267,7 +268,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             # Hashing the full model and Adam state costs about a second per epoch at paper
             # size; with one rank there is nothing to compare it with.
             "weights_sha256": digest() if world > 1 else "",
-            "data_sha256": weights_digest([x_shard, y_shard]),
+            "data_sha256": weights_digest([x_shard, y_shard]) if world > 1 else "",
             "rank": rank,
         }
         if rank != 0:

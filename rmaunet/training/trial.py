@@ -122,11 +122,7 @@ def _detection_score(y: np.ndarray, pred: dict[str, np.ndarray], threshold: floa
 
     if "detection" not in pred:
         return {}
-    return detection_scores(_has_landslide(y), pred["detection"], threshold)
-
-
-def _has_landslide(y: np.ndarray) -> np.ndarray:
-    return y.reshape(len(y), -1).max(axis=1).astype(np.uint8)
+    return detection_scores(y, pred["detection"], threshold)  # masks: an image with any landslide pixel is positive
 
 
 def _selection_f1(val: dict[str, float], val_det: dict[str, float]) -> float:
@@ -188,6 +184,15 @@ def make_loss(config: TrialConfig):
     return objective
 
 
+def wants_deterministic_ops(config: TrialConfig) -> bool:
+    """TensorFlow's deterministic ops for a trial: on a CPU without XLA (same config and
+    seed, same metrics); off on GPUs and under XLA, where some kernels (e.g. max-pool
+    gradients) have no deterministic version."""
+    import tensorflow as tf
+
+    return not tf.config.list_physical_devices("GPU") and not config.xla
+
+
 def run_trial(
     config: TrialConfig,
     data_dir: Path | str,
@@ -199,16 +204,12 @@ def run_trial(
 ) -> TrialResult:
     """Train, validate every epoch, keep the best epoch's weights, score test once (see _run_trial).
 
-    On a CPU without XLA, TensorFlow's deterministic ops are on for the trial (and only for
-    it: the switch is process-global): same config and seed, same metrics. They stay off on
-    GPUs and under XLA, where some kernels (e.g. max-pool gradients) have no deterministic
-    version.
+    Deterministic ops are on for the trial when wants_deterministic_ops says so, and only
+    for it: the switch is process-global.
     """
-    import tensorflow as tf
     from tensorflow.python.framework import config as tf_config  # the only switch that turns it back off
 
-    deterministic = not tf.config.list_physical_devices("GPU") and not config.xla
-    turned_on = deterministic and not tf_config.is_op_determinism_enabled()
+    turned_on = wants_deterministic_ops(config) and not tf_config.is_op_determinism_enabled()
     if turned_on:
         tf_config.enable_op_determinism()
     try:
