@@ -462,7 +462,8 @@ class _RowWriter:
                 "epochs_run": int(result.get("epochs_run", 0)),
                 "best_epoch": int(result.get("best_epoch", 0)),
                 "wall_s": trained_s,
-                "gpu_hours": _gpu_count(accelerator) * trained_s / 3600.0,
+                # A data-parallel trial records rank 0's accelerator; every worker has its own.
+                "gpu_hours": _gpu_count(accelerator) * int(result.get("num_workers", 1)) * trained_s / 3600.0,
                 "reused": reused,
                 "images_per_s": float(result.get("images_per_s", math.nan)),
                 "params": int(result.get("params", 0)),
