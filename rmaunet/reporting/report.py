@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -13,8 +13,10 @@ from rmaunet.errors import SpecError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, load_references, options_from_spec
 from rmaunet.reporting.latex import LATEX_PACKAGES, render_latex
 from rmaunet.reporting.markdown import markdown_escape, render_markdown
-from rmaunet.reporting.plots import WrittenFigure, write_figures
 from rmaunet.reporting.tables import build_table, choose_layout, study_name
+
+if TYPE_CHECKING:  # matplotlib is imported only when figures are drawn, not by every CLI start
+    from rmaunet.reporting.plots import WrittenFigure
 
 __all__ = ["write_study_report", "provenance", "FORMATS"]
 
@@ -47,21 +49,26 @@ def write_study_report(
     out.mkdir(parents=True, exist_ok=True)
     title = title or study_name(rows)
     layout = choose_layout(rows, options)
-    table = build_table(rows, options, title)
+    table = build_table(rows, options, title, layout=layout)
+    table_md = render_markdown(table)
 
     written: dict[str, Path] = {}
     captions: list[tuple[str, str]] = []
     if "markdown" in formats:
-        written["markdown"] = _write(out / "table.md", render_markdown(table))
+        written["markdown"] = _write(out / "table.md", table_md)
         captions.append(("table.md", "the table, GitHub-flavoured Markdown"))
     if "latex" in formats:
         written["latex"] = _write(out / "table.tex", render_latex(table, label=f"tab:{title}"))
         captions.append(("table.tex", f"the same table for LaTeX (needs {', '.join(LATEX_PACKAGES)})"))
-    drawn = write_figures(rows, layout, options, out) if figures else []
+    drawn: list[WrittenFigure] = []
+    if figures:
+        from rmaunet.reporting.plots import write_figures
+
+        drawn = write_figures(rows, layout, options, out)
     for figure in drawn:
         for path in figure.paths:
             written[path.name] = path
-    written["index"] = _write(out / "README.md", _index_page(title, layout, table_md=render_markdown(table), files=captions, figures=drawn, rows=rows))
+    written["index"] = _write(out / "README.md", _index_page(title, layout, table_md=table_md, files=captions, figures=drawn, rows=rows))
     return written
 
 

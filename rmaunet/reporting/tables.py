@@ -457,9 +457,12 @@ def choose_layout(rows: pd.DataFrame, options: ReportOptions | None = None) -> s
     return "cross_dataset" if several_datasets or options.references else "one_factor"
 
 
-def build_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "") -> Table:
+def build_table(
+    rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "", *, layout: str | None = None
+) -> Table:
+    """The study's table in `layout` (default: choose_layout's pick)."""
     options = options or ReportOptions()
-    return _BUILDERS[choose_layout(rows, options)](rows, options, title)
+    return _BUILDERS[layout or choose_layout(rows, options)](rows, options, title)
 
 
 def __getattr__(name: str) -> Any:
