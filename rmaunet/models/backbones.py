@@ -161,7 +161,5 @@ def check_size(config: TrialConfig, size: int | None) -> None:
         multiple = 2 ** min(config.depth, 3)
     else:
         multiple = 2**config.depth
-    if config.heads == "multi_resolution":
-        multiple = max(multiple, 2)
     if size % multiple != 0:
         raise ConfigError(f"size: {size} must be divisible by {multiple} for backbone {config.backbone!r} at depth {config.depth}")
