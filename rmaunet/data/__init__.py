@@ -166,18 +166,18 @@ def _plan(config: TrialConfig, root: Path, fp: str) -> tuple[_Pool, dict[str, np
         sources = [CachedSplit(Nepal(root, "train"), fp, config.max_tiles)]
         if "validation" in splits:
             sources.append(CachedSplit(Nepal(root, "validation"), fp, None))
-        dev = _Pool(sources)
+        dev = test_pool = _Pool(sources)
         if "test" in splits:
             test_pool = _Pool([CachedSplit(Nepal(root, "test"), fp, None)])
-            rest, test = np.arange(len(dev)), np.arange(len(test_pool))
-        else:
-            test_pool = dev
-            rest, test = stratified_split(dev.has_landslide(), test_fraction, seed=_TEST_SEED)
     else:
         pool_reader = Landslide4Sense(root, "train") if config.dataset == "landslide4sense" else Bijie(root)
         dev = test_pool = _Pool([CachedSplit(pool_reader, fp, config.max_tiles)])
-        rest, test = stratified_split(dev.has_landslide(), test_fraction, seed=_TEST_SEED)
-    train_rel, val_rel = stratified_split(dev.has_landslide()[rest], config.val_fraction, seed=config.seed)
+    labels = dev.has_landslide()  # one pass over the (memory-mapped) masks
+    if test_pool is dev:
+        rest, test = stratified_split(labels, test_fraction, seed=_TEST_SEED)
+    else:
+        rest, test = np.arange(len(dev)), np.arange(len(test_pool))
+    train_rel, val_rel = stratified_split(labels[rest], config.val_fraction, seed=config.seed)
     return dev, {"train": rest[train_rel], "val": rest[val_rel]}, test_pool, test
 
 

@@ -15,6 +15,7 @@ A DEM of another size than its image is resized to the image (it is coarser anyw
 from __future__ import annotations
 
 from collections import Counter
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,15 @@ class Bijie(TileReader):
     def __init__(
         self, root: Path | str, split: str = "all", *, require_masks: bool | None = None, size: int | None = None
     ) -> None:
-        self.requested_size = size
         super().__init__(root, split, require_masks=require_masks)
-        self.size = size if size is not None else self._modal_size()
+        if size is not None:
+            self.size = size
+
+    @cached_property
+    def size(self) -> int:
+        """The side every tile is resized to: size= if given, else the most common image
+        size, worked out when first needed (a trial whose tiles are cached never opens them)."""
+        return self._modal_size()
 
     @classmethod
     def available_splits(cls, root: Path | str) -> tuple[str, ...]:
@@ -128,10 +135,9 @@ class Bijie(TileReader):
         return None if mask is None else self._to_size(mask, nearest=True)
 
     def _to_size(self, array: np.ndarray, *, nearest: bool) -> np.ndarray:
-        size = getattr(self, "size", None)
-        if size is None or array.shape[:2] == (size, size):
+        if array.shape[:2] == (self.size, self.size):
             return array
-        return _resize(array, (size, size), nearest=nearest)
+        return _resize(array, (self.size, self.size), nearest=nearest)
 
 
 def _image_shape(path: Path) -> tuple[int, int]:

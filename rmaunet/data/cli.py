@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-__all__ = ["register"]
+from rmaunet.config import DATASETS
 
-DATASETS = ("landslide4sense", "bijie", "nepal")
+__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -47,10 +47,11 @@ def make_dataset(
     stored = {"pixels": images.reshape(n * pixels, channels), "masks": masks.reshape(n * pixels)}
     if "rotation" in augment:
         stored["rotations"] = rotation_table(height, width, index_type)
-    donor_ids = np.flatnonzero(masks.reshape(n, -1).max(axis=1) > 0.5).astype(index_type)
-    if "cutmix" in augment and len(donor_ids):
-        stored["donor_ids"] = donor_ids
-        stored["donor_regions"] = grown_regions(masks[donor_ids, ..., 0])
+    if "cutmix" in augment:
+        donor_ids = np.flatnonzero(masks.reshape(n, -1).max(axis=1) > 0.5).astype(index_type)
+        if len(donor_ids):
+            stored["donor_ids"] = donor_ids
+            stored["donor_regions"] = grown_regions(masks[donor_ids, ..., 0])
 
     def gather(data, tiles, batch_seed):
         sources = source_indices(

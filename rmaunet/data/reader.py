@@ -163,7 +163,6 @@ class TileReader:
             masks.append(mask)
         assert images is not None
         stacked = np.stack(masks) if all(m is not None for m in masks) else None
-        self.nan_pixels, self.nan_files = nan_pixels, nan_files
         return LoadedSplit(images, stacked, [s.image for s in samples], nan_pixels, nan_files)
 
 
