@@ -212,13 +212,7 @@ def _tune(
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, plan=entries, storage=str(storage)), resources
         )
-        total = ray.cluster_resources()
-        if spec.max_concurrent:
-            concurrent = spec.max_concurrent
-        elif gpu > 0:
-            concurrent = max(1, int(total.get("GPU", 0) // max(gpu * workers, 1e-9)))
-        else:
-            concurrent = max(1, int(total.get("CPU", 1) // max(spec.resources["cpu"] * workers, 1e-9)))
+        concurrent = _concurrency(spec, workers)
         log(f"running {len(entries)} trainings, up to {concurrent} at once")
         labels = {tid: e["label"] for tid, e in entries.items()}
         tuner = tune.Tuner(
@@ -349,15 +343,12 @@ def _search(
             ),
             {"CPU": spec.resources["cpu"], "GPU": gpu},
         )
-        total = ray.cluster_resources()
-        per = gpu if gpu > 0 else spec.resources["cpu"]
-        pool = total.get("GPU", 0) if gpu > 0 else total.get("CPU", 1)
-        concurrent = spec.max_concurrent or max(1, int(pool // max(per, 1e-9)))
+        concurrent = _concurrency(spec, workers=1)
 
         def on_complete(trial, stopped: bool) -> None:
             config = apply_params(base, trial.config)
             tid = trial_id(config, plan.fingerprints[config.dataset])
-            index = done + writer.search_index()
+            index = done + len(writer.plan.planned)  # a search plan starts empty; add() appends
             row = PlannedRow(index, describe(trial.config), seed, config, tid, ())
             writer.add(row)
             if stopped:
@@ -391,15 +382,10 @@ class _RowWriter:
         self.spec, self.plan, self.store, self.provenance, self.log = spec, plan, store, provenance, log
         self.done: set[str] = set()
         self.best: tuple[float, str] | None = None
-        self._searched = 0
 
     def add(self, row: PlannedRow) -> None:
         """A row known only once it ran (a search's sampled configuration)."""
         self.plan.planned.append(row)
-        self._searched += 1
-
-    def search_index(self) -> int:
-        return self._searched
 
     def stopped_row(self, p: PlannedRow, last: dict[str, Any]) -> None:
         """A search trial that ASHA stopped early: its last validation scores, no test."""
@@ -414,12 +400,12 @@ class _RowWriter:
         if not _usable(result):
             return
         self.done.add(tid)
-        trial_dir = self.store.trial_dir(tid)
-        for p in self.plan.planned:
-            if p.trial_id != tid:
-                continue
-            thresholds = self.spec.thresholds if self.spec.kind == "threshold" else (p.config.threshold,)
-            scores = _scores_at(trial_dir, thresholds) if result["status"] == "ok" else {}
+        planned = [p for p in self.plan.planned if p.trial_id == tid]
+        # Rows sharing this training (deduplicated configs) are scored in one pass per split.
+        wanted = {t for p in planned for t in self._thresholds(p)}
+        scores = _scores_at(self.store.trial_dir(tid), tuple(sorted(wanted))) if result["status"] == "ok" else {}
+        for p in planned:
+            thresholds = self._thresholds(p)
             rows = [self._row(p, result, scores.get(t, {}), t, reused) for t in thresholds]
             if self.spec.kind == "threshold" and result["status"] == "ok":
                 chosen = max(rows, key=lambda r: r["val_f1"])["threshold"]  # chosen on validation only
@@ -433,6 +419,9 @@ class _RowWriter:
                 f1 = rows[0]["val_f1"]
                 if self.best is None or f1 > self.best[0]:
                     self.best = (f1, p.label)
+
+    def _thresholds(self, p: PlannedRow) -> tuple[float, ...]:
+        return self.spec.thresholds if self.spec.kind == "threshold" else (p.config.threshold,)
 
     def _row(
         self, p: PlannedRow, result: dict[str, Any], scores: dict[str, float], threshold: float, reused: bool
@@ -480,6 +469,20 @@ class _RowWriter:
         for key, value in p.config.to_dict().items():
             row[f"{CONFIG_PREFIX}{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
         return row
+
+
+def _concurrency(spec: StudySpec, workers: int) -> int:
+    """Trials at once: the spec's max_concurrent, else as many as the cluster's GPUs (or
+    CPUs) hold at the spec's per-trial resources times `workers`."""
+    import ray
+
+    if spec.max_concurrent:
+        return spec.max_concurrent
+    total = ray.cluster_resources()
+    gpu = spec.resources["gpu"]
+    if gpu > 0:
+        return max(1, int(total.get("GPU", 0) // max(gpu * workers, 1e-9)))
+    return max(1, int(total.get("CPU", 1) // max(spec.resources["cpu"] * workers, 1e-9)))
 
 
 def _gpu_count(accelerator: str) -> int:
