@@ -69,6 +69,7 @@ from rmaunet.training.trial import (
     score_best_epoch,
     train_epoch,
     wants_deterministic_ops,
+    write_json_atomic,
 )
 
 __all__ = [
@@ -227,16 +228,17 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     # ------------------------------------------------------------------ resume
     work = Path(tempfile.mkdtemp(prefix=f"rmaunet_dp_rank{rank}_"))
     best_path = work / "best.weights.h5"
+    # Each epoch's checkpoint goes into its own folder under work, handed to Ray Train.
+    saver = EpochCheckpoint(work, config, started=started)
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "wall_s": 0.0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         # Every rank restores the same files, so the restarted group starts in sync.
         with checkpoint.as_directory() as ckpt_dir:
-            state = EpochCheckpoint(Path(ckpt_dir), config).restore(model, optimizer)
+            state = saver.restore(model, optimizer, Path(ckpt_dir))
             if (Path(ckpt_dir) / "best.weights.h5").exists():
                 shutil.copyfile(Path(ckpt_dir) / "best.weights.h5", best_path)
     resumed_from = state["epoch"]
-    previous_wall = float(state.get("wall_s", 0.0))
 
     def digest() -> str:
         return weights_digest([np.asarray(v) for v in model.weights] + [np.asarray(v) for v in optimizer.variables])
@@ -291,15 +293,11 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
         state["history"].append({k: v for k, v in metrics.items() if k not in ("rank", "data_sha256")})
         state["epoch"] = epoch
         ckpt = work / f"epoch_{epoch:04d}"
-        saver = EpochCheckpoint(ckpt, config)
-        saver.previous_wall = previous_wall
-        saver.started = started
-        saver.save(model, optimizer, {k: state[k] for k in ("epoch", "history", "best_f1", "best_epoch")})
+        saver.save(model, optimizer, {k: state[k] for k in ("epoch", "history", "best_f1", "best_epoch")}, ckpt)
         if best_path.exists():
             shutil.copyfile(best_path, ckpt / "best.weights.h5")
         if last:
-            _write_outcome(ckpt, config, splits, model, predict, state, failed,
-                           previous_wall + time.perf_counter() - started, resumed_from)
+            _write_outcome(ckpt, config, splits, model, predict, state, failed, saver.wall_s(), resumed_from)
         ray.train.report(
             metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ckpt)), checkpoint_dir_name=ckpt.name
         )
@@ -455,7 +453,7 @@ def run_data_parallel(
     if out_of_sync:
         trial.status, trial.reason = "failed", f"workers out of sync after epochs {out_of_sync}"
     # Keep where rank 0 ran ("node", "accelerator"), not where this driver runs.
-    _replace_json(out / "result.json", {**values, **trial.to_dict(), "num_workers": num_workers})
+    write_json_atomic(out / "result.json", {**values, **trial.to_dict(), "num_workers": num_workers})
     return trial
 
 
@@ -466,12 +464,6 @@ def _failed(out: Path, reason: str, sync: list[dict[str, Any]], started: float) 
     )
     _write_result(out, trial)
     return trial
-
-
-def _replace_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)  # result.json marks a finished trial: never half-written
 
 
 def _describe_failure(exc: BaseException) -> str:

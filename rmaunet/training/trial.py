@@ -394,38 +394,44 @@ class EpochCheckpoint:
     different trial's checkpoint.
     """
 
-    def __init__(self, folder: Path, config: TrialConfig) -> None:
+    def __init__(self, folder: Path, config: TrialConfig, started: float | None = None) -> None:
         self.folder = folder
         self.key = config.training_hash
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() if started is None else started
         self.previous_wall = 0.0  # wall time of the runs before a restart
 
-    def save(self, model, optimizer, state: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp_w = self.folder / "tmp.weights.h5"
+    def wall_s(self) -> float:
+        """The trial's wall time so far, the runs before a restart included."""
+        return self.previous_wall + time.perf_counter() - self.started
+
+    def save(self, model, optimizer, state: dict[str, Any], folder: Path | None = None) -> None:
+        """Into self.folder, or `folder` (the data-parallel loop writes one per epoch)."""
+        folder = folder or self.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp_w = folder / "tmp.weights.h5"
         model.save_weights(tmp_w)
-        tmp_o = self.folder / "tmp-optimizer.npz"
+        tmp_o = folder / "tmp-optimizer.npz"
         with open(tmp_o, "wb") as f:
             np.savez(f, *[np.asarray(v.numpy()) for v in optimizer.variables])
-        wall = self.previous_wall + time.perf_counter() - self.started
-        payload = {**state, "config_hash": self.key, "wall_s": wall}
-        tmp_s = self.folder / "tmp-state.json"
+        payload = {**state, "config_hash": self.key, "wall_s": self.wall_s()}
+        tmp_s = folder / "tmp-state.json"
         tmp_s.write_text(json.dumps(payload))
-        os.replace(tmp_w, self.folder / "last.weights.h5")
-        os.replace(tmp_o, self.folder / "optimizer.npz")
-        os.replace(tmp_s, self.folder / "state.json")  # last: it marks the checkpoint complete
+        os.replace(tmp_w, folder / "last.weights.h5")
+        os.replace(tmp_o, folder / "optimizer.npz")
+        os.replace(tmp_s, folder / "state.json")  # last: it marks the checkpoint complete
 
-    def restore(self, model, optimizer) -> dict[str, Any]:
+    def restore(self, model, optimizer, folder: Path | None = None) -> dict[str, Any]:
+        folder = folder or self.folder
         fresh = {"epoch": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "wall_s": 0.0}
-        state_path = self.folder / "state.json"
+        state_path = folder / "state.json"
         if not state_path.is_file():
             return fresh
         try:
             state = json.loads(state_path.read_text())
             if state.get("config_hash") != self.key:
                 return fresh
-            model.load_weights(self.folder / "last.weights.h5")
-            with np.load(self.folder / "optimizer.npz") as saved:
+            model.load_weights(folder / "last.weights.h5")
+            with np.load(folder / "optimizer.npz") as saved:
                 values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
             if len(values) != len(optimizer.variables):
                 return fresh
@@ -470,10 +476,16 @@ def _finish_failed(
 
 def _write_result(out: Path, result: TrialResult, node: str | None = None) -> None:
     """result.json marks a finished trial: written last, atomically, with where it ran."""
-    payload = {**result.to_dict(), "node": node or socket.gethostname(), "accelerator": _accelerator()}
-    tmp = out / ".result.json.tmp"
+    write_json_atomic(
+        out / "result.json", {**result.to_dict(), "node": node or socket.gethostname(), "accelerator": _accelerator()}
+    )
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, out / "result.json")
+    os.replace(tmp, path)
 
 
 def _accelerator() -> str:
