@@ -25,7 +25,7 @@ import keras
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
-from rmaunet.models.blocks import ConvBNAct, make_block
+from rmaunet.models.blocks import ConvBNAct, config_block
 from rmaunet.models.unet import unet_features
 
 __all__ = ["ASPP", "BACKBONES", "STATIC_SIZE_BACKBONES", "application_features", "check_size", "deeplabv3_features"]
@@ -69,20 +69,14 @@ class ASPP(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "rates": list(self.rates), "l2": self.l2}
 
 
-def _block(config: TrialConfig, filters: int, name: str, dilation_rate: int = 1) -> keras.layers.Layer:
-    return make_block(
-        config.block, filters, l2=config.l2, attention=config.attention, dilation_rate=dilation_rate, layer_name=name
-    )
-
-
 def deeplabv3_features(inputs, config: TrialConfig):
     """DeepLab-V3 on the config's blocks; features (B, H, W, base_filters·4)."""
     downsamplings = min(config.depth, 3)
-    x = _block(config, config.base_filters, "stem")(inputs)
+    x = config_block(config, config.base_filters, "stem")(inputs)
     for level in range(1, downsamplings + 1):
         x = keras.layers.MaxPooling2D(2, name=f"pool_{level}")(x)
-        x = _block(config, config.base_filters * 2**level, f"encoder_{level}")(x)
-    x = _block(config, config.base_filters * 2**downsamplings, "atrous", dilation_rate=2)(x)
+        x = config_block(config, config.base_filters * 2**level, f"encoder_{level}")(x)
+    x = config_block(config, config.base_filters * 2**downsamplings, "atrous", dilation_rate=2)(x)
     x = ASPP(config.base_filters * 4, l2=config.l2, name="aspp")(x)
     return keras.layers.UpSampling2D(2**downsamplings, interpolation="bilinear", name="upsample")(x)
 
@@ -131,7 +125,7 @@ def application_features(inputs, config: TrialConfig, constructor: Callable[...,
         # Decoder widths of segmentation_models' U-Net (256/128/64 at strides 16/8/4 for
         # base 64), never below base_filters so the features match the U-Net's H×W×base.
         filters = config.base_filters * max(1, stride // 4)
-        x = _block(config, filters, f"decoder_{level}")(x)
+        x = config_block(config, filters, f"decoder_{level}")(x)
     return x
 
 

@@ -10,7 +10,7 @@ import keras
 
 from rmaunet.models.attention import l2_regularizer, make_attention
 
-__all__ = ["DoubleConv", "ResConvBlock", "ConvBNAct", "BLOCKS", "make_block"]
+__all__ = ["DoubleConv", "ResConvBlock", "ConvBNAct", "BLOCKS", "make_block", "config_block"]
 
 _SLOPE = 0.1  # LeakyReLU slope of the authors' code
 
@@ -168,3 +168,10 @@ def make_block(
     if name not in BLOCKS:
         raise ValueError(f"unknown block {name!r} (choose one of: {', '.join(BLOCKS)})")
     return BLOCKS[name](filters, l2=l2, attention=attention, dilation_rate=dilation_rate, name=layer_name)
+
+
+def config_block(config, filters: int, name: str, dilation_rate: int = 1) -> keras.layers.Layer:
+    """make_block with a TrialConfig's block, L2 and attention: what every architecture stacks."""
+    return make_block(
+        config.block, filters, l2=config.l2, attention=config.attention, dilation_rate=dilation_rate, layer_name=name
+    )

@@ -5,26 +5,22 @@ from __future__ import annotations
 import keras
 
 from rmaunet.config import TrialConfig
-from rmaunet.models.blocks import make_block
+from rmaunet.models.blocks import config_block
 
 __all__ = ["unet_features"]
 
 
 def unet_features(inputs, config: TrialConfig):
     """The decoder's last feature map (B, H, W, base_filters) for the config's block and attention."""
-
-    def block(filters: int, name: str) -> keras.layers.Layer:
-        return make_block(config.block, filters, l2=config.l2, attention=config.attention, layer_name=name)
-
     x = inputs
     skips = []
     for level in range(config.depth):
-        x = block(config.base_filters * 2**level, f"down_{level}")(x)
+        x = config_block(config, config.base_filters * 2**level, f"down_{level}")(x)
         skips.append(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool_{level}")(x)
-    x = block(config.base_filters * 2**config.depth, "bottleneck")(x)
+    x = config_block(config, config.base_filters * 2**config.depth, "bottleneck")(x)
     for level in reversed(range(config.depth)):
         x = keras.layers.UpSampling2D(2, name=f"upsample_{level}")(x)
         x = keras.layers.Concatenate(name=f"skip_{level}")([x, skips[level]])
-        x = block(config.base_filters * 2**level, f"up_{level}")(x)
+        x = config_block(config, config.base_filters * 2**level, f"up_{level}")(x)
     return x
