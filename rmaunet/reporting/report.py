@@ -13,7 +13,7 @@ from rmaunet.errors import SpecError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, load_references, options_from_spec
 from rmaunet.reporting.latex import LATEX_PACKAGES, render_latex
 from rmaunet.reporting.markdown import markdown_escape, render_markdown
-from rmaunet.reporting.tables import build_table, choose_layout, study_name
+from rmaunet.reporting.tables import build_table, choose_layout, ok_mask, study_name
 
 if TYPE_CHECKING:  # matplotlib is imported only when figures are drawn, not by every CLI start
     from rmaunet.reporting.plots import WrittenFigure
@@ -105,7 +105,7 @@ def _distinct(rows: pd.DataFrame, column: str, width: int = 12) -> str:
 def provenance(rows: pd.DataFrame) -> str:
     """Footer line: where the numbers came from and what they cost."""
     trials = rows.drop_duplicates("trial_id") if "trial_id" in rows.columns else rows  # threshold rows share a training
-    n_failed = int((trials["status"].astype(str) != "ok").sum()) if "status" in trials.columns else 0
+    n_failed = int((~ok_mask(trials)).sum())  # the tables' rule: a row without a status counts as ok
     gpu = pd.to_numeric(trials["gpu_hours"], errors="coerce").sum() if "gpu_hours" in trials.columns else float("nan")
     wall = pd.to_numeric(trials["wall_s"], errors="coerce").sum() if "wall_s" in trials.columns else float("nan")
     seeds = rows["seed"].nunique() if "seed" in rows.columns else 1

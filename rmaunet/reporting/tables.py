@@ -76,10 +76,15 @@ class RowGroup:
         return self.frame[column].iloc[0] if column in self.frame.columns and len(self.frame) else None
 
 
-def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
+def ok_mask(rows: pd.DataFrame) -> pd.Series:
+    """True for rows that trained fine; a row without a status counts as ok."""
     if "status" not in rows.columns:
-        return rows
-    return rows[rows["status"].fillna("ok").astype(str) == "ok"]
+        return pd.Series(True, index=rows.index)
+    return rows["status"].fillna("ok").astype(str) == "ok"
+
+
+def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[ok_mask(rows)]
 
 
 def group_rows(rows: pd.DataFrame, by: tuple[str, ...] = ()) -> list[RowGroup]:
@@ -153,9 +158,7 @@ def study_name(rows: pd.DataFrame) -> str:
 
 
 def _failed_note(rows: pd.DataFrame) -> list[str]:
-    if "status" not in rows.columns:
-        return []
-    failed = rows[rows["status"].fillna("ok").astype(str) != "ok"]
+    failed = rows[~ok_mask(rows)]
     if failed.empty:
         return []
     labels = ", ".join(dict.fromkeys(failed["row"].astype(str)))
