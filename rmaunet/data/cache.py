@@ -159,20 +159,23 @@ class CachedSplit:
             part = slice(start, start + _BATCH)
             yield part, engineer_bands(np.asarray(self.images[part]), tuple(names), self.dataset)
 
-    def _compute(self, names: list[str]) -> dict[str, np.ndarray]:
-        out = {n: np.empty(self.images.shape[:3], np.float32) for n in names}
+    def _fill(self, targets: dict[str, np.ndarray]) -> None:
+        """Engineer the bands named by targets' keys into them (arrays or memory maps)."""
+        names = list(targets)
         for part, array in self._batches(names):
             for k, name in enumerate(names):
-                out[name][part] = array[..., k]
+                targets[name][part] = array[..., k]
+
+    def _compute(self, names: list[str]) -> dict[str, np.ndarray]:
+        out = {n: np.empty(self.images.shape[:3], np.float32) for n in names}
+        self._fill(out)
         return out
 
     def _compute_to_disk(self, names: list[str]) -> None:
         tmp = {n: _temporary(self._band_path(n)) for n in names}
         try:
             maps = {n: np.lib.format.open_memmap(tmp[n], "w+", np.float32, self.images.shape[:3]) for n in names}
-            for part, array in self._batches(names):
-                for k, name in enumerate(names):
-                    maps[name][part] = array[..., k]
+            self._fill(maps)
             for mapped in maps.values():
                 mapped.flush()
             maps.clear()

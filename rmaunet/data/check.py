@@ -55,11 +55,11 @@ def check_dataset(root: Path | str, dataset: str) -> CheckReport:
             continue
         for path in getattr(r, "orphan_masks", []):
             report.problems.append(f"{path}: mask without an image")
+        if split in r.labelled_splits:
+            report.problems.extend(r.missing_masks())
         for sample in r:
             report.images += 1
             report.files_checked += 1 + (sample.mask is not None) + (sample.dem is not None)
-            if sample.mask is None and sample.landslide is not False and split in r.labelled_splits:
-                report.problems.append(f"{sample.image}: missing mask (expected {r.expected_mask(sample)})")
             try:
                 image, mask = r.read(sample)
             except DataError as exc:

@@ -81,9 +81,15 @@ class TileReader:
         if not self.samples:
             raise DataError(f"{self._describe_empty()}: no {self.dataset} images found")
         if self.require_masks:
-            for sample in self.samples:
-                if sample.mask is None and sample.landslide is not False:
-                    raise DataError(f"{sample.image}: missing mask (expected {self.expected_mask(sample)})")
+            for problem in self.missing_masks():
+                raise DataError(problem)
+
+    def missing_masks(self) -> Iterator[str]:
+        """One line per image that should have a mask and has none (non-landslide Bijie
+        images need none: their mask is empty)."""
+        for sample in self.samples:
+            if sample.mask is None and sample.landslide is not False:
+                yield f"{sample.image}: missing mask (expected {self.expected_mask(sample)})"
 
     # ------------------------------------------------------------------ subclass hooks
     @classmethod
