@@ -73,7 +73,7 @@ def run_bare(config: Any, data_dir: Path) -> dict[str, Any]:
     from rmaunet.data import prepare_splits
     from rmaunet.models import build_model
     from rmaunet.training import precision
-    from rmaunet.training.trial import make_loss
+    from rmaunet.training.loop import make_loss
 
     started = time.perf_counter()
     splits = prepare_splits(config, data_dir)
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         # One logical CPU above the cores: the Tune trial's 0.01 CPU must fit beside a worker
         # that takes every core. The job's processes run at normal priority, as a study's do
-        # (rmaunet.studies.runner.connect_ray).
+        # (rmaunet.studies.session.connect_ray).
         ray.init(num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": dict(TRAINING_PROCESS_ENV)},
                  _temp_dir=str(Path(tempfile.gettempdir()) / f"ray_overhead_{os.getpid()}"))

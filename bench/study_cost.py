@@ -66,7 +66,7 @@ def search_vs_grid(work: Path, space: dict, epochs: int, budget: int, n_tiles: i
     from rmaunet.studies.runner import run_study
     from rmaunet.studies.search import describe, grid_points, parse_space
     from rmaunet.studies.spec import load_spec
-    from rmaunet.studies.store import ResultsStore
+    from rmaunet.store import ResultsStore
 
     data = write_landslide4sense(work / "data", n=n_tiles, seed=7, size=64)
     base = {**BASE, "epochs": epochs}

@@ -1,6 +1,6 @@
 """The `rmaunet` command (also `python -m rmaunet`).
 
-Each area registers its own subcommands (`rmaunet.data.cli`, `rmaunet.studies.cli`,
+Each area registers its own subcommands (`rmaunet.data.cli`, `rmaunet.study_cli`,
 `rmaunet.reporting.cli`); this module only assembles them and turns a user error
 (`RmaunetError`) into one line on stderr and exit status 2.
 """
@@ -20,7 +20,7 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     from rmaunet.data import cli as data_cli
     from rmaunet.reporting import cli as report_cli
-    from rmaunet.studies import cli as study_cli
+    from rmaunet import study_cli
 
     parser = argparse.ArgumentParser(
         prog="rmaunet",

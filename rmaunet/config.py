@@ -33,6 +33,7 @@ __all__ = [
     "AUGMENTATIONS",
     "PRECISIONS",
     "NORMALISATIONS",
+    "SELECT_METRICS",
     "POST_TRAINING_FIELDS",
     "EXECUTION_FIELDS",
 ]
@@ -60,6 +61,8 @@ BACKBONES = ("unet", "deeplabv3", "mobilenetv3", "efficientnetv2")
 AUGMENTATIONS = ("rotation", "cutmix")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 NORMALISATIONS = ("train_stats", "official", "none")
+# Validation metrics a trial may select its checkpoint by (a spec's `select: val_<metric>`).
+SELECT_METRICS = ("f1", "miou", "iou", "precision", "recall")
 
 # Fields that do not change what a training run learns: excluded from the training hash.
 POST_TRAINING_FIELDS = ("threshold",)
@@ -95,6 +98,7 @@ class TrialConfig:
     epochs: int = 30
     batch_size: int = 16
     seed: int = 0
+    select: str = "f1"  # validation metric that picks the checkpoint (and, in studies, the threshold)
     precision: str = "float32"
     xla: bool = False
     # post-processing
@@ -118,6 +122,7 @@ class TrialConfig:
     def _validate(self) -> None:
         _choice("dataset", self.dataset, DATASETS)
         _choice("loss", self.loss, LOSSES)
+        _choice("select", self.select, SELECT_METRICS)
         _choice("block", self.block, BLOCKS)
         _choice("attention", self.attention, ATTENTIONS)
         _choice("heads", self.heads, HEADS)
@@ -196,6 +201,10 @@ class TrialConfig:
         d = self.to_dict()
         for name in POST_TRAINING_FIELDS + EXECUTION_FIELDS:
             d.pop(name)
+        if d["select"] == "f1":
+            # Selecting by F1 is what every trial did before `select` existed: leaving the
+            # default out keeps those trials' identities, so stores stay reusable.
+            d.pop("select")
         return d
 
     @property

@@ -59,7 +59,7 @@ def ray_head():
 def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     # Submit the smoke demo as a Ray job, wait for SUCCEEDED, and find its rows in the results store.
     from rmaunet.data.synthetic import write_landslide4sense
-    from rmaunet.studies.store import ResultsStore
+    from rmaunet.store import ResultsStore
 
     data = write_landslide4sense(tmp_path / "data", n=40, seed=5, size=64)
     storage = tmp_path / "results"

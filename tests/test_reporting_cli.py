@@ -10,7 +10,7 @@ import pytest
 from test_reporting_support import table_rows
 
 from rmaunet.cli import main
-from rmaunet.studies.store import ResultsStore
+from rmaunet.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rmaunet.studies.store import ResultsStore
+from rmaunet.store import ResultsStore
 
 
 def _row(i: int) -> dict:
@@ -49,7 +49,47 @@ def test_nested_values_are_json_and_export_reads_with_pandas(tmp_path: Path):
 def test_torn_result_json_means_train_again(tmp_path: Path):
     # A crash mid-write leaves an unreadable result.json: the trial is treated as unfinished.
     store = ResultsStore(tmp_path)
-    d = store.trial_dir("abc")
+    d = store.trial("abc").root
     d.mkdir(parents=True)
     (d / "result.json").write_text('{"status": "o')
     assert store.finished_trial("abc") is None
+
+
+def test_reads_skip_in_flight_and_leftover_temporary_files(tmp_path: Path):
+    # A killed writer's temporary row (a dotfile) never breaks read() or shows as a row.
+    store = ResultsStore(tmp_path)
+    path = store.write_row(_row(1))
+    (path.parent / ".tmp-999-dead-row.parquet").write_bytes(b"PAR1 torn")
+    df = store.read("s")
+    assert list(df["row_index"]) == [1]
+
+
+def test_names_never_leave_the_store(tmp_path: Path):
+    # A study called "../../x" or ".." stays one folder inside rows/; a trial id must be plain.
+    import pytest
+
+    from rmaunet.errors import StoreError
+
+    store = ResultsStore(tmp_path / "store")
+    for name in ("../../x", "..", "/etc/passwd"):
+        path = store.write_row({**_row(1), "study": name})
+        assert path.resolve().is_relative_to((tmp_path / "store" / "rows").resolve()), path
+    with pytest.raises(StoreError, match="not a trial id"):
+        store.trial("../x")
+
+
+def _export(args: tuple[str, str]) -> str:
+    root, out = args
+    return str(ResultsStore(root).export(Path(out), "s"))
+
+
+def test_concurrent_exports_of_one_study_all_succeed(tmp_path: Path):
+    # Eight processes exporting the same study to the same file: no clash of temporary names.
+    store = ResultsStore(tmp_path)
+    for i in range(5):
+        store.write_row(_row(i))
+    out = tmp_path / "s.parquet"
+    with mp.get_context("spawn").Pool(4) as pool:
+        pool.map(_export, [(str(tmp_path), str(out))] * 8)
+    assert len(pd.read_parquet(out)) == 5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]

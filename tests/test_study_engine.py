@@ -15,7 +15,7 @@ import pytest
 
 from rmaunet.studies.runner import plan_study, run_study
 from rmaunet.studies.spec import load_spec
-from rmaunet.studies.store import ResultsStore
+from rmaunet.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 

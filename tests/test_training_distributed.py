@@ -13,7 +13,7 @@ import pytest
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
-from rmaunet.training.distributed import epoch_order, rank_slice, weights_digest
+from rmaunet.training.loop import epoch_order, rank_slice, weights_digest
 
 TINY = dict(base_filters=4, depth=2, epochs=2, batch_size=8, augment=(), seed=5)
 

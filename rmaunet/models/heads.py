@@ -19,6 +19,7 @@ from rmaunet.models.attention import l2_regularizer
 from rmaunet.models.blocks import ConvBNAct
 
 __all__ = [
+    "RESOLUTION_HEADS",
     "ChannelMeanHead",
     "ResolutionHead",
     "MaskAverage",
@@ -27,6 +28,9 @@ __all__ = [
     "TASK_OUTPUTS",
     "attach_heads",
 ]
+
+# The multi-resolution heads' output names (Table VII), each scored against the mask at its size.
+RESOLUTION_HEADS = ("head_half", "head_full", "head_double")
 
 
 @keras.saving.register_keras_serializable(package="rmaunet")

@@ -64,7 +64,7 @@ def load_results(path: Path | str, study: str | None = None) -> pd.DataFrame:
     """Rows from a results store folder, or from one Parquet / CSV results table."""
     path = Path(path)
     if path.is_dir():
-        from rmaunet.studies.store import ResultsStore
+        from rmaunet.store import ResultsStore
 
         df = ResultsStore(path).read(study)
     elif path.is_file():

@@ -1,5 +1,7 @@
 """Searches: Ray Tune + Optuna (TPE, seeded) + ASHA over any TrialConfig field.
 
+`parse_space` validates a spec's space before anything runs; `run_search` runs it.
+
 A spec's `space:` maps config fields (or `loss_params.<name>`) to one distribution:
 
     loss_params.alpha: {uniform: [0, 1]}
@@ -16,12 +18,22 @@ its sampled threshold, computed from the stored probability maps.
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
 
-__all__ = ["parse_space", "apply_params", "check_loss_params", "optuna_distributions", "grid_points", "DISTRIBUTIONS"]
+__all__ = [
+    "parse_space",
+    "apply_params",
+    "check_loss_params",
+    "optuna_distributions",
+    "grid_points",
+    "describe",
+    "run_search",
+    "DISTRIBUTIONS",
+]
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 
@@ -134,3 +146,123 @@ def describe(params: dict[str, Any]) -> str:
         short = name.removeprefix("loss_params.")
         parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
     return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- running a search
+def _train_sample(
+    params: dict[str, Any], *, base: dict[str, Any], fingerprint: str, data_dir: str, storage: str, metric: str
+) -> None:
+    """One sampled configuration: replayed from the store when already trained, else trained.
+
+    Reports `objective` = the validation selection metric (at the selection threshold)
+    every epoch for ASHA, then once more after the last epoch, at epoch + 1, with the
+    metric at the sampled threshold from the stored maps.
+    """
+    from ray import tune
+
+    from rmaunet import thresholds
+    from rmaunet.store import ResultsStore
+    from rmaunet.studies.expand import trial_id
+    from rmaunet.studies.plan import usable
+    from rmaunet.studies.progress import FINISHED
+    from rmaunet.studies.session import node_name, report_numbers
+    from rmaunet.training.trial import configure_threads, run_trial
+
+    config = apply_params(TrialConfig.from_dict(base), params)
+    folder = ResultsStore(storage).trial(trial_id(config, fingerprint))
+
+    def report(row: dict[str, Any]) -> None:
+        tune.report({**report_numbers(row), "objective": float(row.get(f"val_{metric}", 0.0))})
+
+    result = folder.read_result()
+    if usable(result):
+        for row in result["history"]:
+            report(row)
+    else:
+        configure_threads()
+        result = run_trial(config, data_dir, folder.root, report=report, node=node_name()).to_dict()
+    if result["status"] == "ok":
+        value = thresholds.scores_at(folder, (config.threshold,))[config.threshold].get(f"val_{metric}", 0.0)
+        tune.report({"epoch": int(result["epochs_run"]) + 1, "objective": float(value), FINISHED: 1})
+
+
+def run_search(
+    spec: Any, plan: Any, storage: Path, writer: Any, address: str | None, log: Callable[[str], None],
+    optuna_storage: str | None,
+) -> None:
+    """Sample up to spec.budget configurations (less what an earlier run finished)."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from rmaunet.studies.expand import PlannedRow, trial_id
+    from rmaunet.studies.progress import Progress
+    from rmaunet.studies.session import concurrency, make_tuner, ray_session
+
+    url = optuna_storage or f"sqlite:///{storage / 'optuna.db'}"
+    storage.mkdir(parents=True, exist_ok=True)
+    rdb = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name=spec.name, storage=rdb, direction="maximize", load_if_exists=True)
+    # A driver killed mid-search leaves RUNNING trials behind: they will never report.
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished_states))
+    remaining = spec.budget - done
+    log(f"Optuna study {spec.name!r} in {url}: {done} of {spec.budget} trials done, {max(remaining, 0)} to run")
+    if remaining <= 0:
+        return
+
+    parsed = parse_space(spec.space, spec.base)
+    seed = spec.seeds[0]
+    base = spec.base.replace(seed=seed)
+    metric = writer.metric
+    searcher = OptunaSearch(
+        space=optuna_distributions(parsed),
+        metric="objective",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        study_name=spec.name,
+        storage=rdb,
+    )
+    scheduler = (
+        ASHAScheduler(
+            time_attr="epoch", metric="objective", mode="max", max_t=base.epochs + 1, grace_period=1, reduction_factor=3
+        )
+        if spec.scheduler == "asha"
+        else FIFOScheduler()
+    )
+
+    def on_complete(trial: Any, stopped: bool) -> None:
+        config = apply_params(base, trial.config)
+        tid = trial_id(config, plan.fingerprints[config.dataset])
+        index = done + len(writer.plan.planned)  # a search plan starts empty; add() appends
+        row = PlannedRow(index, describe(trial.config), seed, config, tid, ())
+        writer.add(row)
+        if stopped:
+            writer.stopped_row(row, trial.last_result or {})
+        else:
+            writer.trial_done(tid)
+
+    trainable = tune.with_parameters(
+        _train_sample,
+        base=base.to_dict(),
+        fingerprint=plan.fingerprints[base.dataset],
+        data_dir=str(plan.data[base.dataset]),
+        storage=str(storage),
+        metric=metric,
+    )
+    with ray_session(address, log):
+        tuner = make_tuner(
+            trainable,
+            {"CPU": spec.resources["cpu"], "GPU": spec.resources["gpu"]},
+            spec=spec,
+            storage=storage,
+            callbacks=[Progress(writer, lambda trial: describe(trial.config), log, on_complete, total=remaining)],
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                max_concurrent_trials=concurrency(spec, workers=1),
+            ),
+        )
+        tuner.fit()

@@ -1,24 +1,23 @@
 """The results store: one Parquet row per (study, row, seed), written atomically.
 
-Layout under a storage folder:
+The crossing point between the study engine (which writes rows) and reporting (which
+reads them); neither imports the other. Layout under a storage folder:
 
-    trials/<trial_id>/       one trained trial: result.json, best.weights.h5,
-                             val_probs.npz, test_probs.npz, config.json
+    trials/<trial_id>/           one trained trial (rmaunet.trial_folder.TrialFolder)
     rows/<study>/<key>.parquet   one results row each (see COLUMNS)
 
-Each row is its own file, written to a temporary name and renamed into place, so many
-trials finishing at once never lose or tear a row, and a crash leaves either the old
-file or the new one. `read()` gathers them into one DataFrame; `export()` writes that
-as a single Parquet file for pandas / pyarrow users.
+Each row is its own file, written to a temporary name and renamed into place
+(rmaunet.atomic), so many trials finishing at once never lose or tear a row, a crash
+leaves either the old file or the new one, and readers skip temporary files. `read()`
+gathers the rows into one DataFrame; `export()` writes that as a single Parquet file for
+pandas / pyarrow users.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,9 +25,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rmaunet import atomic
 from rmaunet.errors import StoreError
+from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["ResultsStore", "COLUMNS", "METRIC_NAMES", "CONFIG_PREFIX"]
+__all__ = ["ResultsStore", "COLUMNS", "METRIC_NAMES", "DETECTION_METRIC_NAMES", "CONFIG_PREFIX", "safe_name"]
 
 METRIC_NAMES = ("precision", "recall", "f1", "iou", "miou")
 DETECTION_METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
@@ -70,8 +71,10 @@ COLUMNS: dict[str, str] = {
 }
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "row"
+def safe_name(text: str, default: str = "row") -> str:
+    """`text` as one harmless path component: no separators, no leading dot ("..", ".tmp-")."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-.")[:60]
+    return slug or default
 
 
 class ResultsStore:
@@ -79,25 +82,20 @@ class ResultsStore:
         self.root = Path(root)
 
     # ------------------------------------------------------------------ trials
-    def trial_dir(self, trial_id: str) -> Path:
-        return self.root / "trials" / trial_id
+    def trial(self, trial_id: str) -> TrialFolder:
+        if safe_name(trial_id, default="") != trial_id:
+            raise StoreError(f"{self.root}: {trial_id!r} is not a trial id")
+        return TrialFolder(self.root / "trials" / trial_id)
 
     def finished_trial(self, trial_id: str) -> dict[str, Any] | None:
         """The stored result of a completed trial, or None when it must (re)run."""
-        path = self.trial_dir(trial_id) / "result.json"
-        if not path.is_file():
-            return None
-        try:
-            result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None  # a torn write from a crash: train again
-        return result
+        return self.trial(trial_id).read_result()
 
     # ------------------------------------------------------------------ rows
     def row_path(self, study: str, row: str, seed: int, threshold: float | None = None) -> Path:
         key = f"{study}\0{row}\0{seed}\0{threshold}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return self.root / "rows" / _slug(study) / f"{_slug(row)}__s{seed}__{digest}.parquet"
+        return self.root / "rows" / safe_name(study, "study") / f"{safe_name(row)}__s{seed}__{digest}.parquet"
 
     def row_path_for(self, row: dict[str, Any]) -> Path:
         missing = [c for c in ("study", "row", "seed") if c not in row]
@@ -107,27 +105,22 @@ class ResultsStore:
         return self.row_path(row["study"], row["row"], int(row["seed"]), threshold)
 
     def write_row(self, row: dict[str, Any]) -> Path:
-        path = self.row_path_for(row)
-        path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist([_plain(row)])
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic.atomic_write(self.row_path_for(row), lambda tmp: pq.write_table(table, tmp))
 
     def read(self, study: str | None = None) -> pd.DataFrame:
         base = self.root / "rows"
-        folders: Iterable[Path] = [base / _slug(study)] if study else sorted(base.glob("*")) if base.is_dir() else []
+        folders: Iterable[Path] = (
+            [base / safe_name(study, "study")] if study else sorted(base.glob("[!.]*")) if base.is_dir() else []
+        )
         frames = []
         for folder in folders:
-            for path in sorted(folder.glob("*.parquet")):
+            atomic.sweep(folder)  # a killed writer's leftovers, once they are old
+            for path in sorted(folder.glob("[!.]*.parquet")):  # never an in-flight temporary file
                 try:
                     frames.append(pq.read_table(path).to_pandas())
+                except FileNotFoundError:
+                    continue  # replaced between the listing and the read: the new file is listed next time
                 except (OSError, pa.ArrowInvalid) as exc:
                     raise StoreError(f"{path}: unreadable results row ({exc})") from None
         if not frames:
@@ -140,12 +133,8 @@ class ResultsStore:
 
     def export(self, path: Path | str, study: str | None = None) -> Path:
         """All rows (of one study) as one Parquet file, written atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        self.read(study).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-        return path
+        rows = self.read(study)
+        return atomic.atomic_write(Path(path), lambda tmp: rows.to_parquet(tmp, index=False))
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

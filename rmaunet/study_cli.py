@@ -8,7 +8,7 @@ from pathlib import Path
 
 __all__ = ["register", "register_demo", "REPO_ROOT"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _done(storage: Path, plan) -> set[str]:
-    from rmaunet.studies.store import ResultsStore
+    from rmaunet.store import ResultsStore
 
     store = ResultsStore(storage)
     return {tid for tid in plan.unique if store.finished_trial(tid) is not None}
@@ -111,7 +111,7 @@ def _done(storage: Path, plan) -> set[str]:
 
 def _summarise(spec, storage: Path, report_dir: Path | None, started: float, optuna_storage: str | None = None) -> None:
     from rmaunet.reporting import ReportOptions, write_study_report
-    from rmaunet.studies.store import ResultsStore
+    from rmaunet.store import ResultsStore
 
     study = spec.name
     store = ResultsStore(storage)
@@ -135,7 +135,7 @@ def _demo(args: argparse.Namespace) -> int:
     from rmaunet.data.synthetic import write_landslide4sense
     from rmaunet.studies.runner import run_study
     from rmaunet.studies.spec import load_spec
-    from rmaunet.studies.store import ResultsStore
+    from rmaunet.store import ResultsStore
 
     started = time.monotonic()
     if not (args.data / "TrainData" / "img").is_dir():

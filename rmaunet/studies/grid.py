@@ -1,0 +1,101 @@
+"""Table, ladder, leave-one-out and threshold studies: every planned training, once, on Ray Tune.
+
+One Tune trial per unique training (rows sharing a config share it); each trial trains
+into its trial folder of the store, and its rows are written the moment it ends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from rmaunet.config import TrialConfig
+from rmaunet.store import ResultsStore
+from rmaunet.studies.plan import StudyPlan
+from rmaunet.studies.rows import RowWriter
+from rmaunet.studies.session import concurrency, make_tuner, node_name, ray_session, report_numbers
+from rmaunet.studies.spec import StudySpec
+
+__all__ = ["run_grid"]
+
+Log = Callable[[str], None]
+# The name of our trial identity in Tune's config and results: Tune's own `trial_id` is another thing.
+TRIAL_KEY = "rmaunet_trial_id"
+
+
+def _train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], storage: str) -> None:
+    """One Tune trial: train one planned config into its trial folder of the store."""
+    from ray import tune
+
+    from rmaunet.studies.progress import FINISHED
+    from rmaunet.training.trial import configure_threads, run_trial
+
+    tid = tune_config[TRIAL_KEY]
+    entry = plan[tid]
+    config = TrialConfig.from_dict(entry["config"])
+    configure_threads()
+    folder = ResultsStore(storage).trial(tid).create()
+    folder.write_config(config.to_dict())
+
+    def report(row: dict[str, Any]) -> None:
+        tune.report(report_numbers(row))
+
+    if config.num_workers > 1:
+        from rmaunet.training.distributed import run_data_parallel
+
+        result = run_data_parallel(
+            config, entry["data_dir"], folder.root, num_workers=config.num_workers, use_gpu=entry["gpu"] > 0,
+            report=report, cpus_per_worker=max(1, int(entry["cpu"])),  # resources.cpu is per worker here
+        )
+    else:
+        result = run_trial(config, entry["data_dir"], folder.root, report=report, node=node_name())
+    tune.report({FINISHED: 1, "status_ok": int(result.status == "ok"), **{f"final_val_{k}": v for k, v in result.val.items()}})
+
+
+def run_grid(spec: StudySpec, plan: StudyPlan, storage: Path, writer: RowWriter, address: str | None, log: Log) -> None:
+    """Train plan.to_train on the cluster; each finished training's rows go to the store."""
+    from ray import tune
+
+    from rmaunet.studies.progress import Progress
+
+    gpu = spec.resources["gpu"]
+    workers = int(spec.resources["workers"])
+    entries = {
+        p.trial_id: {
+            "config": p.config.replace(num_workers=workers).to_dict(),
+            "gpu": gpu,
+            "cpu": spec.resources["cpu"],
+            "label": p.label,
+            "data_dir": str(plan.data[p.config.dataset]),
+        }
+        for p in plan.to_train
+    }
+    if workers > 1:
+        # The trial only drives a TensorflowTrainer whose workers hold the real resources.
+        # Tune refuses an empty request, and any CPU share (even 0.01) leaves a node one
+        # CPU short of the workers' whole CPUs: ask for a little memory instead.
+        resources = {"CPU": 0, "memory": 64 * 1024**2}
+    else:
+        resources = {"CPU": spec.resources["cpu"], "GPU": gpu}
+
+    def label(trial: Any) -> str:
+        return entries.get(trial.config.get(TRIAL_KEY), {}).get("label", str(trial))
+
+    with ray_session(address, log):
+        concurrent = concurrency(spec, workers)
+        log(f"running {len(entries)} trainings, up to {concurrent} at once")
+        tuner = make_tuner(
+            tune.with_parameters(_train_one, plan=entries, storage=str(storage)),
+            resources,
+            spec=spec,
+            storage=storage,
+            callbacks=[Progress(writer, label, log, lambda trial, _stopped: writer.trial_done(trial.config[TRIAL_KEY]),
+                                total=len(entries))],
+            param_space={TRIAL_KEY: tune.grid_search(list(entries))},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=concurrent,
+                trial_name_creator=lambda t: f"{label(t)[:40]}-{t.config.get(TRIAL_KEY, '')[:6]}",
+                trial_dirname_creator=lambda t: str(t.config.get(TRIAL_KEY, t.trial_id)),
+            ),
+        )
+        tuner.fit()

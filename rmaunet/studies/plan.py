@@ -1,0 +1,82 @@
+"""Planning a study: its rows, the trainings they need, and which ones the store already has.
+
+No Ray here: `rmaunet study plan` and the runner both start from a StudyPlan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from rmaunet.errors import DataError
+from rmaunet.store import ResultsStore
+from rmaunet.studies.expand import PlannedRow, expand
+from rmaunet.studies.spec import StudySpec
+
+__all__ = ["StudyPlan", "plan_study", "resolve_data", "usable"]
+
+
+def usable(result: dict[str, Any] | None) -> bool:
+    """A stored result that a rerun reuses. A failed trial (NaN loss, out of memory) is a
+    result too: rerunning it would fail again; delete its trial folder to retry it."""
+    return result is not None and result.get("status") in ("ok", "failed")
+
+
+class StudyPlan:
+    def __init__(
+        self, spec: StudySpec, planned: list[PlannedRow], store: ResultsStore, data: dict[str, Path],
+        fingerprints: dict[str, str],
+    ) -> None:
+        self.spec = spec
+        self.planned = planned
+        self.data = data
+        self.fingerprints = fingerprints
+
+        unique: dict[str, PlannedRow] = {}
+        for p in planned:
+            unique.setdefault(p.trial_id, p)
+        self.unique = unique
+        self.finished = {tid for tid in unique if usable(store.finished_trial(tid))}
+        self.to_train = [p for tid, p in unique.items() if tid not in self.finished]
+
+    def summary(self) -> str:
+        s = self.spec
+        if s.kind == "search":
+            return f"{s.name} (search): up to {s.budget} sampled trainings, {s.scheduler.upper()} scheduler, Optuna TPE"
+        reused = len(self.unique) - len(self.to_train)
+        dup = len(self.planned) - len(self.unique)
+        return (
+            f"{s.name} ({s.kind}): {len(s.rows)} rows × {len(s.seeds)} seeds = {len(self.planned)} results; "
+            f"{len(self.to_train)} trainings to run, {reused} reused from the store"
+            + (f", {dup} shared between rows" if dup else "")
+        )
+
+
+def resolve_data(spec: StudySpec, data: Path | str | Mapping[str, Path | str]) -> dict[str, Path]:
+    """One folder per dataset the study uses: a single folder serves a one-dataset study;
+    a cross-dataset study (Table XI) names one per dataset."""
+    needed = sorted({r.config.dataset for r in spec.rows} | {spec.base.dataset})
+    if isinstance(data, Mapping):
+        folders = {k: Path(v).resolve() for k, v in data.items()}
+        if len(folders) == 1 and len(needed) == 1 and needed[0] not in folders:
+            folders = {needed[0]: next(iter(folders.values()))}
+    else:
+        folders = {name: Path(data).resolve() for name in needed}
+        if len(needed) > 1:
+            raise DataError(
+                f"{data}: study {spec.name!r} uses datasets {', '.join(needed)}: pass --data NAME=DIR for each"
+            )
+    for name in needed:
+        if name not in folders:
+            raise DataError(f"{spec.path}: no data folder for dataset {name!r} (pass --data {name}=DIR)")
+        if not folders[name].exists():
+            raise DataError(f"{folders[name]}: data folder not found")
+    return {name: folders[name] for name in needed}
+
+
+def plan_study(spec: StudySpec, data: Path | str | Mapping[str, Path | str], storage: Path | str) -> StudyPlan:
+    from rmaunet.data import fingerprint
+
+    folders = resolve_data(spec, data)
+    fingerprints = {name: fingerprint(folder, name) for name, folder in folders.items()}
+    return StudyPlan(spec, expand(spec, fingerprints), ResultsStore(storage), folders, fingerprints)

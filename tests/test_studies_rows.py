@@ -1,0 +1,122 @@
+"""Planning, reuse and row building of the study engine, without Ray or training.
+
+A trial folder is written by hand (result.json and probability maps, as a trial leaves
+them); the planner and the row writer must turn it into the right results rows.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rmaunet import thresholds
+from rmaunet.metrics import segmentation_scores
+from rmaunet.store import ResultsStore
+from rmaunet.studies.expand import expand
+from rmaunet.studies.plan import StudyPlan
+from rmaunet.studies.rows import RowWriter, gpu_count
+from rmaunet.studies.spec import load_spec
+
+FP = {"landslide4sense": "fingerprint"}
+
+
+def _spec(tmp_path: Path, body: str):
+    path = tmp_path / "spec.yaml"
+    path.write_text("base: {preset: baseline, base_filters: 4, depth: 2, epochs: 2}\nresources: {cpu: 1}\n" + body)
+    return load_spec(path)
+
+
+def _plan(spec, store: ResultsStore, tmp_path: Path) -> StudyPlan:
+    return StudyPlan(spec, expand(spec, FP), store, {"landslide4sense": tmp_path}, FP)
+
+
+def _fake_trial(store: ResultsStore, tid: str, status: str = "ok", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A trial folder as a finished training leaves it: maps of both splits, result.json last."""
+    rng = np.random.default_rng(seed)
+    folder = store.trial(tid).create()
+    mask = (rng.random((6, 8, 8)) > 0.7).astype(np.uint8)
+    prob = np.clip(mask * 0.5 + rng.random((6, 8, 8)) * 0.5, 0, 1).astype(np.float32)
+    if status == "ok":
+        folder.save_probabilities("val", prob, mask)
+        folder.save_probabilities("test", prob[::-1].copy(), mask[::-1].copy())
+    folder.write_result(
+        {"status": status, "reason": "" if status == "ok" else "out of memory: OOM", "epochs_run": 2, "best_epoch": 1,
+         "history": [{"epoch": 1, "val_f1": 0.5}], "wall_s": 3600.0, "accelerator": "2x NVIDIA H200", "num_workers": 2}
+    )
+    return mask, prob
+
+
+def test_rows_carry_metrics_recomputed_from_the_stored_maps(tmp_path: Path) -> None:
+    # The row's test F1 is the stored test maps scored at the row's threshold, not a copy of result.json.
+    spec = _spec(tmp_path, "name: t\nkind: table\nrows:\n  - {label: A}\n  - {label: B, set: {loss: iou}}\n")
+    store = ResultsStore(tmp_path / "store")
+    plan = _plan(spec, store, tmp_path)
+    a = plan.planned[0]
+    _fake_trial(store, a.trial_id)
+    writer = RowWriter(spec, plan, store, log=lambda _m: None)
+    writer.trial_done(a.trial_id)
+    rows = store.read("t")
+    assert list(rows["row"]) == ["A"]
+    stored_mask, q = store.trial(a.trial_id).load_probabilities("test")
+    expected = segmentation_scores(stored_mask, q / 255.0, a.config.threshold)
+    assert rows["test_f1"].iloc[0] == pytest.approx(expected["f1"])
+    assert rows["chosen_threshold"].iloc[0] == a.config.threshold
+    assert rows["gpu_hours"].iloc[0] == pytest.approx(4.0)  # 2 GPUs × 2 workers × 1 h
+    assert writer.best is not None and writer.best[1] == "A"
+
+
+def test_a_threshold_study_chooses_on_validation_by_the_select_metric(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "name: th\nkind: threshold\nselect: val_precision\nthresholds: [0.3, 0.6, 0.9]\n")
+    store = ResultsStore(tmp_path / "store")
+    plan = _plan(spec, store, tmp_path)
+    tid = plan.planned[0].trial_id
+    _fake_trial(store, tid)
+    RowWriter(spec, plan, store, log=lambda _m: None).trial_done(tid)
+    rows = store.read("th")
+    assert sorted(rows["threshold"]) == [0.3, 0.6, 0.9]
+    expected = thresholds.choose_threshold(thresholds.scores_at(store.trial(tid), (0.3, 0.6, 0.9)), "precision")
+    assert set(rows["chosen_threshold"]) == {expected}
+    best = rows.loc[rows["val_precision"].idxmax(), "threshold"]
+    assert expected == best
+
+
+def test_a_failed_verdict_is_reused_until_its_trial_folder_is_deleted(tmp_path: Path) -> None:
+    # README: a trial that failed (OOM, NaN) is not retrained by a rerun; deleting trials/<id>/ retries it.
+    import shutil
+
+    spec = _spec(tmp_path, "name: f\nkind: table\nrows:\n  - {label: A}\n")
+    store = ResultsStore(tmp_path / "store")
+    tid = _plan(spec, store, tmp_path).planned[0].trial_id
+    _fake_trial(store, tid, status="failed")
+    plan = _plan(spec, store, tmp_path)
+    assert plan.finished == {tid} and plan.to_train == []
+    RowWriter(spec, plan, store, log=lambda _m: None).trial_done(tid, reused=True)
+    row = store.read("f").iloc[0]
+    assert row["status"] == "failed" and "out of memory" in row["reason"] and math.isnan(row["test_f1"])
+    shutil.rmtree(store.trial(tid).root)
+    assert [p.trial_id for p in _plan(spec, store, tmp_path).to_train] == [tid]
+
+
+def test_rows_sharing_a_training_plan_it_once(tmp_path: Path) -> None:
+    # Two rows with the same config (a ladder's baseline and a table's) train once.
+    spec = _spec(tmp_path, "name: d\nkind: table\nseeds: [0, 1]\nrows:\n  - {label: A}\n  - {label: B}\n")
+    plan = _plan(spec, ResultsStore(tmp_path / "store"), tmp_path)
+    assert len(plan.planned) == 4 and len(plan.unique) == 2 and "shared between rows" in plan.summary()
+
+
+def test_a_stopped_search_trial_keeps_its_last_validation_scores(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "name: s\nkind: table\nrows:\n  - {label: A}\n")
+    store = ResultsStore(tmp_path / "store")
+    plan = _plan(spec, store, tmp_path)
+    RowWriter(spec, plan, store, log=lambda _m: None).stopped_row(plan.planned[0], {"epoch": 3, "val_f1": 0.4})
+    row = store.read("s").iloc[0]
+    assert row["status"] == "stopped" and row["val_f1"] == 0.4 and row["epochs_run"] == 3
+    assert "after epoch 3" in row["reason"] and math.isnan(row["test_f1"])
+
+
+@pytest.mark.parametrize(("accelerator", "count"), [("2x NVIDIA H100", 2), ("CPU", 0), ("1x GPU", 1)])
+def test_gpu_count(accelerator: str, count: int) -> None:
+    assert gpu_count(accelerator) == count

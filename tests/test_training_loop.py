@@ -1,0 +1,126 @@
+"""The one training loop without Ray: selection, the stored maps, resume guard, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rmaunet.config import TrialConfig
+from rmaunet.trial_folder import TrialFolder
+
+TINY = dict(base_filters=4, depth=2, epochs=3, batch_size=8, augment=())
+
+
+def test_test_is_scored_with_the_selected_epochs_weights(l4s_small: Path, tmp_path: Path, monkeypatch) -> None:
+    # Selection forced onto epoch 1 of 3: the stored maps and test metrics must come from
+    # best.weights.h5 (epoch 1), not from the weights the loop ended with.
+    from rmaunet.data import prepare_splits
+    from rmaunet.models import build_model
+    from rmaunet.training import loop as loop_module
+    from rmaunet.training.evaluation import make_predictor
+    from rmaunet.training.trial import run_trial
+
+    real_validate = loop_module.TrialLoop.validate
+
+    def first_epoch_best(self: Any) -> dict[str, Any]:
+        checked = real_validate(self)
+        return {**checked, "selection": 1.0 - 0.1 * len(self.state["history"])}  # epoch 1 scores highest
+
+    monkeypatch.setattr(loop_module.TrialLoop, "validate", first_epoch_best)
+    config = TrialConfig(**TINY, learning_rate=0.05)  # large steps: epoch 1 and 3 predict visibly apart
+    result = run_trial(config, l4s_small, tmp_path)
+    assert result.best_epoch == 1 and result.epochs_run == 3
+
+    splits = prepare_splits(config, l4s_small)
+    model = build_model(config, splits.num_bands, splits.x_train.shape[1])
+    model.load_weights(TrialFolder(tmp_path).best_weights)
+    expected = np.clip(np.rint(make_predictor(model)(splits.x_test, 8)["mask"] * 255.0), 0, 255)
+    _, stored = TrialFolder(tmp_path).load_probabilities("test")
+    assert np.abs(stored.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_the_stored_maps_reproduce_the_trials_own_metrics(l4s_small: Path, tmp_path: Path) -> None:
+    # A results row recomputes metrics from the maps; they must equal what the trial reported.
+    from rmaunet.thresholds import scores_at
+    from rmaunet.training.trial import run_trial
+
+    config = TrialConfig(**{**TINY, "epochs": 1})
+    result = run_trial(config, l4s_small, tmp_path)
+    scores = scores_at(TrialFolder(tmp_path), (config.threshold,))[config.threshold]
+    # The maps are uint8 (p rounded to k/255): a pixel within half a level of 0.5 may flip.
+    assert scores["test_f1"] == pytest.approx(result.test["f1"], abs=0.02)
+    assert scores["val_miou"] == pytest.approx(result.val["miou"], abs=0.02)
+
+
+def test_out_of_memory_ends_the_trial_as_failed_with_its_reason(l4s_small: Path, tmp_path: Path, monkeypatch) -> None:
+    import tensorflow as tf
+
+    from rmaunet.training import loop as loop_module
+    from rmaunet.training.trial import run_trial
+
+    real = loop_module.train_epoch
+    calls = []
+
+    def oom_in_epoch_2(step: Any, dataset: Any) -> tuple[float, int, int]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape [8,4,32,32]")
+        return real(step, dataset)
+
+    monkeypatch.setattr(loop_module, "train_epoch", oom_in_epoch_2)
+    result = run_trial(TrialConfig(**TINY), l4s_small, tmp_path)
+    assert result.status == "failed" and result.reason.startswith("out of memory: OOM when allocating")
+    assert result.epochs_run == 1
+    saved = json.loads(TrialFolder(tmp_path).result.read_text())
+    assert saved["status"] == "failed" and saved["reason"] == result.reason
+
+
+def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path: Path) -> None:
+    # The config-hash guard: a folder reused by a different config starts from scratch.
+    import keras
+
+    from rmaunet.training.checkpoint import EpochCheckpoint
+
+    def tiny() -> tuple[Any, Any]:
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        optimizer = keras.optimizers.Adam()
+        optimizer.build(model.trainable_variables)
+        return model, optimizer
+
+    a, b = TrialConfig(seed=1), TrialConfig(seed=2)
+    model, optimizer = tiny()
+    EpochCheckpoint(tmp_path, a).save(model, optimizer, {"epoch": 4, "history": [{}] * 4, "best_score": 0.7, "best_epoch": 3})
+    assert EpochCheckpoint(tmp_path, b).restore(*tiny())["epoch"] == 0
+    state = EpochCheckpoint(tmp_path, a).restore(*tiny())
+    assert state["epoch"] == 4 and state["best_epoch"] == 3 and state["best_score"] == 0.7
+
+
+def test_workers_that_drift_apart_are_reported_by_epoch() -> None:
+    from rmaunet.training.distributed import drifted_epochs
+
+    sync = [
+        {"epoch": 1, "weights_sha256": ["a", "a"]},
+        {"epoch": 2, "weights_sha256": ["b", "c"]},
+        {"epoch": 3, "weights_sha256": ["d", "d"]},
+    ]
+    assert drifted_epochs(sync) == [2]
+
+
+@pytest.mark.parametrize(
+    ("error", "prefix"),
+    [
+        ("ResourceExhaustedError: OOM when allocating tensor", "out of memory: rank 1: ResourceExhaustedError"),
+        ("ValueError: bad shape", "data-parallel training failed: rank 1: ValueError: bad shape"),
+    ],
+)
+def test_a_worker_failure_is_named_by_rank_and_cause(error: str, prefix: str) -> None:
+    from rmaunet.training.distributed import describe_failure
+
+    class GroupError(Exception):
+        worker_failures = {1: RuntimeError(f"Traceback (most recent call last):\n  ...\n{error}")}
+
+    assert describe_failure(GroupError("workers failed")).startswith(prefix)
