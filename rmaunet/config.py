@@ -48,6 +48,7 @@ LOSSES = (
     "tversky",
     "lovasz",
     "boundary",
+    "signed_distance",
     "center",
     "focal_iou",
     "weighted_sum",
