@@ -6,9 +6,9 @@
   taking N bands. Its output-stride-16 map `conv4_block6_out` feeds atrous spatial pyramid
   pooling (rates 6, 12, 18 and image pooling, base_filters·4 wide: 256 at base 64), then
   bilinear upsampling ×16 to the input resolution, as DeepLab-V3 predicts. ResNet's last
-  stage (conv5) is left out, as in Keras' own DeepLab example: Chen et al. run it atrous
-  at stride 16, which keras.applications cannot. The config's depth, block and attention
-  do not apply to this backbone.
+  stage (conv5) is left out, as in keras.io's DeepLabV3+ example: Chen et al. run it
+  atrous at stride 16, which keras.applications cannot. The config's depth, block and
+  attention do not apply to this backbone.
 - `mobilenetv3`, `efficientnetv2`: keras.applications MobileNetV3-Large (width multiplier
   base_filters / 64) and EfficientNetV2-B0, randomly initialised (weights=None, nothing is
   downloaded), taking N bands with no ImageNet preprocessing, under a U-Net decoder that
@@ -17,7 +17,9 @@
   light (segmentation_models' widths), so the encoder, not the decoder, is what differs.
 
 Each backbone is a function (inputs, config) → features; heads.py turns features into
-outputs. The keras.applications encoders need a static image size.
+outputs. The U-Net encoders found by size (MobileNet-V3, EfficientNet-V2) need a static
+image size. The keras.applications encoders carry no L2 term (their layers take no
+regulariser): config.l2 reaches only the layers this package builds (ASPP, decoder, heads).
 """
 
 from __future__ import annotations
