@@ -49,6 +49,7 @@ LOSSES = (
     "tversky",
     "lovasz",
     "boundary",
+    "signed_distance",
     "center",
     "focal_iou",
     "weighted_sum",

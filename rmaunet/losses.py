@@ -14,8 +14,14 @@ those of `rmaunet.config.LOSSES` (Table IV of the paper plus the combinations):
   (Salehi et al.: α weighs false positives, β false negatives); α = β = 0.5 is Dice.
 - `lovasz(per_image)`: Berman et al.'s Lovász hinge on logits recovered from the
   probabilities (logit of the probability clipped to [1e-7, 1 − 1e-7]).
-- `boundary`: Kervadec et al.'s boundary loss mean(φ_G · p) with φ_G the signed Euclidean
-  distance map of the mask (pixels; negative inside a landslide, positive outside).
+- `boundary(theta0, theta, include_background)`: Bokhovkin & Burnaev's boundary loss, the
+  paper's reference [53]: 1 − a soft boundary F1 score. Boundaries are max-pool residues,
+  y_b = maxpool(1 − y, θ0) − (1 − y), widened by a second max-pool, y_b_ext = maxpool(y_b, θ);
+  P = Σ p_b·g_b_ext / Σ p_b, R = Σ p_b_ext·g_b / Σ g_b, BF1 = 2PR / (P + R), per image and
+  class, averaged. Their code scores every softmax channel; for a sigmoid output those are
+  the landslide p and the background 1 − p (`include_background=False`: the landslide only).
+- `signed_distance`: Kervadec et al.'s boundary loss mean(φ_G · p) with φ_G the signed
+  Euclidean distance map of the mask (pixels; negative inside a landslide, positive outside).
 - `center(weight, base)`: `base` loss (cross-entropy; "none": no mask loss) + weight ·
   Wen et al.'s center loss on the decoder's pixel features (per-batch class centers);
   needs the features, see `needs_features`.
@@ -33,7 +39,7 @@ train step adds `model.losses`.
 A loss that needs the decoder's features (center, or a weighted_sum containing it) has
 the attribute `needs_features = True`; the trainer then calls
 `fn(y_true, y_prob, features=features)` with features of shape (B, H, W, C).
-A loss that cannot be XLA-compiled (boundary, or a combination containing it) has
+A loss that cannot be XLA-compiled (signed_distance, or a combination containing it) has
 `supports_xla = False`; the trainer must then trace its step without `jit_compile`.
 
 Bad names and bad parameters raise `rmaunet.errors.ConfigError` when the loss is built,
@@ -199,7 +205,7 @@ def _signed_distance_maps(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def boundary() -> LossFn:
+def signed_distance() -> LossFn:
     import tensorflow as tf  # numpy_function is TensorFlow's; the EDT has no Keras op
 
     def loss(y_true, y_prob):
@@ -212,6 +218,44 @@ def boundary() -> LossFn:
         return ops.mean(phi * y_prob)
 
     loss.supports_xla = False
+    return loss
+
+
+def _pool_size(name: str, value: Any) -> int:
+    # An odd window is centred on its pixel, as the authors' padding (θ − 1)/2 assumes.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ConfigError(f"loss boundary: {name} must be an odd positive integer, got {value!r}")
+    return value
+
+
+def _max_pool_same(x: Any, size: int) -> Any:
+    # Stride 1, "same" padding: the padded border never wins the max, so the image edge
+    # is no boundary (as with PyTorch's -inf padding in the authors' code).
+    return ops.max_pool(x, pool_size=size, strides=1, padding="same")
+
+
+def boundary(theta0: int = 3, theta: int = 5, include_background: bool = True) -> LossFn:
+    theta0 = _pool_size("theta0", theta0)
+    theta = _pool_size("theta", theta)
+    if not isinstance(include_background, bool):
+        raise ConfigError(f"loss boundary: include_background must be true or false, got {include_background!r}")
+
+    def loss(y_true, y_prob):
+        y_true, y_prob = _as_float(y_true, y_prob)
+        if include_background:
+            y_true = ops.concatenate([y_true, 1.0 - y_true], axis=-1)
+            y_prob = ops.concatenate([y_prob, 1.0 - y_prob], axis=-1)
+        gt_b = _max_pool_same(1.0 - y_true, theta0) - (1.0 - y_true)
+        pred_b = _max_pool_same(1.0 - y_prob, theta0) - (1.0 - y_prob)
+        gt_b_ext = _max_pool_same(gt_b, theta)
+        pred_b_ext = _max_pool_same(pred_b, theta)
+        # Per image and class; the authors' 1e-7 keeps an image without boundaries at
+        # BF1 = 0 (loss 1, no gradient) instead of 0/0.
+        precision = ops.sum(pred_b * gt_b_ext, axis=(1, 2)) / (ops.sum(pred_b, axis=(1, 2)) + _EPS)
+        recall = ops.sum(pred_b_ext * gt_b, axis=(1, 2)) / (ops.sum(gt_b, axis=(1, 2)) + _EPS)
+        bf1 = 2.0 * precision * recall / (precision + recall + _EPS)
+        return ops.mean(1.0 - bf1)
+
     return loss
 
 
@@ -316,6 +360,7 @@ REGISTRY: dict[str, Callable[..., LossFn]] = {
     "tversky": tversky,
     "lovasz": lovasz,
     "boundary": boundary,
+    "signed_distance": signed_distance,
     "center": center,
     "focal_iou": focal_iou,
     "weighted_sum": weighted_sum,

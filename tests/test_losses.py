@@ -73,6 +73,10 @@ def test_registry_matches_config():
         ("tversky", {"beta": 2.0}),
         ("iou", {"smooth": 0.0}),
         ("lovasz", {"per_image": "yes"}),
+        ("boundary", {"theta0": 4}),
+        ("boundary", {"theta": 0}),
+        ("boundary", {"theta0": 3.0}),
+        ("boundary", {"include_background": "yes"}),
         ("center", {"base": "center"}),
         ("center", {"base": "dice"}),
         ("weighted_sum", {"terms": []}),
@@ -110,7 +114,8 @@ def test_finite_value_and_gradients(name, case):
 
 
 # behaviour: every loss is lower for a good prediction than for its opposite
-@pytest.mark.parametrize("name", LOSSES)
+# (boundary excepted: a mask and its inverse share their boundary, so it cannot tell them apart)
+@pytest.mark.parametrize("name", [n for n in LOSSES if n != "boundary"])
 def test_good_prediction_beats_inverted_one(name):
     fn = losses.get(name, **BUILD_PARAMS.get(name, {}))
     y_true = _mask(4)
@@ -205,8 +210,90 @@ def test_lovasz_matches_brute_force(seed, per_image):
     assert value == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
-# behaviour: boundary is mean(φ·p) with φ the signed distance map of the mask, gradient φ/N
-def test_boundary_matches_distance_map():
+def _window_max(image: np.ndarray, size: int) -> np.ndarray:
+    """Max over the size×size window centred on each pixel, clipped at the image's edges."""
+    radius = size // 2
+    height, width = image.shape
+    out = np.empty_like(image)
+    for i in range(height):
+        for j in range(width):
+            out[i, j] = image[max(0, i - radius) : i + radius + 1, max(0, j - radius) : j + radius + 1].max()
+    return out
+
+
+def _boundary_f1_loss_reference(y_true, y_prob, theta0: int, theta: int, include_background: bool) -> float:
+    """Bokhovkin & Burnaev's 1 − BF1 per image and class, averaged, written out pixel by pixel."""
+    scores = []
+    for gt, pred in zip(y_true[..., 0].astype(np.float64), y_prob[..., 0].astype(np.float64)):
+        classes = [(gt, pred), (1 - gt, 1 - pred)] if include_background else [(gt, pred)]
+        for g, p in classes:
+            g_b = _window_max(1 - g, theta0) - (1 - g)
+            p_b = _window_max(1 - p, theta0) - (1 - p)
+            g_b_ext, p_b_ext = _window_max(g_b, theta), _window_max(p_b, theta)
+            precision = sum(p_b[i, j] * g_b_ext[i, j] for i, j in np.ndindex(g.shape)) / (p_b.sum() + 1e-7)
+            recall = sum(p_b_ext[i, j] * g_b[i, j] for i, j in np.ndindex(g.shape)) / (g_b.sum() + 1e-7)
+            scores.append(1 - 2 * precision * recall / (precision + recall + 1e-7))
+    return float(np.mean(scores))
+
+
+def _blob_masks() -> np.ndarray:
+    """A 2×6×7 batch: a rectangle touching the image edge, and an image with no landslide."""
+    y_true = np.zeros((2, 6, 7, 1), np.float32)
+    y_true[0, 1:4, 3:7] = 1.0
+    return y_true
+
+
+# behaviour: boundary equals a pixel-by-pixel computation of Bokhovkin & Burnaev's 1 − BF1
+@pytest.mark.parametrize("theta0, theta", [(3, 5), (3, 3), (1, 5), (5, 7)])
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("masks", ["blob", "random"])
+def test_boundary_matches_loop_computation(theta0, theta, include_background, masks):
+    y_true = _blob_masks() if masks == "blob" else _mask(18)[:, :6, :7]
+    y_prob = np.random.default_rng(18).uniform(0, 1, y_true.shape).astype(np.float32)
+    fn = losses.get("boundary", theta0=theta0, theta=theta, include_background=include_background)
+    expected = _boundary_f1_loss_reference(y_true, y_prob, theta0, theta, include_background)
+    assert _loss_value(fn, y_true, y_prob) == pytest.approx(expected, abs=1e-6)
+
+
+# behaviour: boundary is 0 for a perfect prediction, 1 for an image without boundaries, and by default θ0 = 3, θ = 5
+def test_boundary_extremes_and_defaults():
+    y_true = _blob_masks()
+    fn = losses.get("boundary")
+    assert _loss_value(fn, y_true[:1], y_true[:1]) == pytest.approx(0.0, abs=1e-6)
+    assert _loss_value(fn, y_true[1:], _prob(19)[:1, :6, :7]) == pytest.approx(1.0, abs=1e-6)
+    y_prob = np.random.default_rng(19).uniform(0, 1, y_true.shape).astype(np.float32)
+    expected = _boundary_f1_loss_reference(y_true, y_prob, 3, 5, True)
+    assert _loss_value(fn, y_true, y_prob) == pytest.approx(expected, abs=1e-6)
+
+
+# behaviour: boundary ranks a prediction with the right boundary above one shifted by three pixels
+def test_boundary_prefers_aligned_boundaries():
+    y_true = np.zeros((1, 16, 16, 1), np.float32)
+    y_true[0, 4:10, 5:12] = 1.0
+    good = np.where(y_true > 0.5, 0.9, 0.1).astype(np.float32)
+    shifted = np.roll(good, 3, axis=2)
+    fn = losses.get("boundary")
+    assert _loss_value(fn, y_true, good) < _loss_value(fn, y_true, shifted)
+
+
+# behaviour: boundary's gradient on a random prediction is non-zero and matches finite differences of the loop version
+def test_boundary_gradient_matches_finite_differences():
+    y_true = _blob_masks()
+    y_prob = np.random.default_rng(20).uniform(0.05, 0.95, y_true.shape).astype(np.float32)
+    value, grad, _ = _value_and_grads(losses.get("boundary"), y_true, y_prob)
+    assert np.isfinite(value) and np.count_nonzero(grad) > 0
+    step = 1e-4
+    for index in [(0, 1, 3, 0), (0, 3, 6, 0), (0, 5, 0, 0), (1, 2, 2, 0)]:
+        plus, minus = y_prob.astype(np.float64), y_prob.astype(np.float64)
+        plus[index] += step
+        minus[index] -= step
+        up, down = (_boundary_f1_loss_reference(y_true, p, 3, 5, True) for p in (plus, minus))
+        numeric = (up - down) / (2 * step)
+        assert grad[index] == pytest.approx(numeric, rel=1e-3, abs=1e-5), index
+
+
+# behaviour: signed_distance is mean(φ·p) with φ the signed distance map of the mask, gradient φ/N
+def test_signed_distance_matches_distance_map():
     y_true = np.zeros((2, 6, 6, 1), np.float32)
     y_true[0, 1:3, 2:5] = 1.0  # image 1 has no landslide: φ ≡ +1 by convention
     y_prob = np.random.default_rng(11).uniform(0, 1, y_true.shape).astype(np.float32)
@@ -214,7 +301,7 @@ def test_boundary_matches_distance_map():
     phi = np.ones_like(y_true)
     phi[0, ..., 0] = distance_transform_edt(~mask) - (distance_transform_edt(mask) - 1) * mask
     assert phi[0, 1, 2, 0] == 0.0 and phi[0, 0, 0, 0] > 0  # a boundary pixel and an outside one
-    fn = losses.get("boundary")
+    fn = losses.get("signed_distance")
     value, grad, _ = _value_and_grads(fn, y_true, y_prob)
     assert value == pytest.approx(float(np.mean(phi * y_prob)), rel=1e-5)
     np.testing.assert_allclose(grad, phi / phi.size, rtol=1e-5)
@@ -278,15 +365,15 @@ def test_weighted_sum_of_terms():
     assert float(value) == pytest.approx(2.0 * float(center) + _loss_value(losses.get("iou"), y_true, y_prob), rel=1e-5)
 
 
-# behaviour: every loss traces with an unknown batch size (a smaller last batch), XLA-compiled but boundary
+# behaviour: every loss traces with an unknown batch size (a smaller last batch), XLA-compiled but signed_distance
 @pytest.mark.parametrize("name", LOSSES)
 def test_dynamic_batch_and_xla(name):
     fn = losses.get(name, **BUILD_PARAMS.get(name, {}))
     needs = getattr(fn, "needs_features", False)
     spec = [tf.TensorSpec([None, *SHAPE[1:]]), tf.TensorSpec([None, *SHAPE[1:]]), tf.TensorSpec([None, *SHAPE[1:3], CHANNELS])]
 
-    # boundary's distance map is a numpy_function, which XLA cannot compile: it says so.
-    assert getattr(fn, "supports_xla", True) == (name != "boundary")
+    # signed_distance's distance map is a numpy_function, which XLA cannot compile: it says so.
+    assert getattr(fn, "supports_xla", True) == (name != "signed_distance")
 
     @tf.function(input_signature=spec, jit_compile=getattr(fn, "supports_xla", True))
     def compiled(y, p, f):
@@ -308,14 +395,15 @@ def test_float16_inputs_give_float32(name):
     assert value.dtype == tf.float32 and np.isfinite(float(value))
 
 
-# behaviour: a combination containing boundary (directly or as center's base) reports supports_xla False
+# behaviour: a combination containing signed_distance (directly or as center's base) reports supports_xla False
 @pytest.mark.parametrize(
     "name, params, supports",
     [
-        ("weighted_sum", {"terms": [{"name": "boundary"}, {"name": "iou"}]}, False),
-        ("weighted_sum", {"terms": [{"name": "center", "base": "boundary"}, {"name": "iou"}]}, False),
-        ("center", {"base": "boundary"}, False),
+        ("weighted_sum", {"terms": [{"name": "signed_distance"}, {"name": "iou"}]}, False),
+        ("weighted_sum", {"terms": [{"name": "center", "base": "signed_distance"}, {"name": "iou"}]}, False),
+        ("center", {"base": "signed_distance"}, False),
         ("weighted_sum", {"terms": [{"name": "center"}, {"name": "lovasz"}]}, True),
+        ("weighted_sum", {"terms": [{"name": "boundary"}, {"name": "cross_entropy"}]}, True),
     ],
 )
 def test_supports_xla_propagates(name, params, supports):

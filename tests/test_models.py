@@ -85,6 +85,18 @@ def test_backbone_round_trip(backbone, tmp_path):
     _check_outputs(config, out)
 
 
+# DeepLab-V3 runs ASPP on a ResNet-50's stride-16 map, for any band count and any size divisible by 16.
+def test_deeplabv3_is_aspp_on_resnet50():
+    model = build_model(TrialConfig(backbone="deeplabv3", **TINY), 14, None)
+    names = {layer.name for layer in model.layers}
+    assert {"conv1_conv", "conv4_block6_out", "aspp"} <= names
+    assert not any(name.startswith("conv5_") for name in names)  # the stride-32 stage is not used
+    assert model.get_layer("aspp").input.shape[1:] == (None, None, 1024)
+    for size in (64, 48):
+        out = model(random_batch((1, size, size, 14)), training=False)
+        assert tuple(out["mask"].shape) == (1, size, size, 1)
+
+
 # The full RMAU-NET preset (Res-Conv + multi-head attention + multiple heads) builds for 23 bands and round-trips.
 def test_rmaunet_preset_round_trip(tmp_path):
     config = PRESETS["rmaunet"].replace(**TINY)
@@ -111,6 +123,7 @@ def test_unet_without_size_accepts_other_sizes():
         (dict(backbone="mobilenetv3"), None, "fixed image size"),
         (dict(), 30, "divisible by 4"),
         (dict(backbone="efficientnetv2"), 48, "divisible by 32"),
+        (dict(backbone="deeplabv3"), 40, "divisible by 16"),
     ],
 )
 def test_unsupported_sizes_raise_config_error(changes, size, message):

@@ -1,10 +1,14 @@
 """The backbones Table VIII compares, each ending in a full-resolution feature map.
 
 - `unet`: the paper's U-Net (unet.py).
-- `deeplabv3`: DeepLab-V3 (Chen et al. 2017) from Keras layers: an encoder of the
-  config's blocks down to output stride 8 (or 2**depth when depth < 3), one atrous block
-  (dilation 2), atrous spatial pyramid pooling (rates 6, 12, 18 and image pooling), then
-  bilinear upsampling to the input resolution, as DeepLab-V3 predicts.
+- `deeplabv3`: DeepLab-V3 (Chen et al. 2017) on its own encoder, a keras.applications
+  ResNet-50, randomly initialised (weights=None: ImageNet weights are for 3 bands) and
+  taking N bands. Its output-stride-16 map `conv4_block6_out` feeds atrous spatial pyramid
+  pooling (rates 6, 12, 18 and image pooling, base_filters·4 wide: 256 at base 64), then
+  bilinear upsampling ×16 to the input resolution, as DeepLab-V3 predicts. ResNet's last
+  stage (conv5) is left out, as in keras.io's DeepLabV3+ example: Chen et al. run it
+  atrous at stride 16, which keras.applications cannot. The config's depth, block and
+  attention do not apply to this backbone.
 - `mobilenetv3`, `efficientnetv2`: keras.applications MobileNetV3-Large (width multiplier
   base_filters / 64) and EfficientNetV2-B0, randomly initialised (weights=None, nothing is
   downloaded), taking N bands with no ImageNet preprocessing, under a U-Net decoder that
@@ -13,7 +17,9 @@
   light (segmentation_models' widths), so the encoder, not the decoder, is what differs.
 
 Each backbone is a function (inputs, config) → features; heads.py turns features into
-outputs. The keras.applications encoders need a static image size.
+outputs. The U-Net encoders found by size (MobileNet-V3, EfficientNet-V2) need a static
+image size. The keras.applications encoders carry no L2 term (their layers take no
+regulariser): config.l2 reaches only the layers this package builds (ASPP, decoder, heads).
 """
 
 from __future__ import annotations
@@ -28,7 +34,15 @@ from rmaunet.errors import ConfigError
 from rmaunet.models.blocks import ConvBNAct, config_block
 from rmaunet.models.unet import unet_features
 
-__all__ = ["ASPP", "BACKBONES", "STATIC_SIZE_BACKBONES", "application_features", "check_size", "deeplabv3_features"]
+__all__ = [
+    "ASPP",
+    "BACKBONES",
+    "DEEPLAB_STRIDE",
+    "STATIC_SIZE_BACKBONES",
+    "application_features",
+    "check_size",
+    "deeplabv3_features",
+]
 
 
 @keras.saving.register_keras_serializable(package="rmaunet")
@@ -69,16 +83,16 @@ class ASPP(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "rates": list(self.rates), "l2": self.l2}
 
 
+# The keras.applications ResNet-50 layer at output stride 16 (the end of stage conv4).
+DEEPLAB_STRIDE = 16
+_DEEPLAB_TAP = "conv4_block6_out"
+
+
 def deeplabv3_features(inputs, config: TrialConfig):
-    """DeepLab-V3 on the config's blocks; features (B, H, W, base_filters·4)."""
-    downsamplings = min(config.depth, 3)
-    x = config_block(config, config.base_filters, "stem")(inputs)
-    for level in range(1, downsamplings + 1):
-        x = keras.layers.MaxPooling2D(2, name=f"pool_{level}")(x)
-        x = config_block(config, config.base_filters * 2**level, f"encoder_{level}")(x)
-    x = config_block(config, config.base_filters * 2**downsamplings, "atrous", dilation_rate=2)(x)
-    x = ASPP(config.base_filters * 4, l2=config.l2, name="aspp")(x)
-    return keras.layers.UpSampling2D(2**downsamplings, interpolation="bilinear", name="upsample")(x)
+    """DeepLab-V3 on a ResNet-50 encoder; features (B, H, W, base_filters·4)."""
+    encoder = keras.applications.ResNet50(input_tensor=inputs, include_top=False, weights=None)
+    x = ASPP(config.base_filters * 4, l2=config.l2, name="aspp")(encoder.get_layer(_DEEPLAB_TAP).output)
+    return keras.layers.UpSampling2D(DEEPLAB_STRIDE, interpolation="bilinear", name="upsample")(x)
 
 
 def _mobilenetv3(inputs, config: TrialConfig) -> keras.Model:
@@ -152,8 +166,9 @@ def check_size(config: TrialConfig, size: int | None) -> None:
     if config.backbone in STATIC_SIZE_BACKBONES:
         multiple = 32
     elif config.backbone == "deeplabv3":
-        multiple = 2 ** min(config.depth, 3)
+        multiple = DEEPLAB_STRIDE
     else:
         multiple = 2**config.depth
     if size % multiple != 0:
-        raise ConfigError(f"size: {size} must be divisible by {multiple} for backbone {config.backbone!r} at depth {config.depth}")
+        at_depth = "" if config.backbone in ("deeplabv3", *STATIC_SIZE_BACKBONES) else f" at depth {config.depth}"
+        raise ConfigError(f"size: {size} must be divisible by {multiple} for backbone {config.backbone!r}{at_depth}")
