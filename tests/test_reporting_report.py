@@ -14,7 +14,6 @@ from rmaunet.errors import SpecError, StoreError
 from rmaunet.reporting import write_study_report
 from rmaunet.reporting.inputs import ReportOptions
 from rmaunet.reporting.plots import search_figures
-from rmaunet.reporting.tables import write_study_report as legacy_write_study_report
 
 
 def _links(index: str) -> list[str]:
@@ -112,11 +111,6 @@ def test_bad_references_file_is_refused_with_the_file_named(tmp_path: Path, cont
     assert str(refs) in str(err.value)
 
 
-def test_skeleton_import_location_still_works() -> None:
-    # The walking skeleton imported write_study_report from tables; that name still resolves.
-    assert legacy_write_study_report is write_study_report
-
-
 def _search_rows(n: int = 8) -> pd.DataFrame:
     return pd.DataFrame(
         [
@@ -166,4 +160,4 @@ def test_spec_description_is_the_default_caption(tmp_path: Path) -> None:
     # A spec's description captions the table unless its report: section sets a caption.
     spec = {"name": "t", "description": "Effect of the loss function.\n", "select": "val_f1"}
     text = write_study_report(table_rows([[0.6], [0.7]], seeds=(0,)), tmp_path, spec=spec, figures=False)["latex"].read_text()
-    assert r"\caption{Effect of the loss function. Test-split metrics in \%" in text
+    assert r"\caption{Effect of the loss function. Test split, metrics in \%; one training seed per row.}" in text

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_reporting_support import result_row, table_rows
 
-from rmaunet.errors import SpecError
+from rmaunet.errors import SpecError, StoreError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions
 from rmaunet.reporting.tables import (
     build_table,
@@ -66,7 +68,7 @@ def test_one_factor_cells_are_test_percentages_with_two_decimals_and_spread() ->
     assert _texts(table, "mIoU") == ["54.00 ± 1.00", "59.17 ± 1.04"]
     assert _texts(table, "Δ F1") == ["—", "+5.17"]
     assert _texts(table, "n") == ["3", "3"]
-    assert "Test-split" in table.caption and "validation" in table.caption
+    assert table.caption == "Test split, metrics in %; 3 training seeds per row."
 
 
 def test_best_value_per_column_is_bold_including_ties() -> None:
@@ -82,15 +84,15 @@ def test_best_value_per_column_is_bold_including_ties() -> None:
 @pytest.mark.parametrize(
     "other, expected",
     [
-        ([0.65, 0.665, 0.67], "0.001 *"),  # consistent gain: significant
-        ([0.63, 0.66, 0.64], "0.063"),  # a gain of 3.3 points, but noisy over three seeds
-        ([0.58, 0.64, 0.61], "1.000"),  # same mean, seed noise only
+        ([0.65, 0.665, 0.67], ("0.001", "*")),  # consistent gain: significant
+        ([0.63, 0.66, 0.64], ("0.063", "")),  # a gain of 3.3 points, but noisy over three seeds
+        ([0.58, 0.64, 0.61], ("1.000", "")),  # same mean, seed noise only
     ],
 )
-def test_p_value_against_baseline_with_marker_only_when_significant(other: list[float], expected: str) -> None:
-    # The paired t-test over shared seeds prints its p-value, with * below 0.05.
+def test_p_value_against_baseline_with_marker_only_when_significant(other: list[float], expected: tuple[str, str]) -> None:
+    # The paired t-test over shared seeds prints its p-value, with a superscript * below 0.05.
     table = one_factor_table(table_rows([[0.60, 0.61, 0.62], other]))
-    assert _texts(table, "p") == ["baseline", expected]
+    assert [(c.text, c.mark) for c in table.column("p")] == [("baseline", ""), expected]
 
 
 def test_single_seed_rows_say_so_instead_of_testing() -> None:
@@ -98,7 +100,7 @@ def test_single_seed_rows_say_so_instead_of_testing() -> None:
     table = one_factor_table(table_rows([[0.60], [0.65]], seeds=(0,)))
     assert "p" not in table.header
     assert _texts(table, "F1") == ["60.00", "65.00"]
-    assert any("single training seed" in note for note in table.notes)
+    assert any("One training seed per row (n = 1)" in note for note in table.notes)
 
 
 def test_a_row_with_one_seed_among_several_is_labelled() -> None:
@@ -219,3 +221,89 @@ def test_search_trials_sharing_one_label_stay_separate_rows() -> None:
     )
     table = search_table(rows)
     assert [row[0].text for row in table.rows] == ["trial abcdef29", "trial abcdef19", "trial abcdef09"]
+
+
+def test_p_values_are_holm_adjusted_with_the_raw_ones_in_the_note() -> None:
+    # Three comparisons: the p column is Holm-adjusted (the mark follows it), the note keeps the raw values.
+    rows = table_rows([[0.60, 0.61, 0.62], [0.65, 0.665, 0.67], [0.63, 0.66, 0.64], [0.58, 0.64, 0.61]], ["CE", "A", "B", "C"])
+    table = one_factor_table(rows)
+    assert [(c.text, c.mark) for c in table.column("p")] == [("baseline", ""), ("0.003", "*"), ("0.127", ""), ("1.000", "")]
+    note = next(n for n in table.notes if n.startswith("p: "))
+    assert "Holm-adjusted for the 3 comparisons (unadjusted p: A 0.001; B 0.063; C 1.000)" in note
+
+
+def _tile_counts(tp: int, fp: int, fn: int, tiles: int = 40) -> str:
+    rng = np.random.default_rng(tp)
+    return json.dumps([[int(rng.integers(0, 2 * tp)), int(rng.integers(0, 2 * fp)), int(rng.integers(0, 2 * fn))] for _ in range(tiles)])
+
+
+def test_one_seed_rows_with_tile_counts_show_a_bootstrap_interval() -> None:
+    # n = 1 still shows uncertainty: F1 gets a tile bootstrap interval, mIoU (no background counts) none, and a note says what it is.
+    rows = table_rows([[0.60], [0.70]], ["CE", "Focal"], seeds=(0,), test_tiles=40)
+    rows["test_tile_counts"] = [_tile_counts(50, 30, 30), _tile_counts(60, 20, 20)]
+    table = one_factor_table(rows)
+    f1 = _texts(table, "F1")
+    assert all(re.fullmatch(r"\d\d\.\d\d \[\d\d\.\d\d, \d\d\.\d\d\]", text) for text in f1), f1
+    assert _texts(table, "mIoU") == ["53.00", "63.00"]
+    assert "p" not in table.header
+    assert any(n.startswith("[low, high]: 95% percentile bootstrap interval") and "40 test tiles" in n for n in table.notes)
+    assert table.caption == "Test split (40 tiles), metrics in %; one training seed per row."
+
+
+def test_malformed_tile_counts_name_the_row() -> None:
+    # A tile list that is not [tp, fp, fn] per tile is a store problem, reported with the row's label.
+    rows = table_rows([[0.60]], ["CE"], seeds=(0,), test_tile_counts=json.dumps([[1, 2]]))
+    with pytest.raises(StoreError, match="row 'CE': test_tile_counts"):
+        one_factor_table(rows)
+
+
+def _all_text(table: Table) -> str:
+    return " ".join([table.caption, *table.notes])
+
+
+def test_typed_in_rows_claim_no_selection_on_validation() -> None:
+    # A results table typed in from a paper records neither trials nor a threshold protocol: nothing about validation.
+    rows = pd.DataFrame({"row": ["CE", "Focal"], "test_f1": [0.6, 0.7], "test_miou": [0.5, 0.6], "seed": 0})
+    table = one_factor_table(rows)
+    assert "validation" not in _all_text(table).lower()
+    assert table.caption == "Test split, metrics in %."
+    assert any("One result per row (n = 1)" in n for n in table.notes)
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (
+            {"threshold_protocol": "tuned", "selection_metric": "f1", "threshold": [0.4, 0.6]},
+            "Decision threshold: chosen per trial on validation by validation F1 (values used: 0.4–0.6).",
+        ),
+        ({"threshold_protocol": "fixed", "threshold": 0.5}, "Decision threshold: fixed at 0.5, not tuned."),
+        (
+            {"threshold_protocol": ["tuned", "fixed"], "threshold": [0.45, 0.5]},
+            "Decision threshold: chosen per trial on validation (values used: 0.45) for CE; fixed at 0.5, not tuned for Focal.",
+        ),
+    ],
+)
+def test_threshold_note_states_the_protocol_the_rows_record(extra: dict, expected: str) -> None:
+    # The note is built from threshold_protocol / selection_metric / threshold, whatever the spec meant.
+    rows = table_rows([[0.60], [0.70]], ["CE", "Focal"], seeds=(0,)).assign(**extra)
+    assert expected in one_factor_table(rows).notes
+
+
+def test_detection_threshold_and_chosen_epoch_are_noted_when_recorded() -> None:
+    # det_threshold and best_epoch become notes; rows without them (older stores) get neither.
+    rows = table_rows([[0.60], [0.70]], seeds=(0,)).assign(det_threshold=[0.3, 0.5], best_epoch=[2, 3])
+    notes = one_factor_table(rows).notes
+    assert "Detection threshold: chosen per trial on validation by detection F1 (0.3–0.5)." in notes
+    assert "Weights: each trial's epoch chosen on validation (epoch 2–3 of 3)." in notes
+    plain = one_factor_table(table_rows([[0.60], [0.70]], seeds=(0,))).notes
+    assert not any(n.startswith(("Detection threshold", "Weights", "Decision threshold")) for n in plain)
+
+
+def test_landslide_iou_is_a_metric_with_its_definition() -> None:
+    # test_iou reports as "IoU (landslide)"; the notes define the pixel metrics and warn about mIoU.
+    table = one_factor_table(table_rows([[0.6], [0.7]], seeds=(0,)), ReportOptions(metrics=("f1", "iou", "miou")))
+    assert table.header[1:4] == ["F1", "IoU (landslide)", "mIoU"]
+    assert _texts(table, "IoU (landslide)") == ["40.00", "50.00"]
+    assert "F1 and IoU (landslide): of the landslide class, from pixel counts summed over the test split." in table.notes
+    assert any(n.startswith("mIoU: mean of the landslide and background IoU; not comparable") for n in table.notes)
