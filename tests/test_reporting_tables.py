@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
-from test_reporting_support import result_row, table_rows
+from test_reporting_support import result_row, table_rows, with_tile_counts
 
 from rmaunet.errors import SpecError, StoreError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions
@@ -232,28 +231,31 @@ def test_p_values_are_holm_adjusted_with_the_raw_ones_in_the_note() -> None:
     assert "Holm-adjusted for the 3 comparisons (unadjusted p: A 0.001; B 0.063; C 1.000)" in note
 
 
-def _tile_counts(tp: int, fp: int, fn: int, tiles: int = 40) -> str:
-    rng = np.random.default_rng(tp)
-    return json.dumps([[int(rng.integers(0, 2 * tp)), int(rng.integers(0, 2 * fp)), int(rng.integers(0, 2 * fn))] for _ in range(tiles)])
-
-
 def test_one_seed_rows_with_tile_counts_show_a_bootstrap_interval() -> None:
-    # n = 1 still shows uncertainty: F1 gets a tile bootstrap interval, mIoU (no background counts) none, and a note says what it is.
-    rows = table_rows([[0.60], [0.70]], ["CE", "Focal"], seeds=(0,), test_tiles=40)
-    rows["test_tile_counts"] = [_tile_counts(50, 30, 30), _tile_counts(60, 20, 20)]
+    # n = 1 still shows uncertainty: F1 gets a tile bootstrap interval around its value, mIoU (no
+    # background counts) none, and a note says what the interval is.
+    rows = with_tile_counts(table_rows([[0.60], [0.70]], ["CE", "Focal"], seeds=(0,)))
     table = one_factor_table(rows)
-    f1 = _texts(table, "F1")
-    assert all(re.fullmatch(r"\d\d\.\d\d \[\d\d\.\d\d, \d\d\.\d\d\]", text) for text in f1), f1
+    for text, value in zip(_texts(table, "F1"), rows["test_f1"]):
+        low, high = map(float, re.fullmatch(r"(?:\d\d\.\d\d) \[(\d\d\.\d\d), (\d\d\.\d\d)\]", text).groups())
+        assert text.startswith(f"{value * 100:.2f} ") and low < value * 100 < high
     assert _texts(table, "mIoU") == ["53.00", "63.00"]
     assert "p" not in table.header
     assert any(n.startswith("[low, high]: 95% percentile bootstrap interval") and "40 test tiles" in n for n in table.notes)
     assert table.caption == "Test split (40 tiles), metrics in %; one training seed per row."
 
 
-def test_malformed_tile_counts_name_the_row() -> None:
-    # A tile list that is not [tp, fp, fn] per tile is a store problem, reported with the row's label.
-    rows = table_rows([[0.60]], ["CE"], seeds=(0,), test_tile_counts=json.dumps([[1, 2]]))
-    with pytest.raises(StoreError, match="row 'CE': test_tile_counts"):
+@pytest.mark.parametrize(
+    "counts, message",
+    [
+        (json.dumps([[1, 2]]), "row 'CE': test_tile_counts is not a list of"),
+        (json.dumps([[60, 20, 20]]), "row 'CE': test_tile_counts give test_f1 0.7500, the row says 0.6000"),
+    ],
+)
+def test_tile_counts_that_cannot_back_the_row_name_it(counts: str, message: str) -> None:
+    # Malformed counts, or counts whose F1 is not the row's, are a store problem reported with the row's label.
+    rows = table_rows([[0.60]], ["CE"], seeds=(0,), test_tile_counts=counts)
+    with pytest.raises(StoreError, match=re.escape(message)):
         one_factor_table(rows)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "paired_test",
     "holm_adjust",
     "tile_bootstrap",
+    "tile_score",
     "SIGNIFICANCE_LEVEL",
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_LEVEL",
@@ -137,17 +138,33 @@ def tile_bootstrap(
     interval shows how much the number depends on which tiles happened to be in the test split.
     It does not cover training randomness: that takes several seeds.
     """
-    if metric not in BOOTSTRAP_METRICS:
-        raise ValueError(f"no tile bootstrap for {metric!r} (choose from {', '.join(BOOTSTRAP_METRICS)})")
-    counts = np.asarray(tile_counts, dtype=float)
+    counts = _tile_array(tile_counts, metric)
     if counts.size == 0:
         return None
-    if counts.ndim != 2 or counts.shape[1] != 3:
-        raise ValueError(f"tile counts must be [tp, fp, fn] per tile, got shape {counts.shape}")
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(counts), size=(resamples, len(counts)))
-    tp, fp, fn = counts[picks].sum(axis=1).T
-    scores = _segmentation_from_counts(tp, fp, fn, np.zeros_like(tp))[metric]
+    scores = _score(counts[picks].sum(axis=1), metric)
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
     return BootstrapInterval(float(low), float(high), len(counts), resamples, level)
+
+
+def tile_score(tile_counts: np.ndarray | Sequence[Sequence[float]], metric: str) -> float:
+    """`metric` of the counts summed over all tiles: the split's value the bootstrap resamples."""
+    counts = _tile_array(tile_counts, metric)
+    return float(_score(counts.sum(axis=0, keepdims=True), metric)[0]) if counts.size else math.nan
+
+
+def _tile_array(tile_counts: np.ndarray | Sequence[Sequence[float]], metric: str) -> np.ndarray:
+    if metric not in BOOTSTRAP_METRICS:
+        raise ValueError(f"no tile bootstrap for {metric!r} (choose from {', '.join(BOOTSTRAP_METRICS)})")
+    counts = np.asarray(tile_counts, dtype=float)
+    if counts.size and (counts.ndim != 2 or counts.shape[1] != 3):
+        raise ValueError(f"tile counts must be [tp, fp, fn] per tile, got shape {counts.shape}")
+    return counts
+
+
+def _score(sums: np.ndarray, metric: str) -> np.ndarray:
+    """`metric` per row of [tp, fp, fn] sums, by the scoring rule of metrics.py (the background is not needed)."""
+    tp, fp, fn = sums.T
+    return _segmentation_from_counts(tp, fp, fn, np.zeros_like(tp))[metric]

@@ -35,6 +35,7 @@ from rmaunet.reporting.stats import (
     paired_test,
     seed_stats,
     tile_bootstrap,
+    tile_score,
 )
 from rmaunet.reporting.tabular import Cell, HeaderGroup, Table
 
@@ -63,6 +64,7 @@ _SEG_METRICS = ("f1", "precision", "recall", "miou")  # Table XI's column order
 _DET_METRICS = ("f1", "accuracy", "precision", "recall")
 _NA = "n/a"
 SEARCH_TOP = 20
+_COUNTS_TOLERANCE = 5e-4  # a stored metric may be rounded; half a hundredth of a point is not a disagreement
 
 
 @dataclass
@@ -100,9 +102,18 @@ class RowGroup:
         if counts is None:
             return None
         try:
-            return tile_bootstrap(counts, metric)
+            interval = tile_bootstrap(counts, metric)
         except ValueError:
             raise StoreError(f"row {self.label!r}: test_tile_counts is not a list of [tp, fp, fn] per test tile") from None
+        # The interval is printed beside the stored value: both must come from the same pixels.
+        stored = self.stats(f"test_{metric}").mean
+        recounted = tile_score(counts, metric)
+        if abs(recounted - stored) > _COUNTS_TOLERANCE:
+            raise StoreError(
+                f"row {self.label!r}: test_tile_counts give test_{metric} {recounted:.4f}, the row says {stored:.4f}"
+                " (counts from another threshold or split?)"
+            )
+        return interval
 
     def first(self, column: str) -> Any:
         return self.frame[column].iloc[0] if column in self.frame.columns and len(self.frame) else None
