@@ -28,22 +28,50 @@ def _ladder() -> pd.DataFrame:
     steps = [[], ["Combined loss"], ["Combined loss", "Res-Conv & Multihead Att."]]
     return pd.concat(
         [
-            table_rows([[0.6, 0.61]], [label], kind="ladder", study="ladder", seeds=(0, 1), steps=json.dumps(s)).assign(row_index=i)
-            for i, (label, s) in enumerate(zip(["U-Net w/", "Combined loss", "Combined loss + Res-Conv & Multihead Att."], steps))
+            table_rows([[0.6, 0.61]], [label], kind="ladder", study="ladder", seeds=(0, 1), steps=json.dumps(s)).assign(
+                row_index=i
+            )
+            for i, (label, s) in enumerate(
+                zip(["U-Net w/", "Combined loss", "Combined loss + Res-Conv & Multihead Att."], steps)
+            )
         ]
     )
 
 
 # One study per layout, with labels full of characters Markdown and LaTeX treat specially.
 LAYOUT_ROWS = {
-    "one_factor": lambda: table_rows([[0.6, 0.62, 0.61], [0.65, 0.66, 0.67]], ["U-Net & Cross_Entropy (100%)", "U-Net | Focal #2 $x$"]),
+    "one_factor": lambda: table_rows(
+        [[0.6, 0.62, 0.61], [0.65, 0.66, 0.67]], ["U-Net & Cross_Entropy (100%)", "U-Net | Focal #2 $x$"]
+    ),
     "ladder": _ladder,
     "threshold": lambda: table_rows([[0.6], [0.7]], ["None", "0.95"], kind="threshold", seeds=(0,)),
     "cross_dataset": lambda: pd.concat(
-        [table_rows([[0.769]], ["RMAU-NET"], seeds=(0,)), table_rows([[0.74]], ["RMAU-NET"], seeds=(0,), cfg_dataset="bijie", cfg_task="segmentation+detection", test_det_f1=0.93)]
+        [
+            table_rows([[0.769]], ["RMAU-NET"], seeds=(0,)),
+            table_rows(
+                [[0.74]],
+                ["RMAU-NET"],
+                seeds=(0,),
+                cfg_dataset="bijie",
+                cfg_task="segmentation+detection",
+                test_det_f1=0.93,
+            ),
+        ]
     ),
     "search": lambda: pd.DataFrame(
-        [result_row("s", "search", f"trial_{i}", i, 0, 0.6 + i / 100, cfg_learning_rate=10.0 ** -(i + 2), cfg_loss="focal_iou" if i % 2 else "cross_entropy") for i in range(4)]
+        [
+            result_row(
+                "s",
+                "search",
+                f"trial_{i}",
+                i,
+                0,
+                0.6 + i / 100,
+                cfg_learning_rate=10.0 ** -(i + 2),
+                cfg_loss="focal_iou" if i % 2 else "cross_entropy",
+            )
+            for i in range(4)
+        ]
     ),
 }
 
@@ -142,7 +170,10 @@ def _pdflatex(folder: Path, document: str) -> str:
     return log
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (`make latex` installs texlive-latex-base/recommended)")
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None,
+    reason="pdflatex not installed (`make latex` installs texlive-latex-base/recommended)",
+)
 def test_every_layout_compiles_in_a_two_column_paper_without_overfull_lines(tmp_path: Path) -> None:
     # Every layout's table.tex builds in a two-column article with no line running into the margin
     # (a wide table spans both columns, or shrinks to the text width), and so does the bare tabular
@@ -150,8 +181,13 @@ def test_every_layout_compiles_in_a_two_column_paper_without_overfull_lines(tmp_
     floats, bare = [], []
     for layout in sorted(LAYOUT_ROWS):
         refs = REFS if layout == "cross_dataset" else None
-        write_study_report(LAYOUT_ROWS[layout](), tmp_path / layout, title=f"Study {layout}", references=refs, figures=False)
-        floats += [rf"\input{{{layout}/table.tex}}", "Body text of the column, so that the page shows how wide a column is. " * 3]
+        write_study_report(
+            LAYOUT_ROWS[layout](), tmp_path / layout, title=f"Study {layout}", references=refs, figures=False
+        )
+        floats += [
+            rf"\input{{{layout}/table.tex}}",
+            "Body text of the column, so that the page shows how wide a column is. " * 3,
+        ]
         (tmp_path / f"{layout}-bare.tex").write_text(render_latex(_table(layout), style="tabular"))
         bare.append(rf"\begin{{table*}}\centering\input{{{layout}-bare.tex}}\end{{table*}}")
     log = _pdflatex(tmp_path, latex_document(*floats, two_column=True))
@@ -194,7 +230,9 @@ def test_latex_style_comes_from_the_spec_and_is_checked(tmp_path: Path) -> None:
     # report: latex_style: tabular writes a bare table.tex; an unknown style is refused naming the spec.
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: t\nreport:\n  latex_style: tabular\n")
-    text = write_study_report(LAYOUT_ROWS["one_factor"](), tmp_path / "a", spec=spec, figures=False)["latex"].read_text()
+    text = write_study_report(LAYOUT_ROWS["one_factor"](), tmp_path / "a", spec=spec, figures=False)[
+        "latex"
+    ].read_text()
     assert r"\begin{table" not in text and r"\begin{tabular}" in text
     spec.write_text("name: t\nreport:\n  latex_style: sideways\n")
     with pytest.raises(SpecError, match=r"spec.yaml: report latex_style: unknown 'sideways'"):
@@ -212,7 +250,9 @@ def test_significance_is_a_superscript_in_both_formats() -> None:
 
 def test_a_row_starting_with_a_bracket_is_not_read_as_a_spacing_argument() -> None:
     # "[37] DDTL" after the previous row's \\ would be taken as \\[37]; it is shielded with {}.
-    text = render_latex(Table(["Model", "F1"], [[Cell("A"), Cell("1")], [Cell("[37] DDTL"), Cell("2")]]), style="tabular")
+    text = render_latex(
+        Table(["Model", "F1"], [[Cell("A"), Cell("1")], [Cell("[37] DDTL"), Cell("2")]]), style="tabular"
+    )
     assert "{}[37] DDTL & 2 \\\\" in text
 
 

@@ -66,7 +66,16 @@ def table_rows(
     """One table row per entry of `f1s` (its test F1 on each seed)."""
     labels = labels or [f"row {i}" for i in range(len(f1s))]
     records = [
-        result_row(study, kind, label, i, seed, f1, **({"threshold": _threshold(label)} if kind == "threshold" else {}), **extra)
+        result_row(
+            study,
+            kind,
+            label,
+            i,
+            seed,
+            f1,
+            **({"threshold": _threshold(label)} if kind == "threshold" else {}),
+            **extra,
+        )
         for i, (label, values) in enumerate(zip(labels, f1s))
         for seed, f1 in zip(seeds, values)
     ]
@@ -82,7 +91,7 @@ def _threshold(label: str) -> float:
 
 
 def with_tile_counts(rows: pd.DataFrame, tiles: int = 40, seed: int = 0) -> pd.DataFrame:
-    """Per-tile [tp, fp, fn] for every row, and the row's pixel metrics recomputed from them (as a trial stores them)."""
+    """Per-tile [tp, fp, fn] for every row, and its pixel metrics recomputed from them (as a trial stores them)."""
     rng = np.random.default_rng(seed)
     rows = rows.copy()
     lists = []

@@ -35,7 +35,7 @@ def _numbers(rows: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _span(values: pd.Series, fmt: str = "{:g}") -> str:
-    """"0.5" for one value, "0.4–0.6" for several."""
+    """ "0.5" for one value, "0.4–0.6" for several."""
     low, high = float(values.min()), float(values.max())
     return fmt.format(low) if low == high else f"{fmt.format(low)}–{fmt.format(high)}"
 
@@ -49,7 +49,7 @@ def _seeds_per_row(rows: pd.DataFrame) -> str:
 
 
 def split_caption(rows: pd.DataFrame) -> str:
-    """"Test split (760 tiles), metrics in %; 3 training seeds per row": what every table shows.
+    """ "Test split (760 tiles), metrics in %; 3 training seeds per row": what every table shows.
 
     The seed count is stated only for rows the engine wrote (they carry a `trial_id`); a
     typed-in table's seed column is a default, not a record.
@@ -104,7 +104,10 @@ def _threshold_note(rows: pd.DataFrame) -> str:
     if not parts:
         return ""
     if len(tuned) and len(fixed):
-        labels = {name: ", ".join(dict.fromkeys(group["row"].astype(str))) for name, group in (("tuned", tuned), ("fixed", fixed))}
+        labels = {
+            name: ", ".join(dict.fromkeys(group["row"].astype(str)))
+            for name, group in (("tuned", tuned), ("fixed", fixed))
+        }
         return f"Decision threshold: {parts[0]} for {labels['tuned']}; {parts[1]} for {labels['fixed']}."
     return f"Decision threshold: {parts[0]}."
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rmaunet.metrics import _segmentation_from_counts  # the split's own scoring rule, not a copy of it
+# The split's own scoring rule (metrics.py, numpy only), not a copy of it.
+from rmaunet.metrics import _segmentation_from_counts
 
 __all__ = [
     "SeedStats",
@@ -86,7 +87,8 @@ def paired_test(baseline: pd.Series, other: pd.Series) -> PairedTest | None:
     # no difference at all (p = 1) or the same shift on every seed (p = 0).
     if np.ptp(diffs) <= 1e-12 * max(1.0, float(np.abs(diffs).max())):
         return PairedTest(1.0 if abs(mean_diff) <= 1e-12 else 0.0, n, mean_diff)
-    from scipy.stats import ttest_rel  # imported here: scipy.stats costs ~0.5 s and only tests need it
+    # Imported here: scipy.stats costs ~0.5 s and only the paired test needs it.
+    from scipy.stats import ttest_rel
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -24,7 +24,13 @@ import pandas as pd
 
 from rmaunet.errors import SpecError, StoreError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, parse_json_list
-from rmaunet.reporting.protocol import METRIC_LABELS, metric_label, metric_notes, protocol_notes, split_caption
+from rmaunet.reporting.protocol import (
+    METRIC_LABELS,
+    metric_label,
+    metric_notes,
+    protocol_notes,
+    split_caption,
+)
 from rmaunet.reporting.stats import (
     BOOTSTRAP_METRICS,
     SIGNIFICANCE_LEVEL,
@@ -42,6 +48,7 @@ from rmaunet.reporting.tabular import Cell, HeaderGroup, Table
 __all__ = [
     "RowGroup",
     "group_rows",
+    "baseline_group",
     "ok_rows",
     "choose_layout",
     "build_table",
@@ -96,7 +103,9 @@ class RowGroup:
         return self._intervals[metric]
 
     def _bootstrap(self, metric: str) -> BootstrapInterval | None:
-        if metric not in BOOTSTRAP_METRICS or "test_tile_counts" not in self.frame.columns or self.stats(f"test_{metric}").n != 1:
+        if metric not in BOOTSTRAP_METRICS or "test_tile_counts" not in self.frame.columns:
+            return None
+        if self.stats(f"test_{metric}").n != 1:
             return None
         counts = next((c for c in map(parse_json_list, self.frame["test_tile_counts"]) if c), None)
         if counts is None:
@@ -104,7 +113,9 @@ class RowGroup:
         try:
             interval = tile_bootstrap(counts, metric)
         except ValueError:
-            raise StoreError(f"row {self.label!r}: test_tile_counts is not a list of [tp, fp, fn] per test tile") from None
+            raise StoreError(
+                f"row {self.label!r}: test_tile_counts is not a list of [tp, fp, fn] per test tile"
+            ) from None
         # The interval is printed beside the stored value: both must come from the same pixels.
         stored = self.stats(f"test_{metric}").mean
         recounted = tile_score(counts, metric)
@@ -194,14 +205,16 @@ def _interval_note(groups: Sequence[RowGroup], metrics: Sequence[str]) -> list[s
     tiles = sorted({i.tiles for i in shown})
     count = str(tiles[0]) if len(tiles) == 1 else f"{tiles[0]}–{tiles[-1]}"
     first = shown[0]
-    return [
+    note = (
         f"[low, high]: {first.level:.0%} percentile bootstrap interval of a one-seed row, resampling its {count} "
         f"test tiles ({first.resamples} resamples, seeded); it shows how much the value depends on the test tiles, "
         "not on training randomness."
-    ]
+    )
+    return [note]
 
 
-def _baseline(groups: list[RowGroup], options: ReportOptions, study: str) -> RowGroup:
+def baseline_group(groups: list[RowGroup], options: ReportOptions, study: str) -> RowGroup:
+    """The row Δ and p compare against: the spec's baseline (label or row_index), else the first."""
     wanted = options.baseline
     if wanted is None:
         return groups[0]
@@ -247,7 +260,7 @@ def _seed_table(
     notes: Sequence[str] = (),
 ) -> Table:
     """Shared body of the one-factor, ladder and threshold tables."""
-    base = _baseline(groups, options, study_name(rows))
+    base = baseline_group(groups, options, study_name(rows))
     stats = {(id(g), m): g.stats(f"test_{m}") for g in groups for m in options.metrics}
     # A metric no row has (a typed-in table with F1 only) would be a column of n/a: leave it out.
     metrics = [m for m in options.metrics if any(not stats[id(g), m].missing for g in groups)] or list(options.metrics[:1])
@@ -257,7 +270,8 @@ def _seed_table(
 
     # One test per compared row, Holm-adjusted over all of them: unadjusted, a table of ten
     # rows that all equal the baseline shows a "significant" one about four times in ten.
-    tests = {id(g): paired_test(base.values(f"test_{primary}"), g.values(f"test_{primary}")) for g in groups if g is not base}
+    column = f"test_{primary}"
+    tests = {id(g): paired_test(base.values(column), g.values(column)) for g in groups if g is not base}
     done = [(key, test) for key, test in tests.items() if test is not None]
     adjusted = dict(zip((key for key, _ in done), holm_adjust([test.p_value for _, test in done])))
 
@@ -291,7 +305,9 @@ def _seed_table(
 
     all_notes = list(notes)
     if several:
-        all_notes.append(f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”.")
+        all_notes.append(
+            f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”."
+        )
         all_notes.append(_p_note(primary, [(g, tests[id(g)]) for g in groups if tests.get(id(g)) is not None]))
     else:
         seeds = "training seed" if "trial_id" in rows.columns else "result"  # a typed-in table records no seeds
@@ -362,7 +378,8 @@ def threshold_table(rows: pd.DataFrame, options: ReportOptions | None = None, ti
         if match:
             options = replace(options, baseline=match[0].label)
     chosen, split = choose_threshold_row(groups, options.selection_metric)
-    note = f"Bold: the threshold chosen on {'validation' if split == 'val' else 'test'} {metric_label(options.selection_metric)} ({chosen.label})."
+    where = "validation" if split == "val" else "test"
+    note = f"Bold: the threshold chosen on {where} {metric_label(options.selection_metric)} ({chosen.label})."
     if split == "test":
         note += " No validation metrics were stored, so the choice was made on test."
     return _seed_table(rows, groups, options, title=title, label_header="Threshold", chosen=chosen, notes=[note])
@@ -439,8 +456,10 @@ def cross_dataset_table(rows: pd.DataFrame, options: ReportOptions | None = None
     elif len(ours):
         seeds = "training seed" if "trial_id" in ok.columns else "result"
         notes.append(f"Our rows: one {seeds} each (n = 1), no spread over seeds.")
-    notes += _interval_note(ours, _SEG_METRICS) + protocol_notes(ok) + metric_notes(_SEG_METRICS, detection=True) + _failed_note(rows)
-    return Table(header, body, caption=_caption(title, options, rows), notes=notes, groups=groups, align="ll" + "r" * 9, rule_before=starts)
+    notes += _interval_note(ours, _SEG_METRICS) + protocol_notes(ok)
+    notes += metric_notes(_SEG_METRICS, detection=True) + _failed_note(rows)
+    caption = _caption(title, options, rows)
+    return Table(header, body, caption=caption, notes=notes, groups=groups, align="ll" + "r" * 9, rule_before=starts)
 
 
 def _reference_cell(ref: ReferenceRow, metric: str) -> Cell:
@@ -497,7 +516,10 @@ def search_table(rows: pd.DataFrame, options: ReportOptions | None = None, title
             line.append(Cell(format_stats(st), bold=_printed(st) == best[s, m]))
         line.append(Cell(str(stats[id(g), "val", metric].n)))
         body.append(line)
-    notes = [f"Trials ranked by validation {metric_label(metric)}; {len(shown)} of {len(groups)} shown. Bold: best value per column."]
+    notes = [
+        f"Trials ranked by validation {metric_label(metric)}; {len(shown)} of {len(groups)} shown. "
+        "Bold: best value per column."
+    ]
     notes += protocol_notes(ok_rows(rows)) + metric_notes(options.metrics) + _failed_note(rows)
     align = "l" + "c" * len(params) + "r" * (len(header) - 1 - len(params))
     return Table(header, body, caption=_caption(title, options, rows), notes=notes, align=align)
