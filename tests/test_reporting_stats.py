@@ -1,4 +1,4 @@
-"""Seed statistics: mean ± std with n, and the paired test against the baseline."""
+"""Seed statistics, the paired test against the baseline, Holm's correction and the tile bootstrap."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import ttest_rel
 
-from rmaunet.reporting.stats import paired_test, seed_stats
+from rmaunet.reporting.stats import holm_adjust, paired_test, seed_stats, tile_bootstrap
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,54 @@ def test_paired_test_constant_difference(shift: float, p: float, significant: bo
     base = pd.Series([0.6, 0.65, 0.7], index=[0, 1, 2])
     test = paired_test(base, base + shift)
     assert test is not None and test.p_value == p and test.significant is significant
+
+
+@pytest.mark.parametrize(
+    "raw, adjusted",
+    [
+        # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1, then made non-decreasing: 0.04 -> 0.06
+        ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),
+        ([0.3, 0.6], [0.6, 0.6]),  # 2 * 0.3 and 1 * 0.6
+        ([0.7, 0.2], [0.7, 0.4]),  # the input order is kept
+        ([0.6, 0.9], [1.0, 1.0]),  # 2 * 0.6 capped at 1, and 0.9 may not fall below it
+        ([0.02], [0.02]),  # one comparison: nothing to correct
+        ([0.01, math.nan, 0.02], [0.02, math.nan, 0.02]),  # a missing test is not counted
+    ],
+)
+def test_holm_adjust_matches_the_step_down_rule(raw: list[float], adjusted: list[float]) -> None:
+    # The k-th smallest of m p-values is multiplied by m - k + 1, made monotone and capped at 1.
+    np.testing.assert_allclose(holm_adjust(raw), adjusted, equal_nan=True)
+
+
+def _tiles(n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    tp = rng.integers(0, 400, n)
+    return np.stack([tp, rng.integers(0, 150, n), rng.integers(0, 150, n)], axis=1)
+
+
+def test_tile_bootstrap_is_seeded_and_brackets_the_split_score() -> None:
+    # The same counts give the same interval; it holds the F1 of the summed counts and narrows with more tiles.
+    counts = _tiles(200)
+    first, again = tile_bootstrap(counts, "f1"), tile_bootstrap(counts, "f1")
+    assert first == again and first is not None and first.tiles == 200 and first.resamples == 1000
+    tp, fp, fn = counts.sum(axis=0)
+    assert first.low < 2 * tp / (2 * tp + fp + fn) < first.high
+    wider = tile_bootstrap(counts[:20], "f1")
+    assert wider is not None and wider.high - wider.low > 2 * (first.high - first.low)
+
+
+@pytest.mark.parametrize("metric", ["f1", "iou", "precision", "recall"])
+def test_tile_bootstrap_of_identical_tiles_has_no_width(metric: str) -> None:
+    # Every resample of identical tiles scores the same: the interval is that one value.
+    interval = tile_bootstrap([[30, 10, 20]] * 50, metric)
+    value = {"f1": 60 / 90, "iou": 30 / 60, "precision": 30 / 40, "recall": 30 / 50}[metric]
+    assert interval is not None and interval.low == pytest.approx(value) and interval.high == pytest.approx(value)
+
+
+def test_tile_bootstrap_refuses_what_tile_counts_cannot_give() -> None:
+    # mIoU needs background counts the tiles do not carry; a malformed list is refused, an empty one has no interval.
+    with pytest.raises(ValueError, match="no tile bootstrap for 'miou'"):
+        tile_bootstrap([[1, 2, 3]], "miou")
+    with pytest.raises(ValueError, match=r"\[tp, fp, fn\] per tile"):
+        tile_bootstrap([[1, 2]], "f1")
+    assert tile_bootstrap([], "f1") is None

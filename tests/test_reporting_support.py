@@ -6,7 +6,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from rmaunet.reporting.stats import BOOTSTRAP_METRICS, tile_score
 
 SEEDS = (0, 1, 2)
 
@@ -63,7 +66,16 @@ def table_rows(
     """One table row per entry of `f1s` (its test F1 on each seed)."""
     labels = labels or [f"row {i}" for i in range(len(f1s))]
     records = [
-        result_row(study, kind, label, i, seed, f1, **({"threshold": _threshold(label)} if kind == "threshold" else {}), **extra)
+        result_row(
+            study,
+            kind,
+            label,
+            i,
+            seed,
+            f1,
+            **({"threshold": _threshold(label)} if kind == "threshold" else {}),
+            **extra,
+        )
         for i, (label, values) in enumerate(zip(labels, f1s))
         for seed, f1 in zip(seeds, values)
     ]
@@ -76,3 +88,19 @@ def _threshold(label: str) -> float:
         return float(label)
     except ValueError:
         return float("nan")
+
+
+def with_tile_counts(rows: pd.DataFrame, tiles: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Per-tile [tp, fp, fn] for every row, and its pixel metrics recomputed from them (as a trial stores them)."""
+    rng = np.random.default_rng(seed)
+    rows = rows.copy()
+    lists = []
+    for i in range(len(rows)):
+        tp = rng.integers(0, 400, tiles)
+        counts = np.stack([tp, rng.integers(0, 100 + 30 * i, tiles), rng.integers(0, 100 + 30 * i, tiles)], axis=1)
+        lists.append(counts)
+        for metric in BOOTSTRAP_METRICS:
+            rows.loc[rows.index[i], f"test_{metric}"] = tile_score(counts, metric)
+    rows["test_tile_counts"] = [json.dumps(c.tolist()) for c in lists]
+    rows["test_tiles"] = tiles
+    return rows

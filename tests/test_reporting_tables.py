@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
-from test_reporting_support import result_row, table_rows
+from test_reporting_support import result_row, table_rows, with_tile_counts
 
-from rmaunet.errors import SpecError
+from rmaunet.errors import SpecError, StoreError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions
 from rmaunet.reporting.tables import (
     build_table,
@@ -42,10 +43,17 @@ LADDER_STEPS = [[], ["Combined loss"], ["Combined loss", "23 band data"]]
         ("threshold", {}, ReportOptions(), "threshold"),
         ("search", {}, ReportOptions(), "search"),
         ("table", {}, ReportOptions(layout="threshold"), "threshold"),
-        ("table", {}, ReportOptions(references=(ReferenceRow("nepal", "U-Net", "[38]", {"f1": 67.0}),)), "cross_dataset"),
+        (
+            "table",
+            {},
+            ReportOptions(references=(ReferenceRow("nepal", "U-Net", "[38]", {"f1": 67.0}),)),
+            "cross_dataset",
+        ),
     ],
 )
-def test_layout_follows_kind_steps_references_and_spec(kind: str, extra: dict, options: ReportOptions, layout: str) -> None:
+def test_layout_follows_kind_steps_references_and_spec(
+    kind: str, extra: dict, options: ReportOptions, layout: str
+) -> None:
     # The layout comes from the rows' kind (ladder only with steps); a spec's layout or references override.
     rows = table_rows([[0.6], [0.7]], kind=kind, seeds=(0,), **extra)
     assert choose_layout(rows, options) == layout
@@ -66,7 +74,7 @@ def test_one_factor_cells_are_test_percentages_with_two_decimals_and_spread() ->
     assert _texts(table, "mIoU") == ["54.00 ± 1.00", "59.17 ± 1.04"]
     assert _texts(table, "Δ F1") == ["—", "+5.17"]
     assert _texts(table, "n") == ["3", "3"]
-    assert "Test-split" in table.caption and "validation" in table.caption
+    assert table.caption == "Test split, metrics in %; 3 training seeds per row."
 
 
 def test_best_value_per_column_is_bold_including_ties() -> None:
@@ -82,15 +90,17 @@ def test_best_value_per_column_is_bold_including_ties() -> None:
 @pytest.mark.parametrize(
     "other, expected",
     [
-        ([0.65, 0.665, 0.67], "0.001 *"),  # consistent gain: significant
-        ([0.63, 0.66, 0.64], "0.063"),  # a gain of 3.3 points, but noisy over three seeds
-        ([0.58, 0.64, 0.61], "1.000"),  # same mean, seed noise only
+        ([0.65, 0.665, 0.67], ("0.001", "*")),  # consistent gain: significant
+        ([0.63, 0.66, 0.64], ("0.063", "")),  # a gain of 3.3 points, but noisy over three seeds
+        ([0.58, 0.64, 0.61], ("1.000", "")),  # same mean, seed noise only
     ],
 )
-def test_p_value_against_baseline_with_marker_only_when_significant(other: list[float], expected: str) -> None:
-    # The paired t-test over shared seeds prints its p-value, with * below 0.05.
+def test_p_value_against_baseline_with_marker_only_when_significant(
+    other: list[float], expected: tuple[str, str]
+) -> None:
+    # The paired t-test over shared seeds prints its p-value, with a superscript * below 0.05.
     table = one_factor_table(table_rows([[0.60, 0.61, 0.62], other]))
-    assert _texts(table, "p") == ["baseline", expected]
+    assert [(c.text, c.mark) for c in table.column("p")] == [("baseline", ""), expected]
 
 
 def test_single_seed_rows_say_so_instead_of_testing() -> None:
@@ -98,12 +108,14 @@ def test_single_seed_rows_say_so_instead_of_testing() -> None:
     table = one_factor_table(table_rows([[0.60], [0.65]], seeds=(0,)))
     assert "p" not in table.header
     assert _texts(table, "F1") == ["60.00", "65.00"]
-    assert any("single training seed" in note for note in table.notes)
+    assert any("One training seed per row (n = 1)" in note for note in table.notes)
 
 
 def test_a_row_with_one_seed_among_several_is_labelled() -> None:
     # A row trained on one seed shows n = 1 where the others show a p-value.
-    rows = pd.concat([table_rows([[0.60, 0.61, 0.62], [0.65, 0.665, 0.67]]), table_rows([[0.7]], ["lonely"], seeds=(0,))])
+    rows = pd.concat(
+        [table_rows([[0.60, 0.61, 0.62], [0.65, 0.665, 0.67]]), table_rows([[0.7]], ["lonely"], seeds=(0,))]
+    )
     rows.loc[rows["row"] == "lonely", "row_index"] = 2
     table = one_factor_table(rows)
     assert _texts(table, "p")[2] == "n = 1"
@@ -130,7 +142,9 @@ def test_failed_trials_are_left_out_and_noted() -> None:
 
 def test_other_metrics_on_request() -> None:
     # metrics= adds precision / recall columns (and their Δ) in the order asked.
-    table = one_factor_table(table_rows([[0.6], [0.7]], seeds=(0,)), ReportOptions(metrics=("f1", "precision", "recall")))
+    table = one_factor_table(
+        table_rows([[0.6], [0.7]], seeds=(0,)), ReportOptions(metrics=("f1", "precision", "recall"))
+    )
     assert table.header[1:4] == ["F1", "Precision", "Recall"]
     assert _texts(table, "Precision") == ["57.00", "67.00"]
 
@@ -146,7 +160,9 @@ def test_ladder_has_a_check_column_per_technique() -> None:
     rows = pd.concat(
         [
             table_rows([[0.6]], [label], seeds=(0,), kind="ladder", steps=json.dumps(steps)).assign(row_index=i)
-            for i, (label, steps) in enumerate(zip(["Baseline", "Combined loss", "Combined loss + 23 band data"], LADDER_STEPS))
+            for i, (label, steps) in enumerate(
+                zip(["Baseline", "Combined loss", "Combined loss + 23 band data"], LADDER_STEPS)
+            )
         ]
     )
     table = ladder_table(rows)
@@ -158,7 +174,9 @@ def test_ladder_has_a_check_column_per_technique() -> None:
 
 def test_threshold_table_bolds_the_row_chosen_on_validation() -> None:
     # The best row is the validation winner, even where another threshold is better on test.
-    rows = table_rows([[0.60], [0.70], [0.65]], ["None", "0.5", "0.95"], kind="threshold", study="paper_table9_threshold", seeds=(0,))
+    rows = table_rows(
+        [[0.60], [0.70], [0.65]], ["None", "0.5", "0.95"], kind="threshold", study="paper_table9_threshold", seeds=(0,)
+    )
     rows["val_f1"] = [0.60, 0.62, 0.80]
     table = threshold_table(rows)
     assert table.header[0] == "Threshold"
@@ -169,7 +187,16 @@ def test_threshold_table_bolds_the_row_chosen_on_validation() -> None:
 
 def test_cross_dataset_table_has_blocks_na_and_published_rows() -> None:
     # Table XI: a segmentation-only model is n/a in the detection block; reference rows print as typed.
-    l4s = table_rows([[0.769]], ["RMAU-NET"], seeds=(0,), cfg_task="segmentation+detection", test_det_f1=0.9823, test_det_accuracy=0.971, test_det_precision=0.9858, test_det_recall=0.9789)
+    l4s = table_rows(
+        [[0.769]],
+        ["RMAU-NET"],
+        seeds=(0,),
+        cfg_task="segmentation+detection",
+        test_det_f1=0.9823,
+        test_det_accuracy=0.971,
+        test_det_precision=0.9858,
+        test_det_recall=0.9789,
+    )
     nepal = table_rows([[0.6943]], ["RMAU-NET"], seeds=(0,), cfg_dataset="nepal").assign(row_index=1)
     refs = (ReferenceRow("Nepal", "U-Net", "[38]", {"f1": 67.0, "precision": 61.0, "recall": 74.0}),)
     table = cross_dataset_table(pd.concat([l4s, nepal]), ReportOptions(references=refs))
@@ -186,8 +213,12 @@ def test_search_table_ranks_trials_on_validation_and_shows_varied_parameters() -
     # Only searched parameters get a column; rank follows validation, not test.
     rows = pd.DataFrame(
         [
-            result_row("joint_search", "search", f"trial {i}", i, 0, f1, cfg_learning_rate=lr, cfg_attention=att, val_f1=val)
-            for i, (f1, lr, att, val) in enumerate([(0.70, 1e-3, "se", 0.60), (0.60, 4e-4, "mha", 0.75), (0.65, 1e-4, "se", 0.70)])
+            result_row(
+                "joint_search", "search", f"trial {i}", i, 0, f1, cfg_learning_rate=lr, cfg_attention=att, val_f1=val
+            )
+            for i, (f1, lr, att, val) in enumerate(
+                [(0.70, 1e-3, "se", 0.60), (0.60, 4e-4, "mha", 0.75), (0.65, 1e-4, "se", 0.70)]
+            )
         ]
     )
     table = search_table(rows)
@@ -206,7 +237,9 @@ def test_build_table_refuses_a_study_without_successful_rows() -> None:
 def test_threshold_rows_sort_none_first_and_compare_with_the_configured_threshold() -> None:
     # Rows as the engine writes them (one row_index, any order) print None, then ascending;
     # Δ is against the config's own threshold (0.5), not the lowest one.
-    rows = table_rows([[0.62], [0.60], [0.61], [0.64]], ["0.9", "0.4", "0.5", "None"], kind="threshold", seeds=(0,)).assign(row_index=0)
+    rows = table_rows(
+        [[0.62], [0.60], [0.61], [0.64]], ["0.9", "0.4", "0.5", "None"], kind="threshold", seeds=(0,)
+    ).assign(row_index=0)
     table = threshold_table(rows)
     assert _texts(table, "Threshold") == ["None", "0.4", "0.5", "0.9"]
     assert _texts(table, "Δ F1") == ["+3.00", "-1.00", "—", "+1.00"]
@@ -215,7 +248,113 @@ def test_threshold_rows_sort_none_first_and_compare_with_the_configured_threshol
 def test_search_trials_sharing_one_label_stay_separate_rows() -> None:
     # When the engine labels every search trial with the study name, trials are told apart by trial id.
     rows = pd.DataFrame(
-        [result_row("s", "search", "s", 0, 0, 0.6 + i / 100, trial_id=f"abcdef{i}99", cfg_learning_rate=10.0 ** -(i + 2)) for i in range(3)]
+        [
+            result_row(
+                "s", "search", "s", 0, 0, 0.6 + i / 100, trial_id=f"abcdef{i}99", cfg_learning_rate=10.0 ** -(i + 2)
+            )
+            for i in range(3)
+        ]
     )
     table = search_table(rows)
     assert [row[0].text for row in table.rows] == ["trial abcdef29", "trial abcdef19", "trial abcdef09"]
+
+
+def test_p_values_are_holm_adjusted_with_the_raw_ones_in_the_note() -> None:
+    # Three comparisons: the p column is Holm-adjusted (the mark follows it), the note keeps the raw values.
+    rows = table_rows(
+        [[0.60, 0.61, 0.62], [0.65, 0.665, 0.67], [0.63, 0.66, 0.64], [0.58, 0.64, 0.61]], ["CE", "A", "B", "C"]
+    )
+    table = one_factor_table(rows)
+    assert [(c.text, c.mark) for c in table.column("p")] == [
+        ("baseline", ""),
+        ("0.003", "*"),
+        ("0.127", ""),
+        ("1.000", ""),
+    ]
+    note = next(n for n in table.notes if n.startswith("p: "))
+    assert "Holm-adjusted for the 3 comparisons (unadjusted p: A 0.001; B 0.063; C 1.000)" in note
+
+
+def test_one_seed_rows_with_tile_counts_show_a_bootstrap_interval() -> None:
+    # n = 1 still shows uncertainty: F1 gets a tile bootstrap interval around its value, mIoU (no
+    # background counts) none, and a note says what the interval is.
+    rows = with_tile_counts(table_rows([[0.60], [0.70]], ["CE", "Focal"], seeds=(0,)))
+    table = one_factor_table(rows)
+    for text, value in zip(_texts(table, "F1"), rows["test_f1"]):
+        low, high = map(float, re.fullmatch(r"(?:\d\d\.\d\d) \[(\d\d\.\d\d), (\d\d\.\d\d)\]", text).groups())
+        assert text.startswith(f"{value * 100:.2f} ") and low < value * 100 < high
+    assert _texts(table, "mIoU") == ["53.00", "63.00"]
+    assert "p" not in table.header
+    assert any(
+        n.startswith("[low, high]: 95% percentile bootstrap interval") and "40 test tiles" in n for n in table.notes
+    )
+    assert table.caption == "Test split (40 tiles), metrics in %; one training seed per row."
+
+
+@pytest.mark.parametrize(
+    "counts, message",
+    [
+        (json.dumps([[1, 2]]), "row 'CE': test_tile_counts is not a list of"),
+        (json.dumps([[60, 20, 20]]), "row 'CE': test_tile_counts give test_f1 0.7500, the row says 0.6000"),
+    ],
+)
+def test_tile_counts_that_cannot_back_the_row_name_it(counts: str, message: str) -> None:
+    # Malformed counts, or counts whose F1 is not the row's, are a store problem reported with the row's label.
+    rows = table_rows([[0.60]], ["CE"], seeds=(0,), test_tile_counts=counts)
+    with pytest.raises(StoreError, match=re.escape(message)):
+        one_factor_table(rows)
+
+
+def _all_text(table: Table) -> str:
+    return " ".join([table.caption, *table.notes])
+
+
+def test_typed_in_rows_claim_no_selection_on_validation() -> None:
+    # A results table typed in from a paper records neither trials nor a threshold protocol: nothing about validation.
+    rows = pd.DataFrame({"row": ["CE", "Focal"], "test_f1": [0.6, 0.7], "test_miou": [0.5, 0.6], "seed": 0})
+    table = one_factor_table(rows)
+    assert "validation" not in _all_text(table).lower()
+    assert table.caption == "Test split, metrics in %."
+    assert any("One result per row (n = 1)" in n for n in table.notes)
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (
+            {"threshold_protocol": "tuned", "selection_metric": "f1", "threshold": [0.4, 0.6]},
+            "Decision threshold: chosen per trial on validation by validation F1 (values used: 0.4–0.6).",
+        ),
+        ({"threshold_protocol": "fixed", "threshold": 0.5}, "Decision threshold: fixed at 0.5, not tuned."),
+        (
+            {"threshold_protocol": ["tuned", "fixed"], "threshold": [0.45, 0.5]},
+            "Decision threshold: chosen per trial on validation (values used: 0.45) for CE; "
+            "fixed at 0.5, not tuned for Focal.",
+        ),
+    ],
+)
+def test_threshold_note_states_the_protocol_the_rows_record(extra: dict, expected: str) -> None:
+    # The note is built from threshold_protocol / selection_metric / threshold, whatever the spec meant.
+    rows = table_rows([[0.60], [0.70]], ["CE", "Focal"], seeds=(0,)).assign(**extra)
+    assert expected in one_factor_table(rows).notes
+
+
+def test_detection_threshold_and_chosen_epoch_are_noted_when_recorded() -> None:
+    # det_threshold and best_epoch become notes; rows without them (older stores) get neither.
+    rows = table_rows([[0.60], [0.70]], seeds=(0,)).assign(det_threshold=[0.3, 0.5], best_epoch=[2, 3])
+    notes = one_factor_table(rows).notes
+    assert "Detection threshold: chosen per trial on validation by detection F1 (0.3–0.5)." in notes
+    assert "Weights: each trial's epoch chosen on validation (epoch 2–3 of 3)." in notes
+    plain = one_factor_table(table_rows([[0.60], [0.70]], seeds=(0,))).notes
+    assert not any(n.startswith(("Detection threshold", "Weights", "Decision threshold")) for n in plain)
+
+
+def test_landslide_iou_is_a_metric_with_its_definition() -> None:
+    # test_iou reports as "IoU (landslide)"; the notes define the pixel metrics and warn about mIoU.
+    table = one_factor_table(table_rows([[0.6], [0.7]], seeds=(0,)), ReportOptions(metrics=("f1", "iou", "miou")))
+    assert table.header[1:4] == ["F1", "IoU (landslide)", "mIoU"]
+    assert _texts(table, "IoU (landslide)") == ["40.00", "50.00"]
+    assert (
+        "F1 and IoU (landslide): of the landslide class, from pixel counts summed over the test split." in table.notes
+    )
+    assert any(n.startswith("mIoU: mean of the landslide and background IoU; not comparable") for n in table.notes)

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from rmaunet.errors import SpecError, StoreError
+from rmaunet.reporting.latex import LATEX_STYLES
 
 __all__ = [
     "ReportOptions",
@@ -51,6 +52,7 @@ class ReportOptions:
     references: tuple[ReferenceRow, ...] = ()
     optuna_storage: str | None = None  # RDB URL of a search's Optuna study (figures from Optuna's own records)
     study: str | None = None  # the spec's study: what `--spec` reports, and its Optuna study's name
+    latex_style: str = "float"  # table.tex as a float (table, or table* when wider than a column) or a bare "tabular"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in _METRICS]
@@ -58,6 +60,8 @@ class ReportOptions:
             raise SpecError(f"report metrics: unknown {unknown or 'empty list'} (choose from {', '.join(_METRICS)})")
         if self.layout is not None and self.layout not in _LAYOUTS:
             raise SpecError(f"report layout: unknown {self.layout!r} (choose from {', '.join(_LAYOUTS)})")
+        if self.latex_style not in LATEX_STYLES:
+            raise SpecError(f"report latex_style: unknown {self.latex_style!r} (choose from {', '.join(LATEX_STYLES)})")
 
 
 def load_results(path: Path | str, study: str | None = None) -> pd.DataFrame:
@@ -176,8 +180,9 @@ def options_from_spec(spec: Mapping[str, Any] | Path | str | None, base: ReportO
     Reads the spec's `name`, `description` (the default caption), its selection metric
     `select` (e.g. val_f1) and an optional
     `report:` section with any of: metrics, baseline (a row label or row_index; default the
-    first row), layout, caption, row_header, references (a CSV/YAML file, relative to the
-    spec), optuna_storage (an RDB URL). Everything else belongs to the study engine.
+    first row), layout, caption, row_header, latex_style (float or tabular),
+    references (a CSV/YAML file, relative to the spec), optuna_storage (an RDB URL).
+    Everything else belongs to the study engine.
     """
     options = base or ReportOptions()
     if spec is None:
@@ -208,7 +213,7 @@ def options_from_spec(spec: Mapping[str, Any] | Path | str | None, base: ReportO
     baseline = report.get("baseline")
     if isinstance(baseline, (str, int)) and not isinstance(baseline, bool):
         changes["baseline"] = baseline
-    for key in ("layout", "caption", "row_header"):
+    for key in ("layout", "caption", "row_header", "latex_style"):
         if report.get(key) is not None:
             changes[key] = str(report[key])
     if "caption" not in changes and isinstance(spec.get("description"), str) and spec["description"].strip():

@@ -22,6 +22,8 @@ def _cell(cell: Cell) -> str:
         text = f"**{text}**"
     if cell.italic and text:
         text = f"*{text}*"
+    if cell.mark:  # GitHub renders <sup> as a superscript, as the LaTeX table prints it
+        text += f"<sup>{markdown_escape(cell.mark)}</sup>"
     return text
 
 

@@ -1,8 +1,13 @@
-"""Report figures (PNG and PDF): threshold curve, ablation bars, learning curves, search plots.
+"""Report figures (PNG and PDF): threshold curves, ablation intervals, learning curves, search plots.
 
 Figures are drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through
 pyplot's global state, so reports can be written from worker threads and headless nodes.
 Only the search figures use pyplot, because Optuna's own plotting functions do.
+
+What a reader can trust: a value is a dot (its position, not a bar's length, carries it, so
+the axis need not start at zero); a line through it is drawn only when there is a spread to
+show (std over two or more seeds, or a bootstrap interval over test tiles, labelled as such);
+legends sit outside the data.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +23,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from rmaunet.errors import StoreError
 from rmaunet.reporting.inputs import ReportOptions, parse_json_list
 from rmaunet.reporting.tables import (
     METRIC_LABELS,
+    RowGroup,
+    baseline_group,
+    choose_layout,
     choose_threshold_row,
     group_rows,
     label_search_trials,
@@ -36,7 +45,7 @@ from rmaunet.reporting.tables import (
 __all__ = [
     "WrittenFigure",
     "threshold_curve",
-    "ablation_bars",
+    "ablation_plot",
     "learning_curves",
     "search_figures",
     "write_figures",
@@ -45,6 +54,15 @@ __all__ = [
 
 FIGURE_FORMATS = ("png", "pdf")
 _SPLIT_NAMES = {"val": "validation", "test": "test"}
+_CHOSEN = {
+    "marker": "*",
+    "markersize": 13,
+    "markeredgecolor": "black",
+    "markeredgewidth": 0.6,
+    "linestyle": "none",
+    "zorder": 5,
+}
+_SPREAD_ALPHA = 0.2
 
 
 @dataclass(frozen=True)
@@ -74,104 +92,344 @@ def _save(fig: Any, base: Path, tight: bool = False) -> tuple[Path, ...]:
     return tuple(paths)
 
 
+def _legend_below(fig: Figure, handles: Sequence[Any], columns: int = 3) -> None:
+    """One legend for the whole figure, under the axes: it never hides a data point."""
+    if handles:
+        fig.legend(
+            handles=list(handles),
+            loc="outside lower center",
+            ncols=min(columns, len(handles)),
+            fontsize="small",
+            frameon=False,
+        )
+
+
+def _seed_curves(groups: Sequence[RowGroup], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per group: mean and std over seeds of `column` (std NaN below two seeds), and the most seeds."""
+    stats = [g.stats(column) for g in groups]
+    mean = np.array([s.mean for s in stats]) * 100
+    std = np.array([s.std if s.n > 1 else math.nan for s in stats]) * 100
+    return mean, std, np.array([s.n for s in stats]), max((s.n for s in stats), default=0)
+
+
+def _spread_text(most_seeds: int, bootstrap: bool) -> str:
+    parts = []
+    if most_seeds > 1:
+        parts.append("bands/lines: ± std over seeds")
+    if bootstrap:
+        parts.append("95 % bootstrap interval over test tiles for one-seed rows")
+    return "; ".join(parts) if parts else "one seed per row: no spread to show"
+
+
+# ------------------------------------------------------------------ threshold curves
 def threshold_curve(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -> WrittenFigure | None:
-    """Test F1 and mIoU against the threshold; the threshold chosen on validation marked."""
+    """Validation and test F1 against the threshold, the threshold chosen on validation marked.
+
+    A threshold study has one row per threshold; any other study draws one panel per table row
+    from the rows' `threshold_curve` column (the sweep a trial stored from its probability maps).
+    """
     groups = group_rows(ok_rows(rows))
-    numeric = sorted((g for g in groups if not math.isnan(threshold_of(g))), key=threshold_of)
-    if not numeric:
-        return None
-    chosen, split = choose_threshold_row(groups, options.selection_metric)
-    fig = _new_figure()
+    if choose_layout(rows, options) == "threshold":
+        numeric = sorted((g for g in groups if not math.isnan(threshold_of(g))), key=threshold_of)
+        return _threshold_rows_curve(groups, numeric, options, out_dir) if numeric else None
+    return _stored_threshold_curves(groups, out_dir)
+
+
+def _threshold_rows_curve(
+    groups: list[RowGroup], numeric: list[RowGroup], options: ReportOptions, out_dir: Path
+) -> WrittenFigure | None:
+    metric = options.selection_metric
+    chosen, split = choose_threshold_row(groups, metric)
+    fig = _new_figure(6.0, 4.4)
     ax = fig.add_subplot()
     x = np.array([threshold_of(g) for g in numeric])
-    for i, metric in enumerate(options.metrics[:2]):
-        stats = [g.stats(f"test_{metric}") for g in numeric]
-        mean = np.array([s.mean for s in stats]) * 100
-        std = np.nan_to_num(np.array([s.std for s in stats]) * 100)
-        color = f"C{i}"
-        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, color=color, label=f"test {METRIC_LABELS[metric]}")
+    handles: list[Any] = []
+    most = 0
+    for split_name, style in (("val", "--"), ("test", "-")):
+        mean, std, _, seeds = _seed_curves(numeric, f"{split_name}_{metric}")
+        if np.isnan(mean).all():
+            continue
+        most = max(most, seeds)
+        color = "C0" if split_name == "val" else "C1"
+        (line,) = ax.plot(
+            x,
+            mean,
+            style,
+            marker="o",
+            markersize=4,
+            color=color,
+            label=f"{_SPLIT_NAMES[split_name]} {METRIC_LABELS.get(metric, metric)}",
+        )
+        handles.append(line)
+        if not np.isnan(std).all():
+            ax.fill_between(
+                x, mean - np.nan_to_num(std), mean + np.nan_to_num(std), color=color, alpha=_SPREAD_ALPHA, linewidth=0
+            )
         for g in groups:
             if math.isnan(threshold_of(g)):  # the unthresholded model, for comparison
-                ax.axhline(g.stats(f"test_{metric}").mean * 100, color=color, linestyle=":", linewidth=1, label=f"{g.label} ({METRIC_LABELS[metric]})")
+                value = g.stats(f"{split_name}_{metric}").mean * 100
+                if not math.isnan(value):
+                    handles.append(
+                        ax.axhline(
+                            value,
+                            color=color,
+                            linestyle=":",
+                            linewidth=1,
+                            label=f"{_SPLIT_NAMES[split_name]}, {g.label}",
+                        )
+                    )
         if chosen in numeric:
             j = numeric.index(chosen)
-            ax.plot(x[j], mean[j], marker="*", markersize=16, color=color, markeredgecolor="black", zorder=5)
+            ax.plot(x[j], mean[j], color=color, **_CHOSEN)
     if chosen in numeric:
-        ax.axvline(threshold_of(chosen), color="grey", linestyle="--", linewidth=1, label=f"chosen on {_SPLIT_NAMES[split]} ({chosen.label})")
+        ax.axvline(threshold_of(chosen), color="grey", linestyle="-", linewidth=0.8, zorder=0)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="white",
+                label=f"chosen on {_SPLIT_NAMES[split]} ({chosen.label})",
+                **{**_CHOSEN, "markerfacecolor": "white"},
+            )
+        )
     ax.set_xlabel("decision threshold")
-    ax.set_ylabel("test metric (%)")
-    ax.legend(fontsize="small")
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
     ax.grid(alpha=0.3)
-    choice = f"★ the threshold chosen on {_SPLIT_NAMES[split]}" if chosen in numeric else f"{_SPLIT_NAMES[split]} chose no threshold ({chosen.label}, dotted)"
-    caption = f"Threshold curve: test {' and '.join(METRIC_LABELS[m] for m in options.metrics[:2])} against the threshold; {choice}."
+    _legend_below(fig, handles, columns=2)
+    name = METRIC_LABELS.get(metric, metric)
+    choice = (
+        f"★ the threshold chosen on {_SPLIT_NAMES[split]}"
+        if chosen in numeric
+        else f"{_SPLIT_NAMES[split]} chose no threshold ({chosen.label}, dotted)"
+    )
+    caption = (
+        f"Threshold curve: validation (dashed) and test (solid) {name} per threshold row; {choice}; "
+        f"{_spread_text(most, False)}."
+    )
     return WrittenFigure("threshold_curve", caption, _save(fig, out_dir / "threshold_curve"))
 
 
-def ablation_bars(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -> WrittenFigure | None:
-    """Each row's test metrics as horizontal bars, mean ± std over seeds as error bars."""
+def _curve_frame(group: RowGroup) -> pd.DataFrame:
+    """The group's stored sweeps, one line per (seed, threshold), from its `threshold_curve` cells."""
+    records = []
+    for seed, cell in zip(group.frame["seed"], group.frame["threshold_curve"]):
+        for point in parse_json_list(cell):
+            if isinstance(point, dict) and "threshold" in point:
+                records.append({"seed": seed, **point})
+    return pd.DataFrame(records)
+
+
+def _stored_threshold_curves(groups: list[RowGroup], out_dir: Path) -> WrittenFigure | None:
+    curves = [(g, _curve_frame(g)) for g in groups if "threshold_curve" in g.frame.columns]
+    curves = [(g, c) for g, c in curves if not c.empty]
+    if not curves:
+        return None
+    columns = 2 if len(curves) in (2, 4) else min(3, len(curves))
+    panel_rows = math.ceil(len(curves) / columns)
+    fig = _new_figure(3.2 * columns, 2.6 * panel_rows + 0.6)
+    axes = fig.subplots(panel_rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
+    most, tuned_any, fixed_any = 0, False, False
+    for ax, (g, curve) in zip(axes, curves):
+        curve = curve.drop_duplicates(["seed", "threshold"]).sort_values("threshold")
+        for key, style, color in (("val_f1", "--", "C0"), ("test_f1", "-", "C1")):
+            if key not in curve.columns:
+                continue
+            by = pd.to_numeric(curve[key], errors="coerce").groupby(curve["threshold"])
+            mean, std, seeds = by.mean() * 100, by.std() * 100, by.count()
+            most = max(most, int(seeds.max()))
+            ax.plot(mean.index, mean.to_numpy(), style, color=color)
+            if int(seeds.max()) > 1:
+                ax.fill_between(
+                    mean.index,
+                    mean - std.fillna(0),
+                    mean + std.fillna(0),
+                    color=color,
+                    alpha=_SPREAD_ALPHA,
+                    linewidth=0,
+                )
+            for used in _used_thresholds(g):
+                if key == "val_f1" and len(mean):
+                    ax.plot(used, float(np.interp(used, mean.index, mean.to_numpy())), color=color, **_CHOSEN)
+        protocol = str(g.first("threshold_protocol") or "").lower() if "threshold_protocol" in g.frame.columns else ""
+        tuned_any |= protocol == "tuned"
+        fixed_any |= protocol != "tuned"
+        for used in _used_thresholds(g):
+            ax.axvline(used, color="grey", linewidth=0.8, zorder=0)
+        ax.set_title(g.label, fontsize="small")
+        ax.grid(alpha=0.3)
+    for k, ax in enumerate(axes):
+        if k >= len(curves):
+            ax.set_visible(False)
+        elif k + columns >= len(curves):  # nothing drawn below it: it carries the x axis
+            ax.tick_params(labelbottom=True)
+            ax.set_xlabel("decision threshold")
+        if k % columns == 0:
+            ax.set_ylabel("F1 (%)")
+    marked = "chosen on validation" if tuned_any and not fixed_any else "used for the row's metrics"
+    handles = [
+        Line2D([], [], color="C0", linestyle="--", label="validation F1"),
+        Line2D([], [], color="C1", linestyle="-", label="test F1"),
+        Line2D([], [], color="white", label=f"threshold {marked}", **{**_CHOSEN, "markerfacecolor": "white"}),
+    ]
+    _legend_below(fig, handles)
+    caption = (
+        f"Threshold curves per row: validation (dashed) and test (solid) F1 from each trial's stored sweep; "
+        f"★ the threshold {marked}; {_spread_text(most, False)}."
+    )
+    return WrittenFigure("threshold_curve", caption, _save(fig, out_dir / "threshold_curve"))
+
+
+def _used_thresholds(group: RowGroup) -> list[float]:
+    if "threshold" not in group.frame.columns:
+        return []
+    return sorted(set(pd.to_numeric(group.frame["threshold"], errors="coerce").dropna().tolist()))
+
+
+# ------------------------------------------------------------------ ablation
+def ablation_plot(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -> WrittenFigure | None:
+    """Each row's test metrics as dots, one panel per metric, with an interval only where there is one.
+
+    Several seeds: ± std over seeds. One seed with per-tile counts: the 95 % tile bootstrap
+    interval (a different line style, named in the legend). Otherwise the dot alone.
+    The baseline's value is a vertical line, so each row reads as better or worse than it.
+    """
     groups = group_rows(ok_rows(rows))
     if not groups:
         return None
-    metrics = options.metrics[:2]
-    height = 1.2 + 0.45 * len(groups) * len(metrics)
-    fig = _new_figure(7.0, min(height, 14.0))
-    ax = fig.add_subplot()
+    metrics = [m for m in options.metrics[:2] if any(g.stats(f"test_{m}").n for g in groups)]
+    if not metrics:
+        return None
+    base = baseline_group(groups, options, study_name(rows))
+    label_width = max(len(g.label) for g in groups)
+    fig = _new_figure(2.6 * len(metrics) + min(0.07 * label_width, 3.5), 1.3 + 0.38 * len(groups))
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     y = np.arange(len(groups))
-    bar = 0.8 / len(metrics)
-    for i, metric in enumerate(metrics):
-        stats = [g.stats(f"test_{metric}") for g in groups]
-        mean = np.nan_to_num(np.array([s.mean for s in stats]) * 100)
-        std = np.nan_to_num(np.array([s.std for s in stats]) * 100)
-        ax.barh(y + (i - (len(metrics) - 1) / 2) * bar, mean, height=bar, xerr=std, capsize=3, color=f"C{i}", label=f"test {METRIC_LABELS[metric]}")
-    ax.set_yticks(y, [g.label for g in groups])
-    ax.invert_yaxis()  # table order, top to bottom
-    low = min((g.stats(f"test_{m}").mean * 100 for g in groups for m in metrics if g.stats(f"test_{m}").n), default=0.0)
-    ax.set_xlim(left=max(0.0, math.floor(low / 10) * 10 - 10))  # differences of a point must stay visible
-    ax.set_xlabel("test metric (%)")
-    ax.legend(fontsize="small", loc="lower right")
-    ax.grid(axis="x", alpha=0.3)
-    n = max(g.stats(f"test_{metrics[0]}").n for g in groups)
-    spread = "error bars: std over seeds" if n > 1 else "one seed per row, no error bars"
-    caption = f"Ablation: test {' and '.join(METRIC_LABELS[m] for m in metrics)} per row ({spread})."
-    return WrittenFigure("ablation_bars", caption, _save(fig, out_dir / "ablation_bars"))
+    used_std = used_boot = False
+    for i, (ax, metric) in enumerate(zip(axes, metrics)):
+        color = f"C{i}"
+        for k, g in enumerate(groups):
+            s = g.stats(f"test_{metric}")
+            if s.missing:
+                continue
+            mean = s.mean * 100
+            if s.n > 1:
+                ax.errorbar(mean, k, xerr=s.std * 100, fmt="none", ecolor=color, capsize=3, linewidth=1.4)
+                used_std = True
+            elif (interval := g.interval(metric)) is not None:
+                ax.plot(
+                    [interval.low * 100, interval.high * 100], [k, k], color=color, linewidth=1.4, linestyle=(0, (2, 1))
+                )
+                used_boot = True
+            ax.plot(mean, k, "o", color=color, markersize=6, markeredgecolor="black", markeredgewidth=0.5, zorder=4)
+        b = base.stats(f"test_{metric}")
+        if not b.missing:
+            ax.axvline(b.mean * 100, color="grey", linestyle=":", linewidth=1, zorder=0)
+        ax.set_title(f"test {METRIC_LABELS[metric]} (%)", fontsize="medium")
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.15)
+    axes[0].set_yticks(y, [g.label for g in groups])
+    axes[0].invert_yaxis()  # table order, top to bottom
+    most = max(g.stats(f"test_{metrics[0]}").n for g in groups)
+    value = "mean over seeds" if most > 1 else "value (one seed)"
+    handles: list[Any] = [
+        Line2D([], [], marker="o", color="grey", markeredgecolor="black", linestyle="none", label=value)
+    ]
+    if used_std:
+        handles.append(Line2D([], [], color="grey", linewidth=1.4, label="± std over seeds"))
+    if used_boot:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="grey",
+                linewidth=1.4,
+                linestyle=(0, (2, 1)),
+                label="95 % bootstrap over test tiles (one seed)",
+            )
+        )
+    handles.append(Line2D([], [], color="grey", linestyle=":", label=f"baseline: {base.label}"))
+    _legend_below(fig, handles, columns=2)
+    names = " and ".join(METRIC_LABELS[m] for m in metrics)
+    caption = f"Ablation: test {names} per row (dots); {_spread_text(most, used_boot)}; dotted: the baseline."
+    return WrittenFigure("ablation", caption, _save(fig, out_dir / "ablation"))
 
 
+# ------------------------------------------------------------------ learning curves
 def _metric_name(column: str) -> str:
     split, _, metric = column.partition("_")
     return f"{_SPLIT_NAMES.get(split, split)} {METRIC_LABELS.get(metric, metric)}"
 
 
+def _histories(group: RowGroup, metric: str, seen_trials: set[str]) -> list[tuple[pd.Series, float]]:
+    """Per trial of the group: its metric per epoch, and its chosen epoch (`best_epoch`; NaN if not stored)."""
+    out = []
+    for _, record in group.frame.iterrows():
+        trial = str(record.get("trial_id", "")) or f"{group.label}/{record.get('seed')}"
+        if trial in seen_trials:  # threshold rows share one training: draw it once
+            continue
+        history = [h for h in parse_json_list(record.get("history")) if isinstance(h, dict) and metric in h]
+        if not history:
+            continue
+        seen_trials.add(trial)
+        curve = pd.Series(
+            [float(h[metric]) * 100 for h in history], index=[int(h.get("epoch", k + 1)) for k, h in enumerate(history)]
+        )
+        best = pd.to_numeric(pd.Series([record.get("best_epoch")]), errors="coerce").iloc[0]
+        out.append((curve[~curve.index.duplicated(keep="last")], float(best) if best and best > 0 else math.nan))
+    return out
+
+
 def learning_curves(rows: pd.DataFrame, out_dir: Path, metric: str = "val_f1") -> WrittenFigure | None:
-    """Validation metric per epoch for every trial (one colour per table row, one line per seed)."""
+    """Validation metric per epoch: per table row the mean over seeds, ± std band, ★ each trial's chosen epoch."""
     groups = group_rows(ok_rows(rows))
-    fig = _new_figure()
+    fig = _new_figure(6.4, 4.4)
     ax = fig.add_subplot()
-    drawn = 0
+    handles: list[Any] = []
     seen_trials: set[str] = set()
+    trials = most = 0
+    marked = False
     for i, g in enumerate(groups):
-        labelled = False
-        for _, record in g.frame.iterrows():
-            trial = str(record.get("trial_id", "")) or f"{g.label}/{record.get('seed')}"
-            if trial in seen_trials:  # threshold rows share one training: draw it once
-                continue
-            history = [h for h in parse_json_list(record.get("history")) if isinstance(h, dict) and metric in h]
-            if not history:
-                continue
-            seen_trials.add(trial)
-            epochs = [h.get("epoch", k + 1) for k, h in enumerate(history)]
-            values = [float(h[metric]) * 100 for h in history]
-            ax.plot(epochs, values, color=f"C{i % 10}", alpha=0.8, marker="." if len(epochs) < 15 else None, label=None if labelled else g.label)
-            labelled = True
-            drawn += 1
-    if not drawn:
+        histories = _histories(g, metric, seen_trials)
+        if not histories:
+            continue
+        color = f"C{i % 10}"
+        table = pd.concat([h for h, _ in histories], axis=1)
+        mean, std = table.mean(axis=1), table.std(axis=1)
+        (line,) = ax.plot(
+            mean.index, mean.to_numpy(), color=color, marker="." if len(mean) < 15 else None, label=g.label
+        )
+        handles.append(line)
+        if len(histories) > 1:
+            ax.fill_between(
+                mean.index, mean - std.fillna(0), mean + std.fillna(0), color=color, alpha=_SPREAD_ALPHA, linewidth=0
+            )
+        for curve, best in histories:
+            if not math.isnan(best) and best in curve.index:
+                ax.plot(best, curve[best], color=color, **{**_CHOSEN, "markersize": 11})
+                marked = True
+        trials += len(histories)
+        most = max(most, len(histories))
+    if not trials:
         return None
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"{_metric_name(metric)} (%)")
-    if len(groups) <= 12:
-        ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    caption = f"Learning curves: {_metric_name(metric)} per epoch, one line per trial ({drawn} trials)."
+    if marked:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="white",
+                label="epoch chosen on validation",
+                **{**_CHOSEN, "markersize": 11, "markerfacecolor": "white"},
+            )
+        )
+    if len(handles) <= 13:
+        _legend_below(fig, handles, columns=2)
+    band = "mean over seeds, band ± std" if most > 1 else "one trial per row"
+    chosen = "; ★ each trial's chosen epoch at its own value" if marked else ""
+    caption = f"Learning curves: {_metric_name(metric)} per epoch ({band}; {trials} trials){chosen}."
     return WrittenFigure("learning_curves", caption, _save(fig, out_dir / "learning_curves"))
 
 
@@ -208,7 +466,13 @@ def _study_from_rows(rows: pd.DataFrame, metric: str) -> Any:
             if raw is None or (isinstance(raw, float) and math.isnan(raw)):
                 break
             dist = distributions[col.removeprefix("cfg_")]
-            chosen[col.removeprefix("cfg_")] = str(raw) if isinstance(dist, optuna.distributions.CategoricalDistribution) else raw.item() if hasattr(raw, "item") else raw
+            chosen[col.removeprefix("cfg_")] = (
+                str(raw)
+                if isinstance(dist, optuna.distributions.CategoricalDistribution)
+                else raw.item()
+                if hasattr(raw, "item")
+                else raw
+            )
         else:
             used = {k: distributions[k] for k in chosen}
             study.add_trial(optuna.trial.create_trial(params=chosen, distributions=used, value=value))
@@ -222,7 +486,9 @@ def _load_study(options: ReportOptions, rows: pd.DataFrame) -> Any:
     try:
         return optuna.load_study(study_name=name, storage=options.optuna_storage)
     except Exception as exc:  # any storage failure (URL, driver, missing study) is the user's to fix
-        raise StoreError(f"{options.optuna_storage}: cannot open Optuna study {name!r} ({type(exc).__name__}: {exc})") from None
+        raise StoreError(
+            f"{options.optuna_storage}: cannot open Optuna study {name!r} ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _importance_evaluator() -> Any:
@@ -258,14 +524,26 @@ def search_figures(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) ->
     with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         ax = ovm.plot_optimization_history(study)
-        figures.append(WrittenFigure("optimization_history", f"Optimisation history: objective per trial and best so far (from {source}).", _save(ax.figure, out_dir / "optimization_history", tight=True)))
+        figures.append(
+            WrittenFigure(
+                "optimization_history",
+                f"Optimisation history: objective per trial and best so far (from {source}).",
+                _save(ax.figure, out_dir / "optimization_history", tight=True),
+            )
+        )
         plt.close(ax.figure)
         if len(complete) >= 2 and complete[0].params:
             try:
                 ax = ovm.plot_param_importances(study, evaluator=_importance_evaluator())
             except (RuntimeError, ValueError):  # too few distinct trials for the evaluator
                 return figures
-            figures.append(WrittenFigure("param_importances", f"Parameter importances of the objective (Optuna, from {source}).", _save(ax.figure, out_dir / "param_importances", tight=True)))
+            figures.append(
+                WrittenFigure(
+                    "param_importances",
+                    f"Parameter importances of the objective (Optuna, from {source}).",
+                    _save(ax.figure, out_dir / "param_importances", tight=True),
+                )
+            )
             plt.close(ax.figure)
     return figures
 
@@ -273,14 +551,10 @@ def search_figures(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) ->
 def write_figures(rows: pd.DataFrame, layout: str, options: ReportOptions, out_dir: Path) -> list[WrittenFigure]:
     """Every figure that suits the layout and the data present (a figure with nothing to draw is skipped)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures: Sequence[WrittenFigure | None]
-    if layout == "threshold":
-        figures = [threshold_curve(rows, options, out_dir)]
-    elif layout in ("one_factor", "ladder"):
-        figures = [ablation_bars(rows, options, out_dir)]
+    figures: list[WrittenFigure | None] = []
+    if layout in ("one_factor", "ladder"):
+        figures.append(ablation_plot(rows, options, out_dir))
     elif layout == "search":
-        figures = list(search_figures(rows, options, out_dir))
-    else:
-        figures = []
-    figures = [*figures, learning_curves(rows, out_dir)]
+        figures += search_figures(rows, options, out_dir)
+    figures += [threshold_curve(rows, replace(options, layout=layout), out_dir), learning_curves(rows, out_dir)]
     return [f for f in figures if f is not None]

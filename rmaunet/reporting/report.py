@@ -58,7 +58,8 @@ def write_study_report(
         written["markdown"] = _write(out / "table.md", table_md)
         captions.append(("table.md", "the table, GitHub-flavoured Markdown"))
     if "latex" in formats:
-        written["latex"] = _write(out / "table.tex", render_latex(table, label=f"tab:{title}"))
+        latex = render_latex(table, label=f"tab:{title}", style=options.latex_style)
+        written["latex"] = _write(out / "table.tex", latex)
         captions.append(("table.tex", f"the same table for LaTeX (needs {', '.join(LATEX_PACKAGES)})"))
     drawn: list[WrittenFigure] = []
     if figures:

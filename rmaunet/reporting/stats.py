@@ -1,17 +1,39 @@
-"""Seed statistics for report cells: mean ± std with n, and a paired test against a baseline."""
+"""Statistics for report cells: mean ± std over seeds, paired tests against a baseline with a
+Holm correction, and a bootstrap interval over test tiles for rows trained on one seed."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["SeedStats", "PairedTest", "seed_stats", "paired_test", "SIGNIFICANCE_LEVEL"]
+# The split's own scoring rule (metrics.py, numpy only), not a copy of it.
+from rmaunet.metrics import _segmentation_from_counts
+
+__all__ = [
+    "SeedStats",
+    "PairedTest",
+    "BootstrapInterval",
+    "seed_stats",
+    "paired_test",
+    "holm_adjust",
+    "tile_bootstrap",
+    "tile_score",
+    "SIGNIFICANCE_LEVEL",
+    "BOOTSTRAP_RESAMPLES",
+    "BOOTSTRAP_LEVEL",
+    "BOOTSTRAP_METRICS",
+]
 
 SIGNIFICANCE_LEVEL = 0.05
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.95
+# Metrics a tile's [tp, fp, fn] determine; mIoU also needs the background's true negatives.
+BOOTSTRAP_METRICS = ("f1", "iou", "precision", "recall")
 
 
 @dataclass(frozen=True)
@@ -65,9 +87,86 @@ def paired_test(baseline: pd.Series, other: pd.Series) -> PairedTest | None:
     # no difference at all (p = 1) or the same shift on every seed (p = 0).
     if np.ptp(diffs) <= 1e-12 * max(1.0, float(np.abs(diffs).max())):
         return PairedTest(1.0 if abs(mean_diff) <= 1e-12 else 0.0, n, mean_diff)
-    from scipy.stats import ttest_rel  # imported here: scipy.stats costs ~0.5 s and only tests need it
+    # Imported here: scipy.stats costs ~0.5 s and only the paired test needs it.
+    from scipy.stats import ttest_rel
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         p = float(ttest_rel(both["other"].to_numpy(float), both["base"].to_numpy(float)).pvalue)
     return PairedTest(p, n, mean_diff)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (NaN stays NaN and is not counted).
+
+    The k-th smallest of m p-values is multiplied by m - k + 1, then made monotone, so that
+    "adjusted p < alpha" controls the family-wise error rate over the table's comparisons.
+    """
+    values = np.asarray(p_values, dtype=float)
+    adjusted = np.full(values.shape, math.nan)
+    present = np.flatnonzero(~np.isnan(values))
+    order = present[np.argsort(values[present], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """A percentile bootstrap interval of one metric, resampling test tiles with replacement."""
+
+    low: float
+    high: float
+    tiles: int
+    resamples: int = BOOTSTRAP_RESAMPLES
+    level: float = BOOTSTRAP_LEVEL
+
+
+def tile_bootstrap(
+    tile_counts: np.ndarray | Sequence[Sequence[float]],
+    metric: str,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = BOOTSTRAP_LEVEL,
+    seed: int = 0,
+) -> BootstrapInterval | None:
+    """Percentile interval of `metric` over test tiles ([tp, fp, fn] per tile); None without tiles.
+
+    Each resample draws as many tiles as the split has, sums their pixel counts and scores
+    the sums the way the split was scored (metrics.py: counts summed over the split), so the
+    interval shows how much the number depends on which tiles happened to be in the test split.
+    It does not cover training randomness: that takes several seeds.
+    """
+    counts = _tile_array(tile_counts, metric)
+    if counts.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(counts), size=(resamples, len(counts)))
+    scores = _score(counts[picks].sum(axis=1), metric)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(scores, [tail, 100 - tail])
+    return BootstrapInterval(float(low), float(high), len(counts), resamples, level)
+
+
+def tile_score(tile_counts: np.ndarray | Sequence[Sequence[float]], metric: str) -> float:
+    """`metric` of the counts summed over all tiles: the split's value the bootstrap resamples."""
+    counts = _tile_array(tile_counts, metric)
+    return float(_score(counts.sum(axis=0, keepdims=True), metric)[0]) if counts.size else math.nan
+
+
+def _tile_array(tile_counts: np.ndarray | Sequence[Sequence[float]], metric: str) -> np.ndarray:
+    if metric not in BOOTSTRAP_METRICS:
+        raise ValueError(f"no tile bootstrap for {metric!r} (choose from {', '.join(BOOTSTRAP_METRICS)})")
+    counts = np.asarray(tile_counts, dtype=float)
+    if counts.size and (counts.ndim != 2 or counts.shape[1] != 3):
+        raise ValueError(f"tile counts must be [tp, fp, fn] per tile, got shape {counts.shape}")
+    return counts
+
+
+def _score(sums: np.ndarray, metric: str) -> np.ndarray:
+    """`metric` per row of [tp, fp, fn] sums, by the scoring rule of metrics.py (the background is not needed)."""
+    tp, fp, fn = sums.T
+    return _segmentation_from_counts(tp, fp, fn, np.zeros_like(tp))[metric]

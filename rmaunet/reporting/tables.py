@@ -7,28 +7,48 @@
   apply, published reference rows beside ours;
 - search: the best trials of an Optuna search with the parameters it varied.
 
-Every number is a TEST metric in percent with two decimals (selection happened on
-validation, and the caption says so); with several seeds a cell is mean ± std, and each
-row carries a paired t-test against the baseline over the seeds both share.
+Every number is a TEST metric in percent with two decimals. With several seeds a cell is
+mean ± std and each row carries a paired t-test against the baseline, Holm-adjusted over the
+table's comparisons; a row with one seed and per-tile counts shows a bootstrap interval over
+test tiles instead. Captions and notes say only what the rows record (protocol.py).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
-from rmaunet.errors import SpecError
+from rmaunet.errors import SpecError, StoreError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, parse_json_list
-from rmaunet.reporting.stats import SIGNIFICANCE_LEVEL, PairedTest, SeedStats, paired_test, seed_stats
+from rmaunet.reporting.protocol import (
+    METRIC_LABELS,
+    metric_label,
+    metric_notes,
+    protocol_notes,
+    split_caption,
+)
+from rmaunet.reporting.stats import (
+    BOOTSTRAP_METRICS,
+    SIGNIFICANCE_LEVEL,
+    BootstrapInterval,
+    PairedTest,
+    SeedStats,
+    holm_adjust,
+    paired_test,
+    seed_stats,
+    tile_bootstrap,
+    tile_score,
+)
 from rmaunet.reporting.tabular import Cell, HeaderGroup, Table
 
 __all__ = [
     "RowGroup",
     "group_rows",
+    "baseline_group",
     "ok_rows",
     "choose_layout",
     "build_table",
@@ -44,15 +64,14 @@ __all__ = [
     "varied_parameters",
     "label_search_trials",
     "METRIC_LABELS",
-    "write_study_report",
 ]
 
-METRIC_LABELS = {"f1": "F1", "miou": "mIoU", "iou": "IoU", "precision": "Precision", "recall": "Recall", "accuracy": "Accuracy"}
 DATASET_NAMES = {"landslide4sense": "Landslide4Sense", "bijie": "Bijie", "nepal": "Nepal"}
 _SEG_METRICS = ("f1", "precision", "recall", "miou")  # Table XI's column order
 _DET_METRICS = ("f1", "accuracy", "precision", "recall")
 _NA = "n/a"
 SEARCH_TOP = 20
+_COUNTS_TOLERANCE = 5e-4  # a stored metric may be rounded; half a hundredth of a point is not a disagreement
 
 
 @dataclass
@@ -61,6 +80,7 @@ class RowGroup:
 
     label: str
     frame: pd.DataFrame
+    _intervals: dict[str, BootstrapInterval | None] = field(default_factory=dict, repr=False)
 
     def values(self, column: str) -> pd.Series:
         """The column per seed (a seed stored twice, e.g. a rerun, counts once)."""
@@ -71,6 +91,40 @@ class RowGroup:
 
     def stats(self, column: str) -> SeedStats:
         return seed_stats(self.values(column))
+
+    def interval(self, metric: str) -> BootstrapInterval | None:
+        """The tile bootstrap interval of a test metric for a row with one seed; None otherwise.
+
+        Several seeds already show a spread (their std); a row without per-tile counts
+        (older rows, typed-in tables) has nothing to resample.
+        """
+        if metric not in self._intervals:
+            self._intervals[metric] = self._bootstrap(metric)
+        return self._intervals[metric]
+
+    def _bootstrap(self, metric: str) -> BootstrapInterval | None:
+        if metric not in BOOTSTRAP_METRICS or "test_tile_counts" not in self.frame.columns:
+            return None
+        if self.stats(f"test_{metric}").n != 1:
+            return None
+        counts = next((c for c in map(parse_json_list, self.frame["test_tile_counts"]) if c), None)
+        if counts is None:
+            return None
+        try:
+            interval = tile_bootstrap(counts, metric)
+        except ValueError:
+            raise StoreError(
+                f"row {self.label!r}: test_tile_counts is not a list of [tp, fp, fn] per test tile"
+            ) from None
+        # The interval is printed beside the stored value: both must come from the same pixels.
+        stored = self.stats(f"test_{metric}").mean
+        recounted = tile_score(counts, metric)
+        if abs(recounted - stored) > _COUNTS_TOLERANCE:
+            raise StoreError(
+                f"row {self.label!r}: test_tile_counts give test_{metric} {recounted:.4f}, the row says {stored:.4f}"
+                " (counts from another threshold or split?)"
+            )
+        return interval
 
     def first(self, column: str) -> Any:
         return self.frame[column].iloc[0] if column in self.frame.columns and len(self.frame) else None
@@ -108,10 +162,13 @@ def group_rows(rows: pd.DataFrame, by: tuple[str, ...] = ()) -> list[RowGroup]:
 
 
 # ------------------------------------------------------------------ formatting
-def format_stats(stats: SeedStats, scale: float = 100.0) -> str:
+def format_stats(stats: SeedStats, interval: BootstrapInterval | None = None, scale: float = 100.0) -> str:
+    """"61.00 ± 1.00" over seeds, "61.00 [58.10, 63.20]" for one seed with a tile interval."""
     if stats.missing:
         return _NA
     if stats.n == 1 or math.isnan(stats.std):
+        if interval is not None:
+            return f"{stats.mean * scale:.2f} [{interval.low * scale:.2f}, {interval.high * scale:.2f}]"
         return f"{stats.mean * scale:.2f}"
     return f"{stats.mean * scale:.2f} ± {stats.std * scale:.2f}"
 
@@ -126,20 +183,38 @@ def _best_printed(column: Sequence[SeedStats]) -> float:
     return max(present) if present else math.nan
 
 
-def _format_p(test: PairedTest) -> str:
-    text = "<0.001" if test.p_value < 0.001 else f"{test.p_value:.3f}"
-    return f"{text} *" if test.significant else text
+def _format_p(p_value: float) -> str:
+    return "<0.001" if p_value < 0.001 else f"{p_value:.3f}"
 
 
-_SPLIT_CAPTION = "Test-split metrics in %; checkpoints and thresholds selected on validation."
+def _p_cell(p_value: float) -> Cell:
+    return Cell(_format_p(p_value), mark="*" if p_value < SIGNIFICANCE_LEVEL else "")
 
 
-def _caption(title: str, options: ReportOptions) -> str:
+def _caption(title: str, options: ReportOptions, rows: pd.DataFrame) -> str:
     head = options.caption or title
-    return f"{head}. {_SPLIT_CAPTION}" if head else _SPLIT_CAPTION
+    split = split_caption(ok_rows(rows))
+    return f"{head}. {split}." if head else f"{split}."
 
 
-def _baseline(groups: list[RowGroup], options: ReportOptions, study: str) -> RowGroup:
+def _interval_note(groups: Sequence[RowGroup], metrics: Sequence[str]) -> list[str]:
+    """States what the bracketed intervals are, when any cell shows one."""
+    shown = [i for g in groups for m in metrics if (i := g.interval(m)) is not None]
+    if not shown:
+        return []
+    tiles = sorted({i.tiles for i in shown})
+    count = str(tiles[0]) if len(tiles) == 1 else f"{tiles[0]}–{tiles[-1]}"
+    first = shown[0]
+    note = (
+        f"[low, high]: {first.level:.0%} percentile bootstrap interval of a one-seed row, resampling its {count} "
+        f"test tiles ({first.resamples} resamples, seeded); it shows how much the value depends on the test tiles, "
+        "not on training randomness."
+    )
+    return [note]
+
+
+def baseline_group(groups: list[RowGroup], options: ReportOptions, study: str) -> RowGroup:
+    """The row Δ and p compare against: the spec's baseline (label or row_index), else the first."""
     wanted = options.baseline
     if wanted is None:
         return groups[0]
@@ -185,13 +260,20 @@ def _seed_table(
     notes: Sequence[str] = (),
 ) -> Table:
     """Shared body of the one-factor, ladder and threshold tables."""
-    base = _baseline(groups, options, study_name(rows))
+    base = baseline_group(groups, options, study_name(rows))
     stats = {(id(g), m): g.stats(f"test_{m}") for g in groups for m in options.metrics}
     # A metric no row has (a typed-in table with F1 only) would be a column of n/a: leave it out.
     metrics = [m for m in options.metrics if any(not stats[id(g), m].missing for g in groups)] or list(options.metrics[:1])
     primary = metrics[0]
     best = {m: _best_printed([stats[id(g), m] for g in groups]) for m in metrics}
     several = any(s.n > 1 for s in stats.values())
+
+    # One test per compared row, Holm-adjusted over all of them: unadjusted, a table of ten
+    # rows that all equal the baseline shows a "significant" one about four times in ten.
+    column = f"test_{primary}"
+    tests = {id(g): paired_test(base.values(column), g.values(column)) for g in groups if g is not base}
+    done = [(key, test) for key, test in tests.items() if test is not None]
+    adjusted = dict(zip((key for key, _ in done), holm_adjust([test.p_value for _, test in done])))
 
     header = [label_header, *(name for name, _ in lead), *(METRIC_LABELS[m] for m in metrics)]
     header += [f"Δ {METRIC_LABELS[m]}" for m in metrics] + ["n"] + (["p"] if several else [])
@@ -202,7 +284,7 @@ def _seed_table(
         for m in metrics:
             s = stats[id(g), m]
             top = chosen is None and _printed(s) == best[m]
-            line.append(Cell(format_stats(s), bold=top or is_chosen))
+            line.append(Cell(format_stats(s, g.interval(m)), bold=top or is_chosen))
         for m in metrics:
             s, b = stats[id(g), m], stats[id(base), m]
             if g is base:
@@ -215,33 +297,38 @@ def _seed_table(
         if several:
             if g is base:
                 line.append(Cell("baseline"))
+            elif id(g) in adjusted:
+                line.append(_p_cell(adjusted[id(g)]))
             else:
-                test = paired_test(base.values(f"test_{primary}"), g.values(f"test_{primary}"))
-                if test is None:
-                    n = stats[id(g), primary].n
-                    line.append(Cell("n = 1" if n == 1 else "< 2 shared seeds"))
-                else:
-                    line.append(Cell(_format_p(test)))
+                line.append(Cell("n = 1" if stats[id(g), primary].n == 1 else "< 2 shared seeds"))
         body.append(line)
 
     all_notes = list(notes)
     if several:
         all_notes.append(
-            f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”. "
-            f"p: two-sided paired t-test on test {METRIC_LABELS[primary]} against the baseline over the seeds both share; "
-            f"* marks p < {SIGNIFICANCE_LEVEL:g}"
-            + (f", not corrected for the {len(groups) - 1} comparisons." if len(groups) > 2 else ".")
+            f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”."
         )
+        all_notes.append(_p_note(primary, [(g, tests[id(g)]) for g in groups if tests.get(id(g)) is not None]))
     else:
+        seeds = "training seed" if "trial_id" in rows.columns else "result"  # a typed-in table records no seeds
         all_notes.append(
-            f"Δ: difference to the baseline “{base.label}”. Every row is a single training seed (n = 1): "
-            "no spread or significance test is possible."
+            f"Δ: difference to the baseline “{base.label}”. One {seeds} per row (n = 1): no spread over seeds "
+            "and no significance test."
         )
+    all_notes += _interval_note(groups, metrics)
     if chosen is None:
         all_notes.append("Bold: best value per column.")
-    all_notes += _failed_note(rows)
+    all_notes += protocol_notes(ok_rows(rows)) + metric_notes(metrics) + _failed_note(rows)
     align = "l" + "c" * len(lead) + "r" * (len(header) - 1 - len(lead))
-    return Table(header, body, caption=_caption(title, options), notes=all_notes, align=align)
+    return Table(header, body, caption=_caption(title, options, rows), notes=all_notes, align=align)
+
+
+def _p_note(primary: str, tests: Sequence[tuple[RowGroup, PairedTest]]) -> str:
+    text = f"p: two-sided paired t-test on test {METRIC_LABELS[primary]} against the baseline over the seeds both share"
+    if len(tests) > 1:
+        raw = "; ".join(f"{g.label} {_format_p(t.p_value)}" for g, t in tests)
+        text += f", Holm-adjusted for the {len(tests)} comparisons (unadjusted p: {raw})"
+    return text + f". *: p < {SIGNIFICANCE_LEVEL:g}" + (" after adjustment." if len(tests) > 1 else ".")
 
 
 def one_factor_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "") -> Table:
@@ -291,7 +378,8 @@ def threshold_table(rows: pd.DataFrame, options: ReportOptions | None = None, ti
         if match:
             options = replace(options, baseline=match[0].label)
     chosen, split = choose_threshold_row(groups, options.selection_metric)
-    note = f"Bold: the threshold chosen on {'validation' if split == 'val' else 'test'} {METRIC_LABELS.get(options.selection_metric, options.selection_metric)} ({chosen.label})."
+    where = "validation" if split == "val" else "test"
+    note = f"Bold: the threshold chosen on {where} {metric_label(options.selection_metric)} ({chosen.label})."
     if split == "test":
         note += " No validation metrics were stored, so the choice was made on test."
     return _seed_table(rows, groups, options, title=title, label_header="Threshold", chosen=chosen, notes=[note])
@@ -352,8 +440,8 @@ def cross_dataset_table(rows: pd.DataFrame, options: ReportOptions | None = None
             block.append([Cell(""), Cell(label), *seg, *det, Cell("published")])
         for g in (g for g in ours if _dataset_key(g.first("cfg_dataset")) == key):
             task = str(g.first("cfg_task") or "segmentation+detection")
-            seg = [_our_cell(g, f"test_{m}", "segmentation" in task) for m in _SEG_METRICS]
-            det = [_our_cell(g, f"test_det_{m}", "detection" in task) for m in _DET_METRICS]
+            seg = [_our_cell(g, m, "segmentation" in task) for m in _SEG_METRICS]
+            det = [_our_cell(g, f"det_{m}", "detection" in task) for m in _DET_METRICS]
             n = max(g.stats(f"test_{m}").n for m in ("f1", "det_f1"))
             several |= n > 1
             block.append([Cell(""), Cell(g.label), *seg, *det, Cell(str(n))])
@@ -363,9 +451,15 @@ def cross_dataset_table(rows: pd.DataFrame, options: ReportOptions | None = None
     notes = [f"{_NA}: the task does not apply to that dataset or model."]
     if options.references:
         notes.append("Rows marked “published” are numbers reported by their sources, not rerun here.")
-    notes.append("Cells: mean ± std over n seeds." if several else "Our rows are single training seeds (n = 1): no spread is shown.")
-    notes += _failed_note(rows)
-    return Table(header, body, caption=_caption(title, options), notes=notes, groups=groups, align="ll" + "r" * 9, rule_before=starts)
+    if several:
+        notes.append("Cells: mean ± std over n seeds.")
+    elif len(ours):
+        seeds = "training seed" if "trial_id" in ok.columns else "result"
+        notes.append(f"Our rows: one {seeds} each (n = 1), no spread over seeds.")
+    notes += _interval_note(ours, _SEG_METRICS) + protocol_notes(ok)
+    notes += metric_notes(_SEG_METRICS, detection=True) + _failed_note(rows)
+    caption = _caption(title, options, rows)
+    return Table(header, body, caption=caption, notes=notes, groups=groups, align="ll" + "r" * 9, rule_before=starts)
 
 
 def _reference_cell(ref: ReferenceRow, metric: str) -> Cell:
@@ -373,8 +467,8 @@ def _reference_cell(ref: ReferenceRow, metric: str) -> Cell:
     return Cell(_NA if value is None else f"{value:.2f}")
 
 
-def _our_cell(group: RowGroup, column: str, applies: bool) -> Cell:
-    return Cell(format_stats(group.stats(column)) if applies else _NA)
+def _our_cell(group: RowGroup, metric: str, applies: bool) -> Cell:
+    return Cell(format_stats(group.stats(f"test_{metric}"), group.interval(metric)) if applies else _NA)
 
 
 # ------------------------------------------------------------------ search
@@ -411,7 +505,7 @@ def search_table(rows: pd.DataFrame, options: ReportOptions | None = None, title
     params = varied_parameters(ok_rows(rows))
     metric_cols = [("val", metric), *(("test", m) for m in options.metrics)]
     header = ["Trial", *(p.removeprefix("cfg_") for p in params)]
-    header += [f"{'Val.' if split == 'val' else 'Test'} {METRIC_LABELS.get(m, m)}" for split, m in metric_cols] + ["n"]
+    header += [f"{'Val.' if split == 'val' else 'Test'} {metric_label(m)}" for split, m in metric_cols] + ["n"]
     stats = {(id(g), s, m): g.stats(f"{s}_{m}") for g in shown for s, m in metric_cols}
     best = {(s, m): _best_printed([stats[id(g), s, m] for g in shown]) for s, m in metric_cols}
     body = []
@@ -422,10 +516,13 @@ def search_table(rows: pd.DataFrame, options: ReportOptions | None = None, title
             line.append(Cell(format_stats(st), bold=_printed(st) == best[s, m]))
         line.append(Cell(str(stats[id(g), "val", metric].n)))
         body.append(line)
-    notes = [f"Trials ranked by validation {METRIC_LABELS.get(metric, metric)}; {len(shown)} of {len(groups)} shown. Bold: best value per column."]
-    notes += _failed_note(rows)
+    notes = [
+        f"Trials ranked by validation {metric_label(metric)}; {len(shown)} of {len(groups)} shown. "
+        "Bold: best value per column."
+    ]
+    notes += protocol_notes(ok_rows(rows)) + metric_notes(options.metrics) + _failed_note(rows)
     align = "l" + "c" * len(params) + "r" * (len(header) - 1 - len(params))
-    return Table(header, body, caption=_caption(title, options), notes=notes, align=align)
+    return Table(header, body, caption=_caption(title, options, rows), notes=notes, align=align)
 
 
 def _nan_low(value: float) -> float:
@@ -466,13 +563,3 @@ def build_table(
     """The study's table in `layout` (default: choose_layout's pick)."""
     options = options or ReportOptions()
     return _BUILDERS[layout or choose_layout(rows, options)](rows, options, title)
-
-
-def __getattr__(name: str) -> Any:
-    # `write_study_report` lived here in the skeleton; it now sits in report.py, which imports
-    # this module, so it is re-exported lazily to avoid an import cycle.
-    if name == "write_study_report":
-        from rmaunet.reporting.report import write_study_report
-
-        return write_study_report
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,6 +17,7 @@ class Cell:
     text: str
     bold: bool = False
     italic: bool = False
+    mark: str = ""  # a superscript after the text, e.g. "*" for a significant p-value
 
 
 @dataclass(frozen=True)
