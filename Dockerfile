@@ -14,9 +14,13 @@ RUN mkdir rmaunet && touch rmaunet/__init__.py \
     && pip uninstall --yes rmaunet
 
 # The package itself (its study specs included); the dependencies are already in place.
+# /home/ray/search_spaces points at the installed specs, for entry points such as
+# `python -m rmaunet study run /home/ray/search_spaces/demo.yaml …` (k8s/rayjob.yaml).
 COPY --chown=ray:users rmaunet ./rmaunet
 RUN pip install --no-cache-dir --no-deps . \
     && cd /home/ray && rm -rf /home/ray/rmaunet-build \
-    && python -c "from rmaunet.specs import bundled_spec; bundled_spec('demo')"
+    && ln -s "$(python -c 'from rmaunet.specs import bundled_spec_folder; print(bundled_spec_folder())')" \
+        /home/ray/search_spaces \
+    && test -f /home/ray/search_spaces/demo.yaml
 
 WORKDIR /home/ray
