@@ -113,7 +113,8 @@ def test_dockerfile_installs_only_the_project_and_its_extras():
 
 def test_docker_build_context_is_an_allow_list_of_what_the_dockerfile_copies():
     # .dockerignore excludes everything first, then lets in exactly the sources the image copies.
-    patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    patterns = [p.strip() for p in lines if p.strip() and not p.startswith("#")]
     assert patterns[0] == "*"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     copied = set()
@@ -141,7 +142,8 @@ def test_wheel_installs_and_plans_a_bundled_spec_outside_the_repository(tmp_path
             shutil.copy2(REPO / name, source / name)
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(dist), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "-w", str(dist), str(source)],
         check=True, capture_output=True, timeout=600,
     )
     wheel = next(dist.glob("rmaunet-*.whl"))
@@ -174,7 +176,8 @@ def test_wheel_installs_and_plans_a_bundled_spec_outside_the_repository(tmp_path
     ).stdout.strip()
     assert Path(where).is_relative_to(venv_site), where
     plan = subprocess.run(
-        [str(venv / "bin" / "rmaunet"), "study", "plan", where, "--data", str(data), "--storage", str(tmp_path / "store")],
+        [str(venv / "bin" / "rmaunet"), "study", "plan", where, "--data", str(data),
+         "--storage", str(tmp_path / "store")],
         cwd=outside, env=env, capture_output=True, text=True, timeout=600,
     )
     assert plan.returncode == 0, plan.stdout + plan.stderr
