@@ -6,9 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-__all__ = ["register", "register_demo", "REPO_ROOT"]
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["register", "register_demo"]
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
@@ -44,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
+    from rmaunet.specs import bundled_spec  # the specs ship in the package: found the same way in a wheel
+
     demo = sub.add_parser("demo", help="synthetic data + the demo loss study on local Ray + its tables (what `make demo` runs)",
                           description=(
                               "Write a synthetic Landslide4Sense-format dataset, run search_spaces/demo.yaml on a local "
@@ -51,7 +51,7 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--data", type=Path, default=Path(".demo/data"), help="where the synthetic dataset goes")
     demo.add_argument("--storage", type=Path, default=Path(".demo/results"), help="results store folder")
     demo.add_argument("--reports", type=Path, default=Path("reports/demo"), help="where the tables go")
-    demo.add_argument("--spec", type=Path, default=REPO_ROOT / "search_spaces" / "demo.yaml", help="study spec")
+    demo.add_argument("--spec", type=Path, default=bundled_spec("demo"), help="study spec (default: the bundled demo.yaml)")
     demo.add_argument("--n", type=int, default=240, help="number of synthetic scenes")
     demo.add_argument("--size", type=int, default=64, help="synthetic tile side in pixels")
     demo.set_defaults(func=_demo)

@@ -66,7 +66,7 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     env = {**ray_head["env"], "RAY_ADDRESS": ray_head["address"]}
     cmd = [
         str(BIN / "ray"), "job", "submit", "--no-wait", "--working-dir", str(REPO), "--",
-        sys.executable, "jobs/ablation.py", "--spec", "search_spaces/demo.yaml", "--smoke",
+        sys.executable, "jobs/ablation.py", "search_spaces/demo.yaml", "--smoke",
         "--data", str(data), "--storage", str(storage),
     ]
     # The head's job agent registers a few seconds after `ray start` returns (longer on a
@@ -98,3 +98,13 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
         assert rows[metric].notna().all(), metric
     assert "trainings to run" in logs
     assert json.loads(rows["history"].iloc[0])[0]["epoch"] == 1
+
+
+def test_ablation_job_takes_exactly_the_study_run_options():
+    # jobs/ablation.py forwards to the CLI's own parser: its --help is `rmaunet study run --help`.
+    def help_text(*args: str) -> str:
+        out = subprocess.run([sys.executable, *args, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert help_text("jobs/ablation.py") == help_text("-m", "rmaunet", "study", "run")
