@@ -34,6 +34,7 @@ __all__ = [
     "PRECISIONS",
     "NORMALISATIONS",
     "SELECT_METRICS",
+    "TUNED",
     "POST_TRAINING_FIELDS",
     "EXECUTION_FIELDS",
 ]
@@ -62,6 +63,8 @@ BACKBONES = ("unet", "deeplabv3", "mobilenetv3", "efficientnetv2")
 AUGMENTATIONS = ("rotation", "cutmix")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 NORMALISATIONS = ("train_stats", "official", "none")
+# The threshold protocol that chooses the decision threshold on validation, per trial.
+TUNED = "tuned"
 # Validation metrics a trial may select its checkpoint by (a spec's `select: val_<metric>`).
 SELECT_METRICS = ("f1", "miou", "iou", "precision", "recall")
 
@@ -99,11 +102,13 @@ class TrialConfig:
     epochs: int = 30
     batch_size: int = 16
     seed: int = 0
-    select: str = "f1"  # validation metric that picks the checkpoint (and, in studies, the threshold)
+    select: str = "f1"  # validation metric that picks the checkpoint and a tuned threshold
     precision: str = "float32"
     xla: bool = False
     # post-processing
-    threshold: float = 0.5
+    # "tuned": chosen per trial on validation (by `select`) from the stored probability
+    # maps; or a fixed decision threshold in (0, 1), the paper's protocol.
+    threshold: float | str = TUNED
     # execution
     num_workers: int = 1
 
@@ -152,7 +157,10 @@ class TrialConfig:
             _float_range("test_fraction", self.test_fraction, 0.0, 0.9, open_low=True)
         _float_range("l2", self.l2, 0.0, 1.0)
         _float_range("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
-        _float_range("threshold", self.threshold, 0.0, 1.0, open_low=True, open_high=True)
+        if self.threshold != TUNED:
+            if isinstance(self.threshold, str):
+                raise ConfigError(f"threshold: expected {TUNED!r} or a number in (0, 1), got {self.threshold!r}")
+            _float_range("threshold", self.threshold, 0.0, 1.0, open_low=True, open_high=True)
         if not isinstance(self.xla, bool):
             raise ConfigError(f"xla: expected true or false, got {self.xla!r}")
         params = dict(self.loss_params)
@@ -202,10 +210,10 @@ class TrialConfig:
         d = self.to_dict()
         for name in POST_TRAINING_FIELDS + EXECUTION_FIELDS:
             d.pop(name)
-        if d["select"] == "f1":
-            # Selecting by F1 is what every trial did before `select` existed: leaving the
-            # default out keeps those trials' identities, so stores stay reusable.
-            d.pop("select")
+        # The rule that picks the kept epoch: the best validation `select` metric over the
+        # threshold grid (rmaunet.thresholds.GRID), not at one fixed threshold. Part of the
+        # identity: trials selected under another rule are not reused as if they were not.
+        d["checkpoint_selection"] = "best_over_thresholds"
         return d
 
     @property
@@ -263,6 +271,5 @@ PRESETS: dict[str, TrialConfig] = {
         heads="multi_resolution",
         block="res_conv",
         attention="mha",
-        threshold=0.95,
     ),
 }

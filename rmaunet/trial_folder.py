@@ -122,20 +122,34 @@ class TrialFolder:
     def write_sync(self, sync: list[dict[str, Any]]) -> None:
         atomic.write_json(self.sync, sync)
 
-    def save_probabilities(self, split: str, prob: np.ndarray, mask: np.ndarray) -> None:
-        """uint8-quantised probabilities (stored value = round(255·p)) with their masks, compressed."""
-        q = np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
+    def save_probabilities(
+        self, split: str, prob: np.ndarray | None, mask: np.ndarray, detection: np.ndarray | None = None
+    ) -> None:
+        """A split's masks with the mask head's probabilities, uint8-quantised (stored value
+        = round(255·p)), and the detection head's per-image probabilities (float32), compressed."""
+        arrays: dict[str, np.ndarray] = {"mask": mask.astype(np.uint8)}
+        if prob is not None:
+            arrays["prob_u8"] = np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
+        if detection is not None:
+            arrays["det_prob"] = np.asarray(detection, np.float32).reshape(-1)
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, prob_u8=q, mask=mask.astype(np.uint8))
+                np.savez_compressed(f, **arrays)
 
         atomic.atomic_write(self.probabilities(split), write)
 
-    def load_probabilities(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(masks, uint8 probabilities) of a split, or None when the trial stored none."""
+    def _load(self, split: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         path = self.probabilities(split)
         if not path.is_file():
             return None
         with np.load(path) as data:
-            return data["mask"], data["prob_u8"]
+            return (data["mask"], data[key]) if key in data.files else None
+
+    def load_probabilities(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(masks, uint8 mask probabilities) of a split, or None when the trial stored none."""
+        return self._load(split, "prob_u8")
+
+    def load_detection(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(masks, per-image detection probabilities), or None without a detection head."""
+        return self._load(split, "det_prob")

@@ -6,6 +6,7 @@ them); the planner and the row writer must turn it into the right results rows.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def _plan(spec, store: ResultsStore, tmp_path: Path) -> StudyPlan:
     return StudyPlan(spec, expand(spec, FP), store, {"landslide4sense": tmp_path}, FP)
 
 
-def _fake_trial(store: ResultsStore, tid: str, status: str = "ok", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _fake_trial(
+    store: ResultsStore, tid: str, status: str = "ok", seed: int = 0, threshold: float = 0.45
+) -> tuple[np.ndarray, np.ndarray]:
     """A trial folder as a finished training leaves it: maps of both splits, result.json last."""
     rng = np.random.default_rng(seed)
     folder = store.trial(tid).create()
@@ -44,7 +47,8 @@ def _fake_trial(store: ResultsStore, tid: str, status: str = "ok", seed: int = 0
         folder.save_probabilities("test", prob[::-1].copy(), mask[::-1].copy())
     folder.write_result(
         {"status": status, "reason": "" if status == "ok" else "out of memory: OOM", "epochs_run": 2, "best_epoch": 1,
-         "history": [{"epoch": 1, "val_f1": 0.5}], "wall_s": 3600.0, "accelerator": "2x NVIDIA H200", "num_workers": 2}
+         "history": [{"epoch": 1, "val_f1": 0.5}], "wall_s": 3600.0, "accelerator": "2x NVIDIA H200", "num_workers": 2,
+         **({"threshold": threshold, "threshold_protocol": "tuned"} if status == "ok" else {})}
     )
     return mask, prob
 
@@ -61,9 +65,17 @@ def test_rows_carry_metrics_recomputed_from_the_stored_maps(tmp_path: Path) -> N
     rows = store.read("t")
     assert list(rows["row"]) == ["A"]
     stored_mask, q = store.trial(a.trial_id).load_probabilities("test")
-    expected = segmentation_scores(stored_mask, q / 255.0, a.config.threshold)
+    tuned = thresholds.decide(store.trial(a.trial_id), a.config)["threshold"]  # the row config's decision
+    expected = segmentation_scores(stored_mask, q / 255.0, tuned)
     assert rows["test_f1"].iloc[0] == pytest.approx(expected["f1"])
-    assert rows["chosen_threshold"].iloc[0] == a.config.threshold
+    assert rows["threshold"].iloc[0] == rows["chosen_threshold"].iloc[0] == tuned
+    assert rows["threshold_protocol"].iloc[0] == "tuned" and rows["selection_metric"].iloc[0] == "f1"
+    # The per-tile counts sum to the split's counts: a bootstrap over tiles resamples the row's own F1.
+    counts = np.array(json.loads(rows["test_tile_counts"].iloc[0]))
+    tp, fp, fn = counts.sum(axis=0)
+    assert rows["test_tiles"].iloc[0] == 6 and 2 * tp / (2 * tp + fp + fn) == pytest.approx(expected["f1"])
+    curve = json.loads(rows["threshold_curve"].iloc[0])
+    assert [c["threshold"] for c in curve] == list(thresholds.GRID) and "test_f1" in curve[0]
     assert rows["gpu_hours"].iloc[0] == pytest.approx(4.0)  # 2 GPUs × 2 workers × 1 h
     assert writer.best is not None and writer.best[1] == "A"
 
@@ -120,3 +132,36 @@ def test_a_stopped_search_trial_keeps_its_last_validation_scores(tmp_path: Path)
 @pytest.mark.parametrize(("accelerator", "count"), [("2x NVIDIA H100", 2), ("CPU", 0), ("1x GPU", 1)])
 def test_gpu_count(accelerator: str, count: int) -> None:
     assert gpu_count(accelerator) == count
+
+
+def test_a_fixed_threshold_row_is_scored_at_its_configs_value(tmp_path: Path) -> None:
+    # The paper's protocol: a fixed threshold is recorded as such, whatever the trial decided.
+    spec = _spec(tmp_path, "name: fx\nkind: table\nrows:\n  - {label: A, set: {threshold: 0.7}}\n")
+    store = ResultsStore(tmp_path / "store")
+    plan = _plan(spec, store, tmp_path)
+    tid = plan.planned[0].trial_id
+    _fake_trial(store, tid)
+    RowWriter(spec, plan, store, log=lambda _m: None).trial_done(tid)
+    row = store.read("fx").iloc[0]
+    assert row["threshold"] == 0.7 and row["threshold_protocol"] == "fixed"
+
+
+def test_a_tuned_threshold_is_the_best_validation_grid_point(tmp_path: Path) -> None:
+    # What a trial decides (rmaunet.thresholds.decide) is the validation-best grid threshold.
+    from rmaunet.config import TrialConfig
+    from rmaunet.trial_folder import TrialFolder
+
+    folder = TrialFolder(tmp_path).create()
+    rng = np.random.default_rng(1)
+    mask = (rng.random((5, 8, 8)) > 0.5).astype(np.uint8)
+    mask[:2] = 0  # two tiles without a landslide: detection has negatives to separate
+    prob = np.clip(mask * 0.3 + rng.random((5, 8, 8)) * 0.7, 0, 1)
+    folder.save_probabilities("val", prob, mask, detection=mask.reshape(5, -1).max(axis=1) * 0.8 + 0.1)
+    folder.save_probabilities("test", prob, mask)
+    decided = thresholds.decide(folder, TrialConfig(task="segmentation+detection"))
+    grid_scores = thresholds.scores_at(folder, thresholds.GRID)
+    best = max(thresholds.GRID, key=lambda t: (grid_scores[t]["val_f1"], -t))
+    assert decided["threshold"] == best and decided["threshold_protocol"] == "tuned"
+    assert 0.1 < decided["det_threshold"] <= 0.9  # the first grid point separating 0.1 from 0.9
+    fixed = thresholds.decide(folder, TrialConfig(threshold=0.3))
+    assert fixed["threshold"] == 0.3 and fixed["threshold_protocol"] == "fixed"

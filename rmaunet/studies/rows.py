@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rmaunet import thresholds as threshold_rules
+from rmaunet.config import TUNED
 from rmaunet.store import CONFIG_PREFIX, DETECTION_METRIC_NAMES, METRIC_NAMES, ResultsStore
 from rmaunet.studies.expand import PlannedRow
 from rmaunet.studies.plan import StudyPlan, usable
@@ -43,7 +44,9 @@ class RowWriter:
     def stopped_row(self, p: PlannedRow, last: dict[str, Any]) -> None:
         """A search trial that the scheduler stopped early: its last validation scores, no test."""
         epochs = int(last.get("epoch", 0))
-        row = self._row(p, {"status": "stopped", "epochs_run": epochs}, {}, p.config.threshold, False)
+        threshold = last.get("val_threshold", math.nan) if p.config.threshold == TUNED else p.config.threshold
+        row = self._row(p, {"status": "stopped", "epochs_run": epochs}, {}, threshold, False)
+        row["threshold_protocol"] = _protocol(p)
         row["reason"] = f"stopped by the scheduler after epoch {epochs}"
         for m in METRIC_NAMES:
             row[f"val_{m}"] = float(last.get(f"val_{m}", math.nan))
@@ -56,15 +59,28 @@ class RowWriter:
         self.done.add(tid)
         planned = [p for p in self.plan.planned if p.trial_id == tid]
         # Rows sharing this training (deduplicated configs) are scored in one pass per split.
-        wanted = sorted({t for p in planned for t in self._thresholds(p)})
+        folder = self.store.trial(tid)
         ok = result["status"] == "ok"
-        scores = threshold_rules.scores_at(self.store.trial(tid), wanted) if ok else {}
+        grid = threshold_rules.scores_at(folder, threshold_rules.GRID) if ok else {}
+        # Each row's thresholds: a threshold study's list, else its config's decision.
+        decided = {p: self._thresholds(p, folder, grid) if ok else (math.nan,) for p in planned}
+        extra_thresholds = {t for ts in decided.values() for t in ts} - set(grid)
+        scores = {**grid, **(threshold_rules.scores_at(folder, sorted(extra_thresholds)) if ok else {})}
+        extra = {
+            "det_threshold": _number(result.get("det_threshold")),
+            "threshold_curve": threshold_rules.curve(grid, self.metric),
+        }
         for p in planned:
-            thresholds = self._thresholds(p)
+            thresholds = decided[p]
             chosen = threshold_rules.choose_threshold({t: scores.get(t, {}) for t in thresholds}, self.metric)
             rows = [self._row(p, result, scores.get(t, {}), t, reused) for t in thresholds]
             for r in rows:
-                # Threshold studies choose on validation only; other rows use their config's.
+                r.update(extra)
+                r["threshold_protocol"] = "fixed" if self.spec.kind == "threshold" else _protocol(p)
+                r["test_tile_counts"] = threshold_rules.tile_counts(folder, "test", r["threshold"]) if ok else []
+                r["test_tiles"] = len(r["test_tile_counts"])
+                # Threshold studies choose among their thresholds on validation only; other
+                # rows were scored at their own (tuned on validation, or fixed) threshold.
                 r["chosen_threshold"] = float(chosen if chosen is not None and self.spec.kind == "threshold" else r["threshold"])
                 # A row already written from this training stays as it was (its finish time included).
                 if not (reused and self.store.row_path_for(r).is_file()):
@@ -74,8 +90,11 @@ class RowWriter:
                 if self.best is None or value > self.best[0]:
                     self.best = (value, p.label)
 
-    def _thresholds(self, p: PlannedRow) -> tuple[float, ...]:
-        return self.spec.thresholds if self.spec.kind == "threshold" else (p.config.threshold,)
+    def _thresholds(self, p: PlannedRow, folder: Any, grid: dict[float, dict[str, float]]) -> tuple[float, ...]:
+        """A threshold study's list; else the row config's own decision (rmaunet.thresholds.decide)."""
+        if self.spec.kind == "threshold":
+            return self.spec.thresholds
+        return (float(threshold_rules.decide(folder, p.config, grid)["threshold"]),)
 
     def _row(
         self, p: PlannedRow, result: dict[str, Any], scores: dict[str, float], threshold: float, reused: bool
@@ -92,6 +111,7 @@ class RowWriter:
             "reason": result.get("reason", ""),
             "threshold": float(threshold),
             "chosen_threshold": float(threshold),
+            "selection_metric": self.metric,
         }
         for split in ("val", "test"):
             for m in METRIC_NAMES:
@@ -123,6 +143,14 @@ class RowWriter:
         for key, value in p.config.to_dict().items():
             row[f"{CONFIG_PREFIX}{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
         return row
+
+
+def _protocol(p: PlannedRow) -> str:
+    return TUNED if p.config.threshold == TUNED else "fixed"
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def gpu_count(accelerator: str) -> int:

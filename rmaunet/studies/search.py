@@ -11,8 +11,9 @@ A spec's `space:` maps config fields (or `loss_params.<name>`) to one distributi
 
 Every sampled trial is a training with its own identity, so a configuration the search
 meets twice (or that a table already trained) is replayed from the store, not retrained.
-The threshold is post-processing: the objective a trial ends with is validation F1 at
-its sampled threshold, computed from the stored probability maps.
+The threshold is post-processing: every trial is told to Optuna with one objective, the
+validation selection metric at the trial's threshold (tuned on validation, or the sampled
+value), computed from the stored probability maps.
 """
 
 from __future__ import annotations
@@ -154,9 +155,9 @@ def _train_sample(
 ) -> None:
     """One sampled configuration: replayed from the store when already trained, else trained.
 
-    Reports `objective` = the validation selection metric (at the selection threshold)
-    every epoch for ASHA, then once more after the last epoch, at epoch + 1, with the
-    metric at the sampled threshold from the stored maps.
+    Reports `objective` = the validation selection metric (each epoch at its best grid
+    threshold) every epoch for ASHA, then once more after the last epoch, at epoch + 1,
+    with the metric at the trial's own threshold from the stored maps.
     """
     from ray import tune
 
@@ -182,7 +183,8 @@ def _train_sample(
         configure_threads()
         result = run_trial(config, data_dir, folder.root, report=report, node=node_name()).to_dict()
     if result["status"] == "ok":
-        value = thresholds.scores_at(folder, (config.threshold,))[config.threshold].get(f"val_{metric}", 0.0)
+        threshold = float(result["threshold"])
+        value = thresholds.scores_at(folder, (threshold,))[threshold].get(f"val_{metric}", 0.0)
         tune.report({"epoch": int(result["epochs_run"]) + 1, "objective": float(value), FINISHED: 1})
 
 

@@ -10,7 +10,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Predict", "make_predictor", "mask_scores", "detection_scores", "selection_score", "OUTPUTS"]
+__all__ = [
+    "Predict",
+    "make_predictor",
+    "best_over_thresholds",
+    "selection_score",
+    "OUTPUTS",
+]
 
 # The model outputs that are predictions (the others are training-only heads and features).
 OUTPUTS = ("mask", "detection")
@@ -41,19 +47,30 @@ def make_predictor(model: Any) -> Predict:
     return predict
 
 
-def mask_scores(y: np.ndarray, pred: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
-    """Landslide-class pixel metrics of the mask head ({} for a detection-only model)."""
-    from rmaunet.metrics import segmentation_scores
+def best_over_thresholds(
+    y: np.ndarray, pred: dict[str, np.ndarray], metric: str
+) -> tuple[dict[str, float], float | None, dict[str, float], float | None]:
+    """Validation scores at the grid threshold that maximises `metric` (mask head) and
+    image-level F1 (detection head): (mask scores, its threshold, detection scores, its threshold).
 
-    return segmentation_scores(y, pred["mask"], threshold) if "mask" in pred else {}
-
-
-def detection_scores(y: np.ndarray, pred: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
-    """Image-level metrics of the detection head ({} without one); an image with any
-    landslide pixel in its mask is a positive."""
+    What checkpoint selection compares: a model is judged at its best threshold, so an
+    epoch (or a loss) is not ranked by how well its probabilities happen to sit around 0.5.
+    """
     from rmaunet import metrics
+    from rmaunet.thresholds import GRID, best_index
 
-    return metrics.detection_scores(y, pred["detection"], threshold) if "detection" in pred else {}
+    val: dict[str, float] = {}
+    threshold = det_threshold = None
+    if "mask" in pred:
+        table = metrics.sweep_thresholds(y, pred["mask"], GRID)
+        threshold = GRID[best_index([float(v) for v in table[metric]]) or 0]
+        val = {m: float(table.loc[threshold, m]) for m in table.columns}
+    val_det: dict[str, float] = {}
+    if "detection" in pred:
+        per_t = [metrics.detection_scores(y, pred["detection"], t) for t in GRID]
+        i = best_index([d["f1"] for d in per_t]) or 0
+        val_det, det_threshold = per_t[i], GRID[i]
+    return val, threshold, val_det, det_threshold
 
 
 def selection_score(val: dict[str, float], val_det: dict[str, float], metric: str = "f1") -> float:

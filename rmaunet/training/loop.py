@@ -38,7 +38,7 @@ from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
 from rmaunet.trial_folder import SPLITS, TrialFolder
 from rmaunet.training.checkpoint import fresh_state
-from rmaunet.training.evaluation import detection_scores, make_predictor, mask_scores, selection_score
+from rmaunet.training.evaluation import best_over_thresholds, make_predictor, selection_score
 from rmaunet.training.result import TrialResult
 
 __all__ = [
@@ -51,12 +51,9 @@ __all__ = [
     "rank_slice",
     "weights_digest",
     "synchronize_batch_norm",
-    "SELECTION_THRESHOLD",
+    "maybe_inject_failure",
 ]
 
-# Checkpoints are selected at a fixed threshold so that a trial's identity never depends
-# on the post-processing threshold (Table IX sweeps it afterwards on the stored maps).
-SELECTION_THRESHOLD = 0.5
 Log = Callable[[str], None]
 
 
@@ -309,14 +306,15 @@ class TrialLoop:
         return weights_digest(arrays)
 
     def validate(self) -> dict[str, Any]:
-        """Validation metrics of the current weights at the selection threshold (rank 0)."""
+        """Validation metrics of the current weights, each head at its best grid threshold (rank 0)."""
         pred = self.predict(self.splits.x_val, self.config.batch_size)
-        val = mask_scores(self.splits.y_val, pred, SELECTION_THRESHOLD)
-        val_det = detection_scores(self.splits.y_val, pred, SELECTION_THRESHOLD)
-        return {
-            "scores": {**{f"val_{k}": v for k, v in val.items()}, **{f"val_det_{k}": v for k, v in val_det.items()}},
-            "selection": selection_score(val, val_det, self.config.select),
-        }
+        val, threshold, val_det, det_threshold = best_over_thresholds(self.splits.y_val, pred, self.config.select)
+        scores = {f"val_{k}": v for k, v in val.items()} | {f"val_det_{k}": v for k, v in val_det.items()}
+        if threshold is not None:
+            scores["val_threshold"] = threshold
+        if det_threshold is not None:
+            scores["val_det_threshold"] = det_threshold
+        return {"scores": scores, "selection": selection_score(val, val_det, self.config.select)}
 
     def run(self, io: EpochIO) -> TrialResult | None:
         """Train the remaining epochs; returns rank 0's result (None on other ranks)."""
@@ -374,15 +372,19 @@ class TrialLoop:
         self, folder: TrialFolder, weights: Path, state: dict[str, Any], wall_s: float, resumed_from: int
     ) -> TrialResult:
         """The end of every successful trial: selection happened on validation; test is
-        touched exactly once, with the selected epoch's weights. The probability maps of
-        both splits are stored for later thresholds."""
+        touched exactly once, with the selected epoch's weights. Both splits' probability
+        maps are stored, the thresholds are decided from them (rmaunet.thresholds.decide),
+        and the metrics are those of the stored maps: what every results row recomputes."""
+        from rmaunet import thresholds
+
         config, splits = self.config, self.splits
         self.model.load_weights(weights)
-        pred = {split: self.predict(getattr(splits, f"x_{split}"), config.batch_size) for split in SPLITS}
-        masks = {split: getattr(splits, f"y_{split}") for split in SPLITS}
-        if "mask" in pred["val"]:
-            for split in SPLITS:
-                folder.save_probabilities(split, pred[split]["mask"], masks[split])
+        for split in SPLITS:
+            pred = self.predict(getattr(splits, f"x_{split}"), config.batch_size)
+            folder.save_probabilities(split, pred.get("mask"), getattr(splits, f"y_{split}"), pred.get("detection"))
+        decided = thresholds.decide(folder, config)
+        scores = thresholds.scores_at(folder, (decided["threshold"],))[decided["threshold"]]
+        det = thresholds.detection_scores_at(folder, decided["det_threshold"])
         history = state["history"]
         rates = [h["images_per_s"] for h in history]
         steady = rates[1:] if len(rates) > 1 else rates  # epoch 1 pays for tracing
@@ -391,10 +393,10 @@ class TrialLoop:
             reason="",
             epochs_run=len(history),
             best_epoch=state["best_epoch"],
-            val=mask_scores(masks["val"], pred["val"], config.threshold),
-            test=mask_scores(masks["test"], pred["test"], config.threshold),
-            val_det=detection_scores(masks["val"], pred["val"], config.threshold),
-            test_det=detection_scores(masks["test"], pred["test"], config.threshold),
+            val={k.removeprefix("val_"): v for k, v in scores.items() if k.startswith("val_")},
+            test={k.removeprefix("test_"): v for k, v in scores.items() if k.startswith("test_")},
+            val_det=det.get("val", {}),
+            test_det=det.get("test", {}),
             history=history,
             images_per_s=float(np.median(steady)) if steady else float("nan"),
             wall_s=wall_s,
@@ -402,6 +404,9 @@ class TrialLoop:
             resumed_from=resumed_from,
             params=int(self.model.count_params()),
             flops_per_image=_flops(self.model, self.say),
+            threshold=decided["threshold"],
+            threshold_protocol=str(decided["threshold_protocol"]),
+            det_threshold=decided["det_threshold"],
         )
 
 

@@ -29,6 +29,9 @@ class TrialResult:
     resumed_from: int = 0  # the epoch a restarted trial went on after (0: never restarted)
     params: int = 0
     flops_per_image: int = 0  # forward pass, a multiply-add counted as 2 (rmaunet.models.cost)
+    threshold: float | None = None  # the mask threshold val / test are scored at
+    threshold_protocol: str = ""  # "tuned" (chosen on validation) or "fixed"
+    det_threshold: float | None = None  # the detection head's, chosen on validation by image F1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
