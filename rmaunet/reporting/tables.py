@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from rmaunet.datasets import DATASET_INFO
 from rmaunet.errors import SpecError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, parse_json_list
 from rmaunet.reporting.stats import SIGNIFICANCE_LEVEL, PairedTest, SeedStats, paired_test, seed_stats
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 METRIC_LABELS = {"f1": "F1", "miou": "mIoU", "iou": "IoU", "precision": "Precision", "recall": "Recall", "accuracy": "Accuracy"}
-DATASET_NAMES = {"landslide4sense": "Landslide4Sense", "bijie": "Bijie", "nepal": "Nepal"}
+DATASET_NAMES = {name: info.title for name, info in DATASET_INFO.items()}
 _SEG_METRICS = ("f1", "precision", "recall", "miou")  # Table XI's column order
 _DET_METRICS = ("f1", "accuracy", "precision", "recall")
 _NA = "n/a"
