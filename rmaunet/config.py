@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from rmaunet.datasets import DATASET_INFO
 from rmaunet.errors import ConfigError
 
 __all__ = [
@@ -40,8 +41,9 @@ __all__ = [
 ]
 
 # The catalogue of names a spec may use. Each registry (rmaunet.losses, rmaunet.models)
-# is checked against these tuples by a test, so the two cannot drift apart.
-DATASETS = ("landslide4sense", "bijie", "nepal")
+# is checked against these tuples by a test, so the two cannot drift apart. The datasets
+# are declared in rmaunet.datasets.
+DATASETS = tuple(DATASET_INFO)
 LOSSES = (
     "cross_entropy",
     "focal",

@@ -75,11 +75,38 @@ def test_rgb_datasets_refuse_sentinel2_indices(dataset, band):
 @pytest.mark.parametrize("dataset", ["bijie", "nepal"])
 def test_rgb_datasets_get_the_rest_of_the_sets(dataset):
     # A Table VI set on an RGB dataset keeps what the dataset can carry; the bands compute.
+    rgb = ("red", "green", "blue")
     bands = resolve_bands("23", dataset)
-    assert bands == DATASET_BANDS[dataset] + ("blue_norm", "green_norm", "red_norm", "gray", "gaussian", "median")
-    images = np.random.default_rng(0).uniform(0, 255, (3, 20, 20, len(DATASET_BANDS[dataset]))).astype(np.float32)
+    assert bands == rgb + ("blue_norm", "green_norm", "red_norm", "gray", "gaussian", "median")
+    images = np.random.default_rng(0).uniform(0, 255, (3, 20, 20, 3)).astype(np.float32)
     out = engineer_bands(images, resolve_bands("26", dataset), dataset)
-    assert out.shape == (3, 20, 20, len(DATASET_BANDS[dataset]) + 9) and np.isfinite(out).all()
+    assert out.shape == (3, 20, 20, 3 + 9) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("14", ("red", "green", "blue")),  # the paper's Bijie input: RGB only
+        ("14,dem", ("red", "green", "blue", "dem")),
+        ("17,dem", ("red", "green", "blue", "blue_norm", "green_norm", "red_norm", "dem")),
+        ("DEM,gray", ("dem", "gray")),
+    ],
+)
+def test_bijie_dem_is_opt_in(spec, expected):
+    # Band sets start from Bijie's RGB; the DEM is there when named.
+    assert resolve_bands(spec, "bijie") == expected
+
+
+def test_engineering_reads_the_channels_it_is_given():
+    # Bijie images with the DEM as a fourth channel give the same engineered bands as RGB alone.
+    rgb = np.random.default_rng(1).uniform(0, 255, (2, 20, 20, 3)).astype(np.float32)
+    with_dem = np.concatenate([rgb, np.full((2, 20, 20, 1), 900, np.float32)], axis=-1)
+    names = ("dem", "gray", "median", "red")
+    out = engineer_bands(with_dem, names, "bijie", channels=DATASET_BANDS["bijie"])
+    np.testing.assert_array_equal(out[..., 1:], engineer_bands(rgb, names[1:], "bijie"))
+    assert (out[..., 0] == 900).all()
+    with pytest.raises(ConfigError, match="'dem' is not one of the images' channels"):
+        engineer_bands(rgb, names, "bijie")
 
 
 def test_engineered_bands_match_the_naive_reference():

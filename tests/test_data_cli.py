@@ -8,7 +8,7 @@ import pytest
 
 from rmaunet.cli import main
 
-TABLE_II = {"landslide4sense": (14, 0.58, 0.023), "bijie": (4, 0.27, 0.039), "nepal": (3, 1.0, 0.008)}
+TABLE_II = {"landslide4sense": (14, 0.58, 0.023), "bijie": (3, 0.27, 0.039), "nepal": (3, 1.0, 0.008)}
 
 
 @pytest.mark.parametrize("dataset", sorted(TABLE_II))
@@ -75,6 +75,17 @@ def test_check_reports_every_problem_and_exits_2(tmp_path, capsys):
     assert any("image_7.h5" in p and "missing mask" in p for p in problems)
     assert any(line.startswith("note:") and "image_3.h5" in line for line in captured.out.splitlines())
     assert "3 problem(s)" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+def test_check_reads_the_opt_in_dem_too(tmp_path, capsys):
+    # Training reads Bijie's RGB only, but check reads every file: a missing DEM is a problem.
+    main(["data", "synth", "--dataset", "bijie", "--out", str(tmp_path), "--n", "6", "--size", "16"])
+    dem = next((tmp_path / "landslide" / "dem").iterdir())
+    dem.unlink()
+    capsys.readouterr()
+    assert main(["data", "check", str(tmp_path), "--dataset", "bijie"]) == 2
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and "missing DEM" in problems[0] and dem.name in problems[0]
 
 
 def test_check_and_stats_refuse_a_missing_folder(tmp_path, capsys):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -12,7 +14,9 @@ import numpy as np
 import pytest
 
 from rmaunet.cli import main
-from rmaunet.data import Bijie, Landslide4Sense, Nepal, open_reader
+from rmaunet.config import DATASETS
+from rmaunet.data import READERS, Bijie, Landslide4Sense, Nepal, open_reader
+from rmaunet.datasets import DATASET_INFO
 from rmaunet.errors import DataError
 
 DATA = Path(__file__).parent / "data"
@@ -77,14 +81,32 @@ def test_l4s_reads_the_torchgeo_fixture(split):
         assert loaded.masks is None
 
 
+# ---------------------------------------------------------------------- declarations
+def test_every_declared_dataset_has_one_reader_whose_splits_its_policy_names():
+    # config.DATASETS, READERS and the declarations list the same datasets; each policy's
+    # development and test splits are splits its reader knows.
+    assert DATASETS == tuple(READERS) == tuple(DATASET_INFO)
+    for name, reader in READERS.items():
+        policy = reader.info.split
+        assert reader.info is DATASET_INFO[name]
+        assert set(policy.development) | {policy.test_split} - {None} <= set(reader.splits)
+
+
+def test_config_reads_the_declarations_without_the_data_layer():
+    # The config (and the study engine validating specs with it) stays light: no readers, NumPy or TensorFlow.
+    code = "import sys, rmaunet.config; print(sorted(m for m in ('rmaunet.data', 'numpy', 'tensorflow') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
 # ---------------------------------------------------------------------- Bijie
-def test_bijie_reads_rgb_plus_dem_with_binarised_masks(tmp_path):
-    # 4 bands (RGB + DEM); 0/255 masks binarised at 127; non-landslide tiles get empty masks.
+def test_bijie_reads_rgb_with_binarised_masks(tmp_path):
+    # RGB only by default, as in the paper; 0/255 masks binarised at 127; non-landslide tiles get empty masks.
     root = write_fixture("bijie", tmp_path)
     r = Bijie(root)
     loaded = r.load()
-    assert loaded.images.shape == (8, 16, 16, 4)
-    assert loaded.images[..., 3].max() > 255  # the 16-bit DEM is kept in metres
+    assert r.band_names == ("red", "green", "blue")
+    assert loaded.images.shape == (8, 16, 16, 3)
     has = loaded.masks.reshape(8, -1).any(axis=1)
     assert has.sum() == 3
     assert [s.landslide for s in r.samples] == has.tolist()
@@ -92,9 +114,30 @@ def test_bijie_reads_rgb_plus_dem_with_binarised_masks(tmp_path):
     assert loaded.masks[has][:, 0, :3].max() == 0  # the 100-valued pixels are background
 
 
+def test_bijie_dem_is_an_opt_in_fourth_channel(tmp_path):
+    # Naming "dem" among the bands adds the DEM after RGB; the RGB channels are the same.
+    root = write_fixture("bijie", tmp_path)
+    with_dem = Bijie(root, bands=("gray", "dem"))
+    assert with_dem.band_names == ("red", "green", "blue", "dem")
+    images = with_dem.load().images
+    assert images.shape == (8, 16, 16, 4)
+    assert images[..., 3].max() > 255  # the 16-bit DEM is kept in metres
+    np.testing.assert_array_equal(images[..., :3], Bijie(root).load().images)
+
+
+def test_bijie_rgb_needs_no_dem_files(tmp_path):
+    # Without its DEM folders the RGB dataset still loads; opting into the DEM names the missing file.
+    root = write_fixture("bijie", tmp_path)
+    for group in ("landslide", "non-landslide"):
+        shutil.rmtree(root / group / "dem")
+    assert Bijie(root).load().images.shape == (8, 16, 16, 3)
+    with pytest.raises(DataError, match=r"image/n1\.png: missing DEM"):
+        Bijie(root, bands=("dem",)).load()
+
+
 def test_bijie_resizes_odd_sized_tiles_to_the_common_size(tmp_path):
     # df3 is 20×20 in a 16×16 dataset: image, DEM and mask come back at 16×16, mask still binary.
-    r = Bijie(write_fixture("bijie", tmp_path))
+    r = Bijie(write_fixture("bijie", tmp_path), bands=("dem",))
     sample = next(s for s in r.samples if s.name == "df3")
     image, mask = r.read(sample)
     assert image.shape == (16, 16, 4) and mask.shape == (16, 16)
@@ -227,9 +270,10 @@ BROKEN: dict[str, tuple[str, Breaker, str]] = {
 
 
 def _load_all(dataset: str, root: Path) -> None:
+    # Every channel, the opt-in ones (Bijie's DEM) included.
     splits = {"landslide4sense": ["train"], "bijie": ["all"], "nepal": ["train", "validation", "test"]}[dataset]
     for split in splits:
-        open_reader(dataset, root, split).load()
+        open_reader(dataset, root, split, bands=DATASET_INFO[dataset].bands).load()
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
@@ -246,7 +290,7 @@ def test_broken_datasets_raise_one_line_naming_the_file(tmp_path, case):
     assert fragment in message
 
 
-@pytest.mark.parametrize("case", ["l4s corrupt file", "bijie missing dem", "nepal corrupt npy"])
+@pytest.mark.parametrize("case", ["l4s corrupt file", "bijie truncated png", "nepal corrupt npy"])
 def test_broken_datasets_make_the_cli_exit_2(tmp_path, capsys, case):
     # `rmaunet data stats` on a broken dataset: exit status 2 and one line on stderr.
     dataset, breaker, fragment = BROKEN[case]

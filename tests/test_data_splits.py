@@ -61,7 +61,7 @@ def test_pooled_datasets_split_train_val_test(request, dataset, bands, test_shar
     assert len(s.x_test) == round(test_share * n)
     assert len(s.x_val) == round(0.1 * (n - len(s.x_test)))
     assert s.x_train.dtype == np.float32 and s.x_train.shape[1:] == (32, 32, s.num_bands)
-    assert s.num_bands == len(s.band_names) == (23 if dataset == "landslide4sense" else 10)
+    assert s.num_bands == len(s.band_names) == (23 if dataset == "landslide4sense" else 9)  # Bijie: RGB + 6
     assert s.y_train.dtype == np.uint8 and set(np.unique(s.y_train)) <= {0, 1}
     assert not (_keys(s.x_train) & _keys(s.x_test) or _keys(s.x_val) & _keys(s.x_test) or _keys(s.x_train) & _keys(s.x_val))
 
@@ -140,6 +140,21 @@ def test_crop_is_the_centre_of_the_engineered_tile(l4s):
 def test_max_tiles_limits_the_pool(l4s):
     s = prepare_splits(TrialConfig(max_tiles=20, normalisation="none"), l4s)
     assert len(s.x_train) + len(s.x_val) + len(s.x_test) == 20
+
+
+def test_bijie_dem_is_opt_in_and_cached_apart(bijie, monkeypatch):
+    # Bijie trains on RGB by default; "14,dem" adds the DEM, with the same RGB values and splits.
+    monkeypatch.delenv("RMAUNET_CACHE_DIR", raising=False)
+    rgb = prepare_splits(TrialConfig(dataset="bijie", bands="14", normalisation="none"), bijie)
+    dem = prepare_splits(TrialConfig(dataset="bijie", bands="14,dem", normalisation="none"), bijie)
+    assert rgb.band_names == ("red", "green", "blue") and dem.band_names == ("red", "green", "blue", "dem")
+    np.testing.assert_array_equal(dem.x_test[..., :3], rgb.x_test)
+    np.testing.assert_array_equal(dem.y_train, rgb.y_train)
+    assert dem.x_train[..., 3].max() > 255  # elevation in metres, not an 8-bit channel
+    # The two channel sets are cached side by side, each with the channels it holds.
+    entries = {p.parent.name: p for p in (bijie / CACHE_DIR_NAME).rglob("originals.npy")}
+    assert np.load(entries["all"], mmap_mode="r").shape[-1] == 4
+    assert np.load(entries["all-without-dem"], mmap_mode="r").shape[-1] == 3
 
 
 def test_rgb_dataset_refuses_a_sentinel2_band(bijie):

@@ -31,7 +31,7 @@ def test_synth_writes_each_datasets_own_layout(tmp_path, dataset, files):
     assert not (tmp_path / "non-landslide" / "mask").exists()
     stats = dataset_stats(tmp_path, dataset)
     assert stats.total().images == 12 and (stats.height, stats.width) == (32, 32)
-    assert stats.bands == {"landslide4sense": 14, "bijie": 4, "nepal": 3}[dataset]
+    assert stats.bands == {"landslide4sense": 14, "bijie": 3, "nepal": 3}[dataset]  # Bijie: RGB (DEM opt-in)
 
 
 @pytest.mark.parametrize("dataset", ["landslide4sense", "bijie", "nepal"])

@@ -1,42 +1,25 @@
 """Datasets: readers, synthetic scenes, bands, cache, splits and the tf.data pipeline.
 
-`prepare_splits(config, root)` is what a trial calls: it reads the dataset (through the
-on-disk cache), engineers the configured bands, splits train / validation / test
-deterministically and normalises with training-split statistics.
-
-Splits (Section II-C of the paper, plus a validation part for every selection decision):
-
-- Landslide4Sense: TrainData (or the mirror's `train`), 80:20 train:test, stratified by
-  "has a landslide"; validation carved from train.
-- Bijie: all tiles, 70:30 train:test, stratified; validation carved from train.
-- Nepal: its own folders: the test folder is the test split; the train and validation
-  folders together are the development pool that train and validation are carved from
-  (a missing test folder is carved from the pool instead).
-
-The test split depends on the data (and `max_tiles`, `test_fraction`) only, never on
-`config.seed`: every trial of a study is scored on the same images. Validation is carved
-from train with `config.seed` and `config.val_fraction`.
+Each dataset is declared once in `rmaunet.datasets` (name, title, channels, split policy)
+and read by its reader class (landslide4sense.py, bijie.py, nepal.py). A trial calls
+`prepare_splits(config, root)` (prepare.py) for its normalised train / validation / test
+arrays.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
-
-from rmaunet.config import TrialConfig
-from rmaunet.data.bands import DATASET_BANDS, resolve_bands
 from rmaunet.data.bijie import Bijie
-from rmaunet.data.cache import CACHE_DIR_NAME, CachedSplit
 from rmaunet.data.landslide4sense import Landslide4Sense
 from rmaunet.data.nepal import Nepal
-from rmaunet.data.reader import TileReader
-from rmaunet.data.splits import stratified_split
-from rmaunet.errors import ConfigError, DataError
+from rmaunet.data.prepare import (
+    OFFICIAL_L4S_MEAN,
+    OFFICIAL_L4S_STD,
+    READERS,
+    Splits,
+    fingerprint,
+    open_reader,
+    prepare_splits,
+)
 
 __all__ = [
     "Splits",
@@ -44,217 +27,9 @@ __all__ = [
     "fingerprint",
     "READERS",
     "open_reader",
-    "DEFAULT_TEST_FRACTION",
     "OFFICIAL_L4S_MEAN",
     "OFFICIAL_L4S_STD",
     "Landslide4Sense",
     "Bijie",
     "Nepal",
 ]
-
-log = logging.getLogger(__name__)
-
-READERS: dict[str, type[TileReader]] = {"landslide4sense": Landslide4Sense, "bijie": Bijie, "nepal": Nepal}
-DEFAULT_TEST_FRACTION = {"landslide4sense": 0.2, "bijie": 0.3, "nepal": None}
-# The official Landslide4Sense baseline's per-band constants (B1 … B12, slope, dem).
-OFFICIAL_L4S_MEAN = (-0.4914, -0.3074, -0.1277, -0.0625, 0.0439, 0.0803, 0.0644, 0.0802, 0.3000, 0.4082, 0.0823, 0.0516, 0.3338, 0.7819)
-OFFICIAL_L4S_STD = (0.9325, 0.8775, 0.8860, 0.8869, 0.8857, 0.8418, 0.8354, 0.8491, 0.9061, 1.6072, 0.8848, 0.9232, 0.9018, 1.2913)
-_TEST_SEED = 0  # fixed: the test split must not move with the trial seed
-_FALLBACK_TEST_FRACTION = 0.2
-
-
-@dataclass
-class Splits:
-    """Model-ready arrays: images float32 NHWC (normalised), masks uint8 NHW {0, 1},
-    per-image "has a landslide" labels uint8 N (derived from the masks when not given)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    band_names: tuple[str, ...]
-    fingerprint: str
-    yd_train: np.ndarray | None = None
-    yd_val: np.ndarray | None = None
-    yd_test: np.ndarray | None = None
-    norm_mean: np.ndarray | None = None  # what was subtracted per band (None: not normalised)
-    norm_std: np.ndarray | None = None
-    nan_pixels: int = 0  # non-finite input values replaced while reading
-
-    def __post_init__(self) -> None:
-        for part in ("train", "val", "test"):
-            if getattr(self, f"yd_{part}") is None:
-                y = getattr(self, f"y_{part}")
-                setattr(self, f"yd_{part}", y.reshape(len(y), -1).any(axis=1).astype(np.uint8))
-
-    @property
-    def num_bands(self) -> int:
-        return self.x_train.shape[-1]
-
-
-def open_reader(dataset: str, root: Path | str, split: str, **kwargs) -> TileReader:
-    """The reader of one split of a dataset (`split="all"` for Bijie)."""
-    if dataset not in READERS:
-        raise ConfigError(f"dataset: unknown value {dataset!r} (choose one of: {', '.join(READERS)})")
-    return READERS[dataset](root, split, **kwargs)
-
-
-def fingerprint(root: Path | str, dataset: str) -> str:
-    """Hash of every data file's relative path, size and modification time (the band
-    cache folder inside root is left out: it is derived from the files, not one of them)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: data folder not found")
-    h = hashlib.sha256(dataset.encode())
-    entries = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d != CACHE_DIR_NAME]
-        for name in files:
-            path = Path(folder) / name
-            st = path.stat()
-            entries.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
-    if not entries:
-        raise DataError(f"{root}: no data files found")
-    for rel, size, mtime in sorted(entries):
-        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
-    return h.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------- splits
-class _Pool:
-    """Cached splits seen as one sequence of tiles (Nepal pools train and validation)."""
-
-    def __init__(self, sources: list[CachedSplit]) -> None:
-        self.sources = sources
-        self.offsets = np.cumsum([0] + [len(s.images) for s in sources])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def has_landslide(self) -> np.ndarray:
-        labels = []
-        for source in self.sources:
-            if source.masks is None:
-                raise DataError(f"{source.reader.root}: the {source.reader.split} split has images without masks")
-            labels.append(np.asarray(source.masks).reshape(len(source.masks), -1).any(axis=1))
-        return np.concatenate(labels)
-
-    def pieces(self, index: np.ndarray) -> list[tuple[CachedSplit, np.ndarray]]:
-        index = np.sort(index)
-        return [
-            (source, index[(index >= lo) & (index < hi)] - lo)
-            for source, lo, hi in zip(self.sources, self.offsets[:-1], self.offsets[1:])
-            if ((index >= lo) & (index < hi)).any()
-        ]
-
-    def images(self, index: np.ndarray, names: tuple[str, ...], window: tuple[slice, slice] | None) -> np.ndarray:
-        return np.concatenate([s.stack(names, i, window) for s, i in self.pieces(index)])
-
-    def masks(self, index: np.ndarray, window: tuple[slice, slice] | None) -> np.ndarray:
-        return np.concatenate([s.masks_at(i, window) for s, i in self.pieces(index)])
-
-
-def _plan(config: TrialConfig, root: Path, fp: str) -> tuple[_Pool, dict[str, np.ndarray], _Pool, np.ndarray]:
-    """The development pool with its train and validation tiles, and the test pool's tiles."""
-    test_fraction = config.test_fraction or DEFAULT_TEST_FRACTION[config.dataset] or _FALLBACK_TEST_FRACTION
-    if config.dataset == "nepal":
-        # Development = the train folder (max_tiles applies) plus the validation folder;
-        # test = the test folder, untouched, as the paper keeps it.
-        splits = Nepal.available_splits(root)
-        sources = [CachedSplit(Nepal(root, "train"), fp, config.max_tiles)]
-        if "validation" in splits:
-            sources.append(CachedSplit(Nepal(root, "validation"), fp, None))
-        dev = test_pool = _Pool(sources)
-        if "test" in splits:
-            test_pool = _Pool([CachedSplit(Nepal(root, "test"), fp, None)])
-    else:
-        pool_reader = Landslide4Sense(root, "train") if config.dataset == "landslide4sense" else Bijie(root)
-        dev = test_pool = _Pool([CachedSplit(pool_reader, fp, config.max_tiles)])
-    labels = dev.has_landslide()  # one pass over the (memory-mapped) masks
-    if test_pool is dev:
-        rest, test = stratified_split(labels, test_fraction, seed=_TEST_SEED)
-    else:
-        rest, test = np.arange(len(dev)), np.arange(len(test_pool))
-    train_rel, val_rel = stratified_split(labels[rest], config.val_fraction, seed=config.seed)
-    return dev, {"train": rest[train_rel], "val": rest[val_rel]}, test_pool, test
-
-
-def _centre_window(shape: tuple[int, ...], crop: int | None) -> tuple[slice, slice] | None:
-    h, w = shape[1:3]
-    if crop is None or (crop >= h and crop >= w):
-        return None
-    top, left = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
-    return slice(top, top + crop), slice(left, left + crop)
-
-
-def _band_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and standard deviation in float64, tile batch by tile batch (a
-    float64 copy of a whole training set would not fit in memory)."""
-    n = x.shape[0] * x.shape[1] * x.shape[2]
-    total = np.zeros(x.shape[-1])
-    for start in range(0, len(x), 256):
-        total += x[start : start + 256].sum(axis=(0, 1, 2), dtype=np.float64)
-    mean = total / n
-    squares = np.zeros(x.shape[-1])
-    for start in range(0, len(x), 256):
-        squares += np.square(x[start : start + 256] - mean).sum(axis=(0, 1, 2))
-    return mean, np.sqrt(squares / n)
-
-
-def _normalisation(config: TrialConfig, x_train: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    if config.normalisation == "none":
-        return None
-    if config.normalisation == "official" and config.dataset != "landslide4sense":
-        raise ConfigError(
-            f"normalisation: 'official' constants exist for landslide4sense only, not {config.dataset} "
-            "(use train_stats)"
-        )
-    mean, std = _band_moments(x_train)
-    if config.normalisation == "official":
-        # The official constants cover the 14 originals; engineered bands use training statistics.
-        originals = DATASET_BANDS["landslide4sense"]
-        for k, name in enumerate(names):
-            if name in originals:
-                mean[k] = OFFICIAL_L4S_MEAN[originals.index(name)]
-                std[k] = OFFICIAL_L4S_STD[originals.index(name)]
-    return mean, np.where(std > 1e-8, std, 1.0)
-
-
-def prepare_splits(config: TrialConfig, root: Path | str) -> Splits:
-    """Read (cached), engineer `config.bands`, split, crop and normalise one dataset."""
-    root = Path(root)
-    names = resolve_bands(config.bands, config.dataset)
-    fp = fingerprint(root, config.dataset)
-    dev, dev_parts, test_pool, test = _plan(config, root, fp)
-    parts = {"train": (dev, dev_parts["train"]), "val": (dev, dev_parts["val"]), "test": (test_pool, test)}
-    if any(len(index) == 0 for _, index in parts.values()):
-        sizes = ", ".join(f"{name} {len(index)}" for name, (_, index) in parts.items())
-        raise DataError(f"{root}: too few tiles for train / validation / test splits ({sizes})")
-    sources = list({id(s): s for pool in (dev, test_pool) for s in pool.sources}.values())
-    nan_pixels = sum(s.nan_pixels for s in sources)
-    if nan_pixels:
-        files = [f for s in sources for f in s.nan_files]
-        log.warning(f"{root}: replaced {nan_pixels} NaN or infinite pixel values by 0 in {len(files)} files (first: {files[0]})")
-    window = _centre_window(dev.sources[0].images.shape, config.crop)
-    arrays = {}
-    for name, (pool, index) in parts.items():
-        arrays[f"x_{name}"] = pool.images(index, names, window)
-        arrays[f"y_{name}"] = pool.masks(index, window)
-    moments = _normalisation(config, arrays["x_train"], names)
-    if moments is not None:
-        mean, std = (m.astype(np.float32) for m in moments)
-        for name in parts:
-            x = arrays[f"x_{name}"]
-            for start in range(0, len(x), 256):  # in place, batch by batch: no float64 copies
-                x[start : start + 256] -= mean
-                x[start : start + 256] /= std
-    return Splits(
-        **arrays,
-        band_names=names,
-        fingerprint=fp,
-        norm_mean=None if moments is None else moments[0],
-        norm_std=None if moments is None else moments[1],
-        nan_pixels=nan_pixels,
-    )

@@ -1,8 +1,9 @@
 """Band sets (Table VI) and band engineering (Table V).
 
 Every band has a name a YAML spec can use in `bands:`. The originals are the dataset's
-own channels (Landslide4Sense: B1…B12, slope, dem; Bijie: red, green, blue, dem; Nepal:
-red, green, blue). The engineered bands 15-26 of Table V, in order:
+own channels, declared in `rmaunet.datasets` (Landslide4Sense: B1…B12, slope, dem; Bijie:
+red, green, blue and the opt-in dem; Nepal: red, green, blue). The engineered bands 15-26
+of Table V, in order:
 
     15-17  blue_norm green_norm red_norm   per-tile min-max of B2, B3, B4
     18-20  ndvi ndmi nbr                   (B8−B4)/(B8+B4), (B8−B11)/(B8+B11), (B8−B12)/(B8+B12)
@@ -21,7 +22,8 @@ not pure reflectances and may be negative).
 A `bands:` spec is a comma-separated list of band names and set names, where `-name`
 removes a band or set: "23", "14,ndvi", "23,-slope,-dem". A set on an RGB dataset keeps
 the bands that dataset can carry; naming a band that needs Sentinel-2 channels the dataset
-lacks (ndvi, ndmi, nbr on Bijie or Nepal) is a ConfigError.
+lacks (ndvi, ndmi, nbr on Bijie or Nepal) is a ConfigError. A set starts with the dataset's
+default channels: Bijie's DEM is opt-in, as the paper uses RGB only ("14,dem", "23,dem").
 
 This module imports neither TensorFlow nor (until bands are computed) SciPy: the study
 engine validates specs with `resolve_bands` before anything heavy starts.
@@ -32,10 +34,11 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
+from rmaunet.datasets import DATASET_INFO, DatasetInfo, dataset_info
 from rmaunet.errors import ConfigError
 
 __all__ = [
@@ -49,18 +52,9 @@ __all__ = [
     "median_filter",
 ]
 
-ORIGINAL_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "slope", "dem")
-DATASET_BANDS: dict[str, tuple[str, ...]] = {
-    "landslide4sense": ORIGINAL_BANDS,
-    "bijie": ("red", "green", "blue", "dem"),
-    "nepal": ("red", "green", "blue"),
-}
-# Spectral roles the engineered bands need, per dataset (which original plays each role).
-_ROLES: dict[str, dict[str, str]] = {
-    "landslide4sense": {"blue": "B2", "green": "B3", "red": "B4", "nir": "B8", "swir1": "B11", "swir2": "B12"},
-    "bijie": {"blue": "blue", "green": "green", "red": "red"},
-    "nepal": {"blue": "blue", "green": "green", "red": "red"},
-}
+# Every channel each dataset's reader can deliver (its opt-in channels included).
+DATASET_BANDS: dict[str, tuple[str, ...]] = {name: info.bands for name, info in DATASET_INFO.items()}
+ORIGINAL_BANDS = DATASET_BANDS["landslide4sense"]
 _RGB = ("blue", "green", "red")
 GAUSSIAN_SIGMA = 1.85  # OpenCV's σ for a 10-pixel kernel: 0.3·((10 − 1)/2 − 1) + 0.8
 FILTER_SIZE = 10
@@ -70,10 +64,10 @@ _CHUNK = 2  # tiles per work item: the median's sorted blocks of 2 tiles stay in
 class _Tiles:
     """A chunk of tiles and the intermediates several bands share (computed once)."""
 
-    def __init__(self, images: np.ndarray, dataset: str, dtype: type) -> None:
+    def __init__(self, images: np.ndarray, channels: tuple[str, ...], roles: Mapping[str, str], dtype: type) -> None:
         self.images, self.dtype = images, dtype
-        self.index = {name: i for i, name in enumerate(DATASET_BANDS[dataset])}
-        self.roles = _ROLES[dataset]
+        self.index = {name: i for i, name in enumerate(channels)}
+        self.roles = roles
         self.shared: dict[str, np.ndarray] = {}
 
     def role(self, role: str) -> np.ndarray:
@@ -157,28 +151,23 @@ ENGINEERED_BANDS = tuple(ENGINEERED)
 BAND_SETS = {str(n): n for n in (14, 17, 21, 23, 25, 26)}
 
 
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATASET_BANDS:
-        raise ConfigError(f"dataset: unknown value {dataset!r} (choose one of: {', '.join(DATASET_BANDS)})")
-
-
 def available(name: str, dataset: str) -> bool:
     """Whether an engineered band can be computed from the dataset's channels."""
-    return all(role in _ROLES[dataset] for role in ENGINEERED[name].needs)
+    return all(role in dataset_info(dataset).roles for role in ENGINEERED[name].needs)
 
 
 def _set_members(set_name: str, dataset: str) -> tuple[str, ...]:
     last = BAND_SETS[set_name]
     extra = [name for name, band in ENGINEERED.items() if band.number <= last and available(name, dataset)]
-    return DATASET_BANDS[dataset] + tuple(extra)
+    return dataset_info(dataset).default_bands + tuple(extra)
 
 
 def resolve_bands(spec: str, dataset: str = "landslide4sense") -> tuple[str, ...]:
     """A `bands:` spec -> the ordered, de-duplicated band names for one dataset."""
-    _check_dataset(dataset)
+    info = dataset_info(dataset)
     if not isinstance(spec, str):
         spec = str(spec)
-    originals = DATASET_BANDS[dataset]
+    originals = info.bands
     canonical = {name.lower(): name for name in originals + ENGINEERED_BANDS}
     chosen: list[str] = []
     tokens = [tok.strip() for tok in spec.split(",") if tok.strip()]
@@ -192,10 +181,10 @@ def resolve_bands(spec: str, dataset: str = "landslide4sense") -> tuple[str, ...
         elif word.lower() in canonical:
             name = canonical[word.lower()]
             if name in ENGINEERED and not available(name, dataset):
-                missing = [r for r in ENGINEERED[name].needs if r not in _ROLES[dataset]]
+                missing = [r for r in ENGINEERED[name].needs if r not in info.roles]
                 raise ConfigError(
                     f"bands: {name!r} needs the Sentinel-2 {' and '.join(missing)} band(s), which {dataset} "
-                    f"(RGB{' + DEM' if 'dem' in originals else ''}) does not have"
+                    f"({', '.join(originals)}) does not have"
                 )
             names = (name,)
         else:
@@ -218,28 +207,28 @@ def engineer_bands(
     names: tuple[str, ...] | list[str],
     dataset: str = "landslide4sense",
     *,
+    channels: tuple[str, ...] | None = None,
     workers: int | None = None,
 ) -> np.ndarray:
-    """(N, H, W, originals) -> (N, H, W, len(names)) float32, in the order of `names`.
+    """(N, H, W, channels) -> (N, H, W, len(names)) float32, in the order of `names`.
 
-    Engineered bands are computed in chunks of tiles on a thread pool (NumPy and SciPy
-    release the GIL in the heavy parts), each chunk sharing its intermediates.
+    `channels` names the images' last axis (default: the dataset's default channels, as
+    its reader reads them). Engineered bands are computed in chunks of tiles on a thread
+    pool (NumPy and SciPy release the GIL in the heavy parts), each chunk sharing its
+    intermediates.
     """
-    _check_dataset(dataset)
-    originals = DATASET_BANDS[dataset]
-    if images.ndim != 4 or images.shape[-1] != len(originals):
-        raise ConfigError(f"bands: expected (N, H, W, {len(originals)}) {dataset} images, got shape {images.shape}")
+    info, originals = _originals(images, dataset, channels)
     names = tuple(names)
     for name in names:
         if name not in originals and name not in ENGINEERED:
-            raise ConfigError(f"bands: unknown band {name!r} for {dataset}")
+            raise ConfigError(f"bands: {name!r} is not one of the images' channels ({', '.join(originals)})")
         if name in ENGINEERED and not available(name, dataset):
             raise ConfigError(f"bands: {name!r} cannot be computed from {dataset}'s bands")
     out = np.empty(images.shape[:3] + (len(names),), np.float32)
 
     def run(start: int) -> None:
         chunk = images[start : start + _CHUNK]
-        tiles = _Tiles(chunk, dataset, np.float32)
+        tiles = _Tiles(chunk, originals, info.roles, np.float32)
         columns = [chunk[..., originals.index(n)] if n in originals else ENGINEERED[n].compute(tiles) for n in names]
         # One interleaving copy per chunk: writing band by band into the channel-last
         # output would stream over the chunk once per band.
@@ -257,7 +246,11 @@ def engineer_bands(
 
 
 def engineer_bands_reference(
-    images: np.ndarray, names: tuple[str, ...] | list[str], dataset: str = "landslide4sense"
+    images: np.ndarray,
+    names: tuple[str, ...] | list[str],
+    dataset: str = "landslide4sense",
+    *,
+    channels: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """The straightforward way: tile by tile, float64, SciPy's own median filter.
 
@@ -265,10 +258,10 @@ def engineer_bands_reference(
     """
     from scipy import ndimage
 
-    originals = DATASET_BANDS[dataset]
+    info, originals = _originals(images, dataset, channels)
     out = np.empty(images.shape[:3] + (len(names),), np.float32)
     for i in range(len(images)):
-        tiles = _Tiles(images[i : i + 1].astype(np.float64), dataset, np.float64)
+        tiles = _Tiles(images[i : i + 1].astype(np.float64), originals, info.roles, np.float64)
         for k, name in enumerate(names):
             if name in originals:
                 out[i, ..., k] = images[i, ..., originals.index(name)]
@@ -277,6 +270,17 @@ def engineer_bands_reference(
             else:
                 out[i, ..., k] = ENGINEERED[name].compute(tiles)[0]
     return out
+
+
+def _originals(
+    images: np.ndarray, dataset: str, channels: tuple[str, ...] | None
+) -> tuple[DatasetInfo, tuple[str, ...]]:
+    """The dataset's declaration and the channel names of the images' last axis (checked)."""
+    info = dataset_info(dataset)
+    originals = info.default_bands if channels is None else tuple(channels)
+    if images.ndim != 4 or images.shape[-1] != len(originals):
+        raise ConfigError(f"bands: expected (N, H, W, {len(originals)}) {dataset} images, got shape {images.shape}")
+    return info, originals
 
 
 def available_cpus() -> int:

@@ -6,10 +6,13 @@
     non-landslide/image/NAME.png
     non-landslide/dem/NAME.png     (no masks: the mask is empty)
 
-Image, DEM and mask are matched by file name (without extension). The release's tiles
-are not all the same size; every tile is resized to one common size (the most frequent
-image size unless `size` is given): bilinear for image and DEM, nearest for the mask.
-A DEM of another size than its image is resized to the image (it is coarser anyway).
+The reader reads the RGB images only, as the paper does; the DEM is an opt-in fourth
+channel (`bands=` naming "dem", e.g. a spec's `bands: 14,dem`), and only then are the
+DEM files needed. Image, DEM and mask are matched by file name (without extension). The
+release's tiles are not all the same size; every tile is resized to one common size (the
+most frequent image size unless `size` is given): bilinear for image and DEM, nearest for
+the mask. A DEM of another size than its image is resized to the image (it is coarser
+anyway).
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from rmaunet.data.reader import Sample, TileReader, numeric_key, read_array
+from rmaunet.datasets import BIJIE
 from rmaunet.errors import DataError
 
 __all__ = ["Bijie"]
@@ -38,16 +43,21 @@ def _by_stem(folder: Path) -> dict[str, Path]:
 class Bijie(TileReader):
     """The Bijie dataset as one pool (`split="all"`); splits are made by `rmaunet.data`."""
 
-    dataset = "bijie"
-    band_names = ("red", "green", "blue", "dem")
+    info = BIJIE
     splits = ("all",)
     labelled_splits = ("all",)
     groups = ("landslide", "non-landslide")
 
     def __init__(
-        self, root: Path | str, split: str = "all", *, require_masks: bool | None = None, size: int | None = None
+        self,
+        root: Path | str,
+        split: str = "all",
+        *,
+        bands: Iterable[str] = (),
+        require_masks: bool | None = None,
+        size: int | None = None,
     ) -> None:
-        super().__init__(root, split, require_masks=require_masks)
+        super().__init__(root, split, bands=bands, require_masks=require_masks)
         if size is not None:
             self.size = size
 
@@ -112,6 +122,13 @@ class Bijie(TileReader):
             rgb = rgb[..., :3]
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise DataError(f"{sample.image}: expected an RGB image (H×W×3), got shape {rgb.shape}")
+        image = rgb.astype(np.float32)
+        if "dem" in self.band_names:
+            image = np.concatenate([image, self._read_dem(sample, image.shape[:2])[..., None]], axis=-1)
+        return self._to_size(image, nearest=False)
+
+    def _read_dem(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
+        """(H, W) float32 elevation, resized to its image's `shape`."""
         if sample.dem is None:
             raise DataError(f"{sample.image}: missing DEM (expected {sample.image.parent.parent / 'dem' / sample.image.name})")
         dem = read_array(sample.dem)
@@ -121,10 +138,7 @@ class Bijie(TileReader):
             dem = dem[..., 0]
         if dem.ndim != 2:
             raise DataError(f"{sample.dem}: expected a one-channel DEM (H×W), got shape {dem.shape}")
-        rgb = rgb.astype(np.float32)
-        dem = _resize(dem.astype(np.float32), rgb.shape[:2], nearest=False)
-        image = np.concatenate([rgb, dem[..., None]], axis=-1)
-        return self._to_size(image, nearest=False)
+        return _resize(dem.astype(np.float32), shape, nearest=False)
 
     def read_mask(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
         if sample.mask is None:

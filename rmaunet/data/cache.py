@@ -5,8 +5,8 @@ slow part of a trial's start; both depend only on the files, so they are done on
 (dataset fingerprint, split, tile limit) and kept as `.npy` files that later runs (and
 the other trials of a node) map read-only. Layout::
 
-    CACHE/<dataset>-<fingerprint>/<split>[-first<N>]/
-        originals.npy   (N, H, W, C) float32, non-finite values replaced
+    CACHE/<dataset>-<fingerprint>-v<format>/<split>[-first<N>][-without-<channel>…]/
+        originals.npy   (N, H, W, C) float32, the channels the reader read, non-finite values replaced
         masks.npy       (N, H, W) uint8, when every tile has a mask
         meta.json       paths, band names, replaced-pixel count
         band-<name>.npy (N, H, W) float32, one per engineered band, made on first use
@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rmaunet.data.bands import DATASET_BANDS, ENGINEERED, engineer_bands
+from rmaunet.data.bands import ENGINEERED, engineer_bands
 from rmaunet.data.reader import LoadedSplit, TileReader
 from rmaunet.errors import DataError
 
@@ -68,6 +68,8 @@ class CachedSplit:
         self.dataset = reader.dataset
         root = cache_root(reader.root)
         suffix = f"-first{limit}" if limit is not None else ""
+        # A reader that leaves out opt-in channels (Bijie without its DEM) stores fewer of them.
+        suffix += "".join(f"-without-{b}" for b in reader.info.bands if b not in reader.band_names)
         self.dir = None if root is None else root / f"{self.dataset}-{fingerprint}-v{_FORMAT}" / f"{reader.split}{suffix}"
         self.limit = limit
         self._memory: dict[str, np.ndarray] = {}
@@ -92,7 +94,7 @@ class CachedSplit:
                         _save(self.dir / "masks.npy", loaded.masks)
                     meta = {
                         "dataset": self.dataset,
-                        "bands": list(DATASET_BANDS[self.dataset]),
+                        "bands": list(self.reader.band_names),
                         "paths": [str(p) for p in loaded.paths],
                         "nan_pixels": loaded.nan_pixels,
                         "nan_files": [str(p) for p in loaded.nan_files],
@@ -108,7 +110,7 @@ class CachedSplit:
     # ------------------------------------------------------------------ bands
     def band(self, name: str) -> np.ndarray:
         """(N, H, W) float32 of one band: an original (a view) or an engineered one (cached)."""
-        originals = DATASET_BANDS[self.dataset]
+        originals = self.reader.band_names
         if name in originals:
             return self.images[..., originals.index(name)]
         if name not in ENGINEERED:
@@ -157,7 +159,8 @@ class CachedSplit:
         # Batches bound the memory a 3,800-tile dataset needs while its bands are computed.
         for start in range(0, len(self.images), _BATCH):
             part = slice(start, start + _BATCH)
-            yield part, engineer_bands(np.asarray(self.images[part]), tuple(names), self.dataset)
+            channels = self.reader.band_names
+            yield part, engineer_bands(np.asarray(self.images[part]), tuple(names), self.dataset, channels=channels)
 
     def _fill(self, targets: dict[str, np.ndarray]) -> None:
         """Engineer the bands named by targets' keys into them (arrays or memory maps)."""

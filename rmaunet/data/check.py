@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rmaunet.data.prepare import READERS, open_reader
+from rmaunet.data.reader import TileReader
+from rmaunet.datasets import dataset_info
 from rmaunet.errors import DataError
 
 __all__ = ["CheckReport", "check_dataset"]
@@ -34,11 +37,9 @@ class CheckReport:
 
 
 def check_dataset(root: Path | str, dataset: str) -> CheckReport:
-    from rmaunet.data import READERS, open_reader
-
+    """Every problem and note of a dataset folder; every channel is read, opt-in ones included."""
     root = Path(root)
-    if dataset not in READERS:
-        raise DataError(f"{root}: unknown dataset {dataset!r} (choose one of: {', '.join(READERS)})")
+    info = dataset_info(dataset)
     report = CheckReport(dataset, root)
     if not root.is_dir():
         report.problems.append(f"{root}: data folder not found")
@@ -49,7 +50,7 @@ def check_dataset(root: Path | str, dataset: str) -> CheckReport:
     shape_of: dict[Path, tuple[int, ...]] = {}
     for split in splits:
         try:
-            r = open_reader(dataset, root, split, require_masks=False)
+            r = open_reader(dataset, root, split, bands=info.bands, require_masks=False)
         except DataError as exc:
             report.problems.append(str(exc))
             continue
@@ -82,7 +83,7 @@ def check_dataset(root: Path | str, dataset: str) -> CheckReport:
     return report
 
 
-def _check_mask_values(r, path: Path, report: CheckReport) -> None:
+def _check_mask_values(r: TileReader, path: Path, report: CheckReport) -> None:
     raw = np.asarray(r.read_raw_mask(path))
     values = np.unique(raw)
     if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from rmaunet.data.reader import Sample, TileReader, read_array
+from rmaunet.datasets import LANDSLIDE4SENSE
 from rmaunet.errors import DataError
 
 __all__ = ["Landslide4Sense"]
@@ -42,17 +44,18 @@ def _numbered(folder: Path) -> dict[int, Path]:
 class Landslide4Sense(TileReader):
     """One split of Landslide4Sense: `load()` stacks it, `read(sample)` reads one tile."""
 
-    dataset = "landslide4sense"
-    band_names = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "slope", "dem")
+    info = LANDSLIDE4SENSE
     splits = ("train", "validation", "test")
     labelled_splits = ("train",)
     split_folders = {"train": "TrainData", "validation": "ValidData", "test": "TestData"}
 
-    def __init__(self, root: Path | str, split: str = "train", *, require_masks: bool | None = None) -> None:
+    def __init__(
+        self, root: Path | str, split: str = "train", *, bands: Iterable[str] = (), require_masks: bool | None = None
+    ) -> None:
         root = Path(root)
         if split in self.splits:
             self.img_dir, self.mask_dir = self._folders(root, split)
-        super().__init__(root, split, require_masks=require_masks)
+        super().__init__(root, split, bands=bands, require_masks=require_masks)
 
     @classmethod
     def _folders(cls, root: Path, split: str) -> tuple[Path, Path]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rmaunet.data.reader import Sample, TileReader, numeric_key, read_array
+from rmaunet.datasets import NEPAL
 from rmaunet.errors import DataError
 
 __all__ = ["Nepal"]
@@ -41,8 +42,7 @@ def _by_stem(folder: Path | None) -> dict[str, Path]:
 class Nepal(TileReader):
     """One split folder of the Nepal dataset; every sample must have a mask."""
 
-    dataset = "nepal"
-    band_names = ("red", "green", "blue")
+    info = NEPAL
     splits = ("train", "validation", "test")
     labelled_splits = ("train", "validation", "test")
 

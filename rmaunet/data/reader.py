@@ -1,9 +1,10 @@
 """What every dataset reader shares: samples, file formats, validation, NaN accounting.
 
-A reader is one class per dataset (TorchGeo style): class attributes state the band names
-and the splits; the constructor finds the samples of one split and validates the folder
-layout; `read(sample)` returns one (image, mask) pair; `load()` stacks a split. Every
-problem is a `DataError` whose one-line message names the file and what is wrong.
+A reader is one class per dataset (TorchGeo style): class attributes state the dataset's
+declaration (`rmaunet.datasets`: name, channels, split policy) and the splits; the
+constructor finds the samples of one split and validates the folder layout;
+`read(sample)` returns one (image, mask) pair; `load()` stacks a split. Every problem is
+a `DataError` whose one-line message names the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar, Iterable, Iterator
 
 import numpy as np
 
+from rmaunet.datasets import DatasetInfo
 from rmaunet.errors import DataError
 
 __all__ = ["Sample", "TileReader", "LoadedSplit", "read_array", "numeric_key", "replace_non_finite"]
@@ -63,13 +65,17 @@ def replace_non_finite(image: np.ndarray) -> tuple[np.ndarray, int]:
 class TileReader:
     """Base class of the dataset readers; subclasses fill `_find_samples` and `read_image`."""
 
-    dataset: ClassVar[str]
-    band_names: ClassVar[tuple[str, ...]]
+    info: ClassVar[DatasetInfo]  # name, channels, spectral roles, split policy
     splits: ClassVar[tuple[str, ...]]
     # Splits whose samples must all have masks (the others may have none).
     labelled_splits: ClassVar[tuple[str, ...]]
+    band_names: tuple[str, ...]  # the channels this reader reads, in order
 
-    def __init__(self, root: Path | str, split: str, *, require_masks: bool | None = None) -> None:
+    def __init__(
+        self, root: Path | str, split: str, *, bands: Iterable[str] = (), require_masks: bool | None = None
+    ) -> None:
+        # `bands`: the band names a trial uses; any opt-in channel among them is read too.
+        self.band_names = self.info.channels(bands)
         if split not in self.splits:
             raise DataError(f"{root}: unknown {self.dataset} split {split!r} (choose one of: {', '.join(self.splits)})")
         self.root = Path(root)
@@ -90,6 +96,10 @@ class TileReader:
         for sample in self.samples:
             if sample.mask is None and sample.landslide is not False:
                 yield f"{sample.image}: missing mask (expected {self.expected_mask(sample)})"
+
+    @property
+    def dataset(self) -> str:
+        return self.info.name
 
     # ------------------------------------------------------------------ subclass hooks
     @classmethod

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rmaunet.errors import DataError
+from rmaunet.data.prepare import READERS, open_reader
+from rmaunet.datasets import dataset_info
 
 __all__ = ["SplitStats", "DatasetStats", "dataset_stats", "format_stats"]
 
@@ -71,12 +72,9 @@ class DatasetStats:
 
 def dataset_stats(root: Path | str, dataset: str) -> DatasetStats:
     """Image count, size, bands, landslide image and pixel ratios (and NaN counts) per
-    split and overall. Ratios count labelled images only (masks optional in some splits)."""
-    from rmaunet.data import READERS, open_reader
-
-    if dataset not in READERS:
-        raise DataError(f"{root}: unknown dataset {dataset!r} (choose one of: {', '.join(READERS)})")
-    cls = READERS[dataset]
+    split and overall, over the channels read by default (Bijie: RGB). Ratios count labelled
+    images only (masks optional in some splits)."""
+    cls = READERS[dataset_info(dataset).name]
     splits = cls.available_splits(root)
     if not splits:
         # Constructing the reader of the first split raises the layout's own message.

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from rmaunet.datasets import DATASET_INFO
 from rmaunet.errors import SpecError, StoreError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, parse_json_list
 from rmaunet.reporting.protocol import (
@@ -66,7 +67,7 @@ __all__ = [
     "METRIC_LABELS",
 ]
 
-DATASET_NAMES = {"landslide4sense": "Landslide4Sense", "bijie": "Bijie", "nepal": "Nepal"}
+DATASET_NAMES = {name: info.title for name, info in DATASET_INFO.items()}
 _SEG_METRICS = ("f1", "precision", "recall", "miou")  # Table XI's column order
 _DET_METRICS = ("f1", "accuracy", "precision", "recall")
 _NA = "n/a"
