@@ -7,12 +7,19 @@ Each area registers its own subcommands (`rmaunet.data.cli`, `rmaunet.studies.cl
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-from typing import Sequence
 
-from rmaunet.errors import RmaunetError
+# Before anything can import TensorFlow: its C++ INFO / WARNING lines would otherwise come
+# ahead of the one line a refused input gets (a user's own setting wins). The lines it
+# writes before its logging starts cannot be turned off; spec loading holds those back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+from rmaunet.errors import RmaunetError  # noqa: E402
 
 __all__ = ["main", "build_parser"]
 
@@ -40,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # TensorFlow's C++ start-up chatter hides the progress lines a user is waiting for.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _quiet_absl()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -52,6 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rmaunet: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_absl() -> None:
+    """absl's Python logger (TensorFlow, Keras and Ray log through it) at ERROR: its warnings
+    would land between a command's progress lines or ahead of an error line."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover
