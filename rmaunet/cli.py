@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _quiet_absl()
+    _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -60,12 +60,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _quiet_absl() -> None:
-    """absl's Python logger (TensorFlow, Keras and Ray log through it) at ERROR: its warnings
-    would land between a command's progress lines or ahead of an error line."""
+def _quiet_libraries() -> None:
+    """Keep library chatter from landing ahead of the one line a refused input gets.
+
+    absl's Python logger (TensorFlow and Keras log through it) goes to ERROR. PIL's
+    decompression-bomb warning (an image past 89 M pixels, read anyway) becomes the error
+    it is at twice that size: the readers refuse such a file in one line.
+    """
     import logging
+    import warnings
 
     logging.getLogger("absl").setLevel(logging.ERROR)
+    warnings.filterwarnings("error", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 
 if __name__ == "__main__":  # pragma: no cover

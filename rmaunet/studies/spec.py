@@ -126,7 +126,7 @@ def load_spec(path: Path | str, *, smoke: bool = False) -> StudySpec:
     ctx = _Context(path)
     doc = read_yaml(path, "spec")
     if not isinstance(doc, dict):
-        raise SpecError(f"{path}: a spec must be a YAML mapping")
+        raise SpecError(f"{path}:1: a spec must be a YAML mapping (key: value lines)")
 
     for key in doc:
         if key not in TOP_KEYS:
