@@ -15,11 +15,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-from typing import Sequence  # noqa: E402
+import argparse
+import sys
+from typing import Sequence
 
-from rmaunet.errors import RmaunetError  # noqa: E402
+from rmaunet.errors import RmaunetError
 
 __all__ = ["main", "build_parser"]
 

@@ -101,7 +101,8 @@ def test_report_on_rows_without_a_study_column_is_one_line(tmp_path):
     rows.mkdir(parents=True)
     pd.DataFrame({"row": ["a"], "seed": [0], "test_f1": [0.5]}).to_parquet(rows / "r.parquet")
     code, stderr = _main("report", str(tmp_path / "store"), "--out", str(tmp_path / "out"))
-    assert code == 2 and stderr.splitlines() == [f"rmaunet: error: {tmp_path / 'store'}: results rows have no `study` column"]
+    assert code == 2
+    assert stderr.splitlines() == [f"rmaunet: error: {tmp_path / 'store'}: results rows have no `study` column"]
 
 
 def test_report_with_a_non_utf8_spec_is_one_line(tmp_path):

@@ -297,7 +297,8 @@ def test_hdf5_with_external_raw_storage_is_refused(tmp_path):
     root = write_fixture("landslide4sense", tmp_path / "d")
     raw = tmp_path / "raw.bin"
     np.zeros((16, 16, 14), np.float32).tofile(raw)
-    culprit = _l4s_image_replaced(root, lambda f: f.create_dataset("img", shape=(16, 16, 14), dtype="f4", external=[(str(raw), 0, raw.stat().st_size)]))
+    external = [(str(raw), 0, raw.stat().st_size)]
+    culprit = _l4s_image_replaced(root, lambda f: f.create_dataset("img", (16, 16, 14), "f4", external=external))
     with pytest.raises(DataError, match=r"keeps its data in other files"):
         Landslide4Sense(root).load()
     assert culprit.stat().st_size < 10_000
@@ -314,7 +315,8 @@ def test_png_decompression_bomb_is_refused(tmp_path):
     root = write_fixture("bijie", tmp_path / "d")
     culprit = root / "landslide" / "image" / "df1.png"
     header = struct.pack(">IIBBBBB", 15000, 15000, 8, 2, 0, 0, 0)
-    culprit.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    pixels = zlib.compress(b"\0" * 1000)
+    culprit.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
     with pytest.raises(DataError, match=r"df1.png: image declares too many pixels for a tile"):
         reader = Bijie(root)
         reader.read(next(s for s in reader.samples if s.name == "df1"))
@@ -330,7 +332,10 @@ def test_npy_declaring_a_huge_array_is_refused(tmp_path):
         Nepal(root, "test").load()
 
 
-@pytest.mark.parametrize("dataset, split, shape", [("landslide4sense", "train", (16, 16, 14)), ("bijie", "all", (16, 16, 4)), ("nepal", "test", (16, 16, 3))])
+@pytest.mark.parametrize(
+    "dataset, split, shape",
+    [("landslide4sense", "train", (16, 16, 14)), ("bijie", "all", (16, 16, 4)), ("nepal", "test", (16, 16, 3))],
+)
 def test_validate_returns_the_tile_shape_of_a_sound_split(tmp_path, dataset, split, shape):
     # validate() reads the split tile by tile and returns its common shape.
     root = write_fixture(dataset, tmp_path / "d")

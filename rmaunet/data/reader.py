@@ -233,7 +233,8 @@ def _check_declared(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None
     size = math.prod(int(n) for n in shape) * dtype.itemsize
     if size > MAX_ARRAY_BYTES:
         dims = "×".join(str(n) for n in shape)
-        raise DataError(f"{path}: declares a {dims} {dtype} array ({size / 2**30:.3g} GiB), over the {MAX_ARRAY_BYTES >> 20} MiB limit")
+        limit = MAX_ARRAY_BYTES >> 20
+        raise DataError(f"{path}: declares a {dims} {dtype} array ({size / 2**30:.3g} GiB), over the {limit} MiB limit")
 
 
 def _read_h5(path: Path, key: str) -> np.ndarray:

@@ -72,7 +72,9 @@ def run_report(args: argparse.Namespace) -> int:
         raise StoreError(f"{args.store}: results rows have no `study` column")
     for name, rows in df.groupby("study", sort=True):
         # The study name comes from the data: as a folder name it must stay inside --out.
-        paths = write_study_report(rows, args.out / slug(name), title=str(name), options=options, formats=formats, figures=not args.no_figures)
+        paths = write_study_report(
+            rows, args.out / slug(name), title=str(name), options=options, formats=formats, figures=not args.no_figures
+        )
         print(f"{name}: {paths['index']} ({len(paths)} files)")
     return 0
 

@@ -165,7 +165,8 @@ def load_spec(path: Path | str, *, smoke: bool = False) -> StudySpec:
         raise ctx.fail(doc, "seeds: each seed may appear once", "seeds")
     select = doc.get("select", "val_f1")
     if not isinstance(select, str) or select not in SELECT_METRICS:
-        raise ctx.fail(doc, f"select: unknown metric {_SHORT.repr(select)} (choose one of: {', '.join(SELECT_METRICS)})", "select")
+        known = ", ".join(SELECT_METRICS)
+        raise ctx.fail(doc, f"select: unknown metric {_SHORT.repr(select)} (choose one of: {known})", "select")
     resources = _resources(ctx, doc)
 
     rows: list[Row] = []
@@ -308,7 +309,8 @@ def _config(ctx: _Context, where: Any, values: dict, base: TrialConfig | None, s
     preset = values.pop("preset", None)
     if preset is not None:
         if not isinstance(preset, str) or preset not in PRESETS:
-            raise ctx.fail(key_where, f"{section}: unknown preset {_SHORT.repr(preset)} (known: {', '.join(PRESETS)})", "preset")
+            known = ", ".join(PRESETS)
+            raise ctx.fail(key_where, f"{section}: unknown preset {_SHORT.repr(preset)} (known: {known})", "preset")
         preset_config = PRESETS[preset]
         base = preset_config if base is None else base.replace(**_differences(preset_config))
     for key, value in values.items():
@@ -344,7 +346,8 @@ def _check_loss(ctx: _Context, where: Any, config: TrialConfig, section: str) ->
         raise ctx.fail(where, f"{section}: {exc}", "loss_params") from None
     except _VALUE_ERRORS as exc:  # a parameter of the wrong shape, met inside the loss factory
         params = _SHORT.repr(config.loss_kwargs)
-        raise ctx.fail(where, f"{section}: loss {config.loss}: bad loss_params {params} ({exc})", "loss_params") from None
+        reason = f"{section}: loss {config.loss}: bad loss_params {params} ({exc})"
+        raise ctx.fail(where, reason, "loss_params") from None
 
 
 def _check_space(ctx: _Context, space: dict, base: TrialConfig) -> None:
@@ -397,9 +400,11 @@ def _resources(ctx: _Context, doc: dict) -> dict[str, float]:
         raise ctx.fail(doc, "resources: expected a mapping like {cpu: 1, gpu: 1}", "resources")
     for key, value in res.items():
         if key not in RESOURCE_LIMITS:
-            raise ctx.fail(res, f"resources: unknown key {_SHORT.repr(key)} (known: {', '.join(sorted(RESOURCE_LIMITS))})", key)
+            known = ", ".join(sorted(RESOURCE_LIMITS))
+            raise ctx.fail(res, f"resources: unknown key {_SHORT.repr(key)} (known: {known})", key)
         if not _is_number(value) or not 0 <= value <= RESOURCE_LIMITS[key]:
-            raise ctx.fail(res, f"resources.{key}: expected a number in [0, {RESOURCE_LIMITS[key]}], got {_SHORT.repr(value)}", key)
+            limit = RESOURCE_LIMITS[key]
+            raise ctx.fail(res, f"resources.{key}: expected a number in [0, {limit}], got {_SHORT.repr(value)}", key)
     out = {"cpu": float(res.get("cpu", 1)), "gpu": float(res.get("gpu", 0)), "workers": float(res.get("workers", 1))}
     if out["workers"] < 1 or out["workers"] != int(out["workers"]):
         raise ctx.fail(res, "resources.workers: expected a positive integer", "workers")
