@@ -71,6 +71,8 @@ def _quiet_libraries() -> None:
     import warnings
 
     logging.getLogger("absl").setLevel(logging.ERROR)
+    # tifffile logs what it finds wrong in a file before raising; the reader's one line says it.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     warnings.filterwarnings("error", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 

@@ -84,7 +84,7 @@ def _count_expanded_nodes(root: yaml.Node) -> None:
             total += sum(size(k) + size(v) for k, v in node.value)
         if total > MAX_YAML_NODES:
             raise yaml.constructor.ConstructorError(
-                None, None, f"aliases expand to more than {MAX_YAML_NODES} nodes", node.start_mark
+                None, None, f"more than {MAX_YAML_NODES} values once aliases are expanded", node.start_mark
             )
         open_nodes.discard(key)
         sizes[key] = total

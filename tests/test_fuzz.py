@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import logging
 import os
 import random
 import re
@@ -77,12 +78,19 @@ ALIAS_BOMB = (
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
-    """Exit status and stderr of one command, with Python warnings printed as outside pytest."""
+    """Exit status and stderr of one command, with warnings and log records printed as outside pytest."""
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = _print_warning
-        code = main(argv)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    # Outside pytest, a record from a library without handlers reaches logging.lastResort: stderr, WARNING up.
+    root.handlers, root.level = [logging.StreamHandler(err)], logging.WARNING
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _print_warning
+            code = main(argv)
+    finally:
+        root.handlers, root.level = handlers, level
     return code, err.getvalue()
 
 
@@ -240,6 +248,8 @@ def _mutate_file(path: Path, rng: random.Random) -> str:
     if path.suffix == ".npy":
         kinds += ["npy_huge", "npy_object"]
     kind = rng.choice(kinds)
+    if not raw and kind in ("flip", "truncate"):  # an already emptied file
+        kind = "garbage"
     if kind == "flip":
         data = bytearray(raw)
         for _ in range(rng.randint(1, 8)):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from rmaunet.config import PRESETS
 from rmaunet.errors import SpecError
 from rmaunet.studies.expand import expand
 from rmaunet.studies.spec import load_spec
@@ -180,7 +181,8 @@ def test_alias_bomb_is_refused_in_bounded_time_and_memory(tmp_path):
     assert path.stat().st_size < 600
     tracemalloc.start()
     started = time.perf_counter()
-    with pytest.raises(SpecError, match=r"spec.yaml:\d+: invalid YAML \(aliases expand to more than 20000 nodes\)"):
+    expected = r"spec.yaml:\d+: invalid YAML \(more than 20000 values once aliases are expanded\)"
+    with pytest.raises(SpecError, match=expected):
         load_spec(path)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -218,3 +220,23 @@ def test_long_values_are_cut_in_one_line_messages(tmp_path):
     with pytest.raises(SpecError) as err:
         load_spec(path)
     assert "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_loss_builds(preset):
+    # Spec loading skips the (TensorFlow-importing) loss check for a preset's own loss: it must build.
+    from rmaunet import losses
+
+    config = PRESETS[preset]
+    assert callable(losses.get(config.loss, **config.loss_kwargs))
+
+
+def test_a_spec_keeping_the_preset_losses_loads_without_tensorflow(tmp_path):
+    # Validating demo-like specs must not pay for (or print) a TensorFlow import.
+    import subprocess
+    import sys
+
+    code = "import sys; from rmaunet.studies.spec import load_spec; load_spec(sys.argv[1]); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "search_spaces" / "paper_table7_heads.yaml")],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False" and not out.stderr

@@ -141,7 +141,9 @@ class TileReader:
         return (array > threshold).astype(np.uint8)
 
     def read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
-        image = self.read_image(sample)
+        with np.errstate(over="ignore", invalid="ignore"):
+            # A value past float32's range becomes inf on the cast, counted and replaced like NaN.
+            image = self.read_image(sample)
         if image.ndim != 3 or image.shape[-1] != len(self.band_names):
             raise DataError(
                 f"{sample.image}: expected H×W×{len(self.band_names)} bands ({', '.join(self.band_names)}), "
@@ -276,7 +278,7 @@ def _read_npy(path: Path) -> np.ndarray:
             return np.load(fh, allow_pickle=False)
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, TypeError) as exc:
+    except Exception as exc:  # numpy parses the header as Python: a mangled one raises SyntaxError, TokenError, …
         raise DataError(f"{path}: cannot read NPY file ({_reason(exc)})") from None
 
 
