@@ -7,8 +7,15 @@ Each area registers its own subcommands (`rmaunet.data.cli`, `rmaunet.study_cli`
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# Before anything can import TensorFlow: its C++ INFO / WARNING lines would otherwise come
+# ahead of the one line a refused input gets (a user's own setting wins). The lines it
+# writes before its logging starts cannot be turned off; spec loading holds those back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import argparse
 import sys
 from typing import Sequence
 
@@ -40,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # TensorFlow's C++ start-up chatter hides the progress lines a user is waiting for.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -52,6 +58,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rmaunet: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter from landing ahead of the one line a refused input gets.
+
+    absl's Python logger (TensorFlow and Keras log through it) goes to ERROR. PIL's
+    decompression-bomb warning (an image past 89 M pixels, read anyway) becomes the error
+    it is at twice that size: the readers refuse such a file in one line.
+    """
+    import logging
+    import warnings
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    # tifffile logs what it finds wrong in a file before raising; the reader's one line says it.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("error", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-__all__ = ["RmaunetError", "DataError", "SpecError", "ConfigError", "StoreError"]
+__all__ = ["RmaunetError", "DataError", "SpecError", "ConfigError", "StoreError", "one_line", "MAX_MESSAGE_CHARS"]
+
+# A message names a file and a problem; anything longer is a value echoed back at length
+# (a huge list, a file's contents) that would bury the line the user needs.
+MAX_MESSAGE_CHARS = 600
+
+
+def one_line(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` with its whitespace runs (newlines included) collapsed, cut to `limit` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 class RmaunetError(Exception):
-    """Base class: a problem with the user's input, not a bug."""
+    """Base class: a problem with the user's input, not a bug. Its text is always one short line."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class DataError(RmaunetError):

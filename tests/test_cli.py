@@ -53,3 +53,65 @@ def test_missing_data_folder_is_exit_2(tmp_path):
     out = _run("study", "plan", "search_spaces/demo.yaml", "--data", str(tmp_path / "nope"), "--storage", str(tmp_path / "st"),
                cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 2 and "nope" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_refused_loss_params_leave_one_line_without_tensorflow_chatter(tmp_path):
+    # Checking loss_params imports TensorFlow; its native start-up lines must not precede the error line.
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "name: x\nkind: table\nrows:\n  - {label: a, set: {loss: focal_iou, loss_params: {alpha: 0.5}}}\n"
+        "  - {label: b, set: {loss: focal_iou, loss_params: {alphx: 0.5}}}\n"
+    )
+    out = _run("study", "plan", str(spec), "--data", str(tmp_path), "--storage", str(tmp_path / "st"))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [f"rmaunet: error: {spec}:5: set: loss focal_iou: unknown parameter 'alphx' "
+                                       "(accepted: alpha, gamma, focal_alpha, smooth)"]
+
+
+def _main(*argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from rmaunet.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(list(argv))
+    return code, err.getvalue()
+
+
+def test_report_folder_from_a_study_name_stays_inside_out(tmp_path):
+    # A results table whose `study` is ../../x writes its report inside --out, under a slugged folder.
+    import pandas as pd
+
+    table = tmp_path / "results.csv"
+    pd.DataFrame({"study": ["../../x", "../../x"], "row": ["a", "b"], "test_f1": [0.5, 0.6]}).to_csv(table, index=False)
+    out = tmp_path / "deep" / "out"
+    code, stderr = _main("report", str(table), "--out", str(out), "--no-figures")
+    assert code == 0, stderr
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and p != table)
+    assert written and all(p.startswith("deep/out/_.._x/") for p in written), written
+
+
+def test_report_on_rows_without_a_study_column_is_one_line(tmp_path):
+    # A store whose rows lack `study` is refused by name, not a KeyError traceback.
+    import pandas as pd
+
+    rows = tmp_path / "store" / "rows" / "s"
+    rows.mkdir(parents=True)
+    pd.DataFrame({"row": ["a"], "seed": [0], "test_f1": [0.5]}).to_parquet(rows / "r.parquet")
+    code, stderr = _main("report", str(tmp_path / "store"), "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert stderr.splitlines() == [f"rmaunet: error: {tmp_path / 'store'}: results rows have no `study` column"]
+
+
+def test_report_with_a_non_utf8_spec_is_one_line(tmp_path):
+    # --spec with a Latin-1 byte: one line naming the file and line, exit 2.
+    import pandas as pd
+
+    table = tmp_path / "results.csv"
+    pd.DataFrame({"study": ["s"], "row": ["a"], "test_f1": [0.5]}).to_csv(table, index=False)
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(b"name: s\nkind: table\ndescription: caf\xe9\n")
+    code, stderr = _main("report", str(table), "--spec", str(spec), "--out", str(tmp_path / "out"))
+    assert code == 2 and stderr.splitlines() == [f"rmaunet: error: {spec}:3: spec is not UTF-8 text (byte 0xe9)"]

@@ -299,3 +299,99 @@ def test_broken_datasets_make_the_cli_exit_2(tmp_path, capsys, case):
     assert main(["data", "stats", str(root), "--dataset", dataset]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(culprit) in err and fragment in err
+
+
+# ---------------------------------------------------------------------- hostile files, validate()
+def _l4s_image_replaced(root: Path, build: Callable[[h5py.File], None]) -> Path:
+    path = root / "TrainData" / "img" / "image_1.h5"
+    path.unlink()
+    with h5py.File(path, "w") as f:
+        build(f)
+    return path
+
+
+HOSTILE_H5 = {
+    "group": (lambda f: f.create_group("img"), "'img' is a group, not a dataset"),
+    "declared 1e6 x 1e6 x 14": (
+        lambda f: f.create_dataset("img", shape=(10**6, 10**6, 14), dtype="f4", chunks=(8, 8, 14)),
+        "declares a 1000000×1000000×14 float32 array",
+    ),
+    "external link": (lambda f: f.__setitem__("img", h5py.ExternalLink("/etc/other.h5", "img")), "'img' is a link"),
+    "soft link": (
+        lambda f: (f.create_dataset("x", data=np.zeros((16, 16, 14))), f.__setitem__("img", h5py.SoftLink("/x"))),
+        "'img' is a link",
+    ),
+    "strings": (lambda f: f.create_dataset("img", data=np.array([b"abc"])), "data type |S3 is not numeric"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_H5))
+def test_hostile_hdf5_is_refused_from_its_header(tmp_path, case):
+    # Groups, links to other files, impossible sizes, strings: one line naming the file, nothing read.
+    build, fragment = HOSTILE_H5[case]
+    root = write_fixture("landslide4sense", tmp_path / "d")
+    culprit = _l4s_image_replaced(root, build)
+    with pytest.raises(DataError) as info:
+        Landslide4Sense(root).load()
+    assert str(info.value).startswith(f"{culprit}: ") and fragment in str(info.value)
+
+
+def test_hdf5_with_external_raw_storage_is_refused(tmp_path):
+    # A dataset whose bytes live in another file (HDF5 external storage) is not followed.
+    root = write_fixture("landslide4sense", tmp_path / "d")
+    raw = tmp_path / "raw.bin"
+    np.zeros((16, 16, 14), np.float32).tofile(raw)
+    external = [(str(raw), 0, raw.stat().st_size)]
+    culprit = _l4s_image_replaced(root, lambda f: f.create_dataset("img", (16, 16, 14), "f4", external=external))
+    with pytest.raises(DataError, match=r"keeps its data in other files"):
+        Landslide4Sense(root).load()
+    assert culprit.stat().st_size < 10_000
+
+
+def test_png_decompression_bomb_is_refused(tmp_path):
+    # A small PNG declaring 15000×15000 pixels is refused before it is decoded.
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    root = write_fixture("bijie", tmp_path / "d")
+    culprit = root / "landslide" / "image" / "df1.png"
+    header = struct.pack(">IIBBBBB", 15000, 15000, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 1000)
+    culprit.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    with pytest.raises(DataError, match=r"df1.png: image declares too many pixels for a tile"):
+        reader = Bijie(root)
+        reader.read(next(s for s in reader.samples if s.name == "df1"))
+
+
+def test_npy_declaring_a_huge_array_is_refused(tmp_path):
+    # An NPY header declaring 112 GiB is refused from the header (no MemoryError).
+    root = write_fixture("nepal", tmp_path / "d")
+    culprit = root / "test" / "image" / "5.npy"
+    with culprit.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (10**5, 10**5, 3)})
+    with pytest.raises(DataError, match=r"5.npy: declares a 100000×100000×3 float32 array"):
+        Nepal(root, "test").load()
+
+
+@pytest.mark.parametrize(
+    "dataset, split, shape",
+    [("landslide4sense", "train", (16, 16, 14)), ("bijie", "all", (16, 16, 4)), ("nepal", "test", (16, 16, 3))],
+)
+def test_validate_returns_the_tile_shape_of_a_sound_split(tmp_path, dataset, split, shape):
+    # validate() reads the split tile by tile and returns its common shape.
+    root = write_fixture(dataset, tmp_path / "d")
+    assert open_reader(dataset, root, split).validate() == shape
+
+
+def test_validate_names_the_first_bad_file(tmp_path):
+    # A truncated tile anywhere in the split fails validate() with that file's name.
+    root = write_fixture("landslide4sense", tmp_path / "d")
+    culprit = root / "TrainData" / "img" / "image_10.h5"
+    culprit.write_bytes(culprit.read_bytes()[:300])
+    reader = Landslide4Sense(root)
+    assert reader.validate(limit=2) == (16, 16, 14)  # the first two tiles are sound
+    with pytest.raises(DataError, match=rf"^{culprit}: cannot read HDF5 file"):
+        reader.validate()

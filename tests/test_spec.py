@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from rmaunet.config import PRESETS
 from rmaunet.errors import SpecError
 from rmaunet.studies.expand import expand
 from rmaunet.studies.spec import load_spec
@@ -129,3 +130,113 @@ def test_every_shipped_spec_loads(path):
     # The specs we ship validate (full and smoke).
     assert load_spec(path).rows
     assert load_spec(path, smoke=True).rows
+
+
+# ---------------------------------------------------------------------- hostile or malformed specs
+BASE = "name: t\nkind: table\nrows:\n  - {label: a}\n"
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("name: t\nkind: table\nkind: ladder\nrows:\n  - {label: a}\n", 3, "duplicate key 'kind' (first at line 2)"),
+        ("name: t\nkind: table\nrows:\n  - {label: a, set: {loss: focal, loss: iou}}\n", 4, "duplicate key 'loss'"),
+        ("name: t\nkind: table\nrows:\n  - {label: a, set: 5}\n", 4, "set: expected a mapping (field: value), got int"),
+        ("name: t\nkind: table\nbase: abc\nrows:\n  - {label: a}\n", 3, "base: expected a mapping"),
+        ("name: t\nkind: table\nsmoke: [1, 2]\nrows:\n  - {label: a}\n", 3, "smoke: expected a mapping (field: value)"),
+        ("name: t\nkind: table\nrows:\n  - {label: a, set: {loss_params: ab}}\n", 4, "loss_params: expected a mapping"),
+        ("name: t\nkind: table\nrows:\n  - {label: a, set: {l2: " + "9" * 400 + "}}\n", 4, "l2: 999"),
+        ("name: t\nkind: table\nresources: {cpu: " + "9" * 400 + "}\nrows:\n  - {label: a}\n", 3, "resources.cpu: "),
+        ("name: t\nkind: table\nresources: {gpu: .nan}\nrows:\n  - {label: a}\n", 3, "resources.gpu: expected"),
+        ("name: t\nkind: table\nresources: {cpu: 1.0e9}\nrows:\n  - {label: a}\n", 3, "number in [0, 1024]"),
+        ("name: t\nkind: table\nseeds: [true]\nrows:\n  - {label: a}\n", 3, "seeds: expected a non-empty list"),
+        ("name: ../../x\nkind: table\nrows:\n  - {label: a}\n", 1, "name: '../../x' cannot name the study's files"),
+        ("name: .hidden\nkind: table\nrows:\n  - {label: a}\n", 1, "cannot name the study's files"),
+        ("name: t\nkind: table\nrows:\n  - {label: {a: 1}}\n", 4, "label: expected text or a number, got a mapping"),
+        ("name: t\nkind: table\nrows:\n  - {label: \"a\\nb\"}\n", 4, "label: expected one line"),
+        ("name: t\nkind: table\nseeds: [2020-13-45]\nrows:\n  - {label: a}\n", 3, "bad value (month must be in 1..12)"),
+        ("name: t\nkind: table\nseeds: [" + "1" * 5000 + "]\nrows:\n  - {label: a}\n", 3, "Exceeds the limit"),
+        ("name: &a [*a]\nkind: table\n", 1, "an alias refers to itself"),
+        ("name: t\nkind: table\nrows:\n  - {label: a}\n  - {label: b, set: {x\x01: 1}}\n", 5, "control character #x01"),
+        ("- a\n- b\n", 1, "a spec must be a YAML mapping"),
+    ],
+)
+def test_malformed_specs_are_refused_with_line(tmp_path, text, line, message):
+    # Wrong types, huge numbers, unsafe names and labels, duplicate keys: file:line and the reason.
+    path = _write(tmp_path, text)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(err.value).startswith(f"{path}:{line}:"), str(err.value)
+    assert message in str(err.value)
+
+
+def test_alias_bomb_is_refused_in_bounded_time_and_memory(tmp_path):
+    # A few hundred bytes of nested aliases (9**9 nodes expanded) are refused, not expanded.
+    import time
+    import tracemalloc
+
+    levels = [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x]", *levels])
+    path = _write(tmp_path, bomb + "\n" + BASE)
+    assert path.stat().st_size < 600
+    tracemalloc.start()
+    started = time.perf_counter()
+    expected = r"spec.yaml:\d+: invalid YAML \(more than 20000 values once aliases are expanded\)"
+    with pytest.raises(SpecError, match=expected):
+        load_spec(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert time.perf_counter() - started < 5 and peak < 50 * 2**20
+
+
+def test_small_aliases_and_merge_keys_still_work(tmp_path):
+    # Anchors reused a few times, and `<<:` merges overriding a key, are ordinary YAML and load.
+    text = (
+        "name: t\nkind: table\nbase: &d {loss: focal, base_filters: 8}\n"
+        "rows:\n  - {label: a, set: *d}\n  - label: b\n    set: {<<: *d, loss: iou}\n"
+    )
+    spec = load_spec(_write(tmp_path, text))
+    assert [(r.config.loss, r.config.base_filters) for r in spec.rows] == [("focal", 8), ("iou", 8)]
+
+
+def test_non_utf8_spec_is_refused_with_line(tmp_path):
+    # A Latin-1 byte is named with its line, not a UnicodeDecodeError traceback.
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"name: t\nkind: table\nrows:\n  - {label: caf\xe9}\n")
+    with pytest.raises(SpecError, match=r"spec.yaml:4: spec is not UTF-8 text \(byte 0xe9\)"):
+        load_spec(path)
+
+
+def test_smoke_block_is_checked_without_smoke(tmp_path):
+    # A typo in `smoke:` is refused at plan time, not at the first --smoke run.
+    path = _write(tmp_path, "name: t\nkind: table\nsmoke: {epoch: 1}\nrows:\n  - {label: a}\n")
+    with pytest.raises(SpecError, match=r"spec.yaml:3: smoke: unknown config key 'epoch'"):
+        load_spec(path)
+
+
+def test_long_values_are_cut_in_one_line_messages(tmp_path):
+    # An error that echoes a huge value stays one short line.
+    path = _write(tmp_path, "name: t\nkind: " + "x" * 5000 + "\nrows:\n  - {label: a}\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_loss_builds(preset):
+    # Spec loading skips the (TensorFlow-importing) loss check for a preset's own loss: it must build.
+    from rmaunet import losses
+
+    config = PRESETS[preset]
+    assert callable(losses.get(config.loss, **config.loss_kwargs))
+
+
+def test_a_spec_keeping_the_preset_losses_loads_without_tensorflow(tmp_path):
+    # Validating demo-like specs must not pay for (or print) a TensorFlow import.
+    import subprocess
+    import sys
+
+    code = "import sys; from rmaunet.studies.spec import load_spec; load_spec(sys.argv[1]); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "search_spaces" / "paper_table7_heads.yaml")],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False" and not out.stderr

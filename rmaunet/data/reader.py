@@ -9,7 +9,9 @@ a `DataError` whose one-line message names the file and what is wrong.
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator
@@ -19,7 +21,7 @@ import numpy as np
 from rmaunet.datasets import DatasetInfo
 from rmaunet.errors import DataError
 
-__all__ = ["Sample", "TileReader", "LoadedSplit", "read_array", "numeric_key", "replace_non_finite"]
+__all__ = ["Sample", "TileReader", "LoadedSplit", "read_array", "numeric_key", "replace_non_finite", "MAX_ARRAY_BYTES"]
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -149,7 +151,9 @@ class TileReader:
         return (array > threshold).astype(np.uint8)
 
     def read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
-        image = self.read_image(sample)
+        with np.errstate(over="ignore", invalid="ignore"):
+            # A value past float32's range becomes inf on the cast, counted and replaced like NaN.
+            image = self.read_image(sample)
         if image.ndim != 3 or image.shape[-1] != len(self.band_names):
             raise DataError(
                 f"{sample.image}: expected H×W×{len(self.band_names)} bands ({', '.join(self.band_names)}), "
@@ -169,8 +173,7 @@ class TileReader:
             if first_shape is None:
                 first_shape = image.shape
                 images = np.empty((len(samples), *image.shape), np.float32)
-            elif image.shape != first_shape:
-                raise DataError(f"{sample.image}: shape {image.shape} differs from the split's {first_shape}")
+            _check_same_shape(sample, image, first_shape)
             image, count = replace_non_finite(image.astype(np.float32, copy=False))
             if count:
                 nan_pixels += count
@@ -181,39 +184,69 @@ class TileReader:
         stacked = np.stack(masks) if all(m is not None for m in masks) else None
         return LoadedSplit(images, stacked, [s.image for s in samples], nan_pixels, nan_files)
 
+    def validate(self, limit: int | None = None) -> tuple[int, ...]:
+        """Read every sample (the first `limit`) once and raise a DataError naming the first
+        file a trial would fail on; return the split's (H, W, bands) tile shape.
+
+        What it refuses: unreadable or truncated files, HDF5 groups / links / external data,
+        sizes declared past MAX_ARRAY_BYTES, non-numeric data, the wrong band count, a mask
+        of another shape than its image or holding NaN, a tile of another shape than the
+        first. NaN in images is allowed (replaced when loading). One tile in memory at a time.
+        """
+        samples = self.samples[:limit] if limit is not None else self.samples
+        first_shape: tuple[int, ...] | None = None
+        for sample in samples:
+            image, _ = self.read(sample)
+            first_shape = first_shape or image.shape
+            _check_same_shape(sample, image, first_shape)
+        assert first_shape is not None  # the constructor refuses a split without samples
+        return first_shape
+
+
+def _check_same_shape(sample: Sample, image: np.ndarray, first_shape: tuple[int, ...]) -> None:
+    if image.shape != first_shape:
+        raise DataError(f"{sample.image}: shape {image.shape} differs from the split's {first_shape}")
+
 
 # ---------------------------------------------------------------------- file formats
+# A released tile is a few MB. A file that declares more is corrupt or built to exhaust
+# memory (an HDF5 dataset declared 1e6 × 1e6 × 14, a 27 KB PNG declaring 15000 × 15000);
+# it is refused from its header, before any pixel is read.
+MAX_ARRAY_BYTES = 1 << 30
+# bool, signed and unsigned integers, floats: what an image, DEM or mask can hold.
+NUMERIC_KINDS = "biuf"
+
+
 def read_array(path: Path, key: str | None = None) -> np.ndarray:
-    """An array from HDF5 (dataset `key`), PNG / JPEG, TIFF or NPY, or a one-line DataError."""
+    """An array from HDF5 (dataset `key`), PNG / JPEG, TIFF or NPY, or a one-line DataError.
+
+    The declared shape and dtype are checked before reading: numeric, at most
+    MAX_ARRAY_BYTES. HDF5 objects must be datasets stored in the file itself (no groups,
+    links or external / virtual storage).
+    """
     suffix = path.suffix.lower()
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if suffix == ".h5":
         return _read_h5(path, key or "img")
     if suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"{path}: cannot read NPY file ({_reason(exc)})") from None
+        return _read_npy(path)
     if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        try:
-            return np.asarray(tifffile.imread(path))
-        except Exception as exc:  # tifffile raises many types for a corrupt file
-            raise DataError(f"{path}: cannot read TIFF file ({_reason(exc)})") from None
+        return _read_tiff(path)
     if suffix in (".png", ".jpg", ".jpeg"):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                im.load()
-                if im.mode == "P":
-                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                return np.asarray(im)
-        except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as exc:
-            raise DataError(f"{path}: cannot read image file ({_reason(exc)})") from None
+        return _read_image(path)
     raise DataError(f"{path}: unsupported file type {suffix!r} (expected .h5, .png, .tif, .tiff or .npy)")
+
+
+def _check_declared(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse a non-numeric dtype or a declared size over MAX_ARRAY_BYTES (nothing read yet)."""
+    if dtype.kind not in NUMERIC_KINDS:
+        raise DataError(f"{path}: data type {dtype} is not numeric")
+    size = math.prod(int(n) for n in shape) * dtype.itemsize
+    if size > MAX_ARRAY_BYTES:
+        dims = "×".join(str(n) for n in shape)
+        limit = MAX_ARRAY_BYTES >> 20
+        raise DataError(f"{path}: declares a {dims} {dtype} array ({size / 2**30:.3g} GiB), over the {limit} MiB limit")
 
 
 def _read_h5(path: Path, key: str) -> np.ndarray:
@@ -221,13 +254,82 @@ def _read_h5(path: Path, key: str) -> np.ndarray:
 
     try:
         with h5py.File(path, "r") as f:
-            if key not in f:
-                raise DataError(f"{path}: no dataset {key!r} (found: {', '.join(f.keys()) or 'none'})")
-            return np.asarray(f[key][()])
+            link = f.get(key, getlink=True)
+            if link is None:
+                raise DataError(f"{path}: no dataset {key!r} (found: {', '.join(list(f.keys())[:10]) or 'none'})")
+            if not isinstance(link, h5py.HardLink):
+                # A soft or external link can point at another file (never opened here).
+                raise DataError(f"{path}: {key!r} is a link, not a dataset stored in this file")
+            obj = f[key]
+            if not isinstance(obj, h5py.Dataset):
+                raise DataError(f"{path}: {key!r} is a {type(obj).__name__.lower()}, not a dataset")
+            if obj.is_virtual or obj.external:
+                raise DataError(f"{path}: dataset {key!r} keeps its data in other files (external or virtual storage)")
+            if obj.shape is None:
+                raise DataError(f"{path}: dataset {key!r} holds no data")
+            _check_declared(path, obj.shape, obj.dtype)
+            return np.asarray(obj[()])
     except DataError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise DataError(f"{path}: cannot read HDF5 file ({_reason(exc)})") from None
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    from numpy.lib import format as npy
+
+    try:
+        with path.open("rb") as fh:
+            version = npy.read_magic(fh)
+            read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            _check_declared(path, shape, dtype)
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+    except DataError:
+        raise
+    except Exception as exc:  # numpy parses the header as Python: a mangled one raises SyntaxError, TokenError, …
+        raise DataError(f"{path}: cannot read NPY file ({_reason(exc)})") from None
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise DataError(f"{path}: TIFF file holds no image")
+            series = tif.series[0]
+            _check_declared(path, series.shape, series.dtype)
+            return np.asarray(series.asarray())
+    except DataError:
+        raise
+    except Exception as exc:  # tifffile raises many types for a corrupt file
+        raise DataError(f"{path}: cannot read TIFF file ({_reason(exc)})") from None
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (and reads on) past MAX_IMAGE_PIXELS and refuses at twice that: refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                bands = 4 if im.mode == "P" else len(im.getbands())  # a palette image becomes RGB(A)
+                itemsize = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
+                _check_declared(path, (height, width, bands), np.dtype(f"u{itemsize}"))
+                im.load()
+                if im.mode == "P":
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                return np.asarray(im)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: image declares too many pixels for a tile ({_reason(exc)})") from None
+    except (OSError, ValueError, UnidentifiedImageError, SyntaxError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read image file ({_reason(exc)})") from None
 
 
 def _reason(exc: BaseException) -> str:

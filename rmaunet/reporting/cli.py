@@ -39,10 +39,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from rmaunet.errors import SpecError
+    from rmaunet.errors import SpecError, StoreError
     from rmaunet.reporting.inputs import load_references, load_results, options_from_spec
     from rmaunet.reporting.report import write_study_report
+    from rmaunet.safe_input import read_yaml, slug
 
+    # The strict reader first (UTF-8, no duplicate keys, bounded aliases): what it accepts,
+    # the plain YAML parsing behind options_from_spec / load_references reads safely.
+    if args.spec is not None:
+        read_yaml(args.spec, "spec")
+    if args.references is not None and args.references.suffix.lower() in (".yaml", ".yml", ".json"):
+        read_yaml(args.references, "references")
     options = options_from_spec(args.spec)
     study = args.study or options.study
     changes: dict[str, object] = {}
@@ -61,8 +68,13 @@ def run_report(args: argparse.Namespace) -> int:
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
 
     df = load_results(args.store, study)
+    if "study" not in df.columns:
+        raise StoreError(f"{args.store}: results rows have no `study` column")
     for name, rows in df.groupby("study", sort=True):
-        paths = write_study_report(rows, args.out / str(name), title=str(name), options=options, formats=formats, figures=not args.no_figures)
+        # The study name comes from the data: as a folder name it must stay inside --out.
+        paths = write_study_report(
+            rows, args.out / slug(name), title=str(name), options=options, formats=formats, figures=not args.no_figures
+        )
         print(f"{name}: {paths['index']} ({len(paths)} files)")
     return 0
 
