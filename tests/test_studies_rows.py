@@ -165,3 +165,36 @@ def test_a_tuned_threshold_is_the_best_validation_grid_point(tmp_path: Path) -> 
     assert 0.1 < decided["det_threshold"] <= 0.9  # the first grid point separating 0.1 from 0.9
     fixed = thresholds.decide(folder, TrialConfig(threshold=0.3))
     assert fixed["threshold"] == 0.3 and fixed["threshold_protocol"] == "fixed"
+
+
+def _corrupt_copy(l4s_small: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(l4s_small, bad)
+    (bad / "TrainData" / "img" / "image_3.h5").write_bytes(b"not an HDF5 file")
+    return bad
+
+
+def test_planning_reads_the_data_first_and_names_the_bad_file(l4s_small: Path, tmp_path: Path) -> None:
+    # Bad data fails the plan (before Ray, before any trial) with the file's name; the store stays empty.
+    from rmaunet.errors import DataError
+    from rmaunet.studies.plan import plan_study
+
+    bad = _corrupt_copy(l4s_small, tmp_path)
+    spec = _spec(tmp_path, "name: c\nkind: table\nrows:\n  - {label: A}\n")
+    with pytest.raises(DataError, match=r"image_3\.h5"):
+        plan_study(spec, bad, tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+    assert plan_study(spec, l4s_small, tmp_path / "store").to_train  # good data plans
+
+
+def test_a_trial_on_bad_data_fails_once_with_its_cause(l4s_small: Path, tmp_path: Path) -> None:
+    # Inside a trial the same error is a recorded verdict, not an exception a scheduler would retry.
+    from rmaunet.config import TrialConfig
+    from rmaunet.training.trial import run_trial
+
+    bad = _corrupt_copy(l4s_small, tmp_path)
+    result = run_trial(TrialConfig(base_filters=4, depth=2, epochs=1), bad, tmp_path / "trial")
+    assert result.status == "failed" and result.reason.startswith("DataError") and "image_3.h5" in result.reason
+    assert json.loads((tmp_path / "trial" / "result.json").read_text())["status"] == "failed"

@@ -19,11 +19,13 @@ from rmaunet.data.prepare import (
     fingerprint,
     open_reader,
     prepare_splits,
+    validate_data,
 )
 
 __all__ = [
     "Splits",
     "prepare_splits",
+    "validate_data",
     "fingerprint",
     "READERS",
     "open_reader",

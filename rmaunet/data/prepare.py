@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Splits",
     "prepare_splits",
+    "validate_data",
     "fingerprint",
     "READERS",
     "open_reader",
@@ -219,6 +220,21 @@ def _normalisation(
                 mean[k] = info.official_mean[info.bands.index(name)]
                 std[k] = info.official_std[info.bands.index(name)]
     return mean, np.where(std > 1e-8, std, 1.0)
+
+
+def validate_data(config: TrialConfig, root: Path | str) -> None:
+    """Read every file a trial of `config` would read, one tile at a time, and raise a
+    DataError naming the first it would fail on: what a study checks before any trial
+    starts, so bad data fails once, fast, instead of in every trial and every retry."""
+    policy = dataset_info(config.dataset).split
+    present = READERS[config.dataset].available_splits(root)
+    names = resolve_bands(config.bands, config.dataset)
+    first, *others = policy.development
+    splits = [(first, config.max_tiles)] + [(s, None) for s in others if s in present]
+    if policy.test_split in present:
+        splits.append((policy.test_split, None))
+    for split, limit in splits:
+        open_reader(config.dataset, root, split, bands=names).validate(limit)
 
 
 def prepare_splits(config: TrialConfig, root: Path | str) -> Splits:

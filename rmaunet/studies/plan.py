@@ -74,9 +74,33 @@ def resolve_data(spec: StudySpec, data: Path | str | Mapping[str, Path | str]) -
     return {name: folders[name] for name in needed}
 
 
-def plan_study(spec: StudySpec, data: Path | str | Mapping[str, Path | str], storage: Path | str) -> StudyPlan:
+def plan_study(
+    spec: StudySpec, data: Path | str | Mapping[str, Path | str], storage: Path | str, *, check_data: bool = True
+) -> StudyPlan:
+    """The study's rows and trainings; with check_data, every data file its trials will
+    read is read once first, so bad data is one DataError naming the file, before any trial."""
     from rmaunet.data import fingerprint
 
     folders = resolve_data(spec, data)
     fingerprints = {name: fingerprint(folder, name) for name, folder in folders.items()}
-    return StudyPlan(spec, expand(spec, fingerprints), ResultsStore(storage), folders, fingerprints)
+    plan = StudyPlan(spec, expand(spec, fingerprints), ResultsStore(storage), folders, fingerprints)
+    if check_data:
+        check_study_data(spec, plan)
+    return plan
+
+
+def check_study_data(spec: StudySpec, plan: StudyPlan) -> None:
+    """Read what the trainings still to run will read (trials already in the store read
+    nothing), once per distinct set of raw channels and tile limit."""
+    from rmaunet.data import validate_data
+    from rmaunet.data.bands import resolve_bands
+    from rmaunet.datasets import dataset_info
+
+    configs = [p.config for p in plan.to_train] if spec.kind != "search" else [spec.base]
+    seen: set[tuple[str, tuple[str, ...], int | None]] = set()
+    for config in configs:
+        channels = dataset_info(config.dataset).channels(resolve_bands(config.bands, config.dataset))
+        key = (config.dataset, channels, config.max_tiles)
+        if key not in seen:
+            seen.add(key)
+            validate_data(config, plan.data[config.dataset])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rmaunet.config import TrialConfig
+from rmaunet.errors import RmaunetError
 from rmaunet.trial_folder import TrialFolder
 from rmaunet.training.checkpoint import EpochCheckpoint
 from rmaunet.training.loop import TrialLoop, maybe_inject_failure, wants_deterministic_ops
@@ -65,8 +66,9 @@ def run_trial(
 
     Writes the trial folder `out_dir` (rmaunet.trial_folder): a checkpoint after every
     epoch, so a rerun resumes after the last one; the selected weights, both splits'
-    probability maps and, last, result.json. A NaN loss or an out-of-memory error ends
-    the trial with status "failed" and the reason recorded. Deterministic ops are on for
+    probability maps and, last, result.json. A NaN loss, an out-of-memory error or bad
+    input (an RmaunetError: unreadable data, an impossible config) ends the trial with
+    status "failed" and the reason recorded. Deterministic ops are on for
     the trial when wants_deterministic_ops says so, and only for it: the switch is
     process-global.
     """
@@ -93,6 +95,15 @@ def _run(
     try:
         loop = TrialLoop(config, data_dir, log=log)
         result = loop.run(_FolderIO(folder, config, report, node))
+    except RmaunetError as exc:
+        # Bad data or an impossible config fails the same way every time: recorded once as
+        # failed, with its cause, instead of raising into a scheduler that would retry it.
+        reason = f"{type(exc).__name__}: {exc}"
+        if log is not None:
+            log(f"trial stopped: {reason}")
+        result = TrialResult.failed(reason, len(loop.state["history"]) if loop is not None else 0,
+                                    wall_s=time.perf_counter() - started)
+        write_result(folder, result, node)
     except tf.errors.ResourceExhaustedError as exc:
         reason = f"out of memory: {str(exc).splitlines()[0][:200]}"
         if log is not None:
