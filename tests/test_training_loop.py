@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,37 @@ def test_a_worker_failure_is_named_by_rank_and_cause(error: str, prefix: str) ->
         worker_failures = {1: RuntimeError(f"Traceback (most recent call last):\n  ...\n{error}")}
 
     assert describe_failure(GroupError("workers failed")).startswith(prefix)
+
+
+_OOM_SCRIPT = """
+import os, resource, sys
+from pathlib import Path
+import tensorflow as tf  # its own start-up needs address space: import before the limit
+from rmaunet.config import TrialConfig
+from rmaunet.training.trial import run_trial
+with open("/proc/self/status") as f:
+    in_use = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (in_use + 1500 * 2**20, resource.RLIM_INFINITY))
+config = TrialConfig(base_filters=64, depth=2, epochs=1, batch_size=32, augment=())
+result = run_trial(config, Path(sys.argv[1]), Path(sys.argv[2]))
+print("STATUS", result.status, result.reason)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to size the memory limit")
+def test_a_trial_under_a_real_memory_limit_is_recorded_as_out_of_memory(tmp_path: Path) -> None:
+    # No mock: the process gets 1.5 GB of address space for a model whose activations need more.
+    import subprocess
+    import sys
+
+    from rmaunet.data.synthetic import write_landslide4sense
+
+    data = tmp_path / "data"
+    write_landslide4sense(data, n=40, seed=1, size=64)
+    done = subprocess.run(
+        [sys.executable, "-c", _OOM_SCRIPT, str(data), str(tmp_path / "trial")],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert "STATUS failed out of memory" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    saved = json.loads((tmp_path / "trial" / "result.json").read_text())
+    assert saved["status"] == "failed" and saved["reason"].startswith("out of memory")

@@ -104,8 +104,10 @@ def _run(
         result = TrialResult.failed(reason, len(loop.state["history"]) if loop is not None else 0,
                                     wall_s=time.perf_counter() - started)
         write_result(folder, result, node)
-    except tf.errors.ResourceExhaustedError as exc:
-        reason = f"out of memory: {str(exc).splitlines()[0][:200]}"
+    except (tf.errors.ResourceExhaustedError, MemoryError) as exc:
+        # A GPU allocator raises ResourceExhaustedError; a CPU allocation that fails (a
+        # memory limit, an exhausted host) surfaces as MemoryError (std::bad_alloc).
+        reason = f"out of memory: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
         if log is not None:
             log(f"trial stopped: {reason}")
         history = loop.state["history"] if loop is not None else []
