@@ -29,7 +29,7 @@ from rmaunet import atomic
 from rmaunet.errors import StoreError
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["ResultsStore", "COLUMNS", "METRIC_NAMES", "DETECTION_METRIC_NAMES", "CONFIG_PREFIX", "safe_name"]
+__all__ = ["ResultsStore", "store_root", "COLUMNS", "METRIC_NAMES", "DETECTION_METRIC_NAMES", "CONFIG_PREFIX", "safe_name"]
 
 METRIC_NAMES = ("precision", "recall", "f1", "iou", "miou")
 DETECTION_METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
@@ -83,9 +83,23 @@ def safe_name(text: str, default: str = "row") -> str:
     return slug or default
 
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def store_root(storage: Path | str) -> Path:
+    """The store's folder. An object-store URI is refused rather than taken for a relative
+    folder named "s3:" (which every node would have its own, unseen copy of)."""
+    if isinstance(storage, str) and _URI.match(storage):
+        raise StoreError(
+            f"{storage}: object-store URIs are not supported as a results store yet; "
+            "use a folder every node mounts (NFS, EFS, Filestore)"
+        )
+    return Path(storage)
+
+
 class ResultsStore:
     def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
+        self.root = store_root(root)
 
     # ------------------------------------------------------------------ trials
     def trial(self, trial_id: str) -> TrialFolder:

@@ -15,7 +15,7 @@ def _study_args(p: argparse.ArgumentParser) -> None:
         "--data", action="append", required=True, metavar="[NAME=]DIR",
         help="dataset folder in its published layout; repeat as NAME=DIR for a cross-dataset study (Table XI)",
     )
-    p.add_argument("--storage", type=Path, required=True, help="results store folder (created if missing)")
+    p.add_argument("--storage", required=True, help="results store folder (created if missing; on a cluster one every node mounts)")
     p.add_argument("--smoke", action="store_true", help="shrink the study to CPU minutes (small widths, crops, few tiles, one epoch)")
 
 

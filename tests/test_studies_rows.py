@@ -198,3 +198,26 @@ def test_a_trial_on_bad_data_fails_once_with_its_cause(l4s_small: Path, tmp_path
     result = run_trial(TrialConfig(base_filters=4, depth=2, epochs=1), bad, tmp_path / "trial")
     assert result.status == "failed" and result.reason.startswith("DataError") and "image_3.h5" in result.reason
     assert json.loads((tmp_path / "trial" / "result.json").read_text())["status"] == "failed"
+
+
+def test_an_object_store_uri_is_refused_not_taken_for_a_folder(tmp_path: Path, capsys, monkeypatch) -> None:
+    # `--storage s3://bucket/x` once became ./s3:/bucket/x on each node: now one line and exit 2.
+    from rmaunet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nkind: table\nbase: {preset: baseline}\nrows:\n  - {label: A}\n")
+    code = main(["study", "plan", str(spec), "--data", str(tmp_path), "--storage", "s3://bucket/x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "s3://bucket/x: object-store URIs are not supported" in err[0]
+    assert not (tmp_path / "s3:").exists()
+
+
+def test_a_table_study_runs_unbounded_unless_the_spec_limits_it(tmp_path: Path) -> None:
+    # Pending trials must reach an autoscaler as resource requests: no limit read from a
+    # cluster that may have no worker node yet. `max_concurrent` still caps it.
+    from rmaunet.studies.session import concurrency
+
+    assert concurrency(_spec(tmp_path, "name: u\nkind: table\nrows:\n  - {label: A}\n"), workers=1) is None
+    capped = _spec(tmp_path, "name: c\nkind: table\nmax_concurrent: 3\nrows:\n  - {label: A}\n")
+    assert concurrency(capped, workers=1) == 3

@@ -83,7 +83,7 @@ def run_grid(spec: StudySpec, plan: StudyPlan, storage: Path, writer: RowWriter,
 
     with ray_session(address, log):
         concurrent = concurrency(spec, workers)
-        log(f"running {len(entries)} trainings, up to {concurrent} at once")
+        log(f"running {len(entries)} trainings, " + (f"up to {concurrent} at once" if concurrent else "as many at once as resources allow"))
         tuner = make_tuner(
             tune.with_parameters(_train_one, plan=entries, storage=str(storage)),
             resources,

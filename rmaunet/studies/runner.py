@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping
 
-from rmaunet.store import ResultsStore
+from rmaunet.store import ResultsStore, store_root
 from rmaunet.studies.plan import StudyPlan, plan_study
 from rmaunet.studies.rows import RowWriter
 from rmaunet.studies.spec import StudySpec
@@ -30,7 +30,7 @@ def run_study(
     optuna_storage: str | None = None,
 ) -> StudyPlan:
     """Plan, reuse, train what is missing on Ray Tune, and write every results row."""
-    storage = Path(storage).resolve()
+    storage = store_root(storage).resolve()
     plan = plan_study(spec, data, storage)
     log(plan.summary())
     writer = RowWriter(spec, plan, ResultsStore(storage), log)

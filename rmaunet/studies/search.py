@@ -264,7 +264,7 @@ def run_search(
             callbacks=[Progress(writer, lambda trial: describe(trial.config), log, on_complete, total=remaining)],
             tune_config=tune.TuneConfig(
                 search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                max_concurrent_trials=concurrency(spec, workers=1),
+                max_concurrent_trials=concurrency(spec, workers=1, search=True),
             ),
         )
         tuner.fit()

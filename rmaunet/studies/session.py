@@ -57,13 +57,22 @@ class ray_session:  # noqa: N801 - used as a `with` statement
             ray.shutdown()
 
 
-def concurrency(spec: StudySpec, workers: int) -> int:
-    """Trials at once: the spec's max_concurrent, else as many as the cluster's GPUs (or
-    CPUs) hold at the spec's per-trial resources times `workers`."""
+def concurrency(spec: StudySpec, workers: int, *, search: bool = False) -> int | None:
+    """Trials at once: the spec's `max_concurrent` when it sets one.
+
+    Otherwise a table, ladder or leave-one-out study has no limit (None): Tune starts every
+    planned training as resources allow, and on an autoscaling cluster the pending trials
+    are resource requests that make the autoscaler add nodes (a limit read from the cluster
+    at start, which may have no worker node yet, would keep it at one trial). A search
+    runs as many trials as the cluster holds now, at least one: its sampler learns from
+    finished trials, so sampling the whole budget up front would make it a random search.
+    """
     import ray
 
     if spec.max_concurrent:
         return spec.max_concurrent
+    if not search:
+        return None
     total = ray.cluster_resources()
     gpu = spec.resources["gpu"]
     if gpu > 0:
