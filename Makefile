@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
+# The whole suite's line coverage of rmaunet/ may not fall below this (slow tests included).
+COV_FLOOR ?= 80
+FUZZ_N ?= 2000
 
-.PHONY: setup demo test test-fast bench clean latex
+.PHONY: setup demo test test-fast lint fuzz bench clean latex
 
 # Reinstall whenever pyproject.toml changes; the stamp records a completed install.
 $(STAMP): pyproject.toml
@@ -17,25 +20,35 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# pdflatex for the LaTeX compile test (Debian packages; skipped silently where apt is absent).
+# pdflatex and pdftoppm for the LaTeX compile-and-render test (Debian packages; the test
+# skips with its reason where apt is absent).
 latex:
-	@command -v pdflatex >/dev/null 2>&1 || { \
+	@{ command -v pdflatex && command -v pdftoppm; } >/dev/null 2>&1 || { \
 	  command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    texlive-latex-base texlive-latex-recommended >/dev/null) || \
+	    texlive-latex-base texlive-latex-recommended poppler-utils >/dev/null) || \
 	  echo "note: pdflatex not installed; the LaTeX compile test will be skipped"; }
 
 demo: setup
 	$(PY) -m rmaunet demo --data $(DEMO_DIR)/data --storage $(DEMO_DIR)/results --reports reports/demo
 
-test: setup latex
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+test: setup latex lint
+	$(PY) -m pytest -ra --cov=rmaunet --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -ra -m 'not slow' $(PYTEST_ARGS)
+
+# ruff: lint and format (configured in pyproject.toml).
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# The seeded fuzz suite at FUZZ_N mutated specs and data files (the suite runs a few hundred).
+fuzz: setup
+	RMAUNET_FUZZ_N=$(FUZZ_N) $(PY) -m pytest -ra tests/test_fuzz.py
 
 bench: setup
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .coverage build *.egg-info

@@ -33,7 +33,7 @@ def synthetic_tiles(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarra
     rng = np.random.default_rng(seed)
     params = PARAMS["landslide4sense"]
     images, masks = [], []
-    for i in range(n):
+    for _ in range(n):
         scene = make_scene(rng, size, rng.random() < params.landslide_image_ratio, params.per_landslide_image)
         images.append(landslide4sense_image(scene))
         masks.append(scene.mask)
@@ -69,9 +69,11 @@ def main() -> None:
     edge_agreement = float((fast[:naive_n, ..., edges] == naive[..., edges]).mean())
     engineer_tps = args.tiles / fast_s
     naive_tps = naive_n / naive_s
-    print(f"band engineering ({len(all_bands) - 14} bands, {args.size}²): {engineer_tps:.0f} tiles/s, "
-          f"naive per-tile loop {naive_tps:.0f} tiles/s, speed-up {engineer_tps / naive_tps:.1f}× "
-          f"(max |difference| {max_error:.2e}, edges agree on {100 * edge_agreement:.3f} %)")
+    print(
+        f"band engineering ({len(all_bands) - 14} bands, {args.size}²): {engineer_tps:.0f} tiles/s, "
+        f"naive per-tile loop {naive_tps:.0f} tiles/s, speed-up {engineer_tps / naive_tps:.1f}× "
+        f"(max |difference| {max_error:.2e}, edges agree on {100 * edge_agreement:.3f} %)"
+    )
 
     import tensorflow as tf
 
@@ -93,8 +95,10 @@ def main() -> None:
         rates.append(seen / (time.perf_counter() - t0))
         cpu_rates.append(seen / (time.process_time() - c0))
     pipeline_tps = max(rates)
-    print(f"warm tf.data pipeline (23 bands, {args.size}², rotation + cutmix, batch {args.batch}): "
-          f"{pipeline_tps:.0f} tiles/s (epochs: {', '.join(f'{r:.0f}' for r in rates)})")
+    print(
+        f"warm tf.data pipeline (23 bands, {args.size}², rotation + cutmix, batch {args.batch}): "
+        f"{pipeline_tps:.0f} tiles/s (epochs: {', '.join(f'{r:.0f}' for r in rates)})"
+    )
 
     result = {
         "benchmark": "data_pipeline",

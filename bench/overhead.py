@@ -53,9 +53,15 @@ def bench_config(args: argparse.Namespace) -> Any:
     from rmaunet.config import PRESETS, TrialConfig
 
     common = dict(
-        epochs=args.epochs, batch_size=args.batch_size, augment=(), seed=0, precision=args.precision, xla=args.xla,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        augment=(),
+        seed=0,
+        precision=args.precision,
+        xla=args.xla,
         # Validation is part of every platform epoch; a small split keeps it from dominating.
-        val_fraction=0.05, test_fraction=0.05,
+        val_fraction=0.05,
+        test_fraction=0.05,
     )
     if args.full:
         return PRESETS["rmaunet"].replace(**common)
@@ -111,12 +117,19 @@ def run_bare(config: Any, data_dir: Path) -> dict[str, Any]:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             epoch_s.append(time.perf_counter() - self._t0)
 
-    bare_model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0, callbacks=[Clock()])
+    bare_model.fit(
+        x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0, callbacks=[Clock()]
+    )
     wall = time.perf_counter() - started
     keras.mixed_precision.set_global_policy("float32")
     rates = [n / s for s in epoch_s]
-    return {"images_per_s": _steady(rates), "epoch_images_per_s": rates, "epoch_s": epoch_s, "wall_s": wall,
-            "train_images": n}
+    return {
+        "images_per_s": _steady(rates),
+        "epoch_images_per_s": rates,
+        "epoch_s": epoch_s,
+        "wall_s": wall,
+        "train_images": n,
+    }
 
 
 def run_platform(
@@ -133,8 +146,12 @@ def run_platform(
 
     def trial(params: dict[str, Any]) -> None:
         result = run_data_parallel(
-            TrialConfig.from_dict(params["config"]), params["data_dir"], params["out_dir"],
-            num_workers=params["num_workers"], use_gpu=params["use_gpu"], cpus_per_worker=params["cpus"],
+            TrialConfig.from_dict(params["config"]),
+            params["data_dir"],
+            params["out_dir"],
+            num_workers=params["num_workers"],
+            use_gpu=params["use_gpu"],
+            cpus_per_worker=params["cpus"],
             report=tune.report,
         )
         if result.status != "ok":
@@ -145,8 +162,14 @@ def run_platform(
     tuner = tune.Tuner(
         # A trial that only drives a TensorflowTrainer still needs a non-empty request.
         tune.with_resources(trial, {"CPU": 0.01}),
-        param_space={"config": config.to_dict(), "data_dir": str(data_dir), "out_dir": str(out),
-                     "num_workers": num_workers, "use_gpu": use_gpu, "cpus": cpus_per_worker},
+        param_space={
+            "config": config.to_dict(),
+            "data_dir": str(data_dir),
+            "out_dir": str(out),
+            "num_workers": num_workers,
+            "use_gpu": use_gpu,
+            "cpus": cpus_per_worker,
+        },
         run_config=tune.RunConfig(name=name, storage_path=str(work / "tune"), verbose=0),
     )
     started = time.perf_counter()
@@ -157,8 +180,14 @@ def run_platform(
     history = json.loads((out / "history.json").read_text())
     rates = [row["images_per_s"] for row in history]
     epoch_s = [row["epoch_s"] for row in history]
-    return {"images_per_s": _steady(rates), "epoch_images_per_s": rates, "epoch_s": epoch_s, "wall_s": wall,
-            "num_workers": num_workers, "cpus_per_worker": cpus_per_worker}
+    return {
+        "images_per_s": _steady(rates),
+        "epoch_images_per_s": rates,
+        "epoch_s": epoch_s,
+        "wall_s": wall,
+        "num_workers": num_workers,
+        "cpus_per_worker": cpus_per_worker,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -193,7 +222,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             data_dir = work / "data"
             if not data_dir.exists():
                 write_landslide4sense(
-                    data_dir, n=args.tiles or (400 if args.full else 600), seed=0, size=args.size or (128 if args.full else 64)
+                    data_dir,
+                    n=args.tiles or (400 if args.full else 600),
+                    seed=0,
+                    size=args.size or (128 if args.full else 64),
                 )
         data_dir = data_dir.resolve()
 
@@ -212,9 +244,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # One logical CPU above the cores: the Tune trial's 0.01 CPU must fit beside a worker
         # that takes every core. The job's processes run at normal priority, as a study's do
         # (rmaunet.studies.session.connect_ray).
-        ray.init(num_cpus=cpus + 1, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": dict(TRAINING_PROCESS_ENV)},
-                 _temp_dir=str(Path(tempfile.gettempdir()) / f"ray_overhead_{os.getpid()}"))
+        ray.init(
+            num_cpus=cpus + 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": dict(TRAINING_PROCESS_ENV)},
+            _temp_dir=str(Path(tempfile.gettempdir()) / f"ray_overhead_{os.getpid()}"),
+        )
         ray_init_s = time.perf_counter() - t0
         platform_runs: list[dict[str, Any]] = []
         try:
@@ -224,7 +260,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     bare_runs.append(run_bare(config, data_dir))
             scaled = (
                 run_platform(config, data_dir, work, num_workers=args.scale_to, use_gpu=args.gpu)
-                if args.scale_to > 1 else None
+                if args.scale_to > 1
+                else None
             )
         finally:
             ray.shutdown()
@@ -264,8 +301,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ray_init_s": ray_init_s,
         "cpus": os.cpu_count(),
         "gpu": args.gpu,
-        "config": {k: config.to_dict()[k] for k in ("bands", "block", "attention", "heads", "base_filters", "depth",
-                                                  "batch_size", "epochs", "precision", "xla")},
+        "config": {
+            k: config.to_dict()[k]
+            for k in (
+                "bands",
+                "block",
+                "attention",
+                "heads",
+                "base_filters",
+                "depth",
+                "batch_size",
+                "epochs",
+                "precision",
+                "xla",
+            )
+        },
         "tile_size": int(args.size or (128 if args.full else 64)) if args.data is None else None,
     }
     if scaled is not None:

@@ -26,8 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 PAPER_SPECS = [
-    "paper_table4_losses", "paper_table6_bands", "paper_table7_heads",
-    "paper_table8_architectures", "paper_table9_threshold", "paper_table10_ladder",
+    "paper_table4_losses",
+    "paper_table6_bands",
+    "paper_table7_heads",
+    "paper_table8_architectures",
+    "paper_table9_threshold",
+    "paper_table10_ladder",
 ]
 SMALL_SPACE = {
     "loss_params.alpha": {"choice": [0.2, 0.5, 0.8]},
@@ -63,10 +67,10 @@ def _write_spec(path: Path, doc: dict) -> Path:
 def search_vs_grid(work: Path, space: dict, epochs: int, budget: int, n_tiles: int) -> dict[str, float]:
     from rmaunet.config import TrialConfig
     from rmaunet.data.synthetic import write_landslide4sense
+    from rmaunet.store import ResultsStore
     from rmaunet.studies.runner import run_study
     from rmaunet.studies.search import describe, grid_points, parse_space
     from rmaunet.studies.spec import load_spec
-    from rmaunet.store import ResultsStore
 
     data = write_landslide4sense(work / "data", n=n_tiles, seed=7, size=64)
     base = {**BASE, "epochs": epochs}
@@ -82,7 +86,9 @@ def search_vs_grid(work: Path, space: dict, epochs: int, budget: int, n_tiles: i
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731 - progress to stderr, JSON to stdout
 
     t0 = time.monotonic()
-    grid_spec = _write_spec(work / "grid.yaml", {"name": "grid", "kind": "table", "base": base, "resources": {"cpu": 1}, "rows": rows})
+    grid_spec = _write_spec(
+        work / "grid.yaml", {"name": "grid", "kind": "table", "base": base, "resources": {"cpu": 1}, "rows": rows}
+    )
     run_study(load_spec(grid_spec), data, work / "grid_store", log=log)
     grid_s = time.monotonic() - t0
     grid_rows = ResultsStore(work / "grid_store").read("grid")

@@ -13,8 +13,9 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "is_temporary", "sweep", "TMP_PREFIX"]
 

@@ -17,7 +17,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from rmaunet.errors import RmaunetError
 
@@ -25,9 +25,9 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rmaunet import study_cli
     from rmaunet.data import cli as data_cli
     from rmaunet.reporting import cli as report_cli
-    from rmaunet import study_cli
 
     parser = argparse.ArgumentParser(
         prog="rmaunet",

@@ -15,8 +15,9 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from rmaunet.datasets import DATASET_INFO
 from rmaunet.errors import ConfigError
@@ -183,9 +184,7 @@ class TrialConfig:
         known = set(cls.field_names())
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(known))})"
-            )
+            raise ConfigError(f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(known))})")
         values = dict(values)
         if "loss_params" in values and values["loss_params"] is None:
             values["loss_params"] = ()

@@ -12,8 +12,8 @@ package's readers and NumPy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from rmaunet.errors import ConfigError
 
@@ -70,10 +70,38 @@ LANDSLIDE4SENSE = DatasetInfo(
     roles={"blue": "B2", "green": "B3", "red": "B4", "nir": "B8", "swir1": "B11", "swir2": "B12"},
     split=SplitPolicy(development=("train",), test_fraction=0.2),  # TrainData 80:20 (the test labels are unpublished)
     # The official Landslide4Sense baseline's constants.
-    official_mean=(-0.4914, -0.3074, -0.1277, -0.0625, 0.0439, 0.0803, 0.0644,
-                   0.0802, 0.3000, 0.4082, 0.0823, 0.0516, 0.3338, 0.7819),
-    official_std=(0.9325, 0.8775, 0.8860, 0.8869, 0.8857, 0.8418, 0.8354,
-                  0.8491, 0.9061, 1.6072, 0.8848, 0.9232, 0.9018, 1.2913),
+    official_mean=(
+        -0.4914,
+        -0.3074,
+        -0.1277,
+        -0.0625,
+        0.0439,
+        0.0803,
+        0.0644,
+        0.0802,
+        0.3000,
+        0.4082,
+        0.0823,
+        0.0516,
+        0.3338,
+        0.7819,
+    ),
+    official_std=(
+        0.9325,
+        0.8775,
+        0.8860,
+        0.8869,
+        0.8857,
+        0.8418,
+        0.8354,
+        0.8491,
+        0.9061,
+        1.6072,
+        0.8848,
+        0.9232,
+        0.9018,
+        1.2913,
+    ),
 )
 BIJIE = DatasetInfo(
     name="bijie",

@@ -27,7 +27,7 @@ Conventions (shared by every scorer here):
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -57,9 +57,7 @@ def _check_probabilities(y_prob: np.ndarray) -> np.ndarray:
     if y_prob.dtype == np.uint8:
         return y_prob
     if y_prob.dtype == np.bool_ or not np.issubdtype(y_prob.dtype, np.floating):
-        raise ValueError(
-            f"probabilities must be floats or uint8-quantised (0..255), got dtype {y_prob.dtype}"
-        )
+        raise ValueError(f"probabilities must be floats or uint8-quantised (0..255), got dtype {y_prob.dtype}")
     if np.isnan(y_prob).any():
         raise ValueError("probabilities contain NaN")
     return y_prob

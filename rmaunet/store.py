@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -29,7 +30,15 @@ from rmaunet import atomic
 from rmaunet.errors import StoreError
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["ResultsStore", "store_root", "COLUMNS", "METRIC_NAMES", "DETECTION_METRIC_NAMES", "CONFIG_PREFIX", "safe_name"]
+__all__ = [
+    "ResultsStore",
+    "store_root",
+    "COLUMNS",
+    "METRIC_NAMES",
+    "DETECTION_METRIC_NAMES",
+    "CONFIG_PREFIX",
+    "safe_name",
+]
 
 METRIC_NAMES = ("precision", "recall", "f1", "iou", "miou")
 DETECTION_METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
@@ -56,8 +65,14 @@ COLUMNS: dict[str, str] = {
     "threshold_curve": "JSON list of {threshold, val_<metric>, test_<metric>} over rmaunet.thresholds.GRID",
     **{f"val_{m}": f"validation {m} (0-1)" for m in METRIC_NAMES},
     **{f"test_{m}": f"test {m} (0-1), computed once per trial" for m in METRIC_NAMES},
-    **{f"val_det_{m}": f"validation image-level detection {m} (NaN without a detection head)" for m in DETECTION_METRIC_NAMES},
-    **{f"test_det_{m}": f"test image-level detection {m} (NaN without a detection head)" for m in DETECTION_METRIC_NAMES},
+    **{
+        f"val_det_{m}": f"validation image-level detection {m} (NaN without a detection head)"
+        for m in DETECTION_METRIC_NAMES
+    },
+    **{
+        f"test_det_{m}": f"test image-level detection {m} (NaN without a detection head)"
+        for m in DETECTION_METRIC_NAMES
+    },
     "epochs_run": "epochs trained",
     "best_epoch": "epoch whose weights were kept (best validation selection metric)",
     "wall_s": "wall time of the training in seconds",

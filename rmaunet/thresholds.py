@@ -10,7 +10,7 @@ reporting reads that choice instead of making its own. Pure NumPy: reporting imp
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -128,6 +128,10 @@ def tile_counts(folder: TrialFolder, split: str, threshold: float) -> list[list[
 def curve(scores: Mapping[float, Mapping[str, float]], metric: str = "f1") -> list[dict[str, float]]:
     """Validation and test `metric` at every scored threshold (the threshold-curve figure)."""
     return [
-        {"threshold": t, f"val_{metric}": s.get(f"val_{metric}", math.nan), f"test_{metric}": s.get(f"test_{metric}", math.nan)}
+        {
+            "threshold": t,
+            f"val_{metric}": s.get(f"val_{metric}", math.nan),
+            f"test_{metric}": s.get(f"test_{metric}", math.nan),
+        }
         for t, s in sorted(scores.items())
     ]

@@ -15,9 +15,28 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_overhead_benchmark_prints_its_figures_on_the_last_line(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "overhead.py"), "--epochs", "2", "--rounds", "1",
-         "--tiles", "60", "--size", "32", "--base-filters", "4", "--depth", "2", "--keep", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "overhead.py"),
+            "--epochs",
+            "2",
+            "--rounds",
+            "1",
+            "--tiles",
+            "60",
+            "--size",
+            "32",
+            "--base-filters",
+            "4",
+            "--depth",
+            "2",
+            "--keep",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])

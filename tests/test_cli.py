@@ -10,7 +10,9 @@ COMMANDS = [[], ["data"], ["data", "synth"], ["study"], ["study", "run"], ["stud
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rmaunet", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rmaunet", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "rmaunet")
@@ -27,7 +29,20 @@ def test_synth_writes_the_official_layout(tmp_path):
     import h5py
     import numpy as np
 
-    out = _run("data", "synth", "--dataset", "landslide4sense", "--out", str(tmp_path), "--n", "3", "--seed", "1", "--size", "32")
+    out = _run(
+        "data",
+        "synth",
+        "--dataset",
+        "landslide4sense",
+        "--out",
+        str(tmp_path),
+        "--n",
+        "3",
+        "--seed",
+        "1",
+        "--size",
+        "32",
+    )
     assert out.returncode == 0, out.stderr
     for i in (1, 2, 3):
         with h5py.File(tmp_path / "TrainData" / "img" / f"image_{i}.h5") as f:
@@ -50,8 +65,16 @@ def test_bad_spec_is_one_line_and_exit_2(tmp_path):
 
 def test_missing_data_folder_is_exit_2(tmp_path):
     # Pointing a study at a folder that does not exist is a user error, not a crash.
-    out = _run("study", "plan", "search_spaces/demo.yaml", "--data", str(tmp_path / "nope"), "--storage", str(tmp_path / "st"),
-               cwd=Path(__file__).resolve().parents[1])
+    out = _run(
+        "study",
+        "plan",
+        "search_spaces/demo.yaml",
+        "--data",
+        str(tmp_path / "nope"),
+        "--storage",
+        str(tmp_path / "st"),
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.returncode == 2 and "nope" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -64,8 +87,10 @@ def test_refused_loss_params_leave_one_line_without_tensorflow_chatter(tmp_path)
     )
     out = _run("study", "plan", str(spec), "--data", str(tmp_path), "--storage", str(tmp_path / "st"))
     assert out.returncode == 2
-    assert out.stderr.splitlines() == [f"rmaunet: error: {spec}:5: set: loss focal_iou: unknown parameter 'alphx' "
-                                       "(accepted: alpha, gamma, focal_alpha, smooth)"]
+    assert out.stderr.splitlines() == [
+        f"rmaunet: error: {spec}:5: set: loss focal_iou: unknown parameter 'alphx' "
+        "(accepted: alpha, gamma, focal_alpha, smooth)"
+    ]
 
 
 def _main(*argv: str) -> tuple[int, str]:

@@ -42,9 +42,18 @@ def test_nodes_run_the_project_image_and_install_nothing_at_boot(name):
     # The Dockerfile's image at the project's version; no pip install on any node.
     config = _prepared(name)
     assert config["docker"]["image"].endswith(f"/rmaunet:{_project_version()}")
-    commands = [c for key in ("initialization_commands", "setup_commands", "head_setup_commands",
-                              "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
-                for c in config.get(key) or []]
+    commands = [
+        c
+        for key in (
+            "initialization_commands",
+            "setup_commands",
+            "head_setup_commands",
+            "worker_setup_commands",
+            "head_start_ray_commands",
+            "worker_start_ray_commands",
+        )
+        for c in config.get(key) or []
+    ]
     assert not any("pip install" in c for c in commands), commands
 
 

@@ -18,7 +18,10 @@ def test_defaults_are_the_paper_baseline():
 
 def test_hash_is_stable_across_processes():
     # The same config hashes to the same value in a fresh interpreter (no id()/PYTHONHASHSEED leaks).
-    code = "from rmaunet.config import TrialConfig; print(TrialConfig(loss='focal', loss_params={'gamma': 2.0}).training_hash)"
+    code = (
+        "from rmaunet.config import TrialConfig; "
+        "print(TrialConfig(loss='focal', loss_params={'gamma': 2.0}).training_hash)"
+    )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert other == TrialConfig(loss="focal", loss_params={"gamma": 2.0}).training_hash
 
@@ -53,7 +56,14 @@ def test_loss_params_order_does_not_change_identity():
 )
 def test_invalid_values_are_refused_by_name(changes, message):
     # Every bad value names its field and the reason.
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]").replace("*", r"\*")):
+    with pytest.raises(
+        ConfigError,
+        match=message.replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("[", r"\[")
+        .replace("]", r"\]")
+        .replace("*", r"\*"),
+    ):
         TrialConfig.from_dict(changes)
 
 

@@ -39,7 +39,18 @@ def test_table_vi_sets_are_the_originals_plus_bands_15_to_n(name, count):
 def test_table_v_names_in_order():
     # Bands 15-26 are addressable one by one, by these names.
     assert ENGINEERED_BANDS == (
-        "blue_norm", "green_norm", "red_norm", "ndvi", "ndmi", "nbr", "gray", "gaussian", "median", "grad_y", "grad_x", "canny",
+        "blue_norm",
+        "green_norm",
+        "red_norm",
+        "ndvi",
+        "ndmi",
+        "nbr",
+        "gray",
+        "gaussian",
+        "median",
+        "grad_y",
+        "grad_x",
+        "canny",
     )
 
 

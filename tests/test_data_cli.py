@@ -15,7 +15,10 @@ TABLE_II = {"landslide4sense": (14, 0.58, 0.023), "bijie": (3, 0.27, 0.039), "ne
 def test_synth_then_stats_json_gives_table_ii_columns(tmp_path, capsys, dataset):
     # synth writes the layout; stats --json reports Table II's columns with the defaults' values.
     out = tmp_path / dataset
-    assert main(["data", "synth", "--dataset", dataset, "--out", str(out), "--n", "60", "--seed", "2", "--size", "32"]) == 0
+    assert (
+        main(["data", "synth", "--dataset", dataset, "--out", str(out), "--n", "60", "--seed", "2", "--size", "32"])
+        == 0
+    )
     assert f"wrote 60 {dataset} scenes" in capsys.readouterr().out
     assert main(["data", "stats", str(out), "--dataset", dataset, "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
@@ -38,7 +41,22 @@ def test_stats_table_names_the_columns(tmp_path, capsys):
 
 def test_synth_ratio_overrides(tmp_path, capsys):
     # --image-ratio and --pixel-ratio replace Table II's shares.
-    main(["data", "synth", "--out", str(tmp_path), "--n", "10", "--size", "16", "--image-ratio", "1", "--pixel-ratio", "0.05"])
+    main(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--n",
+            "10",
+            "--size",
+            "16",
+            "--image-ratio",
+            "1",
+            "--pixel-ratio",
+            "0.05",
+        ]
+    )
     capsys.readouterr()
     main(["data", "stats", str(tmp_path), "--dataset", "landslide4sense", "--json"])
     stats = json.loads(capsys.readouterr().out)

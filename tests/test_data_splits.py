@@ -63,7 +63,9 @@ def test_pooled_datasets_split_train_val_test(request, dataset, bands, test_shar
     assert s.x_train.dtype == np.float32 and s.x_train.shape[1:] == (32, 32, s.num_bands)
     assert s.num_bands == len(s.band_names) == (23 if dataset == "landslide4sense" else 9)  # Bijie: RGB + 6
     assert s.y_train.dtype == np.uint8 and set(np.unique(s.y_train)) <= {0, 1}
-    assert not (_keys(s.x_train) & _keys(s.x_test) or _keys(s.x_val) & _keys(s.x_test) or _keys(s.x_train) & _keys(s.x_val))
+    assert not (
+        _keys(s.x_train) & _keys(s.x_test) or _keys(s.x_val) & _keys(s.x_test) or _keys(s.x_train) & _keys(s.x_val)
+    )
 
 
 def test_nepal_tests_on_its_test_folder_and_develops_on_the_rest(nepal):
@@ -100,7 +102,7 @@ def test_splits_are_stratified_by_has_a_landslide(l4s):
 def test_detection_labels_follow_the_masks(bijie):
     # yd_* = 1 exactly for the tiles whose mask holds a landslide.
     s = prepare_splits(TrialConfig(dataset="bijie", normalisation="none"), bijie)
-    for x, y, yd in ((s.x_train, s.y_train, s.yd_train), (s.x_test, s.y_test, s.yd_test)):
+    for _x, y, yd in ((s.x_train, s.y_train, s.yd_train), (s.x_test, s.y_test, s.yd_test)):
         assert yd.dtype == np.uint8 and yd.tolist() == y.reshape(len(y), -1).any(axis=1).astype(int).tolist()
     assert 0 < s.yd_train.mean() < 1
 

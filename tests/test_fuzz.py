@@ -24,8 +24,8 @@ import sys
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np

@@ -35,16 +35,28 @@ def ray_head():
     ports = {
         name: _free_port()
         for name in (
-            "port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-            "metrics-export-port", "runtime-env-agent-port", "ray-client-server-port",
-            "node-manager-port", "object-manager-port",
+            "port",
+            "dashboard-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
         )
     }
     dash = ports["dashboard-port"]
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     cmd = [
-        str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-        f"--temp-dir={temp}", "--num-cpus=2", "--disable-usage-stats",
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp}",
+        "--num-cpus=2",
+        "--disable-usage-stats",
         *(f"--{name}={port}" for name, port in ports.items()),
     ]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
@@ -65,9 +77,21 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     storage = tmp_path / "results"
     env = {**ray_head["env"], "RAY_ADDRESS": ray_head["address"]}
     cmd = [
-        str(BIN / "ray"), "job", "submit", "--no-wait", "--working-dir", str(REPO), "--",
-        sys.executable, "jobs/ablation.py", "search_spaces/demo.yaml", "--smoke",
-        "--data", str(data), "--storage", str(storage),
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--no-wait",
+        "--working-dir",
+        str(REPO),
+        "--",
+        sys.executable,
+        "jobs/ablation.py",
+        "search_spaces/demo.yaml",
+        "--smoke",
+        "--data",
+        str(data),
+        "--storage",
+        str(storage),
     ]
     # The head's job agent registers a few seconds after `ray start` returns (longer on a
     # loaded machine); until then the API answers "No available agent to submit job".
@@ -83,12 +107,16 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     deadline = time.monotonic() + 600
     final = None
     while time.monotonic() < deadline and final is None:
-        out = subprocess.run([str(BIN / "ray"), "job", "status", job_id], env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [str(BIN / "ray"), "job", "status", job_id], env=env, capture_output=True, text=True, timeout=60
+        )
         # The CLI says "Job '<id>' succeeded" (or failed / was stopped) once the job has ended.
         match = re.search(rf"Job '{job_id}' (succeeded|failed|was stopped)", out.stdout + out.stderr)
         final = match.group(1) if match else None
         time.sleep(0 if final else 3)
-    logs = subprocess.run([str(BIN / "ray"), "job", "logs", job_id], env=env, capture_output=True, text=True, timeout=60).stdout
+    logs = subprocess.run(
+        [str(BIN / "ray"), "job", "logs", job_id], env=env, capture_output=True, text=True, timeout=60
+    ).stdout
     assert final == "succeeded", f"{final}\n{logs[-4000:]}"
 
     rows = ResultsStore(storage).read("demo")

@@ -140,7 +140,9 @@ def test_focal_matches_keras(gamma, alpha):
     y_true, y_prob = _mask(7), _prob(7)
     reference = keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=alpha, gamma=gamma)
     expected = float(reference(y_true, y_prob))
-    assert _loss_value(losses.get("focal", gamma=gamma, alpha=alpha), y_true, y_prob) == pytest.approx(expected, rel=1e-5)
+    assert _loss_value(losses.get("focal", gamma=gamma, alpha=alpha), y_true, y_prob) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 # behaviour: iou is 1 − soft intersection / soft union over the batch (NumPy)
@@ -370,7 +372,11 @@ def test_weighted_sum_of_terms():
 def test_dynamic_batch_and_xla(name):
     fn = losses.get(name, **BUILD_PARAMS.get(name, {}))
     needs = getattr(fn, "needs_features", False)
-    spec = [tf.TensorSpec([None, *SHAPE[1:]]), tf.TensorSpec([None, *SHAPE[1:]]), tf.TensorSpec([None, *SHAPE[1:3], CHANNELS])]
+    spec = [
+        tf.TensorSpec([None, *SHAPE[1:]]),
+        tf.TensorSpec([None, *SHAPE[1:]]),
+        tf.TensorSpec([None, *SHAPE[1:3], CHANNELS]),
+    ]
 
     # signed_distance's distance map is a numpy_function, which XLA cannot compile: it says so.
     assert getattr(fn, "supports_xla", True) == (name != "signed_distance")

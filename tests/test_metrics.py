@@ -79,7 +79,10 @@ def test_segmentation_counts_stream():
         counts.update(y_true[i : i + 4], y_prob[i : i + 4, ..., None])  # a trailing channel axis is fine
     t, p = y_true > 0.5, y_prob >= 0.6
     assert (counts.tp, counts.fp, counts.fn, counts.tn) == (
-        np.sum(t & p), np.sum(~t & p), np.sum(t & ~p), np.sum(~t & ~p)
+        np.sum(t & p),
+        np.sum(~t & p),
+        np.sum(t & ~p),
+        np.sum(~t & ~p),
     )
     assert counts.scores() == segmentation_scores(y_true, y_prob, 0.6)
 

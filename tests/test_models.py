@@ -7,8 +7,8 @@ import itertools
 import keras
 import numpy as np
 import pytest
-
 from layer_helpers import random_batch, run_model_round_trip
+
 from rmaunet import config as cfg
 from rmaunet.config import PRESETS, TrialConfig
 from rmaunet.errors import ConfigError
@@ -38,7 +38,9 @@ def _expected_shapes(config: TrialConfig, size: int) -> dict[str, tuple]:
         shapes["mask"] = (2, size, size, 1)
         if config.heads == "multi_resolution":
             shapes.update(
-                head_half=(2, size // 2, size // 2, 1), head_full=(2, size, size, 1), head_double=(2, 2 * size, 2 * size, 1)
+                head_half=(2, size // 2, size // 2, 1),
+                head_full=(2, size, size, 1),
+                head_double=(2, 2 * size, 2 * size, 1),
             )
     if "detection" in TASK_OUTPUTS[config.task]:
         shapes["detection"] = (2, 1)
@@ -60,7 +62,13 @@ def _check_outputs(config: TrialConfig, out: dict[str, np.ndarray], size: int = 
 # The registries name exactly the values TrialConfig accepts.
 @pytest.mark.parametrize(
     "registry, names",
-    [(BACKBONES, cfg.BACKBONES), (BLOCKS, cfg.BLOCKS), (ATTENTIONS, cfg.ATTENTIONS), (HEADS, cfg.HEADS), (TASK_OUTPUTS, cfg.TASKS)],
+    [
+        (BACKBONES, cfg.BACKBONES),
+        (BLOCKS, cfg.BLOCKS),
+        (ATTENTIONS, cfg.ATTENTIONS),
+        (HEADS, cfg.HEADS),
+        (TASK_OUTPUTS, cfg.TASKS),
+    ],
 )
 def test_registries_match_config_names(registry, names):
     assert set(registry) == set(names)
@@ -137,7 +145,7 @@ def test_l2_losses_are_half_lambda_squared_kernels():
     kernels = [w for w in model.weights if w.path.endswith("kernel")]
     expected = sum(1e-2 / 2 * float(np.sum(np.square(keras.ops.convert_to_numpy(k)))) for k in kernels)
     assert len(model.losses) == len(kernels) > 0
-    assert float(sum(keras.ops.convert_to_numpy(l) for l in model.losses)) == pytest.approx(expected, rel=1e-5)
+    assert float(sum(keras.ops.convert_to_numpy(term) for term in model.losses)) == pytest.approx(expected, rel=1e-5)
     assert build_model(TrialConfig(l2=0.0, **TINY), BANDS, SIZE).losses == []
 
 
@@ -147,7 +155,9 @@ def test_mixed_precision_outputs_are_float32(policy, compute):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        config = TrialConfig(block="res_conv", attention="mha", heads="multi_resolution", task="segmentation+detection", **TINY)
+        config = TrialConfig(
+            block="res_conv", attention="mha", heads="multi_resolution", task="segmentation+detection", **TINY
+        )
         model = build_model(config, BANDS, SIZE)
         out = {k: np.asarray(v) for k, v in model(random_batch((2, SIZE, SIZE, BANDS)), training=False).items()}
         assert any(w.dtype == "float32" and "conv" in w.path for w in model.weights)  # variables stay float32
@@ -160,7 +170,10 @@ def test_mixed_precision_outputs_are_float32(policy, compute):
 # The multi-resolution prediction is exactly the average of its three heads resized to H×W.
 def test_multi_resolution_mask_is_average_of_heads():
     config = TrialConfig(heads="multi_resolution", **TINY)
-    out = {k: np.asarray(v) for k, v in build_model(config, BANDS, SIZE)(random_batch((2, SIZE, SIZE, BANDS)), training=False).items()}
+    out = {
+        k: np.asarray(v)
+        for k, v in build_model(config, BANDS, SIZE)(random_batch((2, SIZE, SIZE, BANDS)), training=False).items()
+    }
     double = out["head_double"].reshape(2, SIZE, 2, SIZE, 2, 1).mean(axis=(2, 4))
     half = np.asarray(keras.layers.UpSampling2D(2, interpolation="bilinear")(out["head_half"]))
     np.testing.assert_allclose(out["mask"], (half + out["head_full"] + double) / 3, atol=1e-6)

@@ -43,7 +43,9 @@ def test_unet_flops_scale_with_pixels():
 # Wider, attention-bearing variants cost more than the baseline (a sanity order for Table VIII).
 def test_rmaunet_costs_more_than_baseline():
     base = model_cost(TrialConfig(base_filters=4, depth=2), 3, 32)
-    full = model_cost(TrialConfig(base_filters=4, depth=2, block="res_conv", attention="mha", heads="multi_resolution"), 3, 32)
+    full = model_cost(
+        TrialConfig(base_filters=4, depth=2, block="res_conv", attention="mha", heads="multi_resolution"), 3, 32
+    )
     assert full["params"] > base["params"] and full["flops"] > base["flops"]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-
 from layer_helpers import random_batch, run_layer_round_trip
+
 from rmaunet.models import (
     ASPP,
     CBAM,
@@ -39,7 +39,17 @@ SHAPE = (8, 12, 6)  # H ≠ W ≠ C so a mixed-up axis fails loudly
         (lambda: ASPP(4, rates=(1, 2)), 4),
         (lambda: ChannelMeanHead(prior=0.1), 1),
     ],
-    ids=["conv_bn_act", "double_conv", "res_conv_mha", "res_conv_dilated", "se", "cbam", "tri_axial", "aspp", "mean_head"],
+    ids=[
+        "conv_bn_act",
+        "double_conv",
+        "res_conv_mha",
+        "res_conv_dilated",
+        "se",
+        "cbam",
+        "tri_axial",
+        "aspp",
+        "mean_head",
+    ],
 )
 def test_layer_round_trip(make_layer, out_channels, tmp_path):
     out = run_layer_round_trip(make_layer(), SHAPE, tmp_path)
@@ -112,7 +122,9 @@ def test_res_conv_projects_when_channels_change():
 
 # Each block ends with the attention the config names, and has none for "none".
 @pytest.mark.parametrize("block", ["double_conv", "res_conv"])
-@pytest.mark.parametrize("attention, kind", [("none", type(None)), ("se", SqueezeExcitation), ("cbam", CBAM), ("mha", TriAxialAttention)])
+@pytest.mark.parametrize(
+    "attention, kind", [("none", type(None)), ("se", SqueezeExcitation), ("cbam", CBAM), ("mha", TriAxialAttention)]
+)
 def test_blocks_carry_the_named_attention(block, attention, kind):
     assert isinstance(make_block(block, 4, attention=attention).attend, kind)
 

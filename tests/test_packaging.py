@@ -142,9 +142,21 @@ def test_wheel_installs_and_plans_a_bundled_spec_outside_the_repository(tmp_path
             shutil.copy2(REPO / name, source / name)
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "-w", str(dist), str(source)],
-        check=True, capture_output=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(dist),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     wheel = next(dist.glob("rmaunet-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
@@ -154,15 +166,22 @@ def test_wheel_installs_and_plans_a_bundled_spec_outside_the_repository(tmp_path
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    venv_site = Path(subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True, timeout=60,
-    ).stdout.strip())
+    venv_site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+    )
     # Listed after the venv's own site-packages, so the installed wheel wins over any other rmaunet.
     (venv_site / "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
 
     outside = tmp_path / "elsewhere"
@@ -172,13 +191,30 @@ def test_wheel_installs_and_plans_a_bundled_spec_outside_the_repository(tmp_path
     data = write_landslide4sense(tmp_path / "data", n=12, seed=1, size=32)
     where = subprocess.run(
         [str(python), "-c", "import rmaunet.specs as s; print(s.bundled_spec('demo'))"],
-        cwd=outside, env=env, check=True, capture_output=True, text=True, timeout=120,
+        cwd=outside,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout.strip()
     assert Path(where).is_relative_to(venv_site), where
     plan = subprocess.run(
-        [str(venv / "bin" / "rmaunet"), "study", "plan", where, "--data", str(data),
-         "--storage", str(tmp_path / "store")],
-        cwd=outside, env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(venv / "bin" / "rmaunet"),
+            "study",
+            "plan",
+            where,
+            "--data",
+            str(data),
+            "--storage",
+            str(tmp_path / "store"),
+        ],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert "[train]" in plan.stdout

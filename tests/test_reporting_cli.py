@@ -30,7 +30,11 @@ def store(tmp_path: Path) -> Path:
 
 
 def _data_lines(markdown: str) -> list[str]:
-    return [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Configuration") and not line.startswith("| Threshold")]
+    return [
+        line
+        for line in markdown.splitlines()
+        if line.startswith("| ") and not line.startswith("| Configuration") and not line.startswith("| Threshold")
+    ]
 
 
 def test_report_writes_one_folder_per_study(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,12 +65,17 @@ def test_study_and_spec_select_one_study(store: Path, tmp_path: Path) -> None:
 def test_parquet_export_and_hand_typed_csv_render_like_the_store(store: Path, tmp_path: Path) -> None:
     # A results table file gives the same table as the store it came from; a CSV needs only row + metrics.
     exported = ResultsStore(store).export(tmp_path / "all.parquet", "paper_table4_losses")
-    assert main(["report", str(store), "--study", "paper_table4_losses", "--out", str(tmp_path / "a"), "--no-figures"]) == 0
+    assert (
+        main(["report", str(store), "--study", "paper_table4_losses", "--out", str(tmp_path / "a"), "--no-figures"])
+        == 0
+    )
     assert main(["report", str(exported), "--out", str(tmp_path / "b"), "--no-figures"]) == 0
     a = (tmp_path / "a" / "paper_table4_losses" / "table.md").read_text()
     assert (tmp_path / "b" / "paper_table4_losses" / "table.md").read_text() == a
     csv = tmp_path / "table4_paper.csv"
-    csv.write_text("row,test_f1,test_miou\nU-Net & Cross Entropy (baseline),0.6783,0.6001\nU-Net & Focal Loss,0.6828,0.6037\n")
+    csv.write_text(
+        "row,test_f1,test_miou\nU-Net & Cross Entropy (baseline),0.6783,0.6001\nU-Net & Focal Loss,0.6828,0.6037\n"
+    )
     assert main(["report", str(csv), "--out", str(tmp_path / "c"), "--format", "markdown", "--no-figures"]) == 0
     typed = (tmp_path / "c" / "table4_paper" / "table.md").read_text()
     assert "| U-Net & Focal Loss | **68.28** | **60.37** | +0.45 | +0.36 | 1 |" in typed
@@ -84,7 +93,9 @@ def test_parquet_export_and_hand_typed_csv_render_like_the_store(store: Path, tm
         (lambda d: _write(d / "notes.txt", "hello"), [], "not a results store folder"),
     ],
 )
-def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], make_input, extra: list[str], message: str) -> None:
+def test_user_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_input, extra: list[str], message: str
+) -> None:
     # Bad input is one line on stderr and exit status 2, never a traceback.
     path = make_input(tmp_path)
     assert main(["report", str(path), "--out", str(tmp_path / "out"), "--no-figures", *extra]) == 2
@@ -108,19 +119,37 @@ def test_job_entry_point_runs_without_the_training_stack(store: Path, tmp_path: 
     )
     run = subprocess.run(
         [sys.executable, "-c", probe, str(store), "--study", "paper_table4_losses", "--out", str(out), "--no-figures"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     assert (out / "paper_table4_losses" / "table.tex").is_file()
-    bad = subprocess.run([sys.executable, "jobs/report.py", str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "jobs/report.py", str(tmp_path / "nowhere")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no such results store" in bad.stderr
-
 
 
 def test_paper_table9_typed_in_as_csv_renders_with_its_best_row(tmp_path: Path) -> None:
     # The paper's own Table IX, typed in: "None" first, 0.95 bold (chosen on test, and the note says so).
-    rows = [("None", "None", 0.7242, 0.6388), ("0.4", 0.4, 0.7178, 0.6329), ("0.5", 0.5, 0.7242, 0.6388), ("0.9", 0.9, 0.7368, 0.6507), ("0.95", 0.95, 0.7463, 0.6597), ("0.99", 0.99, 0.7311, 0.6468)]
-    csv = _write(tmp_path / "table9.csv", "kind,row,threshold,test_f1,test_miou\n" + "".join(f"threshold,{r},{t},{f},{m}\n" for r, t, f, m in rows))
+    rows = [
+        ("None", "None", 0.7242, 0.6388),
+        ("0.4", 0.4, 0.7178, 0.6329),
+        ("0.5", 0.5, 0.7242, 0.6388),
+        ("0.9", 0.9, 0.7368, 0.6507),
+        ("0.95", 0.95, 0.7463, 0.6597),
+        ("0.99", 0.99, 0.7311, 0.6468),
+    ]
+    csv = _write(
+        tmp_path / "table9.csv",
+        "kind,row,threshold,test_f1,test_miou\n" + "".join(f"threshold,{r},{t},{f},{m}\n" for r, t, f, m in rows),
+    )
     assert main(["report", str(csv), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
     text = (tmp_path / "out" / "table9" / "table.md").read_text()
     lines = _data_lines(text)
@@ -138,9 +167,14 @@ def test_paper_table11_typed_in_with_published_references(tmp_path: Path) -> Non
         "Our proposed RMAU-NET,nepal,segmentation,0.6943,0.6212,0.7879,0.7688,,,,\n"
         "Our proposed RMAU-NET,bijie,segmentation+detection,0.7434,0.7454,0.7414,0.5733,0.9383,0.9663,0.9552,0.9221\n",
     )
-    refs = _write(tmp_path / "refs.csv", "dataset,model,source,f1,precision,recall,det_accuracy\nNepal,U-Net,[38],67.00,61.00,74.00,\nBijie,Improved DDTL,[37],,,,96.03\n")
+    refs = _write(
+        tmp_path / "refs.csv",
+        "dataset,model,source,f1,precision,recall,det_accuracy\nNepal,U-Net,[38],67.00,61.00,74.00,\nBijie,Improved DDTL,[37],,,,96.03\n",
+    )
     assert main(["report", str(csv), "--references", str(refs), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
-    lines = [line for line in (tmp_path / "out" / "table11" / "table.md").read_text().splitlines() if line.startswith("| ")]
+    lines = [
+        line for line in (tmp_path / "out" / "table11" / "table.md").read_text().splitlines() if line.startswith("| ")
+    ]
     assert lines[0].startswith("| Dataset | Model | Segmentation task: F1 |")
     assert lines[1:] == [
         "| Landslide4Sense | Our proposed RMAU-NET | 76.90 | 72.11 | 82.38 | 65.97 | 98.23 | 97.10 | 98.58 | 97.89 | 1 |",

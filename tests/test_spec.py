@@ -60,7 +60,11 @@ def test_data_fingerprint_is_part_of_identity(tmp_path):
 @pytest.mark.parametrize(
     "edit, line, message",
     [
-        (("  - label: Focal\n    set: {loss: focal}", "  - label: Focal\n    set: {loss: focl}"), 10, "unknown value 'focl'"),
+        (
+            ("  - label: Focal\n    set: {loss: focal}", "  - label: Focal\n    set: {loss: focl}"),
+            10,
+            "unknown value 'focl'",
+        ),
         (("seeds: [0, 1]", "seeds: [0, 1]\ntypo_key: 3"), 7, "unknown key 'typo_key'"),
         (("    set: {loss: focal}", "    set: {loss: focal_iou, loss_params: {alpha: 1.5}}"), 10, "alpha"),
         (("  base_filters: 8", "  base_filters: 8\n  attention: transformer"), 6, "attention: unknown value"),
@@ -80,7 +84,9 @@ def test_bad_specs_are_refused_with_line_and_reason(tmp_path, edit, line, messag
 
 def test_search_over_a_parameter_the_loss_does_not_take_is_refused(tmp_path):
     # alpha means nothing to cross-entropy: refused at load time, not in every trial.
-    text = "name: s\nkind: search\nbase: {preset: baseline}\nbudget: 2\nspace:\n  loss_params.alpha: {uniform: [0, 1]}\n"
+    text = (
+        "name: s\nkind: search\nbase: {preset: baseline}\nbudget: 2\nspace:\n  loss_params.alpha: {uniform: [0, 1]}\n"
+    )
     with pytest.raises(SpecError, match=r"spec.yaml:6: .*loss cross_entropy: unknown parameter 'alpha'"):
         load_spec(_write(tmp_path, text))
 
@@ -153,7 +159,7 @@ BASE = "name: t\nkind: table\nrows:\n  - {label: a}\n"
         ("name: ../../x\nkind: table\nrows:\n  - {label: a}\n", 1, "name: '../../x' cannot name the study's files"),
         ("name: .hidden\nkind: table\nrows:\n  - {label: a}\n", 1, "cannot name the study's files"),
         ("name: t\nkind: table\nrows:\n  - {label: {a: 1}}\n", 4, "label: expected text or a number, got a mapping"),
-        ("name: t\nkind: table\nrows:\n  - {label: \"a\\nb\"}\n", 4, "label: expected one line"),
+        ('name: t\nkind: table\nrows:\n  - {label: "a\\nb"}\n', 4, "label: expected one line"),
         ("name: t\nkind: table\nseeds: [2020-13-45]\nrows:\n  - {label: a}\n", 3, "bad value (month must be in 1..12)"),
         ("name: t\nkind: table\nseeds: [" + "1" * 5000 + "]\nrows:\n  - {label: a}\n", 3, "Exceeds the limit"),
         ("name: &a [*a]\nkind: table\n", 1, "an alias refers to itself"),
@@ -236,7 +242,15 @@ def test_a_spec_keeping_the_preset_losses_loads_without_tensorflow(tmp_path):
     import subprocess
     import sys
 
-    code = "import sys; from rmaunet.studies.spec import load_spec; load_spec(sys.argv[1]); print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code, str(REPO / "search_spaces" / "paper_table7_heads.yaml")],
-                         capture_output=True, text=True, timeout=120, check=True)
+    code = (
+        "import sys; from rmaunet.studies.spec import load_spec; "
+        "load_spec(sys.argv[1]); print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "search_spaces" / "paper_table7_heads.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert out.stdout.strip() == "False" and not out.stderr

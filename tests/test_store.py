@@ -9,7 +9,16 @@ from rmaunet.store import ResultsStore
 
 
 def _row(i: int) -> dict:
-    return {"study": "s", "kind": "table", "row": f"row {i}", "row_index": i, "seed": 0, "status": "ok", "val_f1": i / 100, "history": [{"epoch": 1}]}
+    return {
+        "study": "s",
+        "kind": "table",
+        "row": f"row {i}",
+        "row_index": i,
+        "seed": 0,
+        "status": "ok",
+        "val_f1": i / 100,
+        "history": [{"epoch": 1}],
+    }
 
 
 def _write_many(args: tuple[str, int, int]) -> None:
@@ -148,8 +157,10 @@ def test_a_store_survives_killed_writers_and_concurrent_readers(tmp_path: Path):
         reads, failures = reads + r, failures + f
     done = {int(line) for k in range(3) for line in (tmp_path / f"w{k}.log").read_text().split()}
     stored = set(ResultsStore(root).read("s")["row_index"])
-    print(f"store under killed writers: {reads} reads, {failures} failed, {len(done)} rows finished, "
-          f"{len(done - stored)} lost, {len(stored)} stored")
+    print(
+        f"store under killed writers: {reads} reads, {failures} failed, {len(done)} rows finished, "
+        f"{len(done - stored)} lost, {len(stored)} stored"
+    )
     assert reads > 0 and failures == 0
     assert done and done <= stored  # every row a writer finished is there (one in flight may be too)
     assert len(stored - done) <= 3

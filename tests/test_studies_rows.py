@@ -46,9 +46,17 @@ def _fake_trial(
         folder.save_probabilities("val", prob, mask)
         folder.save_probabilities("test", prob[::-1].copy(), mask[::-1].copy())
     folder.write_result(
-        {"status": status, "reason": "" if status == "ok" else "out of memory: OOM", "epochs_run": 2, "best_epoch": 1,
-         "history": [{"epoch": 1, "val_f1": 0.5}], "wall_s": 3600.0, "accelerator": "2x NVIDIA H200", "num_workers": 2,
-         **({"threshold": threshold, "threshold_protocol": "tuned"} if status == "ok" else {})}
+        {
+            "status": status,
+            "reason": "" if status == "ok" else "out of memory: OOM",
+            "epochs_run": 2,
+            "best_epoch": 1,
+            "history": [{"epoch": 1, "val_f1": 0.5}],
+            "wall_s": 3600.0,
+            "accelerator": "2x NVIDIA H200",
+            "num_workers": 2,
+            **({"threshold": threshold, "threshold_protocol": "tuned"} if status == "ok" else {}),
+        }
     )
     return mask, prob
 

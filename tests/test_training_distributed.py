@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -81,7 +82,7 @@ def test_mixed_policy_is_applied_and_the_mask_stays_float32(precision: str, rest
     assert keras.mixed_precision.global_policy().name == precision
     model = build_model(config, 14, 32)
     compute = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}[precision]
-    conv = next(l for l in model._flatten_layers() if isinstance(l, keras.layers.Conv2D))
+    conv = next(layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D))
     assert conv.compute_dtype == compute and conv.variable_dtype == "float32"
     out = model(np.zeros((2, 32, 32, 14), np.float32), training=False)
     assert keras.backend.standardize_dtype(out["mask"].dtype) == "float32"
@@ -195,9 +196,7 @@ def test_training_workers_run_at_normal_priority(ray_session: None) -> None:
 
 
 @pytest.fixture(scope="module")
-def dp_runs(
-    ray_session: None, l4s_small: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[int, dict[str, Any]]:
+def dp_runs(ray_session: None, l4s_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
     """The same tiny trial on 2 workers and on 1 worker."""
     from rmaunet.training.distributed import run_data_parallel
 
@@ -272,8 +271,12 @@ def test_a_worker_failure_restarts_the_group_from_the_last_epoch(
     monkeypatch.setenv("RMAUNET_FAIL_AFTER_EPOCH", "1")  # run_data_parallel passes it to the workers
     rows: list[dict[str, Any]] = []
     result = run_data_parallel(
-        TrialConfig(**{**TINY, "epochs": 3}), l4s_small, tmp_path / "out", num_workers=2,
-        report=rows.append, max_failures=2,  # 2: a spurious restart by Ray itself must not use up the budget
+        TrialConfig(**{**TINY, "epochs": 3}),
+        l4s_small,
+        tmp_path / "out",
+        num_workers=2,
+        report=rows.append,
+        max_failures=2,  # 2: a spurious restart by Ray itself must not use up the budget
     )
     assert (tmp_path / "out" / ".failure-injected").exists()  # the failure did happen
     assert result.status == "ok", result.reason
@@ -312,7 +315,9 @@ def test_a_report_that_raises_stops_the_workers(ray_session: None, l4s_small: Pa
             raise Stop
 
     with pytest.raises(Stop):
-        run_data_parallel(TrialConfig(**{**TINY, "epochs": 40}), l4s_small, tmp_path / "out", num_workers=2, report=report)
+        run_data_parallel(
+            TrialConfig(**{**TINY, "epochs": 40}), l4s_small, tmp_path / "out", num_workers=2, report=report
+        )
     storage = tmp_path / "out" / "ray_train" / f"dp_{TrialConfig(**{**TINY, 'epochs': 40}).training_hash}"
     epochs = [int(p.name.split("_")[1]) for p in storage.glob("epoch_*")]
     assert epochs and max(epochs) < 40

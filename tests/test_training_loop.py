@@ -94,7 +94,9 @@ def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path: Path) -> None
 
     a, b = TrialConfig(seed=1), TrialConfig(seed=2)
     model, optimizer = tiny()
-    EpochCheckpoint(tmp_path, a).save(model, optimizer, {"epoch": 4, "history": [{}] * 4, "best_score": 0.7, "best_epoch": 3})
+    EpochCheckpoint(tmp_path, a).save(
+        model, optimizer, {"epoch": 4, "history": [{}] * 4, "best_score": 0.7, "best_epoch": 3}
+    )
     assert EpochCheckpoint(tmp_path, b).restore(*tiny())["epoch"] == 0
     state = EpochCheckpoint(tmp_path, a).restore(*tiny())
     assert state["epoch"] == 4 and state["best_epoch"] == 3 and state["best_score"] == 0.7
@@ -154,7 +156,10 @@ def test_a_trial_under_a_real_memory_limit_is_recorded_as_out_of_memory(tmp_path
     write_landslide4sense(data, n=40, seed=1, size=64)
     done = subprocess.run(
         [sys.executable, "-c", _OOM_SCRIPT, str(data), str(tmp_path / "trial")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert "STATUS failed out of memory" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     saved = json.loads((tmp_path / "trial" / "result.json").read_text())

@@ -42,11 +42,11 @@ def test_killed_trial_resumes_after_its_last_epoch(l4s_small, tmp_path, monkeypa
 
 def test_nan_loss_ends_the_trial_with_a_reason(l4s_small, tmp_path):
     # A diverging run is recorded as failed with its reason instead of hanging or crashing.
-    from rmaunet.training.trial import run_trial
-
     import shutil
 
     import h5py
+
+    from rmaunet.training.trial import run_trial
 
     # Pixels at float32's limit overflow the first convolution: the loss is not finite.
     config = TrialConfig(**TINY, normalisation="none")

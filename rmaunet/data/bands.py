@@ -32,9 +32,9 @@ engine validates specs with `resolve_bands` before anything heavy starts.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -114,7 +114,9 @@ def _gaussian(t: _Tiles) -> np.ndarray:
     from scipy import ndimage
 
     radius = FILTER_SIZE // 2
-    return ndimage.gaussian_filter(t.gray, (0, GAUSSIAN_SIGMA, GAUSSIAN_SIGMA), mode="reflect", radius=(0, radius, radius))
+    return ndimage.gaussian_filter(
+        t.gray, (0, GAUSSIAN_SIGMA, GAUSSIAN_SIGMA), mode="reflect", radius=(0, radius, radius)
+    )
 
 
 def _gradient(axis: int) -> Callable[[_Tiles], np.ndarray]:
@@ -322,11 +324,15 @@ def median_filter(x: np.ndarray, size: int) -> np.ndarray:
         # Right blocks are left blocks shifted by left_w columns: sort each block once.
         blocks = sorted_blocks(left_w, 0, w + left_w)
         start = _block_starts(blocks.shape)[:, :, :w]
-        return _kth_of_two_sorted(blocks.ravel(), start, start + left_w * blocks.shape[-1], blocks.shape[-1], blocks.shape[-1], rank)
+        return _kth_of_two_sorted(
+            blocks.ravel(), start, start + left_w * blocks.shape[-1], blocks.shape[-1], blocks.shape[-1], rank
+        )
     left, right = sorted_blocks(left_w, 0, w), sorted_blocks(right_w, left_w, w)
     flat = np.concatenate([left.ravel(), right.ravel()])
     start = _block_starts(left.shape)
-    return _kth_of_two_sorted(flat, start, left.size + _block_starts(right.shape), left.shape[-1], right.shape[-1], rank)
+    return _kth_of_two_sorted(
+        flat, start, left.size + _block_starts(right.shape), left.shape[-1], right.shape[-1], rank
+    )
 
 
 def _block_starts(shape: tuple[int, ...]) -> np.ndarray:
@@ -371,8 +377,12 @@ def canny(gray: np.ndarray, sigma: float = 1.0, low: float = 0.1, high: float = 
 
     g = ndimage.gaussian_filter(gray, (0, sigma, sigma), mode="nearest")
     # Sobel along one image axis only: ndimage.sobel would also smooth across tiles.
-    gx = ndimage.correlate1d(ndimage.correlate1d(g, [-1, 0, 1], axis=2, mode="nearest"), [1, 2, 1], axis=1, mode="nearest")
-    gy = ndimage.correlate1d(ndimage.correlate1d(g, [-1, 0, 1], axis=1, mode="nearest"), [1, 2, 1], axis=2, mode="nearest")
+    gx = ndimage.correlate1d(
+        ndimage.correlate1d(g, [-1, 0, 1], axis=2, mode="nearest"), [1, 2, 1], axis=1, mode="nearest"
+    )
+    gy = ndimage.correlate1d(
+        ndimage.correlate1d(g, [-1, 0, 1], axis=1, mode="nearest"), [1, 2, 1], axis=2, mode="nearest"
+    )
     mag = np.hypot(gx, gy)
     padded = np.pad(mag, ((0, 0), (1, 1), (1, 1)), mode="constant")
     h, w = mag.shape[1:]

@@ -18,9 +18,9 @@ anyway).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -130,7 +130,9 @@ class Bijie(TileReader):
     def _read_dem(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
         """(H, W) float32 elevation, resized to its image's `shape`."""
         if sample.dem is None:
-            raise DataError(f"{sample.image}: missing DEM (expected {sample.image.parent.parent / 'dem' / sample.image.name})")
+            raise DataError(
+                f"{sample.image}: missing DEM (expected {sample.image.parent.parent / 'dem' / sample.image.name})"
+            )
         dem = read_array(sample.dem)
         if dem.ndim == 3 and dem.shape[-1] in (3, 4) and (dem[..., :3] == dem[..., :1]).all():
             dem = dem[..., 0]

@@ -24,8 +24,8 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -70,7 +70,9 @@ class CachedSplit:
         suffix = f"-first{limit}" if limit is not None else ""
         # A reader that leaves out opt-in channels (Bijie without its DEM) stores fewer of them.
         suffix += "".join(f"-without-{b}" for b in reader.info.bands if b not in reader.band_names)
-        self.dir = None if root is None else root / f"{self.dataset}-{fingerprint}-v{_FORMAT}" / f"{reader.split}{suffix}"
+        self.dir = (
+            None if root is None else root / f"{self.dataset}-{fingerprint}-v{_FORMAT}" / f"{reader.split}{suffix}"
+        )
         self.limit = limit
         self._memory: dict[str, np.ndarray] = {}
         loaded = self._originals()
@@ -105,7 +107,9 @@ class CachedSplit:
         images = np.load(self.dir / "originals.npy", mmap_mode="r")
         masks_path = self.dir / "masks.npy"
         masks = np.load(masks_path, mmap_mode="r") if masks_path.is_file() else None
-        return LoadedSplit(images, masks, [Path(p) for p in meta["paths"]], meta["nan_pixels"], [Path(p) for p in meta["nan_files"]])
+        return LoadedSplit(
+            images, masks, [Path(p) for p in meta["paths"]], meta["nan_pixels"], [Path(p) for p in meta["nan_files"]]
+        )
 
     # ------------------------------------------------------------------ bands
     def band(self, name: str) -> np.ndarray:

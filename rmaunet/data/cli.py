@@ -13,7 +13,9 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="make, check and describe datasets", description="Make, check and describe datasets.")
+    data = sub.add_parser(
+        "data", help="make, check and describe datasets", description="Make, check and describe datasets."
+    )
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     synth = data_sub.add_parser(
@@ -35,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=_synth)
 
     _folder_action(
-        data_sub, "stats", _stats,
+        data_sub,
+        "stats",
+        _stats,
         help="print a dataset's Table II statistics",
         description=(
             "Print image count, image size, bands, landslide image ratio and landslide pixel ratio "
@@ -43,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     ).add_argument("--json", action="store_true", help="print JSON instead of a table")
     _folder_action(
-        data_sub, "check", _check,
+        data_sub,
+        "check",
+        _check,
         help="validate every file of a dataset and report all problems",
         description=(
             "Read every file and report every problem (unreadable or truncated files, wrong band "
@@ -54,7 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _folder_action(
-    data_sub: argparse._SubParsersAction, name: str, func, *, help: str, description: str  # noqa: A002, ANN001
+    data_sub: argparse._SubParsersAction,
+    name: str,
+    func,
+    *,
+    help: str,
+    description: str,  # noqa: A002, ANN001
 ) -> argparse.ArgumentParser:
     """An action on an existing dataset folder: `rmaunet data NAME DIR --dataset LAYOUT`."""
     parser = data_sub.add_parser(name, help=help, description=description)
@@ -75,7 +86,10 @@ def _synth(args: argparse.Namespace) -> int:
         raise DataError(f"{args.out}: need 0 <= --pixel-ratio <= --image-ratio <= 1 (got {pixel_ratio}, {image_ratio})")
     t0 = time.perf_counter()
     write_dataset(args.dataset, args.out, args.n, args.seed, args.size, params=SceneParams(image_ratio, pixel_ratio))
-    print(f"wrote {args.n} {args.dataset} scenes ({args.size}×{args.size}) to {args.out} in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote {args.n} {args.dataset} scenes ({args.size}×{args.size}) to {args.out} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 
@@ -97,6 +111,8 @@ def _check(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"problem: {problem}")
     if report.problems:
-        raise DataError(f"{args.dir}: {len(report.problems)} problem(s) in {report.images} {args.dataset} images (listed above)")
+        raise DataError(
+            f"{args.dir}: {len(report.problems)} problem(s) in {report.images} {args.dataset} images (listed above)"
+        )
     print(f"{args.dir}: {report.images} {args.dataset} images, {report.files_checked} files, no problems")
     return 0

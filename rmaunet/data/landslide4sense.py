@@ -17,8 +17,8 @@ Files are matched by number and sorted numerically (image_2 before image_10).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

@@ -34,7 +34,8 @@ def _by_stem(folder: Path | None) -> dict[str, Path]:
     if folder is None:
         return {}
     files = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES), key=lambda p: numeric_key(p.name)
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES),
+        key=lambda p: numeric_key(p.name),
     )
     return {p.stem: p for p in files}
 
@@ -58,7 +59,9 @@ class Nepal(TileReader):
         folder = self.split_folder(self.root, self.split)
         if folder is None:
             names = " or ".join(_SPLIT_FOLDERS[self.split])
-            raise DataError(f"{self.root}: no {names} folder (expected the Nepal layout {self.split}/image, {self.split}/mask)")
+            raise DataError(
+                f"{self.root}: no {names} folder (expected the Nepal layout {self.split}/image, {self.split}/mask)"
+            )
         self.folder = folder
         self.image_dir = _first_dir(folder, _IMAGE_FOLDERS)
         if self.image_dir is None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable, Iterator
+from typing import ClassVar
 
 import numpy as np
 

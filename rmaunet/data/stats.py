@@ -45,7 +45,15 @@ class DatasetStats:
     def total(self) -> SplitStats:
         total = SplitStats("all")
         for s in self.splits:
-            for name in ("images", "labelled_images", "landslide_images", "landslide_pixels", "labelled_pixels", "nan_pixels", "nan_images"):
+            for name in (
+                "images",
+                "labelled_images",
+                "landslide_images",
+                "landslide_pixels",
+                "labelled_pixels",
+                "nan_pixels",
+                "nan_images",
+            ):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
         return total
 
@@ -64,7 +72,11 @@ class DatasetStats:
             "nan_pixels": total.nan_pixels,
             "nan_images": total.nan_images,
             "splits": {
-                s.split: {**asdict(s), "landslide_image_ratio": s.landslide_image_ratio, "landslide_pixel_ratio": s.landslide_pixel_ratio}
+                s.split: {
+                    **asdict(s),
+                    "landslide_image_ratio": s.landslide_image_ratio,
+                    "landslide_pixel_ratio": s.landslide_pixel_ratio,
+                }
                 for s in self.splits
             },
         }
@@ -112,11 +124,20 @@ def format_stats(stats: DatasetStats) -> str:
     header = ("split", "images", "image size", "landslide images", "landslide pixels", "NaN pixels")
     size = f"{stats.height}×{stats.width}×{stats.bands}"
     rows = [
-        (s.split, str(s.images), size, _percent(s.landslide_image_ratio), _percent(s.landslide_pixel_ratio), str(s.nan_pixels))
+        (
+            s.split,
+            str(s.images),
+            size,
+            _percent(s.landslide_image_ratio),
+            _percent(s.landslide_pixel_ratio),
+            str(s.nan_pixels),
+        )
         for s in stats.splits + ([stats.total()] if len(stats.splits) > 1 else [])
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [f"{stats.dataset} ({stats.root})"]
     for row in [header, *rows]:
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        )
     return "\n".join(lines)

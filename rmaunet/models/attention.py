@@ -7,7 +7,7 @@ returns None so a block simply skips the step.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
@@ -47,7 +47,9 @@ class SqueezeExcitation(keras.layers.Layer):
         hidden = _bottleneck(channels, self.ratio)
         reg = l2_regularizer(self.l2)
         self.squeeze = keras.layers.Dense(hidden, activation="relu", kernel_regularizer=reg, dtype=self.dtype_policy)
-        self.excite = keras.layers.Dense(channels, activation="sigmoid", kernel_regularizer=reg, dtype=self.dtype_policy)
+        self.excite = keras.layers.Dense(
+            channels, activation="sigmoid", kernel_regularizer=reg, dtype=self.dtype_policy
+        )
         self.squeeze.build((input_shape[0], channels))
         self.excite.build((input_shape[0], hidden))
 
@@ -116,9 +118,7 @@ class TriAxialAttention(keras.layers.Layer):
     The token width of each map is a spatial side, so the input's H and W must be static.
     """
 
-    def __init__(
-        self, num_heads: int = 4, key_dim: int = 12, pooling: str = "mean", l2: float = 0.0, **kwargs
-    ) -> None:
+    def __init__(self, num_heads: int = 4, key_dim: int = 12, pooling: str = "mean", l2: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
         if pooling not in ("mean", "mean_max"):
             raise ValueError(f"TriAxialAttention: pooling must be 'mean' or 'mean_max', got {pooling!r}")

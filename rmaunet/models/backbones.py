@@ -25,7 +25,7 @@ regulariser): config.l2 reaches only the layers this package builds (ASPP, decod
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 

@@ -162,7 +162,13 @@ BLOCKS: dict[str, type[keras.layers.Layer]] = {"double_conv": DoubleConv, "res_c
 
 
 def make_block(
-    name: str, filters: int, *, l2: float = 0.0, attention: str = "none", dilation_rate: int = 1, layer_name: str | None = None
+    name: str,
+    filters: int,
+    *,
+    l2: float = 0.0,
+    attention: str = "none",
+    dilation_rate: int = 1,
+    layer_name: str | None = None,
 ) -> keras.layers.Layer:
     """The block a config names, with the config's attention at its end."""
     if name not in BLOCKS:

@@ -10,7 +10,7 @@ All outputs are float32, whatever the global dtype policy.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
@@ -88,8 +88,14 @@ class ResolutionHead(keras.layers.Layer):
         self.up = self.up_norm = None
         if scale == 2.0:
             self.up = keras.layers.Conv2DTranspose(
-                filters, 3, strides=2, padding="same", use_bias=False,
-                kernel_regularizer=l2_regularizer(l2), dtype=policy, name="up",
+                filters,
+                3,
+                strides=2,
+                padding="same",
+                use_bias=False,
+                kernel_regularizer=l2_regularizer(l2),
+                dtype=policy,
+                name="up",
             )
             self.up_norm = keras.layers.BatchNormalization(dtype=policy, name="up_norm")
         self.act = keras.layers.LeakyReLU(negative_slope=0.1, dtype=policy)
@@ -115,11 +121,17 @@ class ResolutionHead(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
-        resize = (lambda n: None if n is None else int(n * self.scale))
+        resize = lambda n: None if n is None else int(n * self.scale)
         return (b, resize(h), resize(w), 1)
 
     def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "filters": self.filters, "l2": self.l2, "prior": self.prior}
+        return {
+            **super().get_config(),
+            "scale": self.scale,
+            "filters": self.filters,
+            "l2": self.l2,
+            "prior": self.prior,
+        }
 
 
 @keras.saving.register_keras_serializable(package="rmaunet")

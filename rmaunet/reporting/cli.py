@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["register", "main"]
 
@@ -18,21 +18,38 @@ DESCRIPTION = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="turn a results store into the paper's tables and figures", description=DESCRIPTION)
+    p = sub.add_parser(
+        "report", help="turn a results store into the paper's tables and figures", description=DESCRIPTION
+    )
     _add_arguments(p)
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("store", type=Path, help="results store folder (a study's --storage), or a results table (.parquet or .csv)")
+    p.add_argument(
+        "store", type=Path, help="results store folder (a study's --storage), or a results table (.parquet or .csv)"
+    )
     p.add_argument("--study", help="only this study (default: the spec's study, else every study)")
-    p.add_argument("--spec", type=Path, help="the study's YAML spec: its `report:` section picks metrics, baseline, layout, references")
-    p.add_argument("--format", default="markdown,latex", help="comma-separated table formats: markdown, latex (default both)")
-    p.add_argument("--metrics", help="comma-separated test metrics of the tables, e.g. f1,miou,precision,recall (default f1,miou)")
+    p.add_argument(
+        "--spec",
+        type=Path,
+        help="the study's YAML spec: its `report:` section picks metrics, baseline, layout, references",
+    )
+    p.add_argument(
+        "--format", default="markdown,latex", help="comma-separated table formats: markdown, latex (default both)"
+    )
+    p.add_argument(
+        "--metrics", help="comma-separated test metrics of the tables, e.g. f1,miou,precision,recall (default f1,miou)"
+    )
     p.add_argument("--baseline", help="row label the Δ and p columns compare against (default: the first row)")
     p.add_argument("--references", type=Path, help="CSV or YAML of published rows for a cross-dataset table (Table XI)")
     p.add_argument("--optuna-storage", help="Optuna RDB URL of a search, for Optuna's own history and importance plots")
     p.add_argument("--no-figures", action="store_true", help="tables and index page only")
-    p.add_argument("--out", type=Path, default=Path("reports"), help="output folder; each study gets OUT/<study>/ (default reports/)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports"),
+        help="output folder; each study gets OUT/<study>/ (default reports/)",
+    )
     p.set_defaults(func=run_report)
 
 

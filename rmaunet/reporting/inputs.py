@@ -98,14 +98,18 @@ def normalise_results(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
     """Fill what a hand-made table may leave out and refuse what would print wrong numbers."""
     if "row" not in df.columns:
         raise StoreError(f"{source}: results table has no `row` column (the row label)")
-    metric_cols = [c for c in df.columns if c.startswith(("test_", "val_")) and c.split("_")[-1] in _METRICS + ("accuracy",)]
+    metric_cols = [
+        c for c in df.columns if c.startswith(("test_", "val_")) and c.split("_")[-1] in _METRICS + ("accuracy",)
+    ]
     if not metric_cols:
         raise StoreError(f"{source}: results table has no metric column (test_f1, test_miou, …)")
     df = df.copy()
     df["row"] = df["row"].astype(str)
     defaults: dict[str, Any] = {"study": Path(source).stem, "kind": "table", "seed": 0, "status": "ok"}
     for col, value in defaults.items():
-        df[col] = df[col].fillna(value) if col in df.columns else value  # blank cells too: a row without a study would vanish
+        df[col] = (
+            df[col].fillna(value) if col in df.columns else value
+        )  # blank cells too: a row without a study would vanish
     if "row_index" not in df.columns:  # table order = order of first appearance
         order = {label: i for i, label in enumerate(dict.fromkeys(df["row"]))}
         df["row_index"] = df["row"].map(order)
@@ -114,7 +118,9 @@ def normalise_results(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
     for col in metric_cols:
         values = pd.to_numeric(df[col], errors="coerce")
         if (values > 1.0 + 1e-9).any():
-            raise StoreError(f"{source}: {col} has values above 1; results tables hold fractions (0-1), divide percentages by 100")
+            raise StoreError(
+                f"{source}: {col} has values above 1; results tables hold fractions (0-1), divide percentages by 100"
+            )
         df[col] = values
     return df
 
@@ -158,7 +164,10 @@ def load_references(source: Path | str | Sequence[Mapping[str, Any] | ReferenceR
             raise SpecError(f"{name}: reference row {i} needs `dataset` and `model`")
         unknown = set(record) - {"dataset", "model", "source", *REFERENCE_METRICS}
         if unknown:
-            raise SpecError(f"{name}: reference row {i} has unknown keys {sorted(unknown)} (metrics: {', '.join(REFERENCE_METRICS)})")
+            raise SpecError(
+                f"{name}: reference row {i} has unknown keys {sorted(unknown)} "
+                f"(metrics: {', '.join(REFERENCE_METRICS)})"
+            )
         values = {}
         for metric in REFERENCE_METRICS:
             raw = record.get(metric)

@@ -164,7 +164,7 @@ def group_rows(rows: pd.DataFrame, by: tuple[str, ...] = ()) -> list[RowGroup]:
 
 # ------------------------------------------------------------------ formatting
 def format_stats(stats: SeedStats, interval: BootstrapInterval | None = None, scale: float = 100.0) -> str:
-    """"61.00 ± 1.00" over seeds, "61.00 [58.10, 63.20]" for one seed with a tile interval."""
+    """ "61.00 ± 1.00" over seeds, "61.00 [58.10, 63.20]" for one seed with a tile interval."""
     if stats.missing:
         return _NA
     if stats.n == 1 or math.isnan(stats.std):
@@ -224,9 +224,14 @@ def baseline_group(groups: list[RowGroup], options: ReportOptions, study: str) -
             return group
     if isinstance(wanted, int):
         for group in groups:
-            if "row_index" in group.frame.columns and (pd.to_numeric(group.frame["row_index"], errors="coerce") == wanted).any():
+            if (
+                "row_index" in group.frame.columns
+                and (pd.to_numeric(group.frame["row_index"], errors="coerce") == wanted).any()
+            ):
                 return group
-    raise SpecError(f"report baseline {wanted!r} is not a row of study {study!r} (rows: {', '.join(g.label for g in groups)})")
+    raise SpecError(
+        f"report baseline {wanted!r} is not a row of study {study!r} (rows: {', '.join(g.label for g in groups)})"
+    )
 
 
 def study_name(rows: pd.DataFrame) -> str:
@@ -264,7 +269,9 @@ def _seed_table(
     base = baseline_group(groups, options, study_name(rows))
     stats = {(id(g), m): g.stats(f"test_{m}") for g in groups for m in options.metrics}
     # A metric no row has (a typed-in table with F1 only) would be a column of n/a: leave it out.
-    metrics = [m for m in options.metrics if any(not stats[id(g), m].missing for g in groups)] or list(options.metrics[:1])
+    metrics = [m for m in options.metrics if any(not stats[id(g), m].missing for g in groups)] or list(
+        options.metrics[:1]
+    )
     primary = metrics[0]
     best = {m: _best_printed([stats[id(g), m] for g in groups]) for m in metrics}
     several = any(s.n > 1 for s in stats.values())
@@ -306,9 +313,7 @@ def _seed_table(
 
     all_notes = list(notes)
     if several:
-        all_notes.append(
-            f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”."
-        )
+        all_notes.append(f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”.")
         all_notes.append(_p_note(primary, [(g, tests[id(g)]) for g in groups if tests.get(id(g)) is not None]))
     else:
         seeds = "training seed" if "trial_id" in rows.columns else "result"  # a typed-in table records no seeds
@@ -424,11 +429,26 @@ def cross_dataset_table(rows: pd.DataFrame, options: ReportOptions | None = None
     if "cfg_dataset" not in ok.columns:
         ok = ok.assign(cfg_dataset="landslide4sense")
     ours = group_rows(ok, by=("cfg_dataset",)) if len(ok) else []
-    datasets = list(dict.fromkeys([_dataset_key(g.first("cfg_dataset")) for g in ours] + [_dataset_key(r.dataset) for r in options.references]))
+    datasets = list(
+        dict.fromkeys(
+            [_dataset_key(g.first("cfg_dataset")) for g in ours] + [_dataset_key(r.dataset) for r in options.references]
+        )
+    )
     if not datasets:
         raise SpecError(f"study {study_name(rows)!r}: no successful results rows or reference rows to report")
-    header = ["Dataset", "Model", *(METRIC_LABELS[m] for m in _SEG_METRICS), *(METRIC_LABELS[m] for m in _DET_METRICS), "n"]
-    groups = [HeaderGroup("", 2), HeaderGroup("Segmentation task", 4), HeaderGroup("Detection task", 4), HeaderGroup("", 1)]
+    header = [
+        "Dataset",
+        "Model",
+        *(METRIC_LABELS[m] for m in _SEG_METRICS),
+        *(METRIC_LABELS[m] for m in _DET_METRICS),
+        "n",
+    ]
+    groups = [
+        HeaderGroup("", 2),
+        HeaderGroup("Segmentation task", 4),
+        HeaderGroup("Detection task", 4),
+        HeaderGroup("", 1),
+    ]
     body: list[list[Cell]] = []
     starts: set[int] = set()
     several = False
@@ -495,7 +515,9 @@ def label_search_trials(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(row="trial " + rows["trial_id"].astype(str).str[:8])
 
 
-def search_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "", top: int = SEARCH_TOP) -> Table:
+def search_table(
+    rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "", top: int = SEARCH_TOP
+) -> Table:
     """The best trials of a search, ranked on validation, with the parameters the search varied."""
     options = options or ReportOptions()
     rows = label_search_trials(rows)

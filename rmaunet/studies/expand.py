@@ -8,8 +8,8 @@ and a new row trains only itself. Thresholds never enter the identity (post-proc
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from rmaunet.config import TrialConfig
 from rmaunet.studies.spec import StudySpec

@@ -5,8 +5,9 @@ No Ray here: `rmaunet study plan` and the runner both start from a StudyPlan.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from rmaunet.errors import DataError
 from rmaunet.store import ResultsStore
@@ -24,7 +25,11 @@ def usable(result: dict[str, Any] | None) -> bool:
 
 class StudyPlan:
     def __init__(
-        self, spec: StudySpec, planned: list[PlannedRow], store: ResultsStore, data: dict[str, Path],
+        self,
+        spec: StudySpec,
+        planned: list[PlannedRow],
+        store: ResultsStore,
+        data: dict[str, Path],
         fingerprints: dict[str, str],
     ) -> None:
         self.spec = spec

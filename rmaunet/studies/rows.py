@@ -12,8 +12,9 @@ import json
 import math
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rmaunet import thresholds as threshold_rules
 from rmaunet.config import TUNED
@@ -81,7 +82,9 @@ class RowWriter:
                 r["test_tiles"] = len(r["test_tile_counts"])
                 # Threshold studies choose among their thresholds on validation only; other
                 # rows were scored at their own (tuned on validation, or fixed) threshold.
-                r["chosen_threshold"] = float(chosen if chosen is not None and self.spec.kind == "threshold" else r["threshold"])
+                r["chosen_threshold"] = float(
+                    chosen if chosen is not None and self.spec.kind == "threshold" else r["threshold"]
+                )
                 # A row already written from this training stays as it was (its finish time included).
                 if not (reused and self.store.row_path_for(r).is_file()):
                     self.store.write_row(r)
@@ -141,7 +144,9 @@ class RowWriter:
             }
         )
         for key, value in p.config.to_dict().items():
-            row[f"{CONFIG_PREFIX}{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+            row[f"{CONFIG_PREFIX}{key}"] = (
+                json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+            )
         return row
 
 

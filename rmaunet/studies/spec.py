@@ -33,9 +33,10 @@ import os
 import reprlib
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rmaunet.config import PRESETS, TrialConfig
 from rmaunet.errors import ConfigError, RmaunetError, SpecError
@@ -45,9 +46,26 @@ __all__ = ["StudySpec", "Row", "load_spec", "KINDS", "SMOKE_OVERRIDES", "RESOURC
 
 KINDS = ("table", "ladder", "loco", "threshold", "search")
 TOP_KEYS = {
-    "name", "kind", "description", "dataset", "base", "seeds", "select", "resources", "smoke",
-    "rows", "steps", "full", "components", "thresholds", "space", "budget", "scheduler", "max_concurrent",
-    "baseline", "report",
+    "name",
+    "kind",
+    "description",
+    "dataset",
+    "base",
+    "seeds",
+    "select",
+    "resources",
+    "smoke",
+    "rows",
+    "steps",
+    "full",
+    "components",
+    "thresholds",
+    "space",
+    "budget",
+    "scheduler",
+    "max_concurrent",
+    "baseline",
+    "report",
 }
 SELECT_METRICS = ("val_f1", "val_miou", "val_iou", "val_precision", "val_recall")
 # Per trial (per worker with `workers` > 1): more than this is a typo, not a machine.
@@ -236,10 +254,21 @@ def load_spec(path: Path | str, *, smoke: bool = False) -> StudySpec:
             for check in ctx.deferred:
                 check()
     return StudySpec(
-        name=name, kind=kind, path=path, dataset=dataset, base=base, seeds=tuple(seeds), select=select,
-        resources=resources, rows=rows, thresholds=thresholds, space=dict(doc.get("space") or {}),
-        budget=budget, scheduler=str(doc.get("scheduler", "asha")),
-        max_concurrent=max_concurrent, description=description,
+        name=name,
+        kind=kind,
+        path=path,
+        dataset=dataset,
+        base=base,
+        seeds=tuple(seeds),
+        select=select,
+        resources=resources,
+        rows=rows,
+        thresholds=thresholds,
+        space=dict(doc.get("space") or {}),
+        budget=budget,
+        scheduler=str(doc.get("scheduler", "asha")),
+        max_concurrent=max_concurrent,
+        description=description,
     )
 
 

@@ -49,7 +49,9 @@ class EpochCheckpoint:
 
         atomic.atomic_write(folder / TrialFolder.CHECKPOINT_WEIGHTS, model.save_weights)
         atomic.atomic_write(folder / TrialFolder.CHECKPOINT_OPTIMIZER, write_optimizer)
-        atomic.write_json(folder / TrialFolder.CHECKPOINT_STATE, {**state, "config_hash": self.key, "wall_s": self.wall_s()})
+        atomic.write_json(
+            folder / TrialFolder.CHECKPOINT_STATE, {**state, "config_hash": self.key, "wall_s": self.wall_s()}
+        )
 
     def restore(self, model: Any, optimizer: Any, folder: Path | None = None) -> dict[str, Any]:
         folder = folder or self.folder

@@ -20,20 +20,22 @@ run's `worker_runtime_env`, not inside the loop.
 
 from __future__ import annotations
 
+import os
 import queue as queue_module
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
-from rmaunet.trial_folder import TrialFolder
 from rmaunet.training.checkpoint import EpochCheckpoint
 from rmaunet.training.loop import TrialLoop, maybe_inject_failure, wants_deterministic_ops
 from rmaunet.training.result import TrialResult, write_result
+from rmaunet.trial_folder import TrialFolder
 
 __all__ = ["run_data_parallel", "worker_env", "drifted_epochs", "describe_failure", "TRAINING_PROCESS_ENV"]
 
@@ -104,7 +106,9 @@ class _RayTrainIO:
     def _epoch_folder(self, epoch: int) -> Path:
         return self.work / f"epoch_{epoch:04d}"
 
-    def end_epoch(self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None) -> None:
+    def end_epoch(
+        self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None
+    ) -> None:
         import ray.train
 
         epoch = row["epoch"]
@@ -120,7 +124,9 @@ class _RayTrainIO:
         if outcome is not None:
             folder.write_history(state["history"])
             write_result(folder, outcome)
-        ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(str(folder.root)), checkpoint_dir_name=name)
+        ray.train.report(
+            row, checkpoint=ray.train.Checkpoint.from_directory(str(folder.root)), checkpoint_dir_name=name
+        )
         shutil.rmtree(folder.root, ignore_errors=True)
         if outcome is None and self.fault_folder is not None:
             maybe_inject_failure(self.fault_folder, epoch)
@@ -208,7 +214,11 @@ def run_data_parallel(
         resources["GPU"] = 1
     trainer = TensorflowTrainer(
         _train_loop,
-        train_loop_config={"config": config.to_dict(), "data_dir": str(Path(data_dir).resolve()), "out_dir": str(folder.root)},
+        train_loop_config={
+            "config": config.to_dict(),
+            "data_dir": str(Path(data_dir).resolve()),
+            "out_dir": str(folder.root),
+        },
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"dp_{config.training_hash}",
@@ -240,8 +250,13 @@ def run_data_parallel(
                     break
                 continue
             ranks = sorted(ranks, key=lambda m: m.get("rank", 0))
-            sync.append({"epoch": ranks[0]["epoch"], "weights_sha256": [m.get("weights_sha256", "") for m in ranks],
-                         "data_sha256": [m.get("data_sha256", "") for m in ranks]})
+            sync.append(
+                {
+                    "epoch": ranks[0]["epoch"],
+                    "weights_sha256": [m.get("weights_sha256", "") for m in ranks],
+                    "data_sha256": [m.get("data_sha256", "") for m in ranks],
+                }
+            )
             if report is not None:
                 report({k: v for k, v in ranks[0].items() if k not in ("rank", "data_sha256", "weights_sha256")})
     except BaseException:

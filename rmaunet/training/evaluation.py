@@ -6,7 +6,8 @@ is validated, selected and scored the same way wherever it trains.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

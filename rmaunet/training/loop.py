@@ -29,17 +29,18 @@ import hashlib
 import math
 import os
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
-from rmaunet.trial_folder import SPLITS, TrialFolder
 from rmaunet.training.checkpoint import fresh_state
 from rmaunet.training.evaluation import best_over_thresholds, make_predictor, selection_score
 from rmaunet.training.result import TrialResult
+from rmaunet.trial_folder import SPLITS, TrialFolder
 
 __all__ = [
     "TrialLoop",
@@ -68,7 +69,9 @@ class EpochIO(Protocol):
 
     def outputs(self, epoch: int) -> TrialFolder: ...
 
-    def end_epoch(self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None) -> None: ...
+    def end_epoch(
+        self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None
+    ) -> None: ...
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -219,7 +222,13 @@ class TrialLoop:
     """
 
     def __init__(
-        self, config: TrialConfig, data_dir: Path | str, *, rank: int = 0, world: int = 1, sharded: bool = False,
+        self,
+        config: TrialConfig,
+        data_dir: Path | str,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        sharded: bool = False,
         log: Log | None = None,
     ) -> None:
         import keras
@@ -238,7 +247,9 @@ class TrialLoop:
         strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
         if strategy.num_replicas_in_sync != world:
             # One replica per worker is what the batch slicing assumes.
-            raise RuntimeError(f"{strategy.num_replicas_in_sync} replicas for {world} workers: one GPU per worker expected")
+            raise RuntimeError(
+                f"{strategy.num_replicas_in_sync} replicas for {world} workers: one GPU per worker expected"
+            )
 
         self.splits = splits = prepare_splits(config, data_dir)
         keras.utils.set_random_seed(config.seed)  # same seed on every rank: identical initial weights
@@ -247,7 +258,9 @@ class TrialLoop:
             self.model = model = build_model(config, splits.num_bands, splits.x_train.shape[1])
             objective = make_loss(config)
             if jit and not objective.supports_xla:
-                self.say(f"XLA is off for this trial: loss {config.loss!r} computes its distance maps outside the graph")
+                self.say(
+                    f"XLA is off for this trial: loss {config.loss!r} computes its distance maps outside the graph"
+                )
                 jit = False
             jit = jit and world == 1  # XLA cannot compile the collective ops of a multi-replica step
             self.optimizer = optimizer = precision.wrap_optimizer(
@@ -261,7 +274,12 @@ class TrialLoop:
         self._dataset = None
         if not sharded:
             self._dataset = make_dataset(
-                splits.x_train, splits.y_train, config.batch_size, training=True, augment=config.augment, seed=config.seed
+                splits.x_train,
+                splits.y_train,
+                config.batch_size,
+                training=True,
+                augment=config.augment,
+                seed=config.seed,
             )
 
         def replica_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -289,13 +307,19 @@ class TrialLoop:
         from rmaunet.data.pipeline import make_dataset
 
         config, splits = self.config, self.splits
-        rows = rank_slice(epoch_order(len(splits.x_train), config.batch_size, config.seed, epoch), self.rank, self.world)
+        rows = rank_slice(
+            epoch_order(len(splits.x_train), config.batch_size, config.seed, epoch), self.rank, self.world
+        )
         rows = rows.reshape(-1)
         x_shard, y_shard = splits.x_train[rows], splits.y_train[rows]
         # The order is already this epoch's global shuffle; make_dataset shuffles (again,
         # within the shard) only when it augments, because it augments only when training.
         ds = make_dataset(
-            x_shard, y_shard, config.batch_size // self.world, training=bool(config.augment), augment=config.augment,
+            x_shard,
+            y_shard,
+            config.batch_size // self.world,
+            training=bool(config.augment),
+            augment=config.augment,
             seed=config.seed + 7919 * self.rank + epoch,
         )
         # Hashing the shard costs time; with one rank there is nothing to compare it with.
@@ -353,8 +377,12 @@ class TrialLoop:
                     reason = f"loss became {mean_loss} in epoch {epoch}"
                     self.say(f"trial stopped: {reason}")
                     outcome = TrialResult.failed(
-                        reason, epoch, history=state["history"], wall_s=io.wall_s(),
-                        data_fingerprint=self.splits.fingerprint, resumed_from=resumed_from,
+                        reason,
+                        epoch,
+                        history=state["history"],
+                        wall_s=io.wall_s(),
+                        data_fingerprint=self.splits.fingerprint,
+                        resumed_from=resumed_from,
                     )
                 else:
                     self.say(
@@ -362,7 +390,9 @@ class TrialLoop:
                         f"{100 * selection:.2f} ({row['images_per_s']:.0f} img/s)"
                     )
                     if epoch == config.epochs:
-                        outcome = self.score_best_epoch(io.outputs(epoch), io.best_weights, state, io.wall_s(), resumed_from)
+                        outcome = self.score_best_epoch(
+                            io.outputs(epoch), io.best_weights, state, io.wall_s(), resumed_from
+                        )
             io.end_epoch(self, row, state, outcome)
             if failed:
                 break

@@ -47,7 +47,9 @@ class TrialResult:
 
 def write_result(folder: TrialFolder, result: TrialResult, node: str | None = None, **extra: Any) -> None:
     """result.json marks a finished trial: written last, atomically, with where it ran."""
-    folder.write_result({**result.to_dict(), "node": node or socket.gethostname(), "accelerator": _accelerator(), **extra})
+    folder.write_result(
+        {**result.to_dict(), "node": node or socket.gethostname(), "accelerator": _accelerator(), **extra}
+    )
 
 
 def _accelerator() -> str:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import RmaunetError
-from rmaunet.trial_folder import TrialFolder
 from rmaunet.training.checkpoint import EpochCheckpoint
 from rmaunet.training.loop import TrialLoop, maybe_inject_failure, wants_deterministic_ops
 from rmaunet.training.result import TrialResult, write_result
+from rmaunet.trial_folder import TrialFolder
 
 __all__ = ["TrialResult", "run_trial", "configure_threads"]
 
@@ -40,7 +41,9 @@ class _FolderIO:
     def outputs(self, epoch: int) -> TrialFolder:
         return self.folder
 
-    def end_epoch(self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None) -> None:
+    def end_epoch(
+        self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None
+    ) -> None:
         if outcome is not None:
             write_result(self.folder, outcome, self.node)
             self.checkpoint.clear()
@@ -85,8 +88,12 @@ def run_trial(
 
 
 def _run(
-    config: TrialConfig, data_dir: Path | str, folder: TrialFolder, report: Reporter | None,
-    log: Callable[[str], None] | None, node: str | None,
+    config: TrialConfig,
+    data_dir: Path | str,
+    folder: TrialFolder,
+    report: Reporter | None,
+    log: Callable[[str], None] | None,
+    node: str | None,
 ) -> TrialResult:
     import tensorflow as tf
 
@@ -101,8 +108,9 @@ def _run(
         reason = f"{type(exc).__name__}: {exc}"
         if log is not None:
             log(f"trial stopped: {reason}")
-        result = TrialResult.failed(reason, len(loop.state["history"]) if loop is not None else 0,
-                                    wall_s=time.perf_counter() - started)
+        result = TrialResult.failed(
+            reason, len(loop.state["history"]) if loop is not None else 0, wall_s=time.perf_counter() - started
+        )
         write_result(folder, result, node)
     except (tf.errors.ResourceExhaustedError, MemoryError) as exc:
         # A GPU allocator raises ResourceExhaustedError; a CPU allocation that fails (a

@@ -38,9 +38,15 @@ def write(root: Path, *, huggingface: bool = False, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     root = Path(root)
     if huggingface:
-        folders = {"train": (root / "images/train", root / "annotations/train"), "validation": (root / "images/validation", None)}
+        folders = {
+            "train": (root / "images/train", root / "annotations/train"),
+            "validation": (root / "images/validation", None),
+        }
     else:
-        folders = {"train": (root / "TrainData/img", root / "TrainData/mask"), "validation": (root / "ValidData/img", None)}
+        folders = {
+            "train": (root / "TrainData/img", root / "TrainData/mask"),
+            "validation": (root / "ValidData/img", None),
+        }
     numbers = {"train": TRAIN_NUMBERS, "validation": (1,)}
     for split, (img_dir, mask_dir) in folders.items():
         img_dir.mkdir(parents=True, exist_ok=True)
