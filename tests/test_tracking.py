@@ -85,7 +85,7 @@ def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(
     import ray
     from mlflow.tracking import MlflowClient
 
-    uri = f"file://{tmp_path / 'mlruns'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow 3 refuses a new file store (./mlruns) by default
     spec = load_spec(_two_row_spec(tmp_path, "tracked"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
