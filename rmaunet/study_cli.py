@@ -33,6 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local runtime)")
     run.add_argument("--report", type=Path, help="also write the study's tables into this folder")
     run.add_argument("--optuna-storage", help="Optuna RDB URL for searches (default: sqlite in the store; postgresql://… on a cluster)")
+    tracking = run.add_argument_group(
+        "experiment tracking", "Ray Tune's logger callbacks: one run per training, with its varied config fields as "
+        "parameters and every epoch's metrics (TensorBoard's files are always in STORAGE/tune/)")
+    tracking.add_argument("--mlflow", metavar="URI", help="log to this MLflow tracking URI (file:///…, http://…); "
+                          "the experiment is the study's name. Needs the mlflow extra")
+    tracking.add_argument("--wandb", metavar="PROJECT", help="log to this Weights & Biases project, grouped by study; "
+                          "needs the wandb extra and WANDB_API_KEY")
+    tracking.add_argument("--tune-callback", action="append", default=[], metavar="MODULE:FACTORY",
+                          help="add the ray.tune.Callback that MODULE.FACTORY() returns (repeatable)")
     run.set_defaults(func=_run)
 
     plan = study_sub.add_parser("plan", help="print how many trainings a study needs and how many it reuses",
@@ -93,11 +102,16 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from rmaunet.studies.runner import run_study
+    from rmaunet.studies.session import tracking_callbacks
     from rmaunet.studies.spec import load_spec
 
     spec = load_spec(args.spec, smoke=args.smoke)
+    callbacks = tracking_callbacks(spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback)
     started = time.monotonic()
-    plan = run_study(spec, _data_arg(args.data), args.storage, address=args.address, log=_log, optuna_storage=args.optuna_storage)
+    plan = run_study(
+        spec, _data_arg(args.data), args.storage, address=args.address, log=_log, optuna_storage=args.optuna_storage,
+        callbacks=callbacks,
+    )
     _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage)
     return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
 

@@ -21,3 +21,13 @@ def l4s_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("l4s_small")
     write_landslide4sense(out, n=60, seed=3, size=32)
     return out
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    """../shared/fixtures: files written by other projects' tools, kept beside the repository,
+    not in it. A plain clone has no such folder: the tests that read it skip, saying why."""
+    folder = SHARED / "fixtures"
+    if not folder.is_dir():
+        pytest.skip(f"third-party fixtures not here: {folder} (a copy of shared/ beside the repository)")
+    return folder

@@ -20,7 +20,6 @@ from rmaunet.datasets import DATASET_INFO
 from rmaunet.errors import DataError
 
 DATA = Path(__file__).parent / "data"
-TORCHGEO = Path(__file__).resolve().parents[1] / "../shared/fixtures/landslide4sense-torchgeo"
 
 
 def write_fixture(dataset: str, root: Path, **kwargs) -> Path:
@@ -70,9 +69,9 @@ def test_l4s_validation_and_test_folders_need_no_masks(tmp_path):
 
 
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
-def test_l4s_reads_the_torchgeo_fixture(split):
+def test_l4s_reads_the_torchgeo_fixture(split, shared_fixtures):
     # Files written by another project's tool (TorchGeo's generator) load through the same reader.
-    loaded = Landslide4Sense(TORCHGEO, split).load()
+    loaded = Landslide4Sense(shared_fixtures / "landslide4sense-torchgeo", split).load()
     n = 2 if split == "train" else 1
     assert loaded.images.shape == (n, 32, 32, 14) and loaded.images.dtype == np.float32
     if split == "train":

@@ -229,3 +229,25 @@ def test_a_study_row_can_train_data_parallel(local_ray, l4s_small, tmp_path):
     assert len(rows) == 1 and rows["status"].iloc[0] == "ok", rows[["status", "reason"]]
     sync = json.loads((storage / "trials" / rows["trial_id"].iloc[0] / "sync.json").read_text())
     assert sync  # the per-epoch weight digests of both ranks were compared
+
+
+@pytest.mark.slow
+def test_tune_results_show_the_varied_fields_and_hold_each_trials_best_weights(local_ray, l4s_small, tmp_path):
+    # The experiment in the store's tune/ restores with Tuner.restore: each trial's config shows
+    # the field the rows vary (and the seed) beside our identity, and the best trial's checkpoint
+    # holds its selected weights and the config that trained them.
+    from ray import tune
+
+    from rmaunet.studies.grid import _train_one
+
+    spec = load_spec(_spec(tmp_path, "tuned", [("CE", ""), ("IoU", "{loss: iou}")], epochs=1))
+    storage = tmp_path / "store"
+    plan = run_study(spec, l4s_small, storage, log=lambda m: None)
+    results = tune.Tuner.restore(str(storage / "tune" / "tuned"), trainable=_train_one).get_results()
+    assert {r.config["rmaunet_trial_id"] for r in results} == set(plan.unique)
+    assert {r.config["loss"] for r in results} == {"cross_entropy", "iou"}
+    assert {r.config["seed"] for r in results} == {0}
+    best = results.get_best_result("final_val_f1", "max")
+    with best.checkpoint.as_directory() as folder:
+        assert (Path(folder) / "best.weights.h5").stat().st_size > 0
+        assert json.loads((Path(folder) / "config.json").read_text())["loss"] == best.config["loss"]

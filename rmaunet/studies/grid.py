@@ -1,22 +1,26 @@
 """Table, ladder, leave-one-out and threshold studies: every planned training, once, on Ray Tune.
 
 One Tune trial per unique training (rows sharing a config share it); each trial trains
-into its trial folder of the store, and its rows are written the moment it ends.
+into its trial folder of the store, and its rows are written the moment it ends. Tune's
+config of a trial holds our identity (`rmaunet_trial_id`) and, readable, the config fields
+the study varies plus the seed (`tune_params`): what ResultGrid, TensorBoard's HParams and
+the tracking callbacks show. Each trial's selected weights are its Tune checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from rmaunet.config import TrialConfig
 from rmaunet.store import ResultsStore
 from rmaunet.studies.plan import StudyPlan
 from rmaunet.studies.rows import RowWriter
-from rmaunet.studies.session import concurrency, make_tuner, node_name, ray_session, report_numbers
+from rmaunet.studies.session import concurrency, make_tuner, node_name, ray_session, report_final, report_numbers
 from rmaunet.studies.spec import StudySpec
 
-__all__ = ["run_grid"]
+__all__ = ["run_grid", "tune_params"]
 
 Log = Callable[[str], None]
 # The name of our trial identity in Tune's config and results: Tune's own `trial_id` is another thing.
@@ -49,11 +53,34 @@ def _train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
         )
     else:
         result = run_trial(config, entry["data_dir"], folder.root, report=report, node=node_name())
-    tune.report({FINISHED: 1, "status_ok": int(result.status == "ok"), **{f"final_val_{k}": v for k, v in result.val.items()}})
+    report_final(
+        {FINISHED: 1, "status_ok": int(result.status == "ok"), **{f"final_val_{k}": v for k, v in result.val.items()}},
+        folder,
+    )
 
 
-def run_grid(spec: StudySpec, plan: StudyPlan, storage: Path, writer: RowWriter, address: str | None, log: Log) -> None:
-    """Train plan.to_train on the cluster; each finished training's rows go to the store."""
+def tune_params(plan: StudyPlan) -> dict[str, dict[str, Any]]:
+    """Per trial identity, what Tune's config shows beside it: every config field that
+    differs between the study's trainings, and the seed. Lists and mappings (augment,
+    loss_params) become compact JSON text, so every value is one readable scalar."""
+    configs = {tid: p.config.to_dict() for tid, p in plan.unique.items()}
+
+    def readable(value: Any) -> Any:
+        return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+    varied = [
+        name for name in TrialConfig.field_names()
+        if name == "seed" or len({json.dumps(c[name], sort_keys=True) for c in configs.values()}) > 1
+    ]
+    return {tid: {name: readable(config[name]) for name in varied} for tid, config in configs.items()}
+
+
+def run_grid(
+    spec: StudySpec, plan: StudyPlan, storage: Path, writer: RowWriter, address: str | None, log: Log,
+    callbacks: Sequence[Any] = (),
+) -> None:
+    """Train plan.to_train on the cluster; each finished training's rows go to the store.
+    `callbacks`: further Tune callbacks (tracking) beside the progress printer."""
     from ray import tune
 
     from rmaunet.studies.progress import Progress
@@ -78,6 +105,13 @@ def run_grid(spec: StudySpec, plan: StudyPlan, storage: Path, writer: RowWriter,
     else:
         resources = {"CPU": spec.resources["cpu"], "GPU": gpu}
 
+    params = tune_params(plan)
+    # The identity is the grid; each varied field is looked up from it, so the trial's config is flat.
+    looked_up = {
+        name: tune.sample_from(lambda resolved, name=name: params[resolved["config"][TRIAL_KEY]][name])
+        for name in next(iter(params.values()))
+    }
+
     def label(trial: Any) -> str:
         return entries.get(trial.config.get(TRIAL_KEY), {}).get("label", str(trial))
 
@@ -89,9 +123,12 @@ def run_grid(spec: StudySpec, plan: StudyPlan, storage: Path, writer: RowWriter,
             resources,
             spec=spec,
             storage=storage,
-            callbacks=[Progress(writer, label, log, lambda trial, _stopped: writer.trial_done(trial.config[TRIAL_KEY]),
-                                total=len(entries))],
-            param_space={TRIAL_KEY: tune.grid_search(list(entries))},
+            callbacks=[
+                Progress(writer, label, log, lambda trial, _stopped: writer.trial_done(trial.config[TRIAL_KEY]),
+                         total=len(entries)),
+                *callbacks,
+            ],
+            param_space={TRIAL_KEY: tune.grid_search(list(entries)), **looked_up},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=concurrent,
                 trial_name_creator=lambda t: f"{label(t)[:40]}-{t.config.get(TRIAL_KEY, '')[:6]}",

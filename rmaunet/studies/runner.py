@@ -10,7 +10,7 @@ most the trainings in flight: the same command continues where it stopped.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from rmaunet.store import ResultsStore, store_root
 from rmaunet.studies.plan import StudyPlan, plan_study
@@ -28,8 +28,13 @@ def run_study(
     address: str | None = None,
     log: Callable[[str], None] = print,
     optuna_storage: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> StudyPlan:
-    """Plan, reuse, train what is missing on Ray Tune, and write every results row."""
+    """Plan, reuse, train what is missing on Ray Tune, and write every results row.
+
+    `callbacks`: Tune callbacks added to the progress printer, e.g. experiment tracking
+    (`rmaunet.studies.session.tracking_callbacks`: MLflow, W&B, your own).
+    """
     storage = store_root(storage).resolve()
     plan = plan_study(spec, data, storage)
     log(plan.summary())
@@ -40,12 +45,12 @@ def run_study(
     if spec.kind == "search":
         from rmaunet.studies.search import run_search
 
-        run_search(spec, plan, storage, writer, address, log, optuna_storage)
+        run_search(spec, plan, storage, writer, address, log, optuna_storage, callbacks)
         return plan
     if plan.to_train:
         from rmaunet.studies.grid import run_grid
 
-        run_grid(spec, plan, storage, writer, address, log)
+        run_grid(spec, plan, storage, writer, address, log, callbacks)
     missing = [tid for tid in plan.unique if tid not in writer.done]
     if missing:
         log(f"{len(missing)} trainings did not finish; rerun the same command to continue")

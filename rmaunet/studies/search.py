@@ -11,16 +11,28 @@ A spec's `space:` maps config fields (or `loss_params.<name>`) to one distributi
 
 Every sampled trial is a training with its own identity, so a configuration the search
 meets twice (or that a table already trained) is replayed from the store, not retrained.
-The threshold is post-processing: every trial is told to Optuna with one objective, the
-validation selection metric at the trial's threshold (tuned on validation, or the sampled
-value), computed from the stored probability maps.
+
+What Optuna is told (one definition for every trial):
+- a trial's value (state COMPLETE) is its objective: the validation selection metric of
+  its selected weights at the trial's threshold (tuned on validation, or the sampled
+  value), computed from the stored probability maps, as its results row reports it;
+- its intermediate values, one per epoch, are that epoch's validation selection metric at
+  the epoch's best grid threshold: what ASHA compares at its rungs;
+- a trial ASHA stopped has no objective (no selected weights, no maps): it is told PRUNED,
+  never COMPLETE with an epoch's number as if it were an objective. Optuna records a pruned
+  trial's last intermediate value (its convention for any pruner), but its samplers and
+  `best_trial` never compare it with objectives: TPE ranks pruned trials below every
+  completed one, by how far they got. A trial that failed (NaN loss, out of memory, a
+  crash) is told FAIL.
+optuna-dashboard opens the study (`optuna-dashboard sqlite:///STORE/optuna.db`): values,
+intermediate values per epoch, parameter importances.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
@@ -155,9 +167,10 @@ def _train_sample(
 ) -> None:
     """One sampled configuration: replayed from the store when already trained, else trained.
 
-    Reports `objective` = the validation selection metric (each epoch at its best grid
-    threshold) every epoch for ASHA, then once more after the last epoch, at epoch + 1,
-    with the metric at the trial's own threshold from the stored maps.
+    Reports `objective` every epoch (the epoch's validation selection metric at its best
+    grid threshold: an intermediate value), then once more after the last epoch, at epoch
+    + 1 and marked FINISHED, with the trial's objective (the metric of its selected weights
+    at its own threshold, from the stored maps) and its selected weights as Tune checkpoint.
     """
     from ray import tune
 
@@ -166,7 +179,7 @@ def _train_sample(
     from rmaunet.studies.expand import trial_id
     from rmaunet.studies.plan import usable
     from rmaunet.studies.progress import FINISHED
-    from rmaunet.studies.session import node_name, report_numbers
+    from rmaunet.studies.session import node_name, report_final, report_numbers
     from rmaunet.training.trial import configure_threads, run_trial
 
     config = apply_params(TrialConfig.from_dict(base), params)
@@ -181,22 +194,40 @@ def _train_sample(
             report(row)
     else:
         configure_threads()
+        folder.create().write_config(config.to_dict())
         result = run_trial(config, data_dir, folder.root, report=report, node=node_name()).to_dict()
     if result["status"] == "ok":
         threshold = float(result["threshold"])
         value = thresholds.scores_at(folder, (threshold,))[threshold].get(f"val_{metric}", 0.0)
-        tune.report({"epoch": int(result["epochs_run"]) + 1, "objective": float(value), FINISHED: 1})
+        report_final({"epoch": int(result["epochs_run"]) + 1, "objective": float(value), FINISHED: 1}, folder)
+
+
+def _optuna_searcher(**kwargs: Any) -> Any:
+    """Ray's OptunaSearch, telling Optuna a value only for a trial that reached its objective.
+
+    Ray's own searcher tells a stopped trial's last result as its value: an epoch's number
+    beside finished trials' objectives. Here it is PRUNED, and a failed trial FAIL.
+    """
+    from ray.tune.search.optuna import OptunaSearch
+
+    from rmaunet.studies.progress import FINISHED
+
+    class FinishedOnlySearch(OptunaSearch):
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+            super().on_trial_complete(trial_id, result if result and result.get(FINISHED) else None, error)
+
+    return FinishedOnlySearch(**kwargs)
 
 
 def run_search(
     spec: Any, plan: Any, storage: Path, writer: Any, address: str | None, log: Callable[[str], None],
-    optuna_storage: str | None,
+    optuna_storage: str | None, callbacks: Sequence[Any] = (),
 ) -> None:
-    """Sample up to spec.budget configurations (less what an earlier run finished)."""
+    """Sample up to spec.budget configurations (less what an earlier run finished).
+    `callbacks`: further Tune callbacks (tracking) beside the progress printer."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from rmaunet.studies.expand import PlannedRow, trial_id
     from rmaunet.studies.progress import Progress
@@ -220,7 +251,7 @@ def run_search(
     seed = spec.seeds[0]
     base = spec.base.replace(seed=seed)
     metric = writer.metric
-    searcher = OptunaSearch(
+    searcher = _optuna_searcher(
         space=optuna_distributions(parsed),
         metric="objective",
         mode="max",
@@ -261,7 +292,9 @@ def run_search(
             {"CPU": spec.resources["cpu"], "GPU": spec.resources["gpu"]},
             spec=spec,
             storage=storage,
-            callbacks=[Progress(writer, lambda trial: describe(trial.config), log, on_complete, total=remaining)],
+            callbacks=[
+                Progress(writer, lambda trial: describe(trial.config), log, on_complete, total=remaining), *callbacks
+            ],
             tune_config=tune.TuneConfig(
                 search_alg=searcher, scheduler=scheduler, num_samples=remaining,
                 max_concurrent_trials=concurrency(spec, workers=1, search=True),

@@ -1,15 +1,30 @@
-"""The Ray side of a study: connecting to a cluster, how many trials run at once, and
-the one Tuner set-up that table runs and searches share."""
+"""The Ray side of a study: connecting to a cluster, how many trials run at once, the one
+Tuner set-up that table runs and searches share, the tracking callbacks it may carry, and
+how a trial hands Tune its selected weights."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from rmaunet.errors import ConfigError
 from rmaunet.studies.spec import StudySpec
+from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["connect_ray", "ray_session", "concurrency", "make_tuner", "node_name", "report_numbers"]
+__all__ = [
+    "connect_ray",
+    "ray_session",
+    "concurrency",
+    "make_tuner",
+    "tracking_callbacks",
+    "node_name",
+    "report_numbers",
+    "report_final",
+]
 
 Log = Callable[[str], None]
 # Trainings a Tune trial may be retried after its process died (node lost, killed).
@@ -101,6 +116,63 @@ def make_tuner(
             verbose=0,
         ),
     )
+
+
+def tracking_callbacks(
+    experiment: str, *, mlflow: str | None = None, wandb: str | None = None, factories: Sequence[str] = ()
+) -> list[Any]:
+    """Tune callbacks beside the progress printer: Ray's own MLflow and W&B loggers (one
+    run per trial: its config, every reported result per step) and `module:factory` names,
+    each a callable returning a `ray.tune.Callback` (a Callback subclass itself qualifies)."""
+    from ray import tune
+
+    callbacks: list[Any] = []
+    if mlflow:
+        _require("mlflow", "--mlflow", "mlflow")
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(
+            MLflowLoggerCallback(tracking_uri=mlflow, experiment_name=experiment, tags={"study": experiment})
+        )
+    if wandb:
+        _require("wandb", "--wandb", "wandb")
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        callbacks.append(WandbLoggerCallback(project=wandb, group=experiment))
+    for name in factories:
+        module_name, sep, attribute = name.partition(":")
+        if not (sep and module_name and attribute):
+            raise ConfigError(f"--tune-callback {name}: expected MODULE:FACTORY, e.g. mypackage.tracking:make_callback")
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"--tune-callback {name}: cannot import it ({type(exc).__name__}: {exc})") from None
+        callback = factory()
+        if not isinstance(callback, tune.Callback):
+            raise ConfigError(f"--tune-callback {name}: returned {type(callback).__name__}, not a ray.tune.Callback")
+        callbacks.append(callback)
+    return callbacks
+
+
+def _require(module: str, option: str, extra: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{option} needs the {module} package: pip install 'rmaunet[{extra}]'")
+
+
+def report_final(metrics: dict[str, Any], folder: TrialFolder) -> None:
+    """A trial's last Tune report, with its selected weights registered as the trial's
+    checkpoint (best.weights.h5 and config.json): `ResultGrid.get_best_result(…).checkpoint`
+    opens them. Tune copies the checkpoint into its experiment folder (the store's tune/)."""
+    from ray import tune
+
+    if not folder.best_weights.is_file():  # a trial that failed before its first validation
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="rmaunet-checkpoint-") as staging:
+        for path in (folder.best_weights, folder.config):
+            if path.is_file():
+                shutil.copy2(path, staging)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
 
 
 def node_name() -> str:
