@@ -106,6 +106,14 @@ class _RayTrainIO:
     def _epoch_folder(self, epoch: int) -> Path:
         return self.work / f"epoch_{epoch:04d}"
 
+    def save_checkpoint(self, loop: TrialLoop, epoch: int, state: dict[str, Any]) -> None:
+        """Rank 0: the epoch's checkpoint folder, which end_epoch hands to Ray Train."""
+        folder = self.outputs(epoch)
+        keys = ("epoch", "history", "best_score", "best_epoch")
+        self.saver.save(loop.model, loop.optimizer, {k: state[k] for k in keys}, folder.root)
+        if self.best_weights.exists():
+            shutil.copyfile(self.best_weights, folder.best_weights)
+
     def end_epoch(
         self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None
     ) -> None:
@@ -117,10 +125,6 @@ class _RayTrainIO:
             ray.train.report(row, checkpoint=None, checkpoint_dir_name=name)
             return
         folder = self.outputs(epoch)
-        keys = ("epoch", "history", "best_score", "best_epoch")
-        self.saver.save(loop.model, loop.optimizer, {k: state[k] for k in keys}, folder.root)
-        if self.best_weights.exists():
-            shutil.copyfile(self.best_weights, folder.best_weights)
         if outcome is not None:
             folder.write_history(state["history"])
             write_result(folder, outcome)

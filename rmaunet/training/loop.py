@@ -69,6 +69,8 @@ class EpochIO(Protocol):
 
     def outputs(self, epoch: int) -> TrialFolder: ...
 
+    def save_checkpoint(self, loop: TrialLoop, epoch: int, state: dict[str, Any]) -> None: ...
+
     def end_epoch(
         self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None
     ) -> None: ...
@@ -373,6 +375,8 @@ class TrialLoop:
             state["history"].append({k: v for k, v in row.items() if k not in ("rank", "data_sha256")})
             state["epoch"] = epoch
             if self.rank == 0:
+                # Before the final scoring, which loads the selected epoch's weights.
+                io.save_checkpoint(self, epoch, state)
                 if failed:
                     reason = f"loss became {mean_loss} in epoch {epoch}"
                     self.say(f"trial stopped: {reason}")

@@ -41,15 +41,16 @@ class _FolderIO:
     def outputs(self, epoch: int) -> TrialFolder:
         return self.folder
 
+    def save_checkpoint(self, loop: TrialLoop, epoch: int, state: dict[str, Any]) -> None:
+        keys = ("epoch", "history", "best_score", "best_epoch")
+        self.checkpoint.save(loop.model, loop.optimizer, {k: state[k] for k in keys})
+
     def end_epoch(
         self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None
     ) -> None:
         if outcome is not None:
             write_result(self.folder, outcome, self.node)
-            self.checkpoint.clear()
-        else:
-            keys = ("epoch", "history", "best_score", "best_epoch")
-            self.checkpoint.save(loop.model, loop.optimizer, {k: state[k] for k in keys})
+            self.checkpoint.clear()  # result.json now marks the trial finished
         if self.report is not None:
             self.report(dict(row))
         if outcome is None:
