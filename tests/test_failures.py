@@ -86,10 +86,10 @@ def test_failing_trial_reports_its_cause_on_the_driver(l4s_small, tmp_path, monk
     # C++ log level set for them.
     import ray
 
+    from rmaunet.store import ResultsStore
     from rmaunet.studies import session
     from rmaunet.studies.runner import run_study
     from rmaunet.studies.spec import load_spec
-    from rmaunet.store import ResultsStore
 
     ray.shutdown()
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
