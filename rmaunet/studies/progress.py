@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from ray import tune
@@ -57,7 +58,44 @@ class Progress(tune.Callback):
         self.log(f"  {state} {self.label(trial)}  [{self.finished}/{self.total}] {best_text}; about {eta:.0f} s left")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.log(f"  error  {self.label(trial)}: the trial died; retrying, from its last epoch checkpoint")
+        cause = (error_tail(trial, 1) or ["no error recorded"])[0].strip()
+        self.log(
+            f"  error  {self.label(trial)} on {trial_node(trial)}: the trial died ({cause});"
+            " retrying, from its last epoch checkpoint"
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.log(f"  error  {self.label(trial)}: the trial failed after its retries; rerun the study to try again")
+        tail = error_tail(trial, ERROR_LINES)
+        source = f"the end of {trial.error_file}:" if tail else "Tune recorded no error."
+        self.log(
+            f"  error  {self.label(trial)} on {trial_node(trial)}: failed {trial.num_failures} time(s), out of retries;"
+            f" rerun the study to try again. {source}" + "".join(f"\n      {line}" for line in tail)
+        )
+
+
+# How much of a failed trial's error the driver shows: the exception and the frames that raised it.
+ERROR_LINES = 10
+
+
+def trial_node(trial: Any) -> str:
+    """Where the trial last ran, as "host (ip)": from its last result, which Tune fills in
+    itself; Tune has already cleared the trial's location when on_trial_error runs."""
+    last = trial.last_result or {}
+    ip = last.get("node_ip") or trial.temporary_state.location.hostname
+    host = last.get("hostname")
+    if not ip:
+        return "an unknown node (it never reported)"
+    return f"{host} ({ip})" if host and host != ip else str(ip)
+
+
+def error_tail(trial: Any, lines: int) -> list[str]:
+    """The last non-blank `lines` lines of the trial's error file (Tune appends each failure's
+    traceback to it on the driver); empty when there is none."""
+    path = trial.error_file
+    if not path:
+        return []
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]

@@ -41,14 +41,18 @@ def connect_ray(address: str | None, log: Log) -> bool:
         return False
     # Every process of this job (Tune trials train in theirs) runs at normal priority, not
     # at the niceness 15 Ray gives workers by default. `ray job submit` merges this with
-    # the submission's own runtime env.
-    runtime_env = {"env_vars": dict(TRAINING_PROCESS_ENV)}
+    # the submission's own runtime env. Worker output reaches the driver (a failing trial's
+    # traceback lands in the job's log), so TensorFlow's C++ start-up chatter is kept to
+    # errors unless the caller asked for more.
+    runtime_env = {
+        "env_vars": {**TRAINING_PROCESS_ENV, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    }
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
         log(f"connected to Ray cluster at {address}")
         return False
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False, runtime_env=runtime_env)
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=runtime_env)
     cpus = int(ray.cluster_resources().get("CPU", 0))
     log(f"started a local Ray runtime (dashboard on 127.0.0.1, {cpus} CPUs) {ray.get_runtime_context().get_node_id()[:8]}")
     return True
