@@ -4,14 +4,22 @@ A scene is built from physics, not noise, at a nominal 10 m per pixel:
 
 - terrain: a fractal DEM (power-law spectrum, as real relief has), its slope and aspect,
   lit by a per-scene sun (hillshade: brightness alone cannot tell a scar from a sunny slope);
-- water in the lowest ground, with gravel bars along its banks;
-- vegetation that thins on steep ground, and bare soil or built-up patches on gentle
-  ground (fields, villages: bright and green-less like a scar, but flat);
+- water in the lowest ground, and vegetation that thins on steep ground;
 - landslides: irregular scars seeded on the steepest ground and elongated downhill,
   with the spectral change of vegetation loss (NDVI down, SWIR up, brighter visible
-  bands), more or less fresh (some regrowth);
-- thin or thick clouds with their shadows, per-band atmosphere (haze, gain), 20 m and
-  60 m bands as blurred as Sentinel-2 records them, and sensor noise.
+  bands), rough debris inside and a shadowed scarp at the crown;
+- look-alikes in every scene, with or without a landslide, covering a few times the
+  landslides' area: river bars along the banks, ploughed fields and villages on gentle
+  ground, fresh cuts (quarries, construction) on steep ground, winding roads with bare
+  cuts on their uphill side. Every bare object, scar or not, draws its spectrum and its
+  brightness spread from one family (rock, soil, gravel, concrete, some regrowth), and
+  cuts sit on slopes as steep as the scars': a single pixel's bands, indices, slope and
+  elevation cannot tell a scar from a look-alike. Shape (lobate and downhill vs straight
+  edges along the contour), texture (rough debris vs smooth faces, furrows, roof grids),
+  the scarp and the neighbourhood (next to water, on a road) can. A per-pixel classifier
+  stays far below a small U-Net (bench/synthetic_difficulty.py);
+- thin or thick clouds (never opaque) with their shadows, per-band atmosphere (haze,
+  gain), 20 m and 60 m bands as blurred as Sentinel-2 records them, and sensor noise.
 
 Pixel values are mixtures of endmember spectra. Landslide4Sense tiles carry 14 bands at
 the release's scale (roughly 0 to 6); Bijie tiles are 8-bit RGB plus a 16-bit DEM in
@@ -107,7 +115,7 @@ def _hillshade(slope_rad: np.ndarray, gy: np.ndarray, gx: np.ndarray, rng: np.ra
 
 
 def _scar(
-    rng: np.random.Generator, grids: tuple[np.ndarray, np.ndarray], rough: np.ndarray, seeds: np.ndarray,
+    rng: np.random.Generator, grids: np.ndarray, rough: np.ndarray, seeds: np.ndarray,
     gy: np.ndarray, gx: np.ndarray, area: float,
 ) -> np.ndarray:
     """One irregular scar of about `area` pixels, elongated downhill from a steep seed."""
@@ -127,10 +135,11 @@ def _scar(
     return (along / length) ** 2 + (across / width) ** 2 + 0.9 * outline < 1.0
 
 
-def _scars(rng: np.random.Generator, slope: np.ndarray, gy: np.ndarray, gx: np.ndarray, target: float) -> np.ndarray:
+def _scars(
+    rng: np.random.Generator, grids: np.ndarray, slope: np.ndarray, gy: np.ndarray, gx: np.ndarray, target: float
+) -> np.ndarray:
     """Scars on the steepest ground until about `target` pixels are covered."""
     size = slope.shape[0]
-    grids = np.mgrid[0:size, 0:size].astype(np.float64)
     rough = ndimage.gaussian_filter(rng.standard_normal((size, size)), 1.5, mode="wrap")
     rough /= max(np.abs(rough).max(), 1e-12) * 2  # zero-mean, within ±0.5
     seeds = np.argwhere(slope >= np.quantile(slope, 0.8))
@@ -154,7 +163,6 @@ def _scars(rng: np.random.Generator, slope: np.ndarray, gy: np.ndarray, gx: np.n
 # the same family, so that one pixel cannot tell a scar from a field, a river bar, a road
 # cut, a quarry or a roof: only shape, texture and the neighbourhood can.
 _BARE_ENDMEMBERS = np.stack([_SCAR, _SOIL, _GRAVEL, _BUILT])
-Grids = tuple[np.ndarray, np.ndarray]
 
 
 def _bare_spectrum(rng: np.random.Generator) -> np.ndarray:
@@ -178,11 +186,11 @@ class _Ground:
     """What a scene's bare objects need: terrain, where they may go, and what they paint."""
 
     rng: np.random.Generator
-    grids: Grids
+    grids: np.ndarray  # (2, S, S) row and column of every pixel
     dem: np.ndarray
-    slope: np.ndarray
     gy: np.ndarray
     gx: np.ndarray
+    steepness: np.ndarray  # each pixel's slope as a quantile of the scene's (0: flattest, 1: steepest)
     free: np.ndarray  # not water, not a landslide or next to one
     farm_angle: float  # fields and villages share one grid orientation per scene
     bare: np.ndarray  # (S, S) bool, painted
@@ -202,10 +210,16 @@ class _Ground:
             candidates = np.argwhere(self.free) if self.free.any() else np.argwhere(np.ones_like(where))
         return candidates[self.rng.integers(len(candidates))]
 
+    @property
+    def size(self) -> int:
+        return self.dem.shape[0]
+
     def downhill(self, at: np.ndarray) -> float:
         return float(np.arctan2(-self.gy[at[0], at[1]], -self.gx[at[0], at[1]]))
 
-    def box(self, centre: np.ndarray, angle: float, half_along: float, half_across: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def box(
+        self, centre: np.ndarray, angle: float, half_along: float, half_across: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A straight-edged rectangle at any angle, with each pixel's along / across offsets."""
         dy, dx = self.grids[0] - centre[0], self.grids[1] - centre[1]
         along = dx * np.cos(angle) + dy * np.sin(angle)
@@ -215,16 +229,15 @@ class _Ground:
 
 def _field(g: _Ground) -> np.ndarray:
     """A ploughed field on gentle ground: straight edges, smooth, faint furrows."""
-    size = g.slope.shape[0]
-    centre = g.somewhere(g.slope < np.quantile(g.slope, 0.35))
+    centre = g.somewhere(g.steepness < 0.35)
     mask, _, across = g.box(centre, g.farm_angle + g.rng.normal(0, 0.05), g.rng.uniform(2, 7), g.rng.uniform(2, 5))
     furrows = 1 + 0.06 * np.cos(2 * np.pi * across / g.rng.uniform(1.8, 3.0))
-    return g.paint(mask, _texture(g.rng, size, rough=False) * furrows)
+    return g.paint(mask, _texture(g.rng, g.size, rough=False) * furrows)
 
 
 def _town(g: _Ground) -> np.ndarray:
     """A village on gentle ground: a grid of roofs and lanes."""
-    centre = g.somewhere(g.slope < np.quantile(g.slope, 0.35))
+    centre = g.somewhere(g.steepness < 0.35)
     mask, along, across = g.box(centre, g.farm_angle, g.rng.uniform(3, 8), g.rng.uniform(3, 7))
     period = g.rng.uniform(3.0, 4.5)
     roofs = (np.mod(along, period) < 0.6 * period) & (np.mod(across, period) < 0.6 * period)
@@ -234,16 +247,15 @@ def _town(g: _Ground) -> np.ndarray:
 def _cut(g: _Ground) -> np.ndarray:
     """A fresh cut or quarry on steep ground, where scars are: smooth faces between
     benches, straight edges, wider along the contour than down the slope."""
-    size = g.slope.shape[0]
-    centre = g.somewhere(g.slope >= np.quantile(g.slope, 0.6))
+    centre = g.somewhere(g.steepness >= 0.6)
     mask, _, across = g.box(centre, g.downhill(centre) + np.pi / 2, g.rng.uniform(2.5, 7), g.rng.uniform(1.5, 4.5))
     benches = 1 + 0.1 * np.sign(np.sin(2 * np.pi * across / g.rng.uniform(4.0, 6.0)))
-    return g.paint(mask, _texture(g.rng, size, rough=False) * benches)
+    return g.paint(mask, _texture(g.rng, g.size, rough=False) * benches)
 
 
 def _road(g: _Ground) -> np.ndarray:
     """A winding road; where it crosses steep ground, a bare cut on its uphill side."""
-    size = g.slope.shape[0]
+    size = g.size
     position = g.rng.uniform(0, size, size=2)
     heading = g.rng.uniform(0, 2 * np.pi)
     road = np.zeros((size, size), bool)
@@ -260,8 +272,8 @@ def _road(g: _Ground) -> np.ndarray:
         road = ndimage.binary_dilation(road)
     distance, nearest = ndimage.distance_transform_edt(~road, return_indices=True)
     uphill = g.dem > g.dem[nearest[0], nearest[1]] + 0.5
-    cut = (distance <= g.rng.uniform(1.5, 3.5)) & uphill & (g.slope >= np.quantile(g.slope, 0.5)) & ~road
-    return g.paint(cut, _texture(g.rng, size, rough=False)) | g.paint(road, 1.0)
+    cut = (distance <= g.rng.uniform(1.5, 3.5)) & uphill & (g.steepness >= 0.5) & ~road
+    return g.paint(cut, _texture(g.rng, g.size, rough=False)) | g.paint(road, 1.0)
 
 
 _LOOK_ALIKES = (_field, _town, _cut, _road)
@@ -283,11 +295,14 @@ def make_scene(rng: np.random.Generator, size: int, landslide: bool, pixel_fract
     cover = _fractal(rng, size, 2.0)
     vegetation = np.clip(0.75 + 0.6 * (cover - 0.5) - 0.25 * steep + rng.uniform(-0.1, 0.1), 0, 1)
     vegetation = np.where(water, 0.0, vegetation)
-    mask = _scars(rng, slope, gy, gx, pixel_fraction * size * size) if landslide else np.zeros((size, size), bool)
-
     grids = np.mgrid[0:size, 0:size].astype(np.float64)
+    mask = np.zeros((size, size), bool)
+    if landslide:
+        mask = _scars(rng, grids, slope, gy, gx, pixel_fraction * size * size)
+
+    steepness = np.argsort(np.argsort(slope, axis=None)).reshape(slope.shape) / slope.size
     ground = _Ground(
-        rng, (grids[0], grids[1]), dem, slope, gy, gx,
+        rng, grids, dem, gy, gx, steepness,
         free=~water & ~ndimage.binary_dilation(mask, iterations=2), farm_angle=rng.uniform(0, np.pi),
         bare=np.zeros((size, size), bool), spectrum=np.zeros((size, size, 12)),
     )
@@ -322,13 +337,17 @@ def make_scene(rng: np.random.Generator, size: int, landslide: bool, pixel_fract
         offset = tuple(rng.integers(-size // 10 - 1, size // 10 + 2, size=2))
         shadow = 1.0 - 0.6 * np.roll(cloud, offset, axis=(0, 1))
         cloud = cloud.astype(np.float32)[..., None]
-        reflectance = reflectance * shadow.astype(np.float32)[..., None] * (1 - cloud) + cloud * _CLOUD.astype(np.float32)
-    gain = rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, size=12).astype(np.float32)
-    reflectance = reflectance * gain.astype(np.float32) + np.float32(rng.uniform(0, 1)) * _HAZE.astype(np.float32)
+        shadow = shadow.astype(np.float32)[..., None]
+        reflectance = reflectance * shadow * (1 - cloud) + cloud * _CLOUD.astype(np.float32)
+    # A per-scene exposure on top of per-band gains: absolute brightness is no cue either.
+    gain = (rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, size=12)).astype(np.float32)
+    reflectance = reflectance * gain + np.float32(rng.uniform(0, 1)) * _HAZE.astype(np.float32)
     for bands, width in ((list(_BAND_20M), 2), (list(_BAND_60M), 6)):
         reflectance[..., bands] = ndimage.uniform_filter(reflectance[..., bands], (width, width, 1), mode="reflect")
     reflectance += np.float32(0.004) * rng.standard_normal(reflectance.shape, dtype=np.float32)
-    return Scene(reflectance.astype(np.float32), dem.astype(np.float32), slope.astype(np.float32), mask.astype(np.uint8))
+    return Scene(
+        reflectance.astype(np.float32), dem.astype(np.float32), slope.astype(np.float32), mask.astype(np.uint8)
+    )
 
 
 def landslide4sense_image(scene: Scene) -> np.ndarray:
