@@ -4,14 +4,22 @@ A scene is built from physics, not noise, at a nominal 10 m per pixel:
 
 - terrain: a fractal DEM (power-law spectrum, as real relief has), its slope and aspect,
   lit by a per-scene sun (hillshade: brightness alone cannot tell a scar from a sunny slope);
-- water in the lowest ground, with gravel bars along its banks;
-- vegetation that thins on steep ground, and bare soil or built-up patches on gentle
-  ground (fields, villages: bright and green-less like a scar, but flat);
+- water in the lowest ground, and vegetation that thins on steep ground;
 - landslides: irregular scars seeded on the steepest ground and elongated downhill,
   with the spectral change of vegetation loss (NDVI down, SWIR up, brighter visible
-  bands), more or less fresh (some regrowth);
-- thin or thick clouds with their shadows, per-band atmosphere (haze, gain), 20 m and
-  60 m bands as blurred as Sentinel-2 records them, and sensor noise.
+  bands), rough debris inside and a shadowed scarp at the crown;
+- look-alikes in every scene, with or without a landslide, covering a few times the
+  landslides' area: river bars along the banks, ploughed fields and villages on gentle
+  ground, fresh cuts (quarries, construction) on steep ground, winding roads with bare
+  cuts on their uphill side. Every bare object, scar or not, draws its spectrum and its
+  brightness spread from one family (rock, soil, gravel, concrete, some regrowth), and
+  cuts sit on slopes as steep as the scars': a single pixel's bands, indices, slope and
+  elevation cannot tell a scar from a look-alike. Shape (lobate and downhill vs straight
+  edges along the contour), texture (rough debris vs smooth faces, furrows, roof grids),
+  the scarp and the neighbourhood (next to water, on a road) can. A per-pixel classifier
+  stays far below a small U-Net (bench/synthetic_difficulty.py);
+- thin or thick clouds (never opaque) with their shadows, per-band atmosphere (haze,
+  gain), 20 m and 60 m bands as blurred as Sentinel-2 records them, and sensor noise.
 
 Pixel values are mixtures of endmember spectra. Landslide4Sense tiles carry 14 bands at
 the release's scale (roughly 0 to 6); Bijie tiles are 8-bit RGB plus a 16-bit DEM in
@@ -107,7 +115,7 @@ def _hillshade(slope_rad: np.ndarray, gy: np.ndarray, gx: np.ndarray, rng: np.ra
 
 
 def _scar(
-    rng: np.random.Generator, grids: tuple[np.ndarray, np.ndarray], rough: np.ndarray, seeds: np.ndarray,
+    rng: np.random.Generator, grids: np.ndarray, rough: np.ndarray, seeds: np.ndarray,
     gy: np.ndarray, gx: np.ndarray, area: float,
 ) -> np.ndarray:
     """One irregular scar of about `area` pixels, elongated downhill from a steep seed."""
@@ -127,10 +135,11 @@ def _scar(
     return (along / length) ** 2 + (across / width) ** 2 + 0.9 * outline < 1.0
 
 
-def _scars(rng: np.random.Generator, slope: np.ndarray, gy: np.ndarray, gx: np.ndarray, target: float) -> np.ndarray:
+def _scars(
+    rng: np.random.Generator, grids: np.ndarray, slope: np.ndarray, gy: np.ndarray, gx: np.ndarray, target: float
+) -> np.ndarray:
     """Scars on the steepest ground until about `target` pixels are covered."""
     size = slope.shape[0]
-    grids = np.mgrid[0:size, 0:size].astype(np.float64)
     rough = ndimage.gaussian_filter(rng.standard_normal((size, size)), 1.5, mode="wrap")
     rough /= max(np.abs(rough).max(), 1e-12) * 2  # zero-mean, within ±0.5
     seeds = np.argwhere(slope >= np.quantile(slope, 0.8))
@@ -149,6 +158,128 @@ def _scars(rng: np.random.Generator, slope: np.ndarray, gy: np.ndarray, gx: np.n
     return mask
 
 
+# ---------------------------------------------------------------------- bare ground
+# Landslides and their look-alikes draw their spectra and their brightness spread from
+# the same family, so that one pixel cannot tell a scar from a field, a river bar, a road
+# cut, a quarry or a roof: only shape, texture and the neighbourhood can.
+_BARE_ENDMEMBERS = np.stack([_SCAR, _SOIL, _GRAVEL, _BUILT])
+
+
+def _bare_spectrum(rng: np.random.Generator) -> np.ndarray:
+    """One bare object's reflectance: a mix of rock, soil, gravel and concrete, some regrowth."""
+    weights = rng.dirichlet(np.ones(len(_BARE_ENDMEMBERS)))
+    regrowth = rng.uniform(0.0, 0.25)
+    brightness = rng.uniform(0.8, 1.2)
+    return brightness * ((1 - regrowth) * weights @ _BARE_ENDMEMBERS + regrowth * _VEGETATION)
+
+
+def _texture(rng: np.random.Generator, size: int, rough: bool) -> np.ndarray:
+    """A unit-mean brightness pattern with the same spread either way: debris at pixel
+    scale (rough) or tens of metres (smooth). Only neighbouring pixels tell them apart."""
+    noise = ndimage.gaussian_filter(rng.standard_normal((size, size)), 0.6 if rough else 3.0, mode="wrap")
+    noise /= max(float(noise.std()), 1e-12)
+    return 1.0 + rng.uniform(0.12, 0.28) * noise
+
+
+@dataclass
+class _Ground:
+    """What a scene's bare objects need: terrain, where they may go, and what they paint."""
+
+    rng: np.random.Generator
+    grids: np.ndarray  # (2, S, S) row and column of every pixel
+    dem: np.ndarray
+    gy: np.ndarray
+    gx: np.ndarray
+    steepness: np.ndarray  # each pixel's slope as a quantile of the scene's (0: flattest, 1: steepest)
+    free: np.ndarray  # not water, not a landslide or next to one
+    farm_angle: float  # fields and villages share one grid orientation per scene
+    bare: np.ndarray  # (S, S) bool, painted
+    spectrum: np.ndarray  # (S, S, 12) reflectance where painted
+
+    def paint(self, mask: np.ndarray, pattern: np.ndarray | float) -> np.ndarray:
+        """One object of one spectrum with a brightness pattern; returns the pixels it took."""
+        mask = mask & self.free
+        self.bare |= mask
+        self.spectrum[mask] = np.broadcast_to(pattern, mask.shape)[mask][:, None] * _bare_spectrum(self.rng)
+        return mask
+
+    def somewhere(self, where: np.ndarray) -> np.ndarray:
+        """A random pixel of `where` (anywhere free if `where` is empty)."""
+        candidates = np.argwhere(where & self.free)
+        if not len(candidates):
+            candidates = np.argwhere(self.free) if self.free.any() else np.argwhere(np.ones_like(where))
+        return candidates[self.rng.integers(len(candidates))]
+
+    @property
+    def size(self) -> int:
+        return self.dem.shape[0]
+
+    def downhill(self, at: np.ndarray) -> float:
+        return float(np.arctan2(-self.gy[at[0], at[1]], -self.gx[at[0], at[1]]))
+
+    def box(
+        self, centre: np.ndarray, angle: float, half_along: float, half_across: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A straight-edged rectangle at any angle, with each pixel's along / across offsets."""
+        dy, dx = self.grids[0] - centre[0], self.grids[1] - centre[1]
+        along = dx * np.cos(angle) + dy * np.sin(angle)
+        across = -dx * np.sin(angle) + dy * np.cos(angle)
+        return (np.abs(along) <= half_along) & (np.abs(across) <= half_across), along, across
+
+
+def _field(g: _Ground) -> np.ndarray:
+    """A ploughed field on gentle ground: straight edges, smooth, faint furrows."""
+    centre = g.somewhere(g.steepness < 0.35)
+    mask, _, across = g.box(centre, g.farm_angle + g.rng.normal(0, 0.05), g.rng.uniform(2, 7), g.rng.uniform(2, 5))
+    furrows = 1 + 0.06 * np.cos(2 * np.pi * across / g.rng.uniform(1.8, 3.0))
+    return g.paint(mask, _texture(g.rng, g.size, rough=False) * furrows)
+
+
+def _town(g: _Ground) -> np.ndarray:
+    """A village on gentle ground: a grid of roofs and lanes."""
+    centre = g.somewhere(g.steepness < 0.35)
+    mask, along, across = g.box(centre, g.farm_angle, g.rng.uniform(3, 8), g.rng.uniform(3, 7))
+    period = g.rng.uniform(3.0, 4.5)
+    roofs = (np.mod(along, period) < 0.6 * period) & (np.mod(across, period) < 0.6 * period)
+    return g.paint(mask, np.where(roofs, 1.12, 0.85))
+
+
+def _cut(g: _Ground) -> np.ndarray:
+    """A fresh cut or quarry on steep ground, where scars are: smooth faces between
+    benches, straight edges, wider along the contour than down the slope."""
+    centre = g.somewhere(g.steepness >= 0.6)
+    mask, _, across = g.box(centre, g.downhill(centre) + np.pi / 2, g.rng.uniform(2.5, 7), g.rng.uniform(1.5, 4.5))
+    benches = 1 + 0.1 * np.sign(np.sin(2 * np.pi * across / g.rng.uniform(4.0, 6.0)))
+    return g.paint(mask, _texture(g.rng, g.size, rough=False) * benches)
+
+
+def _road(g: _Ground) -> np.ndarray:
+    """A winding road; where it crosses steep ground, a bare cut on its uphill side."""
+    size = g.size
+    position = g.rng.uniform(0, size, size=2)
+    heading = g.rng.uniform(0, 2 * np.pi)
+    road = np.zeros((size, size), bool)
+    for _ in range(2 * size):
+        heading += g.rng.normal(0, 0.12)
+        position = position + 0.7 * np.array([np.sin(heading), np.cos(heading)])
+        y, x = np.rint(position).astype(int)
+        if not (0 <= y < size and 0 <= x < size):
+            break
+        road[y, x] = True
+    if not road.any():
+        return road
+    if g.rng.random() < 0.5:
+        road = ndimage.binary_dilation(road)
+    distance, nearest = ndimage.distance_transform_edt(~road, return_indices=True)
+    uphill = g.dem > g.dem[nearest[0], nearest[1]] + 0.5
+    cut = (distance <= g.rng.uniform(1.5, 3.5)) & uphill & (g.steepness >= 0.5) & ~road
+    return g.paint(cut, _texture(g.rng, g.size, rough=False)) | g.paint(road, 1.0)
+
+
+_LOOK_ALIKES = (_field, _town, _cut, _road)
+_LOOK_ALIKE_ODDS = np.array([0.3, 0.15, 0.35, 0.2])
+
+
 # ---------------------------------------------------------------------- scenes
 def make_scene(rng: np.random.Generator, size: int, landslide: bool, pixel_fraction: float) -> Scene:
     """One scene of size×size pixels; `pixel_fraction` of it is landslide if `landslide`."""
@@ -161,46 +292,62 @@ def make_scene(rng: np.random.Generator, size: int, landslide: bool, pixel_fract
     steep = np.clip(slope / 45.0, 0, 1)
 
     water = dem <= np.quantile(dem, rng.uniform(0.0, 0.08))
-    gravel = ndimage.binary_dilation(water, iterations=2) & ~water if water.any() else water
     cover = _fractal(rng, size, 2.0)
     vegetation = np.clip(0.75 + 0.6 * (cover - 0.5) - 0.25 * steep + rng.uniform(-0.1, 0.1), 0, 1)
-    # Fields and villages: bare or built, on gentle ground only.
-    patches = (_fractal(rng, size, 2.2) > rng.uniform(0.72, 0.95)) & (slope < 12) & ~water
-    built = patches & (rng.random() < 0.4)
-    mask = _scars(rng, slope, gy, gx, pixel_fraction * size * size) if landslide else np.zeros((size, size), bool)
+    vegetation = np.where(water, 0.0, vegetation)
+    grids = np.mgrid[0:size, 0:size].astype(np.float64)
+    mask = np.zeros((size, size), bool)
+    if landslide:
+        mask = _scars(rng, grids, slope, gy, gx, pixel_fraction * size * size)
 
-    # Land-cover fractions per pixel; a scar replaces what was there, with a soft edge.
-    edge = ndimage.gaussian_filter(mask.astype(np.float64), 0.7) if landslide else np.zeros((size, size))
-    edge = np.maximum(edge, mask)
-    vegetation = np.where(patches | gravel | water, 0.0, vegetation)
-    fractions = {
-        "vegetation": vegetation,
-        "soil": np.where(water | gravel | built, 0.0, 1.0 - vegetation),
-        "built": built.astype(np.float64),
-        "gravel": gravel.astype(np.float64),
-        "water": water.astype(np.float64),
-    }
-    fresh = rng.uniform(0.7, 1.0)  # older scars are partly soil and regrowing vegetation
-    regrowth = rng.uniform(0.0, 0.15)
-    scar_spectrum = (1 - regrowth) * (fresh * _SCAR + (1 - fresh) * _SOIL) + regrowth * _VEGETATION
-    keep = 1.0 - edge
-    cover_maps = [fractions[k] * keep for k in ("vegetation", "soil", "built", "gravel", "water")] + [edge]
-    spectra = np.stack([_VEGETATION, _SOIL, _BUILT, _GRAVEL, _WATER, scar_spectrum]).astype(np.float32)
-    shade = _hillshade(slope_rad, gy, gx, rng)
-    reflectance = (np.stack(cover_maps, axis=-1) * shade[..., None]).astype(np.float32) @ spectra
+    steepness = np.argsort(np.argsort(slope, axis=None)).reshape(slope.shape) / slope.size
+    ground = _Ground(
+        rng, grids, dem, gy, gx, steepness,
+        free=~water & ~ndimage.binary_dilation(mask, iterations=2), farm_angle=rng.uniform(0, np.pi),
+        bare=np.zeros((size, size), bool), spectrum=np.zeros((size, size, 12)),
+    )
+    if water.any():  # river bars: gravel as rough as debris, but flat and along the banks
+        bars = ndimage.binary_dilation(water, iterations=int(rng.integers(1, 4))) & ~water
+        ground.paint(bars, _texture(rng, size, rough=True))
+    # Look-alikes in every scene, with or without a landslide, covering a few times the
+    # landslide share: on flat ground (fields, villages) and on steep ground (cuts, roads).
+    target = rng.uniform(0.05, 0.12) * size * size
+    for _ in range(40):
+        if ground.bare.sum() >= target:
+            break
+        _LOOK_ALIKES[rng.choice(len(_LOOK_ALIKES), p=_LOOK_ALIKE_ODDS)](ground)
+    # Landslides last: rough debris from the same family of spectra, a shadowed scarp at the crown.
+    ground.free = mask
+    ground.paint(mask, _texture(rng, size, rough=True))
+    scarp = np.zeros((size, size), bool)
+    if landslide and mask.any():
+        ring = ndimage.binary_dilation(mask, iterations=2) & ~mask
+        _, nearest = ndimage.distance_transform_edt(~mask, return_indices=True)
+        scarp = ring & (dem > dem[nearest[0], nearest[1]] + 1.0)
 
-    if rng.random() < 0.2:  # clouds, thin or thick, and their shadows
-        cloud = np.clip(_fractal(rng, size, 2.6) * rng.uniform(1.2, 2.2) - rng.uniform(0.6, 1.0), 0, 0.9)
+    bare = ground.bare
+    fractions = [np.where(bare, 0.0, vegetation), np.where(bare | water, 0.0, 1.0 - vegetation), water & ~bare]
+    shade = _hillshade(slope_rad, gy, gx, rng) * np.where(scarp, 0.45, 1.0)
+    spectra = np.stack([_VEGETATION, _SOIL, _WATER])
+    reflectance = np.stack(fractions, axis=-1).astype(np.float64) @ spectra + ground.spectrum
+    reflectance = (reflectance * shade[..., None]).astype(np.float32)
+
+    if rng.random() < 0.25:  # clouds, thin or thick (never opaque), and their shadows
+        cloud = np.clip(_fractal(rng, size, 2.6) * rng.uniform(1.2, 2.2) - rng.uniform(0.6, 1.0), 0, 0.7)
         offset = tuple(rng.integers(-size // 10 - 1, size // 10 + 2, size=2))
         shadow = 1.0 - 0.6 * np.roll(cloud, offset, axis=(0, 1))
         cloud = cloud.astype(np.float32)[..., None]
-        reflectance = reflectance * shadow.astype(np.float32)[..., None] * (1 - cloud) + cloud * _CLOUD.astype(np.float32)
-    gain = rng.uniform(0.9, 1.1, size=12).astype(np.float32)
+        shadow = shadow.astype(np.float32)[..., None]
+        reflectance = reflectance * shadow * (1 - cloud) + cloud * _CLOUD.astype(np.float32)
+    # A per-scene exposure on top of per-band gains: absolute brightness is no cue either.
+    gain = (rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, size=12)).astype(np.float32)
     reflectance = reflectance * gain + np.float32(rng.uniform(0, 1)) * _HAZE.astype(np.float32)
     for bands, width in ((list(_BAND_20M), 2), (list(_BAND_60M), 6)):
         reflectance[..., bands] = ndimage.uniform_filter(reflectance[..., bands], (width, width, 1), mode="reflect")
     reflectance += np.float32(0.004) * rng.standard_normal(reflectance.shape, dtype=np.float32)
-    return Scene(reflectance.astype(np.float32), dem.astype(np.float32), slope.astype(np.float32), mask.astype(np.uint8))
+    return Scene(
+        reflectance.astype(np.float32), dem.astype(np.float32), slope.astype(np.float32), mask.astype(np.uint8)
+    )
 
 
 def landslide4sense_image(scene: Scene) -> np.ndarray:
