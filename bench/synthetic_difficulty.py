@@ -88,15 +88,18 @@ def unet_f1(config: Any, data: Path, out: Path) -> dict[str, float]:
     result = run_trial(config, data, out)
     if result.status != "ok":
         raise SystemExit(f"{out}: the U-Net trial failed: {result.reason}")
-    stored = {}
-    for split in ("val", "test"):  # the trial folder's uint8 probability maps (see save_probabilities)
-        with np.load(out / f"{split}_probs.npz") as arrays:
-            stored[split] = (arrays["mask"], arrays["prob_u8"])
+    from rmaunet.trial_folder import TrialFolder
+
+    # The trial folder's uint8 probability maps, scored on the same grid as the pixel classifier.
+    stored = {split: TrialFolder(out).load_probabilities(split) for split in ("val", "test")}
     threshold = best_threshold(*stored["val"])
     test = segmentation_scores(*stored["test"], threshold)
     # result.test: the trial's own test F1 under its config's threshold protocol, for reference.
     return {
-        "f1": test["f1"], "threshold": threshold, "trial_test_f1": result.test["f1"], "best_epoch": result.best_epoch
+        "f1": test["f1"],
+        "threshold": threshold,
+        "trial_test_f1": result.test["f1"],
+        "best_epoch": result.best_epoch,
     }
 
 

@@ -12,40 +12,76 @@ __all__ = ["register", "register_demo"]
 def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", type=Path, help="study spec (YAML), e.g. search_spaces/demo.yaml")
     p.add_argument(
-        "--data", action="append", required=True, metavar="[NAME=]DIR",
+        "--data",
+        action="append",
+        required=True,
+        metavar="[NAME=]DIR",
         help="dataset folder in its published layout; repeat as NAME=DIR for a cross-dataset study (Table XI)",
     )
-    p.add_argument("--storage", required=True, help="results store folder (created if missing; on a cluster one every node mounts)")
-    p.add_argument("--smoke", action="store_true", help="shrink the study to CPU minutes (small widths, crops, few tiles, one epoch)")
+    p.add_argument(
+        "--storage", required=True, help="results store folder (created if missing; on a cluster one every node mounts)"
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="shrink the study to CPU minutes (small widths, crops, few tiles, one epoch)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    study = sub.add_parser("study", help="plan or run an ablation study / search from a YAML spec",
-                           description="Plan or run a study declared in a YAML spec (see search_spaces/).")
+    study = sub.add_parser(
+        "study",
+        help="plan or run an ablation study / search from a YAML spec",
+        description="Plan or run a study declared in a YAML spec (see search_spaces/).",
+    )
     study_sub = study.add_subparsers(dest="study_command", metavar="ACTION", required=True)
 
-    run = study_sub.add_parser("run", help="train what the study needs on Ray Tune and write its results rows",
-                               description=(
-                                   "Run a study on the Ray cluster in RAY_ADDRESS (or --address), or on a local Ray "
-                                   "runtime. Trainings already in the store are reused; rerunning continues an "
-                                   "interrupted study."))
+    run = study_sub.add_parser(
+        "run",
+        help="train what the study needs on Ray Tune and write its results rows",
+        description=(
+            "Run a study on the Ray cluster in RAY_ADDRESS (or --address), or on a local Ray "
+            "runtime. Trainings already in the store are reused; rerunning continues an "
+            "interrupted study."
+        ),
+    )
     _study_args(run)
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local runtime)")
     run.add_argument("--report", type=Path, help="also write the study's tables into this folder")
-    run.add_argument("--optuna-storage", help="Optuna RDB URL for searches (default: sqlite in the store; postgresql://… on a cluster)")
+    run.add_argument(
+        "--optuna-storage",
+        help="Optuna RDB URL for searches (default: sqlite in the store; postgresql://… on a cluster)",
+    )
     tracking = run.add_argument_group(
-        "experiment tracking", "Ray Tune's logger callbacks: one run per training, with its varied config fields as "
-        "parameters and every epoch's metrics (TensorBoard's files are always in STORAGE/tune/)")
-    tracking.add_argument("--mlflow", metavar="URI", help="log to this MLflow tracking URI (file:///…, http://…); "
-                          "the experiment is the study's name. Needs the mlflow extra")
-    tracking.add_argument("--wandb", metavar="PROJECT", help="log to this Weights & Biases project, grouped by study; "
-                          "needs the wandb extra and WANDB_API_KEY")
-    tracking.add_argument("--tune-callback", action="append", default=[], metavar="MODULE:FACTORY",
-                          help="add the ray.tune.Callback that MODULE.FACTORY() returns (repeatable)")
+        "experiment tracking",
+        "Ray Tune's logger callbacks: one run per training, with its varied config fields as "
+        "parameters and every epoch's metrics (TensorBoard's files are always in STORAGE/tune/)",
+    )
+    tracking.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log to this MLflow tracking URI (file:///…, http://…); "
+        "the experiment is the study's name. Needs the mlflow extra",
+    )
+    tracking.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="log to this Weights & Biases project, grouped by study; needs the wandb extra and WANDB_API_KEY",
+    )
+    tracking.add_argument(
+        "--tune-callback",
+        action="append",
+        default=[],
+        metavar="MODULE:FACTORY",
+        help="add the ray.tune.Callback that MODULE.FACTORY() returns (repeatable)",
+    )
     run.set_defaults(func=_run)
 
-    plan = study_sub.add_parser("plan", help="print how many trainings a study needs and how many it reuses",
-                                description="Validate a spec and print its rows and what would be trained; trains nothing.")
+    plan = study_sub.add_parser(
+        "plan",
+        help="print how many trainings a study needs and how many it reuses",
+        description="Validate a spec and print its rows and what would be trained; trains nothing.",
+    )
     _study_args(plan)
     plan.set_defaults(func=_plan)
 
@@ -53,14 +89,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def register_demo(sub: argparse._SubParsersAction) -> None:
     from rmaunet.specs import bundled_spec  # the specs ship in the package: found the same way in a wheel
 
-    demo = sub.add_parser("demo", help="synthetic data + the demo loss study on local Ray + its tables (what `make demo` runs)",
-                          description=(
-                              "Write a synthetic Landslide4Sense-format dataset, run search_spaces/demo.yaml on a local "
-                              "Ray runtime and write the table (Markdown, LaTeX) and the results store."))
+    demo = sub.add_parser(
+        "demo",
+        help="synthetic data + the demo loss study on local Ray + its tables (what `make demo` runs)",
+        description=(
+            "Write a synthetic Landslide4Sense-format dataset, run search_spaces/demo.yaml on a local "
+            "Ray runtime and write the table (Markdown, LaTeX) and the results store."
+        ),
+    )
     demo.add_argument("--data", type=Path, default=Path(".demo/data"), help="where the synthetic dataset goes")
     demo.add_argument("--storage", type=Path, default=Path(".demo/results"), help="results store folder")
     demo.add_argument("--reports", type=Path, default=Path("reports/demo"), help="where the tables go")
-    demo.add_argument("--spec", type=Path, default=bundled_spec("demo"), help="study spec (default: the bundled demo.yaml)")
+    demo.add_argument(
+        "--spec", type=Path, default=bundled_spec("demo"), help="study spec (default: the bundled demo.yaml)"
+    )
     demo.add_argument("--n", type=int, default=240, help="number of synthetic scenes")
     demo.add_argument("--size", type=int, default=64, help="synthetic tile side in pixels")
     demo.set_defaults(func=_demo)
@@ -109,7 +151,12 @@ def _run(args: argparse.Namespace) -> int:
     callbacks = tracking_callbacks(spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback)
     started = time.monotonic()
     plan = run_study(
-        spec, _data_arg(args.data), args.storage, address=args.address, log=_log, optuna_storage=args.optuna_storage,
+        spec,
+        _data_arg(args.data),
+        args.storage,
+        address=args.address,
+        log=_log,
+        optuna_storage=args.optuna_storage,
         callbacks=callbacks,
     )
     _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage)
@@ -147,9 +194,9 @@ def _summarise(spec, storage: Path, report_dir: Path | None, started: float, opt
 def _demo(args: argparse.Namespace) -> int:
 
     from rmaunet.data.synthetic import write_landslide4sense
+    from rmaunet.store import ResultsStore
     from rmaunet.studies.runner import run_study
     from rmaunet.studies.spec import load_spec
-    from rmaunet.store import ResultsStore
 
     started = time.monotonic()
     if not (args.data / "TrainData" / "img").is_dir():

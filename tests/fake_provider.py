@@ -26,7 +26,11 @@ class OwnDiskFakeMultiNodeProvider(FakeMultiNodeProvider):
     _node_numbers = itertools.count(1)
 
     def _create_node_with_resources_and_labels(
-        self, node_config: dict[str, Any], tags: dict[str, str], count: int, resources: dict[str, Any],
+        self,
+        node_config: dict[str, Any],
+        tags: dict[str, str],
+        count: int,
+        resources: dict[str, Any],
         labels: dict[str, str],
     ) -> None:
         temp_dir = os.path.join(self.provider_config["node_temp_root"], f"n{next(self._node_numbers)}")

@@ -78,10 +78,17 @@ def _stop_cluster(folder: Path) -> None:
 
 def _clean_copy(target: Path) -> Path:
     """The files git tracks or would track (no .venv, caches, datasets): what a fresh clone sends."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True,
-        check=True, timeout=60,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = REPO / name
         if not source.exists() and not source.is_symlink():
@@ -109,8 +116,14 @@ def fake_cluster() -> Iterator[dict[str, Any]]:
     ports = {
         name: _free_port()
         for name in (
-            "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-            "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port",
+            "dashboard-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
         )
     }
     gcs_port = _free_port()
@@ -123,19 +136,21 @@ def fake_cluster() -> Iterator[dict[str, Any]]:
 
     cpus = prepared["available_node_types"]["ray.head.default"]["resources"]["CPU"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
-    env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        # The head's autoscaler imports the provider (tests/fake_provider.py) from here.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_CLUSTER.parent), env.get("PYTHONPATH")])),
-        "RAY_FAKE_CLUSTER": "1",  # the provider refuses to start without it
-        "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-        "FAKE_CLUSTER_DIR": str(folder),
-        "GCS_PORT": str(gcs_port),
-        # The head type's resources, which `ray up`'s updater exports as RAY_OVERRIDE_RESOURCES
-        # for the start commands: here an option, since the raylets that the head's autoscaler
-        # starts on this machine would inherit the variable and take the head's CPUs (none).
-        "RAY_NODE_OPTIONS": " ".join([*(f"--{name}={port}" for name, port in ports.items()), f"--num-cpus={cpus}"]),
-    })
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            # The head's autoscaler imports the provider (tests/fake_provider.py) from here.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_CLUSTER.parent), env.get("PYTHONPATH")])),
+            "RAY_FAKE_CLUSTER": "1",  # the provider refuses to start without it
+            "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+            "FAKE_CLUSTER_DIR": str(folder),
+            "GCS_PORT": str(gcs_port),
+            # The head type's resources, which `ray up`'s updater exports as RAY_OVERRIDE_RESOURCES
+            # for the start commands: here an option, since the raylets that the head's autoscaler
+            # starts on this machine would inherit the variable and take the head's CPUs (none).
+            "RAY_NODE_OPTIONS": " ".join([*(f"--{name}={port}" for name, port in ports.items()), f"--num-cpus={cpus}"]),
+        }
+    )
     try:
         for command in prepared["head_start_ray_commands"]:
             started = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=180)
@@ -167,9 +182,20 @@ def test_fake_cluster_runs_a_submitted_smoke_study_with_token_auth(fake_cluster,
     authed = {**fake_cluster["client_env"], "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
 
     submit_args = [
-        "job", "submit", "--no-wait", "--working-dir", str(code), "--",
-        sys.executable, "jobs/ablation.py", "search_spaces/demo.yaml", "--smoke",
-        "--data", str(data), "--storage", str(storage),
+        "job",
+        "submit",
+        "--no-wait",
+        "--working-dir",
+        str(code),
+        "--",
+        sys.executable,
+        "jobs/ablation.py",
+        "search_spaces/demo.yaml",
+        "--smoke",
+        "--data",
+        str(data),
+        "--storage",
+        str(storage),
     ]
     # The head's job agent registers a few seconds after `ray start` returns.
     for _ in range(30):

@@ -6,8 +6,8 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -65,7 +65,9 @@ def test_l4s_validation_and_test_folders_need_no_masks(tmp_path):
     root = write_fixture("landslide4sense", tmp_path)
     assert Landslide4Sense(root, "validation").load().masks is None
     with pytest.raises(DataError, match="missing mask"):
-        Landslide4Sense(write_fixture("landslide4sense", tmp_path / "hf", huggingface=True), "validation", require_masks=True)
+        Landslide4Sense(
+            write_fixture("landslide4sense", tmp_path / "hf", huggingface=True), "validation", require_masks=True
+        )
 
 
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
@@ -93,7 +95,10 @@ def test_every_declared_dataset_has_one_reader_whose_splits_its_policy_names():
 
 def test_config_reads_the_declarations_without_the_data_layer():
     # The config (and the study engine validating specs with it) stays light: no readers, NumPy or TensorFlow.
-    code = "import sys, rmaunet.config; print(sorted(m for m in ('rmaunet.data', 'numpy', 'tensorflow') if m in sys.modules))"
+    code = (
+        "import sys, rmaunet.config; "
+        "print(sorted(m for m in ('rmaunet.data', 'numpy', 'tensorflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
@@ -182,17 +187,25 @@ BROKEN: dict[str, tuple[str, Breaker, str]] = {
     # name: (dataset, how to break the fixture -> the file the message must name, message fragment)
     "l4s wrong band count": (
         "landslide4sense",
-        lambda r: (_h5(r / "TrainData/img/image_1.h5", "img", np.zeros((16, 16, 13))), r / "TrainData/img/image_1.h5")[1],
+        lambda r: (_h5(r / "TrainData/img/image_1.h5", "img", np.zeros((16, 16, 13))), r / "TrainData/img/image_1.h5")[
+            1
+        ],
         "expected H×W×14 bands",
     ),
     "l4s mask of the wrong shape": (
         "landslide4sense",
-        lambda r: (_h5(r / "TrainData/mask/mask_10.h5", "mask", np.zeros((8, 16), np.uint8)), r / "TrainData/mask/mask_10.h5")[1],
+        lambda r: (
+            _h5(r / "TrainData/mask/mask_10.h5", "mask", np.zeros((8, 16), np.uint8)),
+            r / "TrainData/mask/mask_10.h5",
+        )[1],
         "mask shape (8, 16) does not match image shape (16, 16)",
     ),
     "l4s corrupt file": (
         "landslide4sense",
-        lambda r: ((r / "TrainData/img/image_2.h5").write_bytes(b"not an HDF5 file" * 10), r / "TrainData/img/image_2.h5")[1],
+        lambda r: (
+            (r / "TrainData/img/image_2.h5").write_bytes(b"not an HDF5 file" * 10),
+            r / "TrainData/img/image_2.h5",
+        )[1],
         "cannot read HDF5 file",
     ),
     "l4s truncated file": (
@@ -202,7 +215,10 @@ BROKEN: dict[str, tuple[str, Breaker, str]] = {
     ),
     "l4s wrong key": (
         "landslide4sense",
-        lambda r: (_h5(r / "TrainData/img/image_1.h5", "image", np.zeros((16, 16, 14))), r / "TrainData/img/image_1.h5")[1],
+        lambda r: (
+            _h5(r / "TrainData/img/image_1.h5", "image", np.zeros((16, 16, 14))),
+            r / "TrainData/img/image_1.h5",
+        )[1],
         "no dataset 'img'",
     ),
     "l4s empty folder": (

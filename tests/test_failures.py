@@ -28,8 +28,11 @@ def _trial(tmp_path: Path, error: str | None, last_result: dict[str, Any], locat
         error_file = tmp_path / "error.txt"
         error_file.write_text(error)
     return SimpleNamespace(
-        error_file=str(error_file) if error_file else None, num_failures=3, last_result=last_result,
-        temporary_state=SimpleNamespace(location=SimpleNamespace(hostname=location_host)), config={},
+        error_file=str(error_file) if error_file else None,
+        num_failures=3,
+        last_result=last_result,
+        temporary_state=SimpleNamespace(location=SimpleNamespace(hostname=location_host)),
+        config={},
     )
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from rmaunet.store import ResultsStore
 from rmaunet.studies.runner import plan_study, run_study
 from rmaunet.studies.spec import load_spec
-from rmaunet.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,14 @@ TINY_BASE = "{preset: baseline, base_filters: 4, depth: 2, epochs: 2, batch_size
 
 
 def _spec(tmp_path: Path, name: str, rows: list[tuple[str, str]], epochs: int = 2, extra: str = "") -> Path:
-    lines = [f"name: {name}", "kind: table", f"base: {TINY_BASE.replace('epochs: 2', f'epochs: {epochs}')}", "resources: {cpu: 1}", extra, "rows:"]
+    lines = [
+        f"name: {name}",
+        "kind: table",
+        f"base: {TINY_BASE.replace('epochs: 2', f'epochs: {epochs}')}",
+        "resources: {cpu: 1}",
+        extra,
+        "rows:",
+    ]
     for label, override in rows:
         lines.append(f"  - {{label: {label!r}{', set: ' + override if override else ''}}}")
     path = tmp_path / f"{name}.yaml"
@@ -102,9 +109,25 @@ def test_threshold_study_costs_no_training(local_ray, l4s_small, tmp_path):
 def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
     # Kill a real study run (driver and its local Ray) mid-study; the same command finishes it:
     # finished trials are kept (not retrained), none is duplicated, the rest run.
-    spec = _spec(tmp_path, "killme", [(f"row {i}", f"{{seed: 0, learning_rate: {0.0004 * (i + 1)}}}") for i in range(4)], epochs=3)
+    spec = _spec(
+        tmp_path,
+        "killme",
+        [(f"row {i}", f"{{seed: 0, learning_rate: {0.0004 * (i + 1)}}}") for i in range(4)],
+        epochs=3,
+    )
     storage = tmp_path / "store"
-    cmd = [sys.executable, "-m", "rmaunet", "study", "run", str(spec), "--data", str(l4s_small), "--storage", str(storage)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rmaunet",
+        "study",
+        "run",
+        str(spec),
+        "--data",
+        str(l4s_small),
+        "--storage",
+        str(storage),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     rows_dir = storage / "rows" / "killme"
     deadline = time.monotonic() + 400
@@ -144,7 +167,11 @@ def test_three_node_cluster_loses_no_trial_when_a_node_dies(l4s_small, tmp_path)
     doomed = cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        spec = load_spec(_spec(tmp_path, "cluster", [(f"lr {i}", f"{{learning_rate: {0.0004 * (i + 1)}}}") for i in range(5)], epochs=3))
+        spec = load_spec(
+            _spec(
+                tmp_path, "cluster", [(f"lr {i}", f"{{learning_rate: {0.0004 * (i + 1)}}}") for i in range(5)], epochs=3
+            )
+        )
         storage = tmp_path / "store"
         messages: list[str] = []
         worker = threading.Thread(target=run_study, args=(spec, l4s_small, storage), kwargs={"log": messages.append})

@@ -89,8 +89,9 @@ def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(
     spec = load_spec(_two_row_spec(tmp_path, "tracked"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        plan = run_study(spec, l4s_small, tmp_path / "store", log=lambda m: None,
-                         callbacks=tracking_callbacks(spec.name, mlflow=uri))
+        plan = run_study(
+            spec, l4s_small, tmp_path / "store", log=lambda m: None, callbacks=tracking_callbacks(spec.name, mlflow=uri)
+        )
     finally:
         ray.shutdown()
     client = MlflowClient(tracking_uri=uri)
@@ -116,7 +117,11 @@ def _searcher(url: str, name: str):
     optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True)
     return _optuna_searcher(
         space={"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)},
-        metric="objective", mode="max", sampler=optuna.samplers.TPESampler(seed=0), study_name=name, storage=rdb,
+        metric="objective",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=0),
+        study_name=name,
+        storage=rdb,
     )
 
 
@@ -180,7 +185,9 @@ def test_optuna_dashboard_serves_a_search_study_over_http(tmp_path):
     server = subprocess.Popen(
         # The command the package installs beside this Python: what a user runs.
         [str(Path(sys.executable).with_name("optuna-dashboard")), url, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

@@ -115,8 +115,13 @@ def _hillshade(slope_rad: np.ndarray, gy: np.ndarray, gx: np.ndarray, rng: np.ra
 
 
 def _scar(
-    rng: np.random.Generator, grids: np.ndarray, rough: np.ndarray, seeds: np.ndarray,
-    gy: np.ndarray, gx: np.ndarray, area: float,
+    rng: np.random.Generator,
+    grids: np.ndarray,
+    rough: np.ndarray,
+    seeds: np.ndarray,
+    gy: np.ndarray,
+    gx: np.ndarray,
+    area: float,
 ) -> np.ndarray:
     """One irregular scar of about `area` pixels, elongated downhill from a steep seed."""
     yy, xx = grids
@@ -302,9 +307,16 @@ def make_scene(rng: np.random.Generator, size: int, landslide: bool, pixel_fract
 
     steepness = np.argsort(np.argsort(slope, axis=None)).reshape(slope.shape) / slope.size
     ground = _Ground(
-        rng, grids, dem, gy, gx, steepness,
-        free=~water & ~ndimage.binary_dilation(mask, iterations=2), farm_angle=rng.uniform(0, np.pi),
-        bare=np.zeros((size, size), bool), spectrum=np.zeros((size, size, 12)),
+        rng,
+        grids,
+        dem,
+        gy,
+        gx,
+        steepness,
+        free=~water & ~ndimage.binary_dilation(mask, iterations=2),
+        farm_angle=rng.uniform(0, np.pi),
+        bare=np.zeros((size, size), bool),
+        spectrum=np.zeros((size, size, 12)),
     )
     if water.any():  # river bars: gravel as rough as debris, but flat and along the banks
         bars = ndimage.binary_dilation(water, iterations=int(rng.integers(1, 4))) & ~water

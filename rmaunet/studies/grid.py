@@ -10,8 +10,9 @@ the tracking callbacks show. Each trial's selected weights are its Tune checkpoi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rmaunet.config import TrialConfig
 from rmaunet.store import ResultsStore
@@ -48,8 +49,13 @@ def _train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
         from rmaunet.training.distributed import run_data_parallel
 
         result = run_data_parallel(
-            config, entry["data_dir"], folder.root, num_workers=config.num_workers, use_gpu=entry["gpu"] > 0,
-            report=report, cpus_per_worker=max(1, int(entry["cpu"])),  # resources.cpu is per worker here
+            config,
+            entry["data_dir"],
+            folder.root,
+            num_workers=config.num_workers,
+            use_gpu=entry["gpu"] > 0,
+            report=report,
+            cpus_per_worker=max(1, int(entry["cpu"])),  # resources.cpu is per worker here
         )
     else:
         result = run_trial(config, entry["data_dir"], folder.root, report=report, node=node_name())
@@ -69,14 +75,20 @@ def tune_params(plan: StudyPlan) -> dict[str, dict[str, Any]]:
         return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
     varied = [
-        name for name in TrialConfig.field_names()
+        name
+        for name in TrialConfig.field_names()
         if name == "seed" or len({json.dumps(c[name], sort_keys=True) for c in configs.values()}) > 1
     ]
     return {tid: {name: readable(config[name]) for name in varied} for tid, config in configs.items()}
 
 
 def run_grid(
-    spec: StudySpec, plan: StudyPlan, storage: Path, writer: RowWriter, address: str | None, log: Log,
+    spec: StudySpec,
+    plan: StudyPlan,
+    storage: Path,
+    writer: RowWriter,
+    address: str | None,
+    log: Log,
     callbacks: Sequence[Any] = (),
 ) -> None:
     """Train plan.to_train on the cluster; each finished training's rows go to the store.
@@ -117,15 +129,23 @@ def run_grid(
 
     with ray_session(address, log):
         concurrent = concurrency(spec, workers)
-        log(f"running {len(entries)} trainings, " + (f"up to {concurrent} at once" if concurrent else "as many at once as resources allow"))
+        log(
+            f"running {len(entries)} trainings, "
+            + (f"up to {concurrent} at once" if concurrent else "as many at once as resources allow")
+        )
         tuner = make_tuner(
             tune.with_parameters(_train_one, plan=entries, storage=str(storage)),
             resources,
             spec=spec,
             storage=storage,
             callbacks=[
-                Progress(writer, label, log, lambda trial, _stopped: writer.trial_done(trial.config[TRIAL_KEY]),
-                         total=len(entries)),
+                Progress(
+                    writer,
+                    label,
+                    log,
+                    lambda trial, _stopped: writer.trial_done(trial.config[TRIAL_KEY]),
+                    total=len(entries),
+                ),
                 *callbacks,
             ],
             param_space={TRIAL_KEY: tune.grid_search(list(entries)), **looked_up},

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray import tune
 
@@ -24,7 +25,11 @@ class Progress(tune.Callback):
     `on_complete(trial, stopped)`."""
 
     def __init__(
-        self, writer: RowWriter, label: Callable[[Any], str], log: Log, on_complete: Callable[[Any, bool], None],
+        self,
+        writer: RowWriter,
+        label: Callable[[Any], str],
+        log: Log,
+        on_complete: Callable[[Any, bool], None],
         total: int,
     ) -> None:
         self.writer, self.label, self.log, self.on_complete = writer, label, log, on_complete

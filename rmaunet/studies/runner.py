@@ -9,8 +9,9 @@ most the trainings in flight: the same command continues where it stopped.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from rmaunet.store import ResultsStore, store_root
 from rmaunet.studies.plan import StudyPlan, plan_study

@@ -31,8 +31,9 @@ intermediate values per epoch, parameter importances.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
@@ -61,9 +62,11 @@ def parse_space(space: dict[str, Any], base: TrialConfig) -> dict[str, tuple[str
             raise ConfigError(f"space: unknown parameter {name!r} (a config field, or loss_params.<name>)")
         if not isinstance(dist, dict) or len(dist) != 1:
             raise ConfigError(f"space.{name}: expected one of {{{', '.join(DISTRIBUTIONS)}: …}}")
-        (kind, args), = dist.items()
+        ((kind, args),) = dist.items()
         if kind not in DISTRIBUTIONS:
-            raise ConfigError(f"space.{name}: unknown distribution {kind!r} (choose one of: {', '.join(DISTRIBUTIONS)})")
+            raise ConfigError(
+                f"space.{name}: unknown distribution {kind!r} (choose one of: {', '.join(DISTRIBUTIONS)})"
+            )
         if not isinstance(args, list) or not args:
             raise ConfigError(f"space.{name}: {kind} needs a list of values")
         if kind != "choice":
@@ -220,8 +223,14 @@ def _optuna_searcher(**kwargs: Any) -> Any:
 
 
 def run_search(
-    spec: Any, plan: Any, storage: Path, writer: Any, address: str | None, log: Callable[[str], None],
-    optuna_storage: str | None, callbacks: Sequence[Any] = (),
+    spec: Any,
+    plan: Any,
+    storage: Path,
+    writer: Any,
+    address: str | None,
+    log: Callable[[str], None],
+    optuna_storage: str | None,
+    callbacks: Sequence[Any] = (),
 ) -> None:
     """Sample up to spec.budget configurations (less what an earlier run finished).
     `callbacks`: further Tune callbacks (tracking) beside the progress printer."""
@@ -293,10 +302,13 @@ def run_search(
             spec=spec,
             storage=storage,
             callbacks=[
-                Progress(writer, lambda trial: describe(trial.config), log, on_complete, total=remaining), *callbacks
+                Progress(writer, lambda trial: describe(trial.config), log, on_complete, total=remaining),
+                *callbacks,
             ],
             tune_config=tune.TuneConfig(
-                search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=remaining,
                 max_concurrent_trials=concurrency(spec, workers=1, search=True),
             ),
         )

@@ -8,8 +8,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rmaunet.errors import ConfigError
 from rmaunet.studies.spec import StudySpec
@@ -54,7 +55,8 @@ def connect_ray(address: str | None, log: Log) -> bool:
         return False
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=runtime_env)
     cpus = int(ray.cluster_resources().get("CPU", 0))
-    log(f"started a local Ray runtime (dashboard on 127.0.0.1, {cpus} CPUs) {ray.get_runtime_context().get_node_id()[:8]}")
+    node = ray.get_runtime_context().get_node_id()[:8]
+    log(f"started a local Ray runtime (dashboard on 127.0.0.1, {cpus} CPUs) {node}")
     return True
 
 
@@ -100,8 +102,14 @@ def concurrency(spec: StudySpec, workers: int, *, search: bool = False) -> int |
 
 
 def make_tuner(
-    trainable: Any, resources: dict[str, float], *, spec: StudySpec, storage: Path, callbacks: list[Any],
-    tune_config: Any, param_space: dict[str, Any] | None = None,
+    trainable: Any,
+    resources: dict[str, float],
+    *,
+    spec: StudySpec,
+    storage: Path,
+    callbacks: list[Any],
+    tune_config: Any,
+    param_space: dict[str, Any] | None = None,
 ) -> Any:
     """The Tuner every study kind runs: its experiment folder under the store's tune/."""
     from ray import tune
