@@ -120,7 +120,7 @@ def run_grid(
     params = tune_params(plan)
     # The identity is the grid; each varied field is looked up from it, so the trial's config is flat.
     looked_up = {
-        name: tune.sample_from(lambda resolved, name=name: params[resolved["config"][TRIAL_KEY]][name])
+        name: tune.sample_from(lambda config, name=name: params[config[TRIAL_KEY]][name])
         for name in next(iter(params.values()))
     }
 
