@@ -172,12 +172,12 @@ def _done(storage: Path, plan) -> set[str]:
 
 def _summarise(spec, storage: Path, report_dir: Path | None, started: float, optuna_storage: str | None = None) -> None:
     from rmaunet.reporting import ReportOptions, write_study_report
-    from rmaunet.store import ResultsStore
+    from rmaunet.store import ResultsStore, safe_name
 
     study = spec.name
     store = ResultsStore(storage)
     rows = store.read(study)
-    exported = store.export(Path(storage) / f"{study}.parquet", study)
+    exported = store.export(Path(storage) / f"{safe_name(study, 'study')}.parquet", study)
     _log(f"{study}: {len(rows)} results rows in {time.monotonic() - started:.0f} s; store {storage}, table {exported}")
     if report_dir is not None and not rows.empty:
         options = None

@@ -229,3 +229,19 @@ def test_a_table_study_runs_unbounded_unless_the_spec_limits_it(tmp_path: Path) 
     assert concurrency(_spec(tmp_path, "name: u\nkind: table\nrows:\n  - {label: A}\n"), workers=1) is None
     capped = _spec(tmp_path, "name: c\nkind: table\nmax_concurrent: 3\nrows:\n  - {label: A}\n")
     assert concurrency(capped, workers=1) == 3
+
+
+def test_a_study_name_never_leaves_the_store_in_the_export_or_tunes_folder(tmp_path: Path) -> None:
+    # The spec loader refuses such names; the writers are safe on their own too.
+    from types import SimpleNamespace
+
+    from rmaunet.store import safe_name
+    from rmaunet.study_cli import _summarise
+
+    store = ResultsStore(tmp_path / "store")
+    store.write_row({"study": "../../x", "kind": "table", "row": "A", "row_index": 0, "seed": 0, "status": "ok"})
+    _summarise(SimpleNamespace(name="../../x", kind="table", path=None), tmp_path / "store", None, 0.0)
+    exported = [p for p in tmp_path.rglob("*.parquet") if p.parent == tmp_path / "store"]
+    assert [p.name for p in exported] == ["x.parquet"] and not (tmp_path / "x.parquet").exists()
+    # make_tuner names Tune's experiment folder (under the store's tune/) with the same rule.
+    assert safe_name("../../x", "study") == "x" and "/" not in safe_name("a/../b")
