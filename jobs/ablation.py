@@ -6,7 +6,7 @@ study spec on the cluster in RAY_ADDRESS (set by `ray job submit`) or, run by ha
 local Ray runtime; `--report DIR` also writes the study's tables.
 
     ray job submit --working-dir . -- python jobs/ablation.py search_spaces/paper_table10_ladder.yaml \
-        --data /data/landslide4sense --storage s3://bucket/rmaunet --report reports/paper_table10_ladder
+        --data /mnt/shared/datasets/landslide4sense --storage /mnt/shared/results --report /mnt/shared/reports/t10
     python jobs/ablation.py search_spaces/paper_table11_datasets.yaml \
         --data landslide4sense=DIR --data bijie=DIR --data nepal=DIR --storage DIR
 """

@@ -123,15 +123,21 @@ def test_cluster_runs_the_project_image_with_a_gpu_worker_group():
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
 
 
-def test_job_entry_point_runs_a_bundled_study_into_object_storage():
-    # `python -m rmaunet study run` on a spec the image carries, writing to an s3:// or gs:// store.
+def test_job_entry_point_runs_a_bundled_study_into_the_shared_volume():
+    # `python -m rmaunet study run` on a spec the image carries, writing its store to a volume
+    # that every pod of the cluster (head and workers) mounts: no result on one pod's disk.
     from rmaunet.specs import bundled_spec_names
 
     words = _manifest("RayJob")["spec"]["entrypoint"].split()
     assert words[:5] == ["python", "-m", "rmaunet", "study", "run"]
     spec = Path(words[5])
     assert spec.parent == Path("/home/ray/search_spaces") and spec.stem in bundled_spec_names()
-    assert re.match(r"(s3|gs)://", words[words.index("--storage") + 1])
+    storage = words[words.index("--storage") + 1]
+    cluster = _manifest("RayJob")["spec"]["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    for pod in pods:
+        mounts = [m["mountPath"] for c in pod["template"]["spec"]["containers"] for m in c.get("volumeMounts", [])]
+        assert any(storage.startswith(m.rstrip("/") + "/") for m in mounts), (storage, mounts)
     assert "--data" in words
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"ln -s .*bundled_spec_folder.*\s+/home/ray/search_spaces", dockerfile)
