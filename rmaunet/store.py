@@ -160,7 +160,7 @@ class ResultsStore:
                     raise StoreError(f"{path}: unreadable results row ({exc})") from None
         if not frames:
             return pd.DataFrame(columns=list(COLUMNS))
-        df = pd.concat(frames, ignore_index=True)
+        df = _one_type_per_column(pd.concat(frames, ignore_index=True))
         if study:
             df = df[df["study"] == study]
         sort = [c for c in ("study", "row_index", "seed", "threshold") if c in df.columns]
@@ -170,6 +170,17 @@ class ResultsStore:
         """All rows (of one study) as one Parquet file, written atomically."""
         rows = self.read(study)
         return atomic.atomic_write(Path(path), lambda tmp: rows.to_parquet(tmp, index=False))
+
+
+def _one_type_per_column(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows written by different versions may hold text in one row and numbers in another
+    (cfg_threshold: 0.5 or "tuned"); such a column becomes text, so the frame exports."""
+    for column in [c for c in df.columns if df[c].dtype == object]:
+        present = df[column].notna()
+        kinds = {type(v) for v in df.loc[present, column]}
+        if str in kinds and len(kinds) > 1:
+            df.loc[present, column] = df.loc[present, column].map(str)
+    return df
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -164,3 +164,13 @@ def test_a_store_survives_killed_writers_and_concurrent_readers(tmp_path: Path):
     assert reads > 0 and failures == 0
     assert done and done <= stored  # every row a writer finished is there (one in flight may be too)
     assert len(stored - done) <= 3
+
+
+def test_a_column_with_text_and_numbers_still_exports(tmp_path: Path):
+    # A ladder's fixed rows hold cfg_threshold 0.5, its threshold step "tuned" (and older
+    # stores wrote numbers): the study still reads and exports as one table.
+    store = ResultsStore(tmp_path)
+    store.write_row({**_row(0), "cfg_threshold": 0.5})
+    store.write_row({**_row(1), "cfg_threshold": "tuned"})
+    out = store.export(tmp_path / "s.parquet", "s")
+    assert list(pd.read_parquet(out)["cfg_threshold"]) == ["0.5", "tuned"]

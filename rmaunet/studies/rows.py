@@ -144,9 +144,11 @@ class RowWriter:
             }
         )
         for key, value in p.config.to_dict().items():
-            row[f"{CONFIG_PREFIX}{key}"] = (
-                json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
-            )
+            if isinstance(value, (dict, list)):
+                value = json.dumps(value, sort_keys=True)
+            elif key == "threshold":
+                value = str(value)  # "tuned" or a number: one column type for every row of a study
+            row[f"{CONFIG_PREFIX}{key}"] = value
         return row
 
 
