@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
-# The whole suite's line coverage of rmaunet/ may not fall below this (slow tests included).
-COV_FLOOR ?= 70
+# The whole suite's line coverage of rmaunet/ may not fall below this (slow tests included;
+# measured 91.6 % on a fresh clone).
+COV_FLOOR ?= 85
 FUZZ_N ?= 2000
 
 .PHONY: setup demo test test-fast lint fuzz bench clean latex

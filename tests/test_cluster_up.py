@@ -172,7 +172,9 @@ def test_fake_cluster_runs_a_submitted_smoke_study_with_token_auth(fake_cluster,
     # The head trains nothing: the study's trials run on worker nodes its autoscaler starts; the job
     # client needs the token (without it, or with another, it is refused); the rows land in the store.
     from rmaunet.data.synthetic import write_landslide4sense
+    from rmaunet.specs import bundled_spec
     from rmaunet.store import ResultsStore
+    from rmaunet.studies.spec import load_spec
 
     data = write_landslide4sense(tmp_path / "data", n=40, seed=5, size=64)
     storage = tmp_path / "results"
@@ -229,7 +231,8 @@ def test_fake_cluster_runs_a_submitted_smoke_study_with_token_auth(fake_cluster,
     assert final == "succeeded", f"{final}\n{logs[-4000:]}"
 
     rows = ResultsStore(storage).read("demo")
-    assert len(rows) == 4 and set(rows["status"]) == {"ok"}
+    demo = load_spec(bundled_spec("demo"), smoke=True)
+    assert len(rows) == len(demo.rows) * len(demo.seeds) and set(rows["status"]) == {"ok"}
     assert "trainings to run" in logs
     # The trials' own output reaches the job's log (each trial's process prints at least
     # TensorFlow's start-up lines), prefixed by Ray with the process that printed it.

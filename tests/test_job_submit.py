@@ -71,7 +71,9 @@ def ray_head():
 def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     # Submit the smoke demo as a Ray job, wait for SUCCEEDED, and find its rows in the results store.
     from rmaunet.data.synthetic import write_landslide4sense
+    from rmaunet.specs import bundled_spec
     from rmaunet.store import ResultsStore
+    from rmaunet.studies.spec import load_spec
 
     data = write_landslide4sense(tmp_path / "data", n=40, seed=5, size=64)
     storage = tmp_path / "results"
@@ -120,7 +122,8 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     assert final == "succeeded", f"{final}\n{logs[-4000:]}"
 
     rows = ResultsStore(storage).read("demo")
-    assert len(rows) == 4 and set(rows["status"]) == {"ok"}
+    demo = load_spec(bundled_spec("demo"), smoke=True)
+    assert len(rows) == len(demo.rows) * len(demo.seeds) and set(rows["status"]) == {"ok"}
     assert rows["row"].tolist()[0] == "U-Net & Cross Entropy (baseline)"
     for metric in ("val_f1", "val_precision", "val_recall", "val_iou", "val_miou", "wall_s"):
         assert rows[metric].notna().all(), metric

@@ -128,11 +128,14 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
         "--storage",
         str(storage),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # The driver's output goes to a file: worker output reaches the driver now, and an unread
+    # pipe fills up and blocks it.
+    log = (tmp_path / "driver.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     rows_dir = storage / "rows" / "killme"
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and len(list(rows_dir.glob("*.parquet"))) < 1:
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         time.sleep(0.5)
     # The driver and the local Ray runtime it started, all at once (a crash): the runtime's
     # daemons run in sessions of their own, so they are found by parentage, not by group.
@@ -143,6 +146,7 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
         except ProcessLookupError:
             pass
     proc.wait()
+    log.close()
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in (storage / "trials").glob("*/result.json")}
     assert 1 <= len(done_before) < 4
 

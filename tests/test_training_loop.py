@@ -164,3 +164,28 @@ def test_a_trial_under_a_real_memory_limit_is_recorded_as_out_of_memory(tmp_path
     assert "STATUS failed out of memory" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     saved = json.loads((tmp_path / "trial" / "result.json").read_text())
     assert saved["status"] == "failed" and saved["reason"].startswith("out of memory")
+
+
+def test_a_trial_killed_during_its_final_scoring_only_scores_on_rerun(l4s_small: Path, tmp_path: Path, monkeypatch):
+    # The last epoch's checkpoint is saved before the final scoring: a rerun after a kill
+    # there trains nothing more and writes the result (it once returned no result at all).
+    from rmaunet.training import loop as loop_module
+    from rmaunet.training.trial import run_trial
+
+    real = loop_module.TrialLoop.score_best_epoch
+    calls = []
+
+    def killed_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("killed while scoring")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module.TrialLoop, "score_best_epoch", killed_once)
+    config = TrialConfig(**{**TINY, "epochs": 2})
+    with pytest.raises(RuntimeError, match="killed while scoring"):
+        run_trial(config, l4s_small, tmp_path)
+    assert not TrialFolder(tmp_path).result.exists()
+    result = run_trial(config, l4s_small, tmp_path)
+    assert result.status == "ok" and result.resumed_from == 2 and [h["epoch"] for h in result.history] == [1, 2]
+    assert json.loads(TrialFolder(tmp_path).result.read_text())["status"] == "ok"

@@ -400,6 +400,14 @@ class TrialLoop:
             io.end_epoch(self, row, state, outcome)
             if failed:
                 break
+        if resumed_from >= config.epochs and state["history"]:
+            # Interrupted after the last epoch's checkpoint (saved before the final scoring)
+            # and before result.json: nothing is left to train, only the scoring.
+            if self.rank == 0:
+                outcome = self.score_best_epoch(
+                    io.outputs(resumed_from), io.best_weights, state, io.wall_s(), resumed_from
+                )
+            io.end_epoch(self, dict(state["history"][-1]), state, outcome)
         return outcome
 
     def score_best_epoch(
