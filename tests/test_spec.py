@@ -254,3 +254,14 @@ def test_a_spec_keeping_the_preset_losses_loads_without_tensorflow(tmp_path):
         check=True,
     )
     assert out.stdout.strip() == "False" and not out.stderr
+
+
+def test_smoke_runs_on_a_cpu_whatever_the_spec_asks_for():
+    # The paper specs ask for {cpu: 4, gpu: 1}: a smoke run on a laptop must still schedule.
+    from rmaunet.specs import bundled_spec
+    from rmaunet.studies.spec import load_spec
+
+    full = load_spec(bundled_spec("paper_table10_ladder"))
+    smoke = load_spec(bundled_spec("paper_table10_ladder"), smoke=True)
+    assert full.resources["gpu"] == 1
+    assert smoke.resources["gpu"] == 0 and smoke.resources["cpu"] == 1 and smoke.resources["workers"] == 1

@@ -89,6 +89,7 @@ _PRESET_LOSSES = {(preset.loss, preset.loss_params) for preset in PRESETS.values
 
 # --smoke shrinks any spec to CPU minutes without editing it: small widths, crops, few
 # tiles, one epoch. The spec's own `smoke:` block is applied on top.
+SMOKE_RESOURCES: dict[str, float] = {"cpu": 1, "gpu": 0, "workers": 1}
 SMOKE_OVERRIDES: dict[str, Any] = {
     "base_filters": 4,
     "depth": 2,
@@ -244,6 +245,8 @@ def load_spec(path: Path | str, *, smoke: bool = False) -> StudySpec:
     if smoke:
         rows = [Row(r.label, _config(ctx, doc, smoke_values, r.config, "smoke"), r.steps) for r in rows]
         base = _config(ctx, doc, smoke_values, base, "smoke")
+        # A smoke run is for a CPU: the paper specs' {cpu: 4, gpu: 1} would wait forever for a GPU.
+        resources = {**resources, **SMOKE_RESOURCES}
 
     max_concurrent = doc.get("max_concurrent")
     if max_concurrent is not None and (not _is_int(max_concurrent) or not 1 <= max_concurrent <= MAX_BUDGET):
