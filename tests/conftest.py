@@ -31,3 +31,30 @@ def shared_fixtures() -> Path:
     if not folder.is_dir():
         pytest.skip(f"third-party fixtures not here: {folder} (a copy of shared/ beside the repository)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
+    """moto's S3 server on 127.0.0.1 for the whole session; yields the client environment."""
+    from s3_server import moto_available, s3_server
+
+    if not moto_available():
+        pytest.skip("moto's S3 server is not installed (pip install 'moto[server]'; part of the test extra)")
+    with s3_server(tmp_path_factory.mktemp("moto")) as env:
+        yield env
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the test S3 server, this process's AWS variables pointing at it;
+    returns its URI (s3://name)."""
+    import re
+    import secrets
+
+    from s3_server import make_bucket
+
+    for key, value in s3_endpoint.items():
+        monkeypatch.setenv(key, value)
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + secrets.token_hex(3)
+    make_bucket(s3_endpoint, name)
+    return f"s3://{name}"

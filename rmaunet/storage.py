@@ -1,0 +1,206 @@
+"""Where results live: a local folder, or an object store (s3://, gs://) through pyarrow.fs.
+
+Ray Tune and Ray Train open their `storage_path` the same way (pyarrow.fs.FileSystem.from_uri),
+so one `--storage` names the results store, Tune's experiment state and Ray Train's
+checkpoints, and the same credentials reach all three: for S3 the standard AWS variables
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, an instance profile) and
+AWS_ENDPOINT_URL for an S3-compatible server (MinIO, Ceph, moto); for GCS,
+GOOGLE_APPLICATION_CREDENTIALS or the VM's service account.
+
+Writes are all-or-nothing for readers: an object is stored by one PUT, so a reader sees
+the whole object or none; a local file is written under a temporary name and renamed
+(rmaunet.atomic). Names starting with rmaunet.atomic.TMP_PREFIX are never listed.
+
+This module imports neither TensorFlow nor Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from rmaunet import atomic
+from rmaunet.errors import StoreError
+
+__all__ = ["Storage", "is_uri", "cache_root"]
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SCHEMES = ("s3", "gs", "gcs", "file")
+
+
+def is_uri(where: str | Path) -> bool:
+    """True for `scheme://…` (an object store), False for a local or mounted path."""
+    return isinstance(where, str) and bool(_URI.match(where))
+
+
+def cache_root() -> Path:
+    """This node's own cache (staged datasets, trials in progress against an object store):
+    RMAUNET_CACHE_DIR, else ~/.cache/rmaunet. Never shared between nodes."""
+    return Path(os.environ.get("RMAUNET_CACHE_DIR") or Path.home() / ".cache" / "rmaunet")
+
+
+class Storage:
+    """A folder on a local / mounted file system or under an object-store URI.
+
+    Paths given to its methods are relative to it, "/"-separated ("rows/demo/a.parquet").
+    Every failure of the file system (unreachable endpoint, missing bucket, no permission)
+    is a StoreError naming the URI.
+    """
+
+    def __init__(self, where: str | Path) -> None:
+        import pyarrow.fs as pafs
+
+        text = str(where)
+        if is_uri(text):
+            scheme = text.split("://", 1)[0].lower()
+            if scheme not in _SCHEMES:
+                raise StoreError(f"{text}: unsupported storage scheme {scheme!r} (use a folder, s3:// or gs://)")
+            if scheme == "file":
+                text = text.split("://", 1)[1]
+        if is_uri(text):
+            try:
+                self.fs, base = pafs.FileSystem.from_uri(text.rstrip("/"))
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"{text}: cannot open this storage URI ({_one_line(exc)})") from None
+            self.base = base.rstrip("/")
+            self.uri = text.rstrip("/")
+            self.local: Path | None = None
+        else:
+            self.local = Path(text).expanduser().resolve()
+            self.fs = pafs.LocalFileSystem()
+            self.base = self.local.as_posix()
+            self.uri = str(self.local)
+
+    def __repr__(self) -> str:
+        return f"Storage({self.uri!r})"
+
+    def __str__(self) -> str:
+        return self.uri
+
+    @property
+    def is_local(self) -> bool:
+        return self.local is not None
+
+    def child(self, *parts: str) -> Storage:
+        """The storage folder `parts` below this one (same file system, same credentials)."""
+        rel = "/".join(p.strip("/") for p in parts if p)
+        child = object.__new__(Storage)
+        child.fs = self.fs
+        child.base = f"{self.base}/{rel}" if rel else self.base
+        child.uri = f"{self.uri}/{rel}" if rel else self.uri
+        child.local = self.local / rel if self.local is not None and rel else self.local
+        return child
+
+    def path(self, rel: str = "") -> str:
+        """The file system's own path of `rel` (what pyarrow.fs calls take)."""
+        return f"{self.base}/{rel.strip('/')}" if rel.strip("/") else self.base
+
+    def uri_of(self, rel: str = "") -> str:
+        """`rel` as a path or URI another program (Ray, pandas, the user) can open."""
+        return f"{self.uri}/{rel.strip('/')}" if rel.strip("/") else self.uri
+
+    # ------------------------------------------------------------------ reads
+    def read_bytes(self, rel: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+        try:
+            with self.fs.open_input_stream(self.path(rel)) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if self.is_local and self.local is not None and not (self.local / rel).exists():
+                return None
+            raise StoreError(f"{self.uri_of(rel)}: cannot read ({_one_line(exc)})") from None
+
+    def exists(self, rel: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self._info(rel).type == pafs.FileType.File
+
+    def files(self, rel: str = "", suffix: str = "") -> list[str]:
+        """Names of the files directly in folder `rel` ending in `suffix`, sorted; never a
+        temporary file; [] when the folder does not exist."""
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self.path(rel), allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise StoreError(f"{self.uri_of(rel)}: cannot list ({_one_line(exc)})") from None
+        names = [i.base_name for i in infos if i.type == pafs.FileType.File]
+        return sorted(n for n in names if n.endswith(suffix) and not atomic.is_temporary(n))
+
+    def folders(self, rel: str = "") -> list[str]:
+        """Names of the folders directly in `rel` (object stores: the common prefixes)."""
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self.path(rel), allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise StoreError(f"{self.uri_of(rel)}: cannot list ({_one_line(exc)})") from None
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
+
+    def download(self, rel: str, target: Path) -> bool:
+        """Copy the file to local `target` (atomically); False when it does not exist."""
+        if self.is_local and self.local is not None:
+            source = self.local / rel
+            if not source.is_file():
+                return False
+            atomic.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+            return True
+        data = self.read_bytes(rel)
+        if data is None:
+            return False
+        atomic.write_bytes(target, data)
+        return True
+
+    # ------------------------------------------------------------------ writes
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        """Store `data` at `rel` whole: readers see the old content or the new, never part."""
+        if self.is_local and self.local is not None:
+            return str(atomic.write_bytes(self.local / rel, data))
+        try:
+            with self.fs.open_output_stream(self.path(rel)) as stream:
+                stream.write(data)
+        except OSError as exc:
+            raise StoreError(f"{self.uri_of(rel)}: cannot write ({_one_line(exc)})") from None
+        return self.uri_of(rel)
+
+    def upload(self, source: Path, rel: str) -> str:
+        """Copy local file `source` to `rel`."""
+        if self.is_local and self.local is not None:
+            target = self.local / rel
+            if Path(source).resolve() == target.resolve():
+                return str(target)
+            return str(atomic.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp)))
+        return self.write_bytes(rel, Path(source).read_bytes())
+
+    def delete(self, rel: str) -> None:
+        """Remove the file if it is there."""
+        try:
+            self.fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if self.is_local and self.local is not None and not (self.local / rel).exists():
+                return
+            raise StoreError(f"{self.uri_of(rel)}: cannot delete ({_one_line(exc)})") from None
+
+    def check_writable(self) -> None:
+        """Fail now, in one line, when the store cannot be written (a missing bucket, no
+        credentials, an unreachable endpoint), not after the first training."""
+        self.write_bytes(".rmaunet-store", b"rmaunet results store\n")
+
+    def _info(self, rel: str):  # noqa: ANN202 - pyarrow.fs.FileInfo
+        try:
+            return self.fs.get_file_info(self.path(rel))
+        except OSError as exc:
+            raise StoreError(f"{self.uri_of(rel)}: cannot read ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text or type(exc).__name__)[:300]
