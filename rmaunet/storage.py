@@ -141,7 +141,9 @@ class Storage:
             infos = self.fs.get_file_info(selector)
         except OSError as exc:
             raise StoreError(f"{self.uri_of(rel)}: cannot list ({_one_line(exc)})") from None
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
+        return sorted(
+            i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")
+        )
 
     def download(self, rel: str, target: Path) -> bool:
         """Copy the file to local `target` (atomically); False when it does not exist."""

@@ -1,24 +1,33 @@
-"""The results store: one Parquet row per (study, row, seed), written atomically.
+"""The results store: one Parquet row per (study, row, seed), each written whole.
 
 The crossing point between the study engine (which writes rows) and reporting (which
-reads them); neither imports the other. Layout under a storage folder:
+reads them); neither imports the other. It lives in a local or mounted folder or under
+an object-store URI (s3://, gs://; rmaunet.storage). Layout:
 
     trials/<trial_id>/           one trained trial (rmaunet.trial_folder.TrialFolder)
     rows/<study>/<key>.parquet   one results row each (see COLUMNS)
+    tune/<study>/                Ray Tune's experiment state and checkpoints
+    <study>.parquet              a study's rows as one file (`export_study`)
 
-Each row is its own file, written to a temporary name and renamed into place
-(rmaunet.atomic), so many trials finishing at once never lose or tear a row, a crash
-leaves either the old file or the new one, and readers skip temporary files. `read()`
-gathers the rows into one DataFrame; `export()` writes that as a single Parquet file for
-pandas / pyarrow users.
+Each row is its own file or object, written once and whole (a temporary name renamed
+into place in a folder; one PUT in an object store), so many trials finishing at once
+never lose or tear a row, a crash leaves either the old row or the new one, and readers
+skip temporary files. `read()` gathers the rows into one DataFrame; `export()` writes
+that as a single Parquet file for pandas / pyarrow users.
+
+Trials train where Ray puts them (`workspace`): against a folder, in the store's own
+trial folder; against an object store, in this node's cache, each epoch's checkpoint
+uploaded before the next epoch starts, so a trial that loses its node resumes on another
+from its last epoch, and the finished trial's files uploaded with result.json last.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
-from collections.abc import Iterable
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +37,18 @@ import pyarrow.parquet as pq
 
 from rmaunet import atomic
 from rmaunet.errors import StoreError
-from rmaunet.trial_folder import TrialFolder
+from rmaunet.storage import Storage, cache_root, is_uri
+from rmaunet.trial_folder import SPLITS, TrialFolder
 
 __all__ = [
     "ResultsStore",
-    "store_root",
+    "TrialWorkspace",
     "COLUMNS",
     "METRIC_NAMES",
     "DETECTION_METRIC_NAMES",
     "CONFIG_PREFIX",
     "safe_name",
+    "is_uri",
 ]
 
 METRIC_NAMES = ("precision", "recall", "f1", "iou", "miou")
@@ -98,66 +109,88 @@ def safe_name(text: str, default: str = "row") -> str:
     return slug or default
 
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def store_root(storage: Path | str) -> Path:
-    """The store's folder. An object-store URI is refused rather than taken for a relative
-    folder named "s3:" (which every node would have its own, unseen copy of)."""
-    if isinstance(storage, str) and _URI.match(storage):
-        raise StoreError(
-            f"{storage}: object-store URIs are not supported as a results store yet; "
-            "use a folder every node mounts (NFS, EFS, Filestore)"
-        )
-    return Path(storage)
-
-
 class ResultsStore:
-    def __init__(self, root: Path | str) -> None:
-        self.root = store_root(root)
+    """The store under `root`: a folder, or an object-store URI (rmaunet.storage)."""
+
+    def __init__(self, root: Path | str | Storage) -> None:
+        self.storage = root if isinstance(root, Storage) else Storage(root)
+        self.local = self.storage.is_local
+        # A local store's folder; None for an object store.
+        self.root: Path | None = self.storage.local
+
+    def __str__(self) -> str:
+        return self.storage.uri
 
     # ------------------------------------------------------------------ trials
-    def trial(self, trial_id: str) -> TrialFolder:
+    def _trial_id(self, trial_id: str) -> str:
         if safe_name(trial_id, default="") != trial_id:
-            raise StoreError(f"{self.root}: {trial_id!r} is not a trial id")
-        return TrialFolder(self.root / "trials" / trial_id)
+            raise StoreError(f"{self.storage}: {trial_id!r} is not a trial id")
+        return trial_id
+
+    def trial(self, trial_id: str) -> TrialFolder:
+        """A trial's files as a local folder to read: a folder store's own; for an object
+        store, this node's copy of the finished trial's files (fetched once, result.json last)."""
+        trial_id = self._trial_id(trial_id)
+        if self.root is not None:
+            return TrialFolder(self.root / "trials" / trial_id)
+        folder = TrialFolder(_cache_for(self.storage) / "trials" / trial_id)
+        if folder.read_result() is None:
+            remote = self.storage.child("trials", trial_id)
+            # What scoring reads (not the weights); result.json last: a partial copy is never taken as finished.
+            for path in (*(folder.probabilities(s) for s in SPLITS), folder.history, folder.result):
+                remote.download(path.name, path)
+        return folder
 
     def finished_trial(self, trial_id: str) -> dict[str, Any] | None:
         """The stored result of a completed trial, or None when it must (re)run."""
-        return self.trial(trial_id).read_result()
+        trial_id = self._trial_id(trial_id)
+        if self.root is not None:
+            return TrialFolder(self.root / "trials" / trial_id).read_result()
+        return _parse_result(self.storage.child("trials", trial_id).read_bytes(TrialFolder.RESULT))
+
+    def workspace(self, trial_id: str) -> TrialWorkspace:
+        """Where this node trains `trial_id` (see the module's docstring)."""
+        return TrialWorkspace(self, self._trial_id(trial_id))
 
     # ------------------------------------------------------------------ rows
-    def row_path(self, study: str, row: str, seed: int, threshold: float | None = None) -> Path:
+    def row_key(self, study: str, row: str, seed: int, threshold: float | None = None) -> str:
+        """The row's path inside the store ("rows/<study>/<name>.parquet")."""
         key = f"{study}\0{row}\0{seed}\0{threshold}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return self.root / "rows" / safe_name(study, "study") / f"{safe_name(row)}__s{seed}__{digest}.parquet"
+        return f"rows/{safe_name(study, 'study')}/{safe_name(row)}__s{seed}__{digest}.parquet"
 
-    def row_path_for(self, row: dict[str, Any]) -> Path:
+    def row_key_for(self, row: dict[str, Any]) -> str:
         missing = [c for c in ("study", "row", "seed") if c not in row]
         if missing:
-            raise StoreError(f"{self.root}: results row lacks {', '.join(missing)}")
+            raise StoreError(f"{self.storage}: results row lacks {', '.join(missing)}")
         threshold = row.get("threshold") if row.get("kind") == "threshold" else None
-        return self.row_path(row["study"], row["row"], int(row["seed"]), threshold)
+        return self.row_key(row["study"], row["row"], int(row["seed"]), threshold)
 
-    def write_row(self, row: dict[str, Any]) -> Path:
-        table = pa.Table.from_pylist([_plain(row)])
-        return atomic.atomic_write(self.row_path_for(row), lambda tmp: pq.write_table(table, tmp))
+    def has_row(self, row: dict[str, Any]) -> bool:
+        return self.storage.exists(self.row_key_for(row))
+
+    def write_row(self, row: dict[str, Any]) -> str:
+        """Store one row whole; returns where it went (a path or a URI)."""
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist([_plain(row)]), sink)
+        return self.storage.write_bytes(self.row_key_for(row), sink.getvalue())
 
     def read(self, study: str | None = None) -> pd.DataFrame:
-        base = self.root / "rows"
-        folders: Iterable[Path] = (
-            [base / safe_name(study, "study")] if study else sorted(base.glob("[!.]*")) if base.is_dir() else []
-        )
+        rows = self.storage.child("rows")
+        folders = [safe_name(study, "study")] if study else rows.folders()
         frames = []
         for folder in folders:
-            atomic.sweep(folder)  # a killed writer's leftovers, once they are old
-            for path in sorted(folder.glob("[!.]*.parquet")):  # never an in-flight temporary file
-                try:
-                    frames.append(pq.read_table(path).to_pandas())
-                except FileNotFoundError:
+            if self.root is not None:
+                atomic.sweep(self.root / "rows" / folder)  # a killed writer's leftovers, once they are old
+            for name in rows.child(folder).files(suffix=".parquet"):  # never an in-flight temporary file
+                key = f"{folder}/{name}"
+                data = rows.read_bytes(key)
+                if data is None:
                     continue  # replaced between the listing and the read: the new file is listed next time
+                try:
+                    frames.append(pq.read_table(pa.BufferReader(data)).to_pandas())
                 except (OSError, pa.ArrowInvalid) as exc:
-                    raise StoreError(f"{path}: unreadable results row ({exc})") from None
+                    raise StoreError(f"{rows.uri_of(key)}: unreadable results row ({exc})") from None
         if not frames:
             return pd.DataFrame(columns=list(COLUMNS))
         df = _one_type_per_column(pd.concat(frames, ignore_index=True))
@@ -167,9 +200,125 @@ class ResultsStore:
         return df.sort_values(sort, kind="stable").reset_index(drop=True)
 
     def export(self, path: Path | str, study: str | None = None) -> Path:
-        """All rows (of one study) as one Parquet file, written atomically."""
+        """All rows (of one study) as one local Parquet file, written atomically."""
         rows = self.read(study)
         return atomic.atomic_write(Path(path), lambda tmp: rows.to_parquet(tmp, index=False))
+
+    def export_study(self, study: str) -> str:
+        """A study's rows as <store>/<study>.parquet, beside its rows; returns its path or URI."""
+        sink = io.BytesIO()
+        self.read(study).to_parquet(sink, index=False)
+        return self.storage.write_bytes(f"{safe_name(study, 'study')}.parquet", sink.getvalue())
+
+
+class TrialWorkspace:
+    """One training's local folder on this node, and its way into the store.
+
+    For a folder store the workspace is the store's own trial folder and nothing moves.
+    For an object store it is a folder in this node's cache: `begin` fetches the trial's
+    last checkpoint from the store (a trial that lost its node resumes from it here),
+    `save_checkpoint` uploads each epoch's checkpoint (weights and optimizer state under
+    the epoch's own names, then the state file that points at them, so a reader never
+    pairs one epoch's state with another's weights), and `finish` uploads the finished
+    trial's files, result.json last, and removes the checkpoint and the local copy.
+    """
+
+    STATE = f"{TrialFolder.CHECKPOINT}/{TrialFolder.CHECKPOINT_STATE}"
+
+    def __init__(self, store: ResultsStore, trial_id: str) -> None:
+        self.store, self.trial_id = store, trial_id
+        self.remote = store.storage.child("trials", trial_id)
+        if store.root is not None:
+            self.folder = TrialFolder(store.root / "trials" / trial_id)
+        else:
+            self.folder = TrialFolder(_cache_for(store.storage) / "work" / trial_id)
+
+    @property
+    def local(self) -> bool:
+        return self.store.root is not None
+
+    def begin(self, config: dict[str, Any]) -> TrialFolder:
+        """The folder to train in, holding the config and the store's last checkpoint."""
+        if not self.local:
+            shutil.rmtree(self.folder.root, ignore_errors=True)  # the store's copy is the truth
+            self.folder.create()
+            self._fetch_checkpoint()
+        self.folder.create().write_config(config)
+        if not self.local:
+            self.remote.upload(self.folder.config, TrialFolder.CONFIG)
+        return self.folder
+
+    def _fetch_checkpoint(self) -> None:
+        state = _parse_result(self.remote.read_bytes(self.STATE))
+        if state is None or not isinstance(state.get("epoch"), int):
+            return
+        source = f"{TrialFolder.CHECKPOINT}/{_epoch_dir(state['epoch'])}"
+        target = self.folder.checkpoint
+        names = (TrialFolder.CHECKPOINT_WEIGHTS, TrialFolder.CHECKPOINT_OPTIMIZER, TrialFolder.BEST_WEIGHTS)
+        for name in names:
+            self.remote.download(f"{source}/{name}", target / name)
+        if (target / TrialFolder.BEST_WEIGHTS).is_file():
+            shutil.move(target / TrialFolder.BEST_WEIGHTS, self.folder.best_weights)
+        atomic.write_json(target / TrialFolder.CHECKPOINT_STATE, state)  # last: marks the copy complete
+
+    def save_checkpoint(self) -> None:
+        """After each epoch's local checkpoint: the same checkpoint into the store."""
+        if self.local:
+            return
+        local = self.folder.checkpoint
+        state = _parse_result((local / TrialFolder.CHECKPOINT_STATE).read_bytes())
+        if state is None:
+            return
+        epoch_dir = f"{TrialFolder.CHECKPOINT}/{_epoch_dir(int(state['epoch']))}"
+        self.remote.upload(local / TrialFolder.CHECKPOINT_WEIGHTS, f"{epoch_dir}/{TrialFolder.CHECKPOINT_WEIGHTS}")
+        self.remote.upload(local / TrialFolder.CHECKPOINT_OPTIMIZER, f"{epoch_dir}/{TrialFolder.CHECKPOINT_OPTIMIZER}")
+        if self.folder.best_weights.is_file():
+            self.remote.upload(self.folder.best_weights, f"{epoch_dir}/{TrialFolder.BEST_WEIGHTS}")
+        previous = _parse_result(self.remote.read_bytes(self.STATE))
+        self.remote.upload(local / TrialFolder.CHECKPOINT_STATE, self.STATE)
+        if previous is not None and isinstance(previous.get("epoch"), int) and previous["epoch"] != state["epoch"]:
+            self._delete_epoch(previous["epoch"])
+
+    def finish(self) -> None:
+        """Upload the finished trial (result.json last), then drop its checkpoint from the store."""
+        if self.local:
+            return
+        for path in (self.folder.sync, *self.folder.outputs()):
+            if path.is_file():
+                self.remote.upload(path, path.name)
+        state = _parse_result(self.remote.read_bytes(self.STATE))
+        self.remote.delete(self.STATE)
+        if state is not None and isinstance(state.get("epoch"), int):
+            self._delete_epoch(state["epoch"])
+
+    def close(self) -> None:
+        """Remove this node's copy (an object store's workspace only)."""
+        if not self.local:
+            shutil.rmtree(self.folder.root, ignore_errors=True)
+
+    def _delete_epoch(self, epoch: int) -> None:
+        folder = f"{TrialFolder.CHECKPOINT}/{_epoch_dir(epoch)}"
+        for name in (TrialFolder.CHECKPOINT_WEIGHTS, TrialFolder.CHECKPOINT_OPTIMIZER, TrialFolder.BEST_WEIGHTS):
+            self.remote.delete(f"{folder}/{name}")
+
+
+def _epoch_dir(epoch: int) -> str:
+    return f"epoch-{epoch:04d}"
+
+
+def _cache_for(storage: Storage) -> Path:
+    """This node's cache of one object store (its own folder per store URI)."""
+    return cache_root() / "stores" / hashlib.sha256(storage.uri.encode()).hexdigest()[:16]
+
+
+def _parse_result(data: bytes | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    try:
+        parsed = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # unreadable: train again rather than guess
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _one_type_per_column(df: pd.DataFrame) -> pd.DataFrame:

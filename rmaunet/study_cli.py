@@ -19,7 +19,10 @@ def _study_args(p: argparse.ArgumentParser) -> None:
         help="dataset folder in its published layout; repeat as NAME=DIR for a cross-dataset study (Table XI)",
     )
     p.add_argument(
-        "--storage", required=True, help="results store folder (created if missing; on a cluster one every node mounts)"
+        "--storage",
+        required=True,
+        help="results store: a folder (created if missing), or on a cluster s3://BUCKET/PREFIX or gs://… "
+        "(or a folder every node mounts). Ray Tune's experiment state goes under it too",
     )
     p.add_argument(
         "--smoke",
@@ -177,18 +180,26 @@ def _summarise(spec, storage: Path, report_dir: Path | None, started: float, opt
     study = spec.name
     store = ResultsStore(storage)
     rows = store.read(study)
-    exported = store.export(Path(storage) / f"{safe_name(study, 'study')}.parquet", study)
-    _log(f"{study}: {len(rows)} results rows in {time.monotonic() - started:.0f} s; store {storage}, table {exported}")
+    exported = store.export_study(study)
+    _log(f"{study}: {len(rows)} results rows in {time.monotonic() - started:.0f} s; store {store}, table {exported}")
     if report_dir is not None and not rows.empty:
         options = None
-        if spec.kind == "search":
-            url = optuna_storage or f"sqlite:///{Path(storage).resolve() / 'optuna.db'}"
+        if spec.kind == "search" and (optuna_storage or store.root is not None):
+            url = optuna_storage or f"sqlite:///{store.root / 'optuna.db'}"
             options = ReportOptions(optuna_storage=url, study=study)
         paths = write_study_report(rows, report_dir, title=study, spec=spec.path, options=options)
         print()
         print(Path(paths["markdown"]).read_text())
         for kind, path in paths.items():
             print(f"  {kind}: {path}")
+        if store.root is None:
+            # Under `ray job submit` a relative --report folder is in the job's temporary
+            # working directory on the head: the store keeps a copy the user can reach.
+            target = store.storage.child("reports", safe_name(study, "study"))
+            for path in sorted(Path(report_dir).rglob("*")):
+                if path.is_file():
+                    target.upload(path, path.relative_to(report_dir).as_posix())
+            _log(f"report copied to {target}")
 
 
 def _demo(args: argparse.Namespace) -> int:

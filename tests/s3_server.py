@@ -20,7 +20,13 @@ from pathlib import Path
 
 __all__ = ["s3_server", "moto_available", "free_port", "S3_ENV_KEYS"]
 
-S3_ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")
+S3_ENV_KEYS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+)
 
 
 def _moto_command() -> list[str] | None:
@@ -59,7 +65,8 @@ def s3_server(log_dir: Path) -> Iterator[dict[str, str]]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start: {(log_dir / 'moto.log').read_text()[-2000:]}")
+                    tail = (log_dir / "moto.log").read_text()[-2000:]
+                    raise RuntimeError(f"moto server did not start: {tail}") from None
                 time.sleep(0.2)
         yield {
             "AWS_ENDPOINT_URL": endpoint,

@@ -67,7 +67,7 @@ def test_torn_result_json_means_train_again(tmp_path: Path):
 def test_reads_skip_in_flight_and_leftover_temporary_files(tmp_path: Path):
     # A killed writer's temporary row (a dotfile) never breaks read() or shows as a row.
     store = ResultsStore(tmp_path)
-    path = store.write_row(_row(1))
+    path = Path(store.write_row(_row(1)))
     (path.parent / ".tmp-999-dead-row.parquet").write_bytes(b"PAR1 torn")
     df = store.read("s")
     assert list(df["row_index"]) == [1]
@@ -81,7 +81,7 @@ def test_names_never_leave_the_store(tmp_path: Path):
 
     store = ResultsStore(tmp_path / "store")
     for name in ("../../x", "..", "/etc/passwd"):
-        path = store.write_row({**_row(1), "study": name})
+        path = Path(store.write_row({**_row(1), "study": name}))
         assert path.resolve().is_relative_to((tmp_path / "store" / "rows").resolve()), path
     with pytest.raises(StoreError, match="not a trial id"):
         store.trial("../x")

@@ -208,16 +208,19 @@ def test_a_trial_on_bad_data_fails_once_with_its_cause(l4s_small: Path, tmp_path
     assert json.loads((tmp_path / "trial" / "result.json").read_text())["status"] == "failed"
 
 
-def test_an_object_store_uri_is_refused_not_taken_for_a_folder(tmp_path: Path, capsys, monkeypatch) -> None:
-    # `--storage s3://bucket/x` once became ./s3:/bucket/x on each node: now one line and exit 2.
+def test_an_unreachable_object_store_is_one_line_not_a_local_folder(tmp_path: Path, capsys, monkeypatch) -> None:
+    # `--storage s3://bucket/x` once became ./s3:/bucket/x on each node: now it is opened as
+    # S3, and a bucket that cannot be reached is one line naming it, exit 2.
     from rmaunet.cli import main
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     spec = tmp_path / "s.yaml"
     spec.write_text("name: s\nkind: table\nbase: {preset: baseline}\nrows:\n  - {label: A}\n")
-    code = main(["study", "plan", str(spec), "--data", str(tmp_path), "--storage", "s3://bucket/x"])
+    code = main(["study", "run", str(spec), "--data", str(tmp_path), "--storage", "s3://bucket/x"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "s3://bucket/x: object-store URIs are not supported" in err[0]
+    assert code == 2 and len(err) == 1 and err[0].startswith("rmaunet: error: s3://bucket/x") and "cannot" in err[0]
     assert not (tmp_path / "s3:").exists()
 
 

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "store", type=Path, help="results store folder (a study's --storage), or a results table (.parquet or .csv)"
+        "store",
+        help="results store (a study's --storage: a folder, s3://… or gs://…), or a results table (.parquet or .csv)",
     )
     p.add_argument("--study", help="only this study (default: the spec's study, else every study)")
     p.add_argument(

@@ -65,11 +65,17 @@ class ReportOptions:
 
 
 def load_results(path: Path | str, study: str | None = None) -> pd.DataFrame:
-    """Rows from a results store folder, or from one Parquet / CSV results table."""
+    """Rows from a results store (a folder, or an s3:// / gs:// URI), or from one Parquet /
+    CSV results table."""
+    from rmaunet.store import ResultsStore, is_uri
+
+    if is_uri(str(path)):
+        df = ResultsStore(str(path)).read(study)
+        if df.empty:
+            raise StoreError(f"{path}: no results rows" + (f" for study {study!r}" if study else ""))
+        return df.reset_index(drop=True)
     path = Path(path)
     if path.is_dir():
-        from rmaunet.store import ResultsStore
-
         df = ResultsStore(path).read(study)
     elif path.is_file():
         suffix = path.suffix.lower()

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from rmaunet.config import TrialConfig
+from rmaunet.storage import Storage
 from rmaunet.store import ResultsStore
 from rmaunet.studies.plan import StudyPlan
 from rmaunet.studies.rows import RowWriter
 from rmaunet.studies.session import concurrency, make_tuner, node_name, ray_session, report_final, report_numbers
 from rmaunet.studies.spec import StudySpec
+from rmaunet.trial_folder import TrialFolder
 
 __all__ = ["run_grid", "tune_params"]
 
@@ -29,9 +30,11 @@ TRIAL_KEY = "rmaunet_trial_id"
 
 
 def _train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], storage: str) -> None:
-    """One Tune trial: train one planned config into its trial folder of the store."""
+    """One Tune trial: train one planned config in its workspace (rmaunet.store.TrialWorkspace),
+    which on an object store is this node's cache, each epoch's checkpoint copied to the store."""
     from ray import tune
 
+    from rmaunet.data.staging import local_data
     from rmaunet.studies.progress import FINISHED
     from rmaunet.training.trial import configure_threads, run_trial
 
@@ -39,30 +42,43 @@ def _train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
     entry = plan[tid]
     config = TrialConfig.from_dict(entry["config"])
     configure_threads()
-    folder = ResultsStore(storage).trial(tid).create()
-    folder.write_config(config.to_dict())
+    workspace = ResultsStore(storage).workspace(tid)
+    folder = workspace.begin(config.to_dict())
 
     def report(row: dict[str, Any]) -> None:
         tune.report(report_numbers(row))
 
-    if config.num_workers > 1:
-        from rmaunet.training.distributed import run_data_parallel
+    try:
+        if config.num_workers > 1:
+            from rmaunet.training.distributed import run_data_parallel
 
-        result = run_data_parallel(
-            config,
-            entry["data_dir"],
-            folder.root,
-            num_workers=config.num_workers,
-            use_gpu=entry["gpu"] > 0,
-            report=report,
-            cpus_per_worker=max(1, int(entry["cpu"])),  # resources.cpu is per worker here
+            result = run_data_parallel(
+                config,
+                entry["data_dir"],
+                folder.root,
+                num_workers=config.num_workers,
+                use_gpu=entry["gpu"] > 0,
+                report=report,
+                cpus_per_worker=max(1, int(entry["cpu"])),  # resources.cpu is per worker here
+                storage_path=workspace.remote.uri_of(TrialFolder.RAY_TRAIN),
+                fingerprint=entry["fingerprint"],
+            )
+        else:
+            data_dir = local_data(entry["data_dir"], config.dataset, entry["fingerprint"])
+            result = run_trial(
+                config, data_dir, folder.root, report=report, node=node_name(), on_checkpoint=workspace.save_checkpoint
+            )
+        workspace.finish()
+        report_final(
+            {
+                FINISHED: 1,
+                "status_ok": int(result.status == "ok"),
+                **{f"final_val_{k}": v for k, v in result.val.items()},
+            },
+            folder,
         )
-    else:
-        result = run_trial(config, entry["data_dir"], folder.root, report=report, node=node_name())
-    report_final(
-        {FINISHED: 1, "status_ok": int(result.status == "ok"), **{f"final_val_{k}": v for k, v in result.val.items()}},
-        folder,
-    )
+    finally:
+        workspace.close()
 
 
 def tune_params(plan: StudyPlan) -> dict[str, dict[str, Any]]:
@@ -85,7 +101,7 @@ def tune_params(plan: StudyPlan) -> dict[str, dict[str, Any]]:
 def run_grid(
     spec: StudySpec,
     plan: StudyPlan,
-    storage: Path,
+    storage: Storage,
     writer: RowWriter,
     address: str | None,
     log: Log,
@@ -106,6 +122,7 @@ def run_grid(
             "cpu": spec.resources["cpu"],
             "label": p.label,
             "data_dir": str(plan.data[p.config.dataset]),
+            "fingerprint": plan.fingerprints[p.config.dataset],
         }
         for p in plan.to_train
     }
@@ -134,7 +151,7 @@ def run_grid(
             + (f"up to {concurrent} at once" if concurrent else "as many at once as resources allow")
         )
         tuner = make_tuner(
-            tune.with_parameters(_train_one, plan=entries, storage=str(storage)),
+            tune.with_parameters(_train_one, plan=entries, storage=storage.uri),
             resources,
             spec=spec,
             storage=storage,

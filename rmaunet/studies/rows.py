@@ -86,7 +86,7 @@ class RowWriter:
                     chosen if chosen is not None and self.spec.kind == "threshold" else r["threshold"]
                 )
                 # A row already written from this training stays as it was (its finish time included).
-                if not (reused and self.store.row_path_for(r).is_file()):
+                if not (reused and self.store.has_row(r)):
                     self.store.write_row(r)
             if ok and self.spec.kind != "threshold":
                 value = rows[0][f"val_{self.metric}"]

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rmaunet.store import ResultsStore, store_root
+from rmaunet.storage import Storage
+from rmaunet.store import ResultsStore
 from rmaunet.studies.plan import StudyPlan, plan_study
 from rmaunet.studies.rows import RowWriter
 from rmaunet.studies.spec import StudySpec
@@ -24,7 +25,7 @@ __all__ = ["run_study", "plan_study", "StudyPlan"]
 def run_study(
     spec: StudySpec,
     data: Path | str | Mapping[str, Path | str],
-    storage: Path | str,
+    storage: Path | str | Storage,
     *,
     address: str | None = None,
     log: Callable[[str], None] = print,
@@ -36,22 +37,23 @@ def run_study(
     `callbacks`: Tune callbacks added to the progress printer, e.g. experiment tracking
     (`rmaunet.studies.session.tracking_callbacks`: MLflow, W&B, your own).
     """
-    storage = store_root(storage).resolve()
-    plan = plan_study(spec, data, storage)
+    store = ResultsStore(storage)
+    store.storage.check_writable()  # a missing bucket or folder permission: one line now, not after training
+    plan = plan_study(spec, data, store.storage)
     log(plan.summary())
-    writer = RowWriter(spec, plan, ResultsStore(storage), log)
+    writer = RowWriter(spec, plan, store, log)
     for tid in plan.finished:
         writer.trial_done(tid, reused=True)
 
     if spec.kind == "search":
         from rmaunet.studies.search import run_search
 
-        run_search(spec, plan, storage, writer, address, log, optuna_storage, callbacks)
+        run_search(spec, plan, store.storage, writer, address, log, optuna_storage, callbacks)
         return plan
     if plan.to_train:
         from rmaunet.studies.grid import run_grid
 
-        run_grid(spec, plan, storage, writer, address, log, callbacks)
+        run_grid(spec, plan, store.storage, writer, address, log, callbacks)
     missing = [tid for tid in plan.unique if tid not in writer.done]
     if missing:
         log(f"{len(missing)} trainings did not finish; rerun the same command to continue")

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
+from rmaunet.storage import Storage
 
 __all__ = [
     "parse_space",
@@ -178,6 +178,7 @@ def _train_sample(
     from ray import tune
 
     from rmaunet import thresholds
+    from rmaunet.data.staging import local_data
     from rmaunet.store import ResultsStore
     from rmaunet.studies.expand import trial_id
     from rmaunet.studies.plan import usable
@@ -186,23 +187,35 @@ def _train_sample(
     from rmaunet.training.trial import configure_threads, run_trial
 
     config = apply_params(TrialConfig.from_dict(base), params)
-    folder = ResultsStore(storage).trial(trial_id(config, fingerprint))
+    store = ResultsStore(storage)
+    tid = trial_id(config, fingerprint)
 
     def report(row: dict[str, Any]) -> None:
         tune.report({**report_numbers(row), "objective": float(row.get(f"val_{metric}", 0.0))})
 
-    result = folder.read_result()
+    result = store.finished_trial(tid)
+    workspace = None
     if usable(result):
         for row in result["history"]:
             report(row)
+        folder = store.trial(tid)
     else:
         configure_threads()
-        folder.create().write_config(config.to_dict())
-        result = run_trial(config, data_dir, folder.root, report=report, node=node_name()).to_dict()
-    if result["status"] == "ok":
-        threshold = float(result["threshold"])
-        value = thresholds.scores_at(folder, (threshold,))[threshold].get(f"val_{metric}", 0.0)
-        report_final({"epoch": int(result["epochs_run"]) + 1, "objective": float(value), FINISHED: 1}, folder)
+        workspace = store.workspace(tid)
+        folder = workspace.begin(config.to_dict())
+        local = local_data(data_dir, config.dataset, fingerprint)
+        result = run_trial(
+            config, local, folder.root, report=report, node=node_name(), on_checkpoint=workspace.save_checkpoint
+        ).to_dict()
+        workspace.finish()
+    try:
+        if result["status"] == "ok":
+            threshold = float(result["threshold"])
+            value = thresholds.scores_at(folder, (threshold,))[threshold].get(f"val_{metric}", 0.0)
+            report_final({"epoch": int(result["epochs_run"]) + 1, "objective": float(value), FINISHED: 1}, folder)
+    finally:
+        if workspace is not None:
+            workspace.close()
 
 
 def _optuna_searcher(**kwargs: Any) -> Any:
@@ -225,7 +238,7 @@ def _optuna_searcher(**kwargs: Any) -> Any:
 def run_search(
     spec: Any,
     plan: Any,
-    storage: Path,
+    storage: Storage,
     writer: Any,
     address: str | None,
     log: Callable[[str], None],
@@ -242,8 +255,14 @@ def run_search(
     from rmaunet.studies.progress import Progress
     from rmaunet.studies.session import concurrency, make_tuner, ray_session
 
-    url = optuna_storage or f"sqlite:///{storage / 'optuna.db'}"
-    storage.mkdir(parents=True, exist_ok=True)
+    if optuna_storage is None and storage.local is None:
+        raise ConfigError(
+            f"{storage}: a search on an object store keeps its Optuna study in a database every "
+            "node and rerun can reach: pass --optuna-storage postgresql://…"
+        )
+    if storage.local is not None:
+        storage.local.mkdir(parents=True, exist_ok=True)
+    url = optuna_storage or f"sqlite:///{storage.local / 'optuna.db'}"
     rdb = optuna.storages.RDBStorage(url)
     study = optuna.create_study(study_name=spec.name, storage=rdb, direction="maximize", load_if_exists=True)
     # A driver killed mid-search leaves RUNNING trials behind: they will never report.
@@ -292,7 +311,7 @@ def run_search(
         base=base.to_dict(),
         fingerprint=plan.fingerprints[base.dataset],
         data_dir=str(plan.data[base.dataset]),
-        storage=str(storage),
+        storage=storage.uri,
         metric=metric,
     )
     with ray_session(address, log):

@@ -9,10 +9,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from rmaunet.errors import ConfigError
+from rmaunet.storage import Storage
 from rmaunet.studies.spec import StudySpec
 from rmaunet.trial_folder import TrialFolder
 
@@ -106,12 +106,13 @@ def make_tuner(
     resources: dict[str, float],
     *,
     spec: StudySpec,
-    storage: Path,
+    storage: Storage,
     callbacks: list[Any],
     tune_config: Any,
     param_space: dict[str, Any] | None = None,
 ) -> Any:
-    """The Tuner every study kind runs: its experiment folder under the store's tune/."""
+    """The Tuner every study kind runs: its experiment state and trial checkpoints under the
+    store's tune/ (Ray opens an s3:// or gs:// store with pyarrow.fs, as rmaunet.storage does)."""
     from ray import tune
 
     from rmaunet.store import safe_name
@@ -122,7 +123,7 @@ def make_tuner(
         tune_config=tune_config,
         run_config=tune.RunConfig(
             name=safe_name(spec.name, "study"),
-            storage_path=str(storage / "tune"),
+            storage_path=storage.uri_of("tune"),
             failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
             callbacks=callbacks,
             verbose=0,

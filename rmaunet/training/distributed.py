@@ -32,6 +32,7 @@ from typing import Any
 
 from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
+from rmaunet.storage import is_uri
 from rmaunet.training.checkpoint import EpochCheckpoint
 from rmaunet.training.loop import TrialLoop, maybe_inject_failure, wants_deterministic_ops
 from rmaunet.training.result import TrialResult, write_result
@@ -150,7 +151,12 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     if wants_deterministic_ops(config):
         tf.config.experimental.enable_op_determinism()  # as run_trial: same config, same metrics on CPU
-    loop = TrialLoop(config, loop_config["data_dir"], rank=rank, world=world, sharded=True)
+    data_dir: str | Path = loop_config["data_dir"]
+    if is_uri(data_dir):
+        from rmaunet.data.staging import local_data
+
+        data_dir = local_data(data_dir, config.dataset, loop_config["fingerprint"])  # once per node
+    loop = TrialLoop(config, data_dir, rank=rank, world=world, sharded=True)
     fault_folder = TrialFolder(loop_config["out_dir"]) if loop_config.get("out_dir") else None
     io = _RayTrainIO(config, rank, fault_folder)
     try:
@@ -186,12 +192,16 @@ def run_data_parallel(
     cpus_per_worker: int = 1,
     storage_path: Path | str | None = None,
     max_failures: int = 1,
+    fingerprint: str | None = None,
 ) -> TrialResult:
     """Train one trial data-parallel on `num_workers` Ray Train workers; results into out_dir.
 
     Call it where Ray is initialised (a Tune trial, a job, a test). `report` is called in
     this thread with rank 0's row of every epoch. `storage_path` (default out_dir/ray_train)
-    must be storage every node can reach on a multi-node cluster; so must data_dir. A
+    must be storage every node can reach on a multi-node cluster: a shared folder or an
+    s3:// / gs:// URI, where Ray Train keeps each epoch's checkpoint. `data_dir` may be a
+    URI too: every worker stages it into its node's cache (`fingerprint`, the dataset's,
+    keys that copy; rmaunet.data.staging). A
     worker failure restarts the group from the last epoch's checkpoint up to `max_failures`
     times. The default of one restart is there for Ray 2.60 itself: its PlacementGroupCleaner
     takes one missed State API answer for a dead controller and removes a live run's
@@ -209,7 +219,15 @@ def run_data_parallel(
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by num_workers = {num_workers}")
     started = time.perf_counter()
     folder = TrialFolder(Path(out_dir).resolve()).create()
-    storage = Path(storage_path).resolve() if storage_path is not None else folder.ray_train
+    if storage_path is None:
+        storage = str(folder.ray_train)
+    else:
+        storage = str(storage_path) if is_uri(storage_path) else str(Path(storage_path).resolve())
+    data = str(data_dir) if is_uri(data_dir) else str(Path(data_dir).resolve())
+    if is_uri(data) and fingerprint is None:
+        from rmaunet.data.staging import remote_fingerprint
+
+        fingerprint = remote_fingerprint(data, config.dataset)
 
     # num_cpus=0: the queue actor must not compete with the workers' placement group.
     sink = Queue(actor_options={"num_cpus": 0})
@@ -220,13 +238,14 @@ def run_data_parallel(
         _train_loop,
         train_loop_config={
             "config": config.to_dict(),
-            "data_dir": str(Path(data_dir).resolve()),
+            "data_dir": data,
+            "fingerprint": fingerprint,
             "out_dir": str(folder.root),
         },
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"dp_{config.training_hash}",
-            storage_path=str(storage),
+            storage_path=storage,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=[_make_forwarder(sink)],

@@ -27,8 +27,15 @@ Reporter = Callable[[dict[str, Any]], None]
 class _FolderIO:
     """The loop's state in the trial folder itself: checkpoint/, best.weights.h5, results."""
 
-    def __init__(self, folder: TrialFolder, config: TrialConfig, report: Reporter | None, node: str | None) -> None:
-        self.folder, self.report, self.node = folder, report, node
+    def __init__(
+        self,
+        folder: TrialFolder,
+        config: TrialConfig,
+        report: Reporter | None,
+        node: str | None,
+        on_checkpoint: Callable[[], None] | None = None,
+    ) -> None:
+        self.folder, self.report, self.node, self.on_checkpoint = folder, report, node, on_checkpoint
         self.best_weights = folder.best_weights
         self.checkpoint = EpochCheckpoint(folder.checkpoint, config)
 
@@ -42,8 +49,12 @@ class _FolderIO:
         return self.folder
 
     def save_checkpoint(self, loop: TrialLoop, epoch: int, state: dict[str, Any]) -> None:
+        if self.node and state["history"]:
+            state["history"][-1]["node"] = self.node  # where each epoch ran: a resumed trial shows its move
         keys = ("epoch", "history", "best_score", "best_epoch")
         self.checkpoint.save(loop.model, loop.optimizer, {k: state[k] for k in keys})
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()
 
     def end_epoch(
         self, loop: TrialLoop, row: dict[str, Any], state: dict[str, Any], outcome: TrialResult | None
@@ -65,6 +76,7 @@ def run_trial(
     report: Reporter | None = None,
     log: Callable[[str], None] | None = None,
     node: str | None = None,
+    on_checkpoint: Callable[[], None] | None = None,
 ) -> TrialResult:
     """Train, validate every epoch, keep the best epoch's weights, score test once.
 
@@ -72,7 +84,8 @@ def run_trial(
     epoch, so a rerun resumes after the last one; the selected weights, both splits'
     probability maps and, last, result.json. A NaN loss, an out-of-memory error or bad
     input (an RmaunetError: unreadable data, an impossible config) ends the trial with
-    status "failed" and the reason recorded. Deterministic ops are on for
+    status "failed" and the reason recorded. `on_checkpoint` is called after each epoch's
+    checkpoint is complete (rmaunet.store.TrialWorkspace copies it to an object store). Deterministic ops are on for
     the trial when wants_deterministic_ops says so, and only for it: the switch is
     process-global.
     """
@@ -82,7 +95,7 @@ def run_trial(
     if turned_on:
         tf_config.enable_op_determinism()
     try:
-        return _run(config, data_dir, TrialFolder(out_dir).create(), report, log, node)
+        return _run(config, data_dir, TrialFolder(out_dir).create(), report, log, node, on_checkpoint)
     finally:
         if turned_on:
             tf_config.disable_op_determinism()
@@ -95,6 +108,7 @@ def _run(
     report: Reporter | None,
     log: Callable[[str], None] | None,
     node: str | None,
+    on_checkpoint: Callable[[], None] | None,
 ) -> TrialResult:
     import tensorflow as tf
 
@@ -102,7 +116,7 @@ def _run(
     loop: TrialLoop | None = None
     try:
         loop = TrialLoop(config, data_dir, log=log)
-        result = loop.run(_FolderIO(folder, config, report, node))
+        result = loop.run(_FolderIO(folder, config, report, node, on_checkpoint))
     except RmaunetError as exc:
         # Bad data or an impossible config fails the same way every time: recorded once as
         # failed, with its cause, instead of raising into a scheduler that would retry it.
