@@ -194,6 +194,14 @@ def test_a_dead_stagers_partial_copy_is_swept(data_uri: str, tmp_path: Path) -> 
     assert not leftover.exists() and fingerprint(staged, DATASET) == planned
 
 
+def test_a_cache_that_cannot_be_written_is_one_line_naming_node_and_folder(data_uri: str, tmp_path: Path) -> None:
+    # A cache path that is a file (or a read-only or full disk): the node, the URI and the folder, not a traceback.
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    with pytest.raises(DataError, match=rf"^{NODE}cannot stage {re.escape(data_uri)} into {re.escape(str(blocked))}"):
+        stage(data_uri, DATASET, remote_fingerprint(data_uri, DATASET), cache=blocked)
+
+
 def test_local_data_stages_a_uri_and_keeps_a_path(
     data_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -70,17 +70,20 @@ def stage(uri: str, dataset: str, fingerprint: str, *, cache: Path | str | None 
     target = folder / fingerprint
     if target.is_dir():  # published by rename: present means complete
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder / f"{fingerprint}.lock"):
-        if target.is_dir():  # another process of this node staged it while this one waited
-            return target
-        _sweep(folder, fingerprint)
-        temporary = folder / f"{atomic.TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{fingerprint}"
-        try:
-            _download(uri, dataset, fingerprint, temporary)
-            os.rename(temporary, target)
-        finally:
-            shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder / f"{fingerprint}.lock"):
+            if target.is_dir():  # another process of this node staged it while this one waited
+                return target
+            _sweep(folder, fingerprint)
+            temporary = folder / f"{atomic.TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{fingerprint}"
+            try:
+                _download(uri, dataset, fingerprint, temporary)
+                os.rename(temporary, target)
+            finally:
+                shutil.rmtree(temporary, ignore_errors=True)
+    except OSError as exc:  # this node's disk: full, read-only
+        raise DataError(f"node {node_label()}: cannot stage {uri} into {folder} ({exc})") from None
     return target
 
 
@@ -115,11 +118,8 @@ def _download(uri: str, dataset: str, fingerprint: str, temporary: Path) -> None
         os.utime(target, ns=(mtime_ns, mtime_ns))
 
     temporary.mkdir()
-    try:
-        with ThreadPoolExecutor(_PARALLEL_DOWNLOADS) as pool:
-            list(pool.map(fetch, entries))
-    except OSError as exc:  # this node's disk: full, not writable
-        raise DataError(f"node {node_label()}: cannot stage {uri} into {temporary.parent} ({exc})") from None
+    with ThreadPoolExecutor(_PARALLEL_DOWNLOADS) as pool:
+        list(pool.map(fetch, entries))
     if local_fingerprint(temporary, dataset) != fingerprint or _listing(storage, uri) != entries:
         raise DataError(f"node {node_label()}: {uri}: the data changed while it was being staged; try again")
 
