@@ -145,6 +145,26 @@ class Storage:
             i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")
         )
 
+    def walk(self, rel: str = "") -> list[tuple[str, int, int]]:
+        """Every file below folder `rel`, at any depth, as ("/"-separated path relative to
+        `rel`, size, mtime_ns), sorted; never a temporary file; [] when `rel` does not exist.
+        A store without modification times gives 0."""
+        import pyarrow.fs as pafs
+
+        top = self.path(rel)
+        selector = pafs.FileSelector(top, recursive=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"{self.uri_of(rel)}: cannot list ({_one_line(exc)})") from None
+        return sorted(
+            (i.path[len(top) + 1 :], i.size, i.mtime_ns or 0)
+            for i in infos
+            if i.type == pafs.FileType.File and not atomic.is_temporary(i.base_name)
+        )
+
     def download(self, rel: str, target: Path) -> bool:
         """Copy the file to local `target` (atomically); False when it does not exist."""
         if self.is_local and self.local is not None:

@@ -15,8 +15,13 @@ def _study_args(p: argparse.ArgumentParser) -> None:
         "--data",
         action="append",
         required=True,
-        metavar="[NAME=]DIR",
-        help="dataset folder in its published layout; repeat as NAME=DIR for a cross-dataset study (Table XI)",
+        metavar="[NAME=]DIR|URI",
+        help=(
+            "dataset folder in its published layout, or an object-store URI of one (s3://bucket/l4s, "
+            "gs://…: each node copies it once into its own cache, $RMAUNET_CACHE_DIR or ~/.cache/rmaunet, "
+            "keyed by the data's fingerprint; credentials as for --storage); "
+            "repeat as NAME=DIR|URI for a cross-dataset study (Table XI)"
+        ),
     )
     p.add_argument(
         "--storage",
@@ -115,20 +120,25 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _data_arg(values: list[str]) -> Path | dict[str, Path]:
-    """`--data DIR` (one dataset) or `--data NAME=DIR …` (one folder per dataset)."""
+def _data_arg(values: list[str]) -> Path | str | dict[str, Path | str]:
+    """`--data DIR|URI` (one dataset) or `--data NAME=DIR|URI …` (one per dataset). A URI
+    stays a string: Path("s3://b/x") would collapse its "//"."""
     from rmaunet.config import DATASETS
     from rmaunet.errors import DataError
+    from rmaunet.storage import is_uri
+
+    def where(text: str) -> Path | str:
+        return text if is_uri(text) else Path(text)
 
     named = {}
     for value in values:
         name, sep, folder = value.partition("=")
         if sep and name in DATASETS:
-            named[name] = Path(folder)
+            named[name] = where(folder)
         elif len(values) == 1:
-            return Path(value)
+            return where(value)
         else:
-            raise DataError(f"{value}: with several --data, write NAME=DIR (NAME one of {', '.join(DATASETS)})")
+            raise DataError(f"{value}: with several --data, write NAME=DIR|URI (NAME one of {', '.join(DATASETS)})")
     return named
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ __all__ = [
     "prepare_splits",
     "validate_data",
     "fingerprint",
+    "fingerprint_of",
     "READERS",
     "open_reader",
     "OFFICIAL_L4S_MEAN",
@@ -104,7 +106,6 @@ def fingerprint(root: Path | str, dataset: str) -> str:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
-    h = hashlib.sha256(dataset.encode())
     entries = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if d != CACHE_DIR_NAME]
@@ -114,6 +115,13 @@ def fingerprint(root: Path | str, dataset: str) -> str:
             entries.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
     if not entries:
         raise DataError(f"{root}: no data files found")
+    return fingerprint_of(dataset, entries)
+
+
+def fingerprint_of(dataset: str, entries: Iterable[tuple[str, int, int]]) -> str:
+    """The fingerprint of a dataset's files given as (relative path, size, mtime_ns): what
+    `fingerprint` computes from a folder and rmaunet.data.staging from an object listing."""
+    h = hashlib.sha256(dataset.encode())
     for rel, size, mtime in sorted(entries):
         h.update(f"{rel}\0{size}\0{mtime}\n".encode())
     return h.hexdigest()[:16]

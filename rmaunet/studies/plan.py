@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rmaunet.errors import DataError
+from rmaunet.storage import is_uri
 from rmaunet.store import ResultsStore
 from rmaunet.studies.expand import PlannedRow, expand
 from rmaunet.studies.spec import StudySpec
@@ -29,7 +30,7 @@ class StudyPlan:
         spec: StudySpec,
         planned: list[PlannedRow],
         store: ResultsStore,
-        data: dict[str, Path],
+        data: dict[str, Path | str],
         fingerprints: dict[str, str],
     ) -> None:
         self.spec = spec
@@ -57,16 +58,17 @@ class StudyPlan:
         )
 
 
-def resolve_data(spec: StudySpec, data: Path | str | Mapping[str, Path | str]) -> dict[str, Path]:
-    """One folder per dataset the study uses: a single folder serves a one-dataset study;
-    a cross-dataset study (Table XI) names one per dataset."""
+def resolve_data(spec: StudySpec, data: Path | str | Mapping[str, Path | str]) -> dict[str, Path | str]:
+    """One folder or object-store URI per dataset the study uses: a single one serves a
+    one-dataset study; a cross-dataset study (Table XI) names one per dataset. A URI stays
+    as it is: whether it holds data is learned by listing it (plan_study)."""
     needed = sorted({r.config.dataset for r in spec.rows} | {spec.base.dataset})
     if isinstance(data, Mapping):
-        folders = {k: Path(v).resolve() for k, v in data.items()}
+        folders = {k: _absolute(v) for k, v in data.items()}
         if len(folders) == 1 and len(needed) == 1 and needed[0] not in folders:
             folders = {needed[0]: next(iter(folders.values()))}
     else:
-        folders = {name: Path(data).resolve() for name in needed}
+        folders = {name: _absolute(data) for name in needed}
         if len(needed) > 1:
             raise DataError(
                 f"{data}: study {spec.name!r} uses datasets {', '.join(needed)}: pass --data NAME=DIR for each"
@@ -74,20 +76,29 @@ def resolve_data(spec: StudySpec, data: Path | str | Mapping[str, Path | str]) -
     for name in needed:
         if name not in folders:
             raise DataError(f"{spec.path}: no data folder for dataset {name!r} (pass --data {name}=DIR)")
-        if not folders[name].exists():
+        if not is_uri(folders[name]) and not Path(folders[name]).exists():
             raise DataError(f"{folders[name]}: data folder not found")
     return {name: folders[name] for name in needed}
+
+
+def _absolute(data: Path | str) -> Path | str:
+    return data if is_uri(data) else Path(data).resolve()
 
 
 def plan_study(
     spec: StudySpec, data: Path | str | Mapping[str, Path | str], storage: Path | str, *, check_data: bool = True
 ) -> StudyPlan:
     """The study's rows and trainings; with check_data, every data file its trials will
-    read is read once first, so bad data is one DataError naming the file, before any trial."""
+    read is read once first, so bad data is one DataError naming the file, before any trial.
+    Data under a URI is fingerprinted from a listing of its objects."""
     from rmaunet.data import fingerprint
+    from rmaunet.data.staging import remote_fingerprint
 
     folders = resolve_data(spec, data)
-    fingerprints = {name: fingerprint(folder, name) for name, folder in folders.items()}
+    fingerprints = {
+        name: remote_fingerprint(folder, name) if is_uri(folder) else fingerprint(folder, name)
+        for name, folder in folders.items()
+    }
     plan = StudyPlan(spec, expand(spec, fingerprints), ResultsStore(storage), folders, fingerprints)
     if check_data:
         check_study_data(spec, plan)
@@ -96,9 +107,11 @@ def plan_study(
 
 def check_study_data(spec: StudySpec, plan: StudyPlan) -> None:
     """Read what the trainings still to run will read (trials already in the store read
-    nothing), once per distinct set of raw channels and tile limit."""
+    nothing), once per distinct set of raw channels and tile limit. Data under a URI is
+    staged into this node's cache first and the copy read: what a trial on this node reads."""
     from rmaunet.data import validate_data
     from rmaunet.data.bands import resolve_bands
+    from rmaunet.data.staging import local_data
     from rmaunet.datasets import dataset_info
 
     configs = [p.config for p in plan.to_train] if spec.kind != "search" else [spec.base]
@@ -108,4 +121,5 @@ def check_study_data(spec: StudySpec, plan: StudyPlan) -> None:
         key = (config.dataset, channels, config.max_tiles)
         if key not in seen:
             seen.add(key)
-            validate_data(config, plan.data[config.dataset])
+            name = config.dataset
+            validate_data(config, local_data(plan.data[name], name, plan.fingerprints[name]))
