@@ -1,0 +1,133 @@
+"""The results store on an object store (moto's S3 server on 127.0.0.1): rows, trials, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from rmaunet.config import TrialConfig
+from rmaunet.errors import StoreError
+from rmaunet.store import ResultsStore
+
+TINY = dict(base_filters=4, depth=2, epochs=3, batch_size=8, augment=())
+
+
+def _row(i: int, study: str = "s") -> dict:
+    return {"study": study, "kind": "table", "row": f"r{i}", "row_index": i, "seed": 0, "status": "ok", "test_f1": i / 10}
+
+
+def _keys(uri: str) -> list[str]:
+    fs, base = pafs.FileSystem.from_uri(uri)
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    return sorted(i.path[len(base) + 1 :] for i in infos if i.type == pafs.FileType.File)
+
+
+def test_rows_are_objects_written_whole_and_read_back(s3_bucket: str, tmp_path: Path, monkeypatch) -> None:
+    # Each row is one object under rows/<study>/; read() and the export find every one, and
+    # nothing lands on the local disk (the working directory stays empty).
+    monkeypatch.chdir(tmp_path)
+    store = ResultsStore(f"{s3_bucket}/results")
+    for i in range(3):
+        store.write_row(_row(i))
+    store.write_row({**_row(1), "test_f1": 0.9})  # the same row again replaces it
+    df = store.read("s")
+    assert list(df["row"]) == ["r0", "r1", "r2"] and df["test_f1"].tolist() == [0.0, 0.9, 0.2]
+    assert store.has_row(_row(2)) and not store.has_row(_row(7))
+    assert store.export_study("s") == f"{s3_bucket}/results/s.parquet"
+    keys = _keys(f"{s3_bucket}/results")
+    assert sum(k.startswith("rows/s/") for k in keys) == 3 and "s.parquet" in keys
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_temporary_named_object_is_never_a_row(s3_bucket: str) -> None:
+    # An object named like an in-flight temporary file (another writer's) is not listed.
+    store = ResultsStore(f"{s3_bucket}/results")
+    store.write_row(_row(0))
+    store.storage.write_bytes("rows/s/.tmp-1-ab-r9.parquet", b"PAR1 torn")
+    assert list(store.read("s")["row"]) == ["r0"]
+
+
+def test_a_corrupt_row_object_is_one_error_naming_its_uri(s3_bucket: str) -> None:
+    # A damaged object is reported with its full URI, not a pyarrow traceback.
+    store = ResultsStore(f"{s3_bucket}/results")
+    store.storage.write_bytes("rows/s/bad.parquet", b"not parquet")
+    with pytest.raises(StoreError, match=rf"{s3_bucket}/results/rows/s/bad.parquet: unreadable results row"):
+        store.read("s")
+
+
+def test_a_missing_bucket_fails_the_write_check_in_one_line(s3_bucket: str) -> None:
+    # check_writable is what `study run` calls before planning: the bucket is named.
+    with pytest.raises(StoreError, match=r"s3://no-such-bucket-rmaunet/x/.rmaunet-store: cannot write"):
+        ResultsStore("s3://no-such-bucket-rmaunet/x").storage.check_writable()
+
+
+def test_a_trial_killed_on_one_node_resumes_on_another_from_the_store(
+    s3_bucket: str, l4s_small: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # Two nodes with their own caches and one bucket: node A trains 2 of 3 epochs and dies;
+    # node B, which has never seen the trial, resumes from epoch 3 with A's checkpoint.
+    from rmaunet.training.trial import run_trial
+
+    store = ResultsStore(f"{s3_bucket}/results")
+    config = TrialConfig(**TINY)
+    tid = "t" * 16
+
+    monkeypatch.setenv("RMAUNET_CACHE_DIR", str(tmp_path / "node-a"))
+    monkeypatch.setenv("RMAUNET_FAIL_AFTER_EPOCH", "2")
+    workspace = store.workspace(tid)
+    folder = workspace.begin(config.to_dict())
+    assert str(folder.root).startswith(str(tmp_path / "node-a"))
+    with pytest.raises(RuntimeError, match="injected failure after epoch 2"):
+        run_trial(config, l4s_small, folder.root, node="node-a", on_checkpoint=workspace.save_checkpoint)
+    assert store.finished_trial(tid) is None
+    keys = _keys(f"{s3_bucket}/results/trials/{tid}")
+    # The epoch's files under their own names and the state that points at them; epoch 1's are gone.
+    assert "checkpoint/epoch-0002/last.weights.h5" in keys and "checkpoint/state.json" in keys
+    assert not any(k.startswith("checkpoint/epoch-0001/") for k in keys)
+
+    monkeypatch.setenv("RMAUNET_CACHE_DIR", str(tmp_path / "node-b"))
+    workspace = store.workspace(tid)
+    folder = workspace.begin(config.to_dict())
+    result = run_trial(config, l4s_small, folder.root, node="node-b", on_checkpoint=workspace.save_checkpoint)
+    workspace.finish()
+    workspace.close()
+    assert result.resumed_from == 2 and [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert [h["node"] for h in result.history] == ["node-a", "node-a", "node-b"]
+    stored = store.finished_trial(tid)
+    assert stored is not None and stored["status"] == "ok" and stored["epochs_run"] == 3
+    keys = _keys(f"{s3_bucket}/results/trials/{tid}")
+    assert {"result.json", "config.json", "best.weights.h5", "val_probs.npz", "test_probs.npz"} <= set(keys)
+    assert not any(k.startswith("checkpoint/") for k in keys)  # a finished trial keeps no checkpoint
+    assert not folder.root.exists()  # the node's copy is gone
+
+    # A third node reads the finished trial's maps back to score it, without training.
+    monkeypatch.setenv("RMAUNET_CACHE_DIR", str(tmp_path / "driver"))
+    from rmaunet import thresholds
+
+    scores = thresholds.scores_at(store.trial(tid), (0.5,))[0.5]
+    assert math.isclose(scores["val_f1"], thresholds.scores_at(store.trial(tid), (0.5,))[0.5]["val_f1"])
+    assert set(scores) >= {"val_f1", "test_f1", "test_miou"}
+    assert json.loads((tmp_path / "driver").joinpath(*_only(tmp_path / "driver", "result.json")).read_text())
+
+
+def _only(root: Path, name: str) -> tuple[str, ...]:
+    (found,) = list(root.rglob(name))
+    return found.relative_to(root).parts
+
+
+def test_report_reads_an_object_store(s3_bucket: str, tmp_path: Path, capsys) -> None:
+    # `rmaunet report s3://…` turns the rows in the bucket into the tables, like a folder store.
+    from rmaunet.cli import main
+
+    store = ResultsStore(f"{s3_bucket}/results")
+    for seed in range(2):
+        for i in range(2):
+            store.write_row({**_row(i), "seed": seed, "test_f1": 0.5 + i / 10 + seed / 100, "test_miou": 0.7})
+    code = main(["report", f"{s3_bucket}/results", "--out", str(tmp_path / "reports"), "--no-figures"])
+    assert code == 0, capsys.readouterr().err
+    table = (tmp_path / "reports" / "s" / "table.md").read_text()
+    assert "r0" in table and "r1" in table
