@@ -1,8 +1,9 @@
-"""Shared fixtures: small synthetic datasets written once per session, quiet TensorFlow."""
+"""Shared fixtures: small synthetic datasets written once per session, quiet TensorFlow, a PostgreSQL server."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,16 @@ def shared_fixtures() -> Path:
     if not folder.is_dir():
         pytest.skip(f"third-party fixtures not here: {folder} (a copy of shared/ beside the repository)")
     return folder
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server's database URL (tests/pg_server.py); skips, saying why,
+    where PostgreSQL is not installed."""
+    from pg_server import postgres_server, postgres_unavailable
+
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url
