@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 COV_FLOOR ?= 85
 FUZZ_N ?= 2000
 
-.PHONY: setup demo test test-fast lint fuzz bench clean latex
+.PHONY: setup demo test test-fast lint fuzz bench clean latex postgres
 
 # Reinstall whenever pyproject.toml changes; the stamp records a completed install.
 $(STAMP): pyproject.toml
@@ -30,10 +30,20 @@ latex:
 	    texlive-latex-base texlive-latex-recommended poppler-utils >/dev/null) || \
 	  echo "note: pdflatex not installed; the LaTeX compile test will be skipped"; }
 
+# PostgreSQL's server binaries for the tests that keep a search's Optuna study in a throwaway
+# server (tests/pg_server.py); Debian puts them in /usr/lib/postgresql/<version>/bin, off PATH.
+# Those tests skip with their reason where apt is absent.
+postgres:
+	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    postgresql >/dev/null) || \
+	  echo "note: PostgreSQL not installed; the PostgreSQL tests will be skipped"; }
+
 demo: setup
 	$(PY) -m rmaunet demo --data $(DEMO_DIR)/data --storage $(DEMO_DIR)/results --reports reports/demo
 
-test: setup latex lint
+test: setup latex postgres lint
 	$(PY) -m pytest -ra --cov=rmaunet --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)
 
 test-fast: setup

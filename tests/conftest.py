@@ -1,8 +1,9 @@
-"""Shared fixtures: small synthetic datasets written once per session, quiet TensorFlow."""
+"""Shared fixtures: small synthetic datasets written once per session, quiet TensorFlow, a PostgreSQL server."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,16 @@ def s3_bucket(s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch, requ
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + secrets.token_hex(3)
     make_bucket(s3_endpoint, name)
     return f"s3://{name}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server's database URL (tests/pg_server.py); skips, saying why,
+    where PostgreSQL is not installed."""
+    from pg_server import postgres_server, postgres_unavailable
+
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url

@@ -17,7 +17,8 @@ TINY = dict(base_filters=4, depth=2, epochs=3, batch_size=8, augment=())
 
 
 def _row(i: int, study: str = "s") -> dict:
-    return {"study": study, "kind": "table", "row": f"r{i}", "row_index": i, "seed": 0, "status": "ok", "test_f1": i / 10}
+    row = {"study": study, "kind": "table", "row": f"r{i}", "row_index": i, "seed": 0, "status": "ok"}
+    return {**row, "test_f1": i / 10}
 
 
 def _keys(uri: str) -> list[str]:

@@ -31,11 +31,12 @@ intermediate values per epoch, parameter importances.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rmaunet.config import TrialConfig
-from rmaunet.errors import ConfigError
+from rmaunet.errors import ConfigError, StoreError
 from rmaunet.storage import Storage
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "grid_points",
     "describe",
     "run_search",
+    "without_password",
     "DISTRIBUTIONS",
 ]
 
@@ -235,6 +237,26 @@ def _optuna_searcher(**kwargs: Any) -> Any:
     return FinishedOnlySearch(**kwargs)
 
 
+def without_password(url: str) -> str:
+    """`url` with the password of its `user:password@` part masked, fit for logs and error lines."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def _open_rdb(url: str) -> Any:
+    """Optuna's RDB storage at `url`; a storage it cannot open (server down, wrong port or
+    password, driver missing) is a StoreError naming the URL, before any Ray runtime starts."""
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # SQLAlchemy's and the drivers' errors share no base class
+        reason = str(getattr(exc, "orig", None) or exc)  # the driver's own words, without SQLAlchemy's link
+        hint = "; the postgres extra installs PostgreSQL's drivers" if isinstance(exc, ImportError) else ""
+        raise StoreError(
+            f"{without_password(url)}: cannot open the Optuna storage ({type(exc).__name__}: {reason}){hint}"
+        ) from None
+
+
 def run_search(
     spec: Any,
     plan: Any,
@@ -263,7 +285,7 @@ def run_search(
     if storage.local is not None:
         storage.local.mkdir(parents=True, exist_ok=True)
     url = optuna_storage or f"sqlite:///{storage.local / 'optuna.db'}"
-    rdb = optuna.storages.RDBStorage(url)
+    rdb = _open_rdb(url)
     study = optuna.create_study(study_name=spec.name, storage=rdb, direction="maximize", load_if_exists=True)
     # A driver killed mid-search leaves RUNNING trials behind: they will never report.
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -271,7 +293,10 @@ def run_search(
     finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished_states))
     remaining = spec.budget - done
-    log(f"Optuna study {spec.name!r} in {url}: {done} of {spec.budget} trials done, {max(remaining, 0)} to run")
+    log(
+        f"Optuna study {spec.name!r} in {without_password(url)}: "
+        f"{done} of {spec.budget} trials done, {max(remaining, 0)} to run"
+    )
     if remaining <= 0:
         return
 
