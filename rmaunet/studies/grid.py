@@ -115,9 +115,14 @@ def run_grid(
 
     gpu = spec.resources["gpu"]
     workers = int(spec.resources["workers"])
+
+    def workers_of(config: TrialConfig) -> int:
+        """A row's own `num_workers` (one data-parallel row in a study), else resources.workers."""
+        return config.num_workers if config.num_workers > 1 else workers
+
     entries = {
         p.trial_id: {
-            "config": p.config.replace(num_workers=workers).to_dict(),
+            "config": p.config.replace(num_workers=workers_of(p.config)).to_dict(),
             "gpu": gpu,
             "cpu": spec.resources["cpu"],
             "label": p.label,
@@ -126,13 +131,17 @@ def run_grid(
         }
         for p in plan.to_train
     }
-    if workers > 1:
-        # The trial only drives a TensorflowTrainer whose workers hold the real resources.
-        # Tune refuses an empty request, and any CPU share (even 0.01) leaves a node one
-        # CPU short of the workers' whole CPUs: ask for a little memory instead.
-        resources = {"CPU": 0, "memory": 64 * 1024**2}
-    else:
-        resources = {"CPU": spec.resources["cpu"], "GPU": gpu}
+
+    def resources(tune_config: dict[str, Any]) -> Any:
+        """Each trial's request: a one-worker trial holds its CPUs / GPU itself. A data-parallel
+        trial only drives a TensorflowTrainer whose workers hold the real resources; Tune
+        refuses an empty request, and any CPU share (even 0.01) leaves a node one CPU short
+        of the workers' whole CPUs, so it asks for a little memory instead."""
+        if entries[tune_config[TRIAL_KEY]]["config"]["num_workers"] > 1:
+            bundle = {"CPU": 0, "memory": 64 * 1024**2}
+        else:
+            bundle = {"CPU": spec.resources["cpu"], "GPU": gpu}
+        return tune.PlacementGroupFactory([bundle])
 
     params = tune_params(plan)
     # The identity is the grid; each varied field is looked up from it, so the trial's config is flat.

@@ -103,7 +103,7 @@ def concurrency(spec: StudySpec, workers: int, *, search: bool = False) -> int |
 
 def make_tuner(
     trainable: Any,
-    resources: dict[str, float],
+    resources: Any,
     *,
     spec: StudySpec,
     storage: Storage,
