@@ -134,11 +134,19 @@ class ResultsStore:
         if self.root is not None:
             return TrialFolder(self.root / "trials" / trial_id)
         folder = TrialFolder(_cache_for(self.storage) / "trials" / trial_id)
-        if folder.read_result() is None:
-            remote = self.storage.child("trials", trial_id)
-            # What scoring reads (not the weights); result.json last: a partial copy is never taken as finished.
-            for path in (*(folder.probabilities(s) for s in SPLITS), folder.history, folder.result):
-                remote.download(path.name, path)
+        remote = self.storage.child("trials", trial_id)
+        stored = remote.read_bytes(TrialFolder.RESULT)
+        cached = folder.result.read_bytes() if folder.result.is_file() else None
+        if stored is None or stored != cached:
+            # The store's copy is the truth (a trial deleted there and trained again replaces
+            # an older copy here). What scoring reads, not the weights; result.json last, so a
+            # partial copy is never taken for a finished one.
+            folder.result.unlink(missing_ok=True)
+            for path in (*(folder.probabilities(s) for s in SPLITS), folder.history):
+                if not remote.download(path.name, path):
+                    path.unlink(missing_ok=True)
+            if stored is not None:
+                atomic.write_bytes(folder.result, stored)
         return folder
 
     def finished_trial(self, trial_id: str) -> dict[str, Any] | None:

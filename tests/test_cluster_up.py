@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ray_nodes import stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,46 +34,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cluster_processes(folder: Path) -> list[int]:
-    """This cluster's processes: those whose command line names its temporary folder (every Ray
-    process gets it, or its session folder) and all processes below them (job drivers)."""
-    parents: dict[int, int] = {}
-    roots: list[int] = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if str(folder) in cmdline and int(proc.name) != os.getpid():
-            roots.append(int(proc.name))
-    found, todo = set(roots), list(roots)
-    while todo:
-        parent = todo.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in found:
-                found.add(pid)
-                todo.append(pid)
-    return sorted(found)
-
-
-def _stop_cluster(folder: Path) -> None:
-    """`ray down` for this cluster only: `ray stop` would stop every Ray runtime on the machine."""
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        pids = _cluster_processes(folder)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.5)
-            pids = _cluster_processes(folder)
-        if not pids:
-            return
 
 
 def _clean_copy(target: Path) -> Path:
@@ -159,7 +119,7 @@ def fake_cluster() -> Iterator[dict[str, Any]]:
         client["RAY_ADDRESS"] = f"http://127.0.0.1:{ports['dashboard-port']}"
         yield {"token_path": folder / "ray-auth" / "auth_token", "client_env": client}
     finally:
-        _stop_cluster(folder)
+        stop_processes(folder)
         shutil.rmtree(folder, ignore_errors=True)
 
 

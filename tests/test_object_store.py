@@ -132,3 +132,28 @@ def test_report_reads_an_object_store(s3_bucket: str, tmp_path: Path, capsys) ->
     assert code == 0, capsys.readouterr().err
     table = (tmp_path / "reports" / "s" / "table.md").read_text()
     assert "r0" in table and "r1" in table
+
+
+def test_the_driver_copy_of_a_trial_follows_the_store(s3_bucket: str, tmp_path: Path, monkeypatch) -> None:
+    # A failed trial deleted in the store and trained again: the driver's cached copy of the
+    # old one is replaced, never scored in place of the new one.
+    import numpy as np
+
+    from rmaunet.trial_folder import TrialFolder
+
+    monkeypatch.setenv("RMAUNET_CACHE_DIR", str(tmp_path / "driver"))
+    store = ResultsStore(f"{s3_bucket}/results")
+    remote = store.storage.child("trials", "abc")
+
+    def publish(status: str, probability: float) -> None:
+        source = TrialFolder(tmp_path / "node").create()
+        source.save_probabilities("val", np.full((1, 2, 2), probability), np.ones((1, 2, 2)))
+        remote.upload(source.probabilities("val"), "val_probs.npz")
+        remote.write_bytes("result.json", json.dumps({"status": status}).encode())
+
+    publish("failed", 0.0)
+    assert store.trial("abc").read_result() == {"status": "failed"}
+    publish("ok", 1.0)
+    folder = store.trial("abc")
+    assert folder.read_result() == {"status": "ok"}
+    assert folder.load_probabilities("val")[1].max() == 255

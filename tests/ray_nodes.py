@@ -1,0 +1,53 @@
+"""Ray nodes on this one machine for tests: find and stop only the processes of one node or
+cluster (those naming its own temporary folder), never every Ray on the machine (`ray stop`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+__all__ = ["processes_under", "stop_processes"]
+
+
+def processes_under(folder: Path) -> list[int]:
+    """The processes whose command line names `folder` (every Ray process of a node gets its
+    temporary folder, or its session folder inside it) and all processes below them."""
+    parents: dict[int, int] = {}
+    roots: list[int] = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if str(folder) in cmdline and int(proc.name) != os.getpid():
+            roots.append(int(proc.name))
+    found, todo = set(roots), list(roots)
+    while todo:
+        parent = todo.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                found.add(pid)
+                todo.append(pid)
+    return sorted(found)
+
+
+def stop_processes(folder: Path, *, kill_at_once: bool = False) -> None:
+    """SIGTERM (or, with kill_at_once, SIGKILL: a node lost) every process under `folder`,
+    then SIGKILL what is left, until none is."""
+    steps = ((signal.SIGKILL, 5.0),) if kill_at_once else ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0))
+    for sig, wait in steps:
+        pids = processes_under(folder)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.5)
+            pids = processes_under(folder)
+        if not pids:
+            return
