@@ -64,7 +64,8 @@ def test_fake_cluster_runs_a_submitted_smoke_study_with_token_auth(fake_cluster,
     said = impostor.stdout + impostor.stderr
     assert impostor.returncode != 0 and "Invalid authentication token" in said, said
 
-    final, logs = wait_for_job(job_id, authed, timeout=420)
+    # Nine trainings on two one-CPU nodes: seven minutes and more on a busy two-core machine.
+    final, logs = wait_for_job(job_id, authed, timeout=600)
     assert final == "succeeded", f"{final}\n{logs[-4000:]}"
 
     rows = ResultsStore(storage).read("demo")
