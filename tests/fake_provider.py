@@ -6,6 +6,9 @@ each node's runtime-env agent with overwrite=True (ray/_private/runtime_env/work
 the first trial on a new node deletes and re-creates the folder the job's driver runs in, and
 the driver's next os.getcwd() fails (seen here: Tune's ExperimentAnalysis at the end of a
 study). On a real cluster every node has its own disk; so does every node here.
+
+Its node ids also differ in their first digits, as real (random) ones do: upstream's differ only
+in the last five, so the short id a study row records as its `node` read the same on every node.
 """
 
 from __future__ import annotations
@@ -21,9 +24,15 @@ __all__ = ["OwnDiskFakeMultiNodeProvider"]
 
 
 class OwnDiskFakeMultiNodeProvider(FakeMultiNodeProvider):
-    """Each worker node gets the temporary folder `<provider_config.node_temp_root>/n<k>`."""
+    """Each worker node gets the temporary folder `<provider_config.node_temp_root>/n<k>` and an id
+    whose first eight digits are its own."""
 
     _node_numbers = itertools.count(1)
+
+    def _next_hex_node_id(self) -> str:
+        # Called under the provider's lock, as upstream's; 56 hex digits, never the head's (f…f00000).
+        self._next_node_id += 1
+        return f"{self._next_node_id:08x}" + "f" * 48
 
     def _create_node_with_resources_and_labels(
         self,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "connect_ray",
     "ray_session",
     "concurrency",
+    "max_cluster_resources",
     "make_tuner",
     "tracking_callbacks",
     "node_name",
@@ -85,8 +87,10 @@ def concurrency(spec: StudySpec, workers: int, *, search: bool = False) -> int |
     planned training as resources allow, and on an autoscaling cluster the pending trials
     are resource requests that make the autoscaler add nodes (a limit read from the cluster
     at start, which may have no worker node yet, would keep it at one trial). A search
-    runs as many trials as the cluster holds now, at least one: its sampler learns from
-    finished trials, so sampling the whole budget up front would make it a random search.
+    runs as many trials as the cluster can hold, at least one: its sampler learns from
+    finished trials, so it samples no more configurations ahead than can train. "Can hold"
+    is the cluster's largest size where its autoscaler declares one (max_cluster_resources),
+    else what it holds now.
     """
     import ray
 
@@ -94,11 +98,64 @@ def concurrency(spec: StudySpec, workers: int, *, search: bool = False) -> int |
         return spec.max_concurrent
     if not search:
         return None
-    total = ray.cluster_resources()
     gpu = spec.resources["gpu"]
-    if gpu > 0:
-        return max(1, int(total.get("GPU", 0) // max(gpu * workers, 1e-9)))
-    return max(1, int(total.get("CPU", 1) // max(spec.resources["cpu"] * workers, 1e-9)))
+    resource, per_trial = ("GPU", gpu * workers) if gpu > 0 else ("CPU", spec.resources["cpu"] * workers)
+    now = float(ray.cluster_resources().get(resource, 0))
+    most = (max_cluster_resources() or {}).get(resource, 0.0)
+    return max(1, int(max(now, most) // max(per_trial, 1e-9)))
+
+
+# `ray up` writes the cluster's config here on the head, where `ray job submit` runs a study's
+# driver; the head's autoscaler reads it (--autoscaling-config) and Tune takes it as the sign
+# of an autoscaling cluster (ray.tune.execution.cluster_info).
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+
+
+def max_cluster_resources() -> dict[str, float] | None:
+    """Each resource's total at the cluster's largest size, where an autoscaler declares one:
+    the cluster config it reported to the GCS (what Ray Data and Ray Train read; Ray 2.60's
+    own autoscaler does not report one), else `ray up`'s config on the head. None otherwise."""
+    try:
+        import ray._private.state
+
+        reported = ray._private.state.state.get_max_resources_from_cluster_config()
+    except Exception:  # a private API, which another Ray may lack or change: the next source answers
+        reported = None
+    if reported:
+        return {name: float(value) for name, value in reported.items()}
+    return bootstrap_max_resources(BOOTSTRAP_CONFIG.expanduser())
+
+
+def bootstrap_max_resources(path: Path) -> dict[str, float] | None:
+    """The head's resources plus the most its worker node types can add within the config's
+    max_workers (a cap on worker nodes of all types together). None when `path` is not a
+    readable cluster config: it is Ray's file, and the caller falls back to current resources."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text())
+        node_types: dict[str, Any] = config["available_node_types"]
+        head = node_types[config["head_node_type"]]
+        totals = {name: float(value) for name, value in head.get("resources", {}).items()}
+        worker_cap = config.get("max_workers", sys.maxsize)
+        for resource in {name for node_type in node_types.values() for name in node_type.get("resources", {})}:
+            # The nodes richest in this resource first, as many as the cluster-wide cap allows.
+            # A type without max_workers adds none: Ray's autoscaler reads it the same way.
+            offers = sorted(
+                (
+                    (float(t.get("resources", {}).get(resource, 0)), int(t.get("max_workers", 0)))
+                    for t in node_types.values()
+                ),
+                reverse=True,
+            )
+            left = worker_cap
+            for per_node, count in offers:
+                taken = min(count, left)
+                totals[resource] = totals.get(resource, 0.0) + per_node * taken
+                left -= taken
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return totals
 
 
 def make_tuner(

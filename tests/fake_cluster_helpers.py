@@ -1,0 +1,163 @@
+"""A fake multi-node Ray cluster on this machine, as `ray up cluster.yaml` would bring it up:
+a token-authenticated head whose autoscaler starts worker nodes (Ray's fake multi-node
+provider, tests/fake_cluster.yaml), the job client's calls, and a teardown of only this
+cluster's processes. Shared by tests/test_cluster_up.py and tests/test_autoscale.py."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray_nodes import stop_processes
+
+__all__ = ["FAKE_HEAD_NODE_ID", "clean_copy", "ray_cli", "running_fake_cluster", "submit_job", "wait_for_job"]
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FAKE_CLUSTER = Path(__file__).with_name("fake_cluster.yaml")
+# Ray's fixed id for the fake provider's head (ray.autoscaler._private.fake_multi_node).
+FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_copy(target: Path) -> Path:
+    """The files git tracks or would track (no .venv, caches, datasets): what a fresh clone sends."""
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, listed):
+        source = REPO / name
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the working tree
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / name, follow_symlinks=False)
+    return target
+
+
+@contextlib.contextmanager
+def running_fake_cluster() -> Iterator[dict[str, Any]]:
+    """tests/fake_cluster.yaml brought up as `ray up` would: its config prepared and validated,
+    written as the head's bootstrap config, the head start commands run with the token. Yields
+    token_path, client_env (a job client's environment, without the token) and authed_env (with it)."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    # Short path: Ray's unix sockets live under the temp folder and must stay under ~107 chars.
+    folder = Path(tempfile.mkdtemp(prefix="rmf-", dir="/tmp"))
+    (folder / "ray-auth").mkdir()
+    # A token of this cluster's own, made once (as `ray get-auth-token --generate` would, but
+    # not in ~/.ray, where other runtimes on the machine keep theirs).
+    token = secrets.token_hex(32)
+    (folder / "ray-auth" / "auth_token").write_text(token)
+
+    # Every listening port of its own, so the cluster runs beside other Ray runtimes.
+    ports = {
+        name: _free_port()
+        for name in (
+            "dashboard-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    }
+    gcs_port = _free_port()
+    config = yaml.safe_load(FAKE_CLUSTER.read_text())
+    config["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
+    config["provider"]["node_temp_root"] = str(folder / "nodes")
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    (folder / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(prepared))
+
+    cpus = prepared["available_node_types"]["ray.head.default"]["resources"]["CPU"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            # The head's autoscaler imports the provider (tests/fake_provider.py) from here.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_CLUSTER.parent), env.get("PYTHONPATH")])),
+            "RAY_FAKE_CLUSTER": "1",  # the provider refuses to start without it
+            "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+            "FAKE_CLUSTER_DIR": str(folder),
+            # The head's home, where `ray up` leaves the cluster's config (ray_bootstrap_config.yaml)
+            # for the head's autoscaler and for drivers asking how large the cluster may grow.
+            "HOME": str(folder),
+            "GCS_PORT": str(gcs_port),
+            # The head type's resources, which `ray up`'s updater exports as RAY_OVERRIDE_RESOURCES
+            # for the start commands: here an option, since the raylets that the head's autoscaler
+            # starts on this machine would inherit the variable and take the head's CPUs (none).
+            "RAY_NODE_OPTIONS": " ".join([*(f"--{name}={port}" for name, port in ports.items()), f"--num-cpus={cpus}"]),
+        }
+    )
+    try:
+        for command in prepared["head_start_ray_commands"]:
+            started = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=180)
+            assert started.returncode == 0, started.stdout + started.stderr
+        client = {k: v for k, v in env.items() if k != "RAY_FAKE_CLUSTER"}
+        client.update({"RAY_ADDRESS": f"http://127.0.0.1:{ports['dashboard-port']}", "HOME": os.environ["HOME"]})
+        token_path = folder / "ray-auth" / "auth_token"
+        authed = {**client, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+        yield {"token_path": token_path, "client_env": client, "authed_env": authed}
+    finally:
+        stop_processes(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def ray_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def submit_job(submit_args: list[str], env: dict[str, str]) -> str:
+    """`ray job submit --no-wait …`, retried while the head's job agent is not up yet; the job's id."""
+    # The head's job agent registers a few seconds after `ray start` returns.
+    for _ in range(30):
+        submit = ray_cli(submit_args, env, timeout=300)
+        if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr:
+            break
+        time.sleep(4)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    return re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr).group(0)
+
+
+def wait_for_job(job_id: str, env: dict[str, str], timeout: float) -> tuple[str | None, str]:
+    """The job's final state (succeeded, failed, was stopped; None if it ran past `timeout`,
+    then it is stopped) and its log."""
+    deadline = time.monotonic() + timeout
+    final = None
+    while time.monotonic() < deadline and final is None:
+        status = ray_cli(["job", "status", job_id], env, timeout=60)
+        match = re.search(rf"Job '{job_id}' (succeeded|failed|was stopped)", status.stdout + status.stderr)
+        final = match.group(1) if match else None
+        time.sleep(0 if final else 3)
+    logs = ray_cli(["job", "logs", job_id], env).stdout
+    if final is None:
+        ray_cli(["job", "stop", job_id], env)
+    return final, logs
