@@ -1,18 +1,14 @@
-"""Studies on an autoscaling cluster: how many trials a search runs at once (the cluster's largest
-size where its autoscaler declares one), and a table study on a fake multi-node cluster with no
-worker node at its start whose pending trials make the autoscaler add the nodes they run on."""
+"""How many trials a search runs at once on an autoscaling cluster: the cluster's largest size
+where its autoscaler declares one. The end-to-end run (a study on a fake multi-node cluster that
+starts with no worker node, whose pending trials make the autoscaler add the nodes they run on)
+is tests/test_cluster_up.py, sharing that cluster with the token checks."""
 
 from __future__ import annotations
 
-import itertools
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from fake_cluster_helpers import FAKE_HEAD_NODE_ID, clean_copy, running_fake_cluster, submit_job, wait_for_job
 
 from rmaunet.studies import session
 from rmaunet.studies.spec import StudySpec, load_spec
@@ -102,73 +98,3 @@ def test_a_missing_private_api_or_config_falls_back_to_current_resources(tmp_pat
     assert session.concurrency(_spec(tmp_path, SEARCH), workers=1, search=True) == 3
     (tmp_path / "ray_bootstrap_config.yaml").write_text("max_workers: [not, a, config\n")
     assert session.max_cluster_resources() is None
-
-
-# The study's driver on the head (ray job submit): it says what it sees before the study starts.
-PROBE = """
-import sys
-
-import ray
-
-from rmaunet.cli import main
-from rmaunet.specs import bundled_spec
-from rmaunet.studies.session import concurrency, connect_ray
-from rmaunet.studies.spec import load_spec
-
-connect_ray(None, print)
-workers = [n for n in ray.nodes() if n["Alive"] and "node:__internal_head__" not in n["Resources"]]
-search = load_spec(bundled_spec("joint_search"), smoke=True)
-print(f"probe: {len(workers)} worker nodes, search runs {concurrency(search, 1, search=True)} at once", flush=True)
-sys.exit(main(["study", "run", *sys.argv[1:]]))
-"""
-
-
-@pytest.fixture
-def fake_cluster() -> Iterator[dict[str, Any]]:
-    with running_fake_cluster() as cluster:
-        yield cluster
-
-
-@pytest.mark.slow
-def test_a_study_on_a_cluster_with_no_worker_node_runs_trials_at_once_on_nodes_it_scales_up(fake_cluster, tmp_path):
-    # tests/fake_cluster.yaml: a head with 0 CPUs, 0 to 2 one-CPU workers. Four trainings of one
-    # CPU: the autoscaler adds both workers, and two trials train at the same time, one on each.
-    from rmaunet.data.synthetic import write_landslide4sense
-    from rmaunet.store import ResultsStore
-
-    data = write_landslide4sense(tmp_path / "data", n=40, seed=5, size=32)
-    storage = tmp_path / "results"
-    spec = tmp_path / "autoscale.yaml"
-    spec.write_text(
-        "name: autoscale\nkind: table\ndataset: landslide4sense\nbase: {preset: baseline}\n"
-        "seeds: [0, 1]\nresources: {cpu: 1}\nrows:\n  - {label: A}\n  - {label: B, set: {loss: focal_iou}}\n"
-    )
-    code = clean_copy(tmp_path / "code")
-    (code / "autoscale_probe.py").write_text(PROBE)
-    job_id = submit_job(
-        ["job", "submit", "--no-wait", "--working-dir", str(code), "--", sys.executable, "autoscale_probe.py"]
-        + [str(spec), "--smoke", "--data", str(data), "--storage", str(storage)],
-        fake_cluster["authed_env"],
-    )
-    final, logs = wait_for_job(job_id, fake_cluster["authed_env"], timeout=480)
-    assert final == "succeeded", f"{final}\n{logs[-4000:]}"
-
-    # At the study's start no worker node, and a search would already run two trials at once
-    # (the cluster's largest size, read from the head's bootstrap config; one with the CPUs it held).
-    assert "probe: 0 worker nodes, search runs 2 at once" in logs, logs[-4000:]
-
-    rows = ResultsStore(storage).read("autoscale")
-    assert len(rows) == 4 and set(rows["status"]) == {"ok"}, rows[["row", "seed", "status", "reason"]]
-    # Each trial's span on the one clock of this machine: it wrote its result.json last, wall_s
-    # after it started training. The node is the short Ray node id the trial recorded.
-    spans = []
-    for tid, node, wall_s in zip(rows["trial_id"], rows["node"], rows["wall_s"]):
-        end = ResultsStore(storage).trial(tid).result.stat().st_mtime
-        spans.append((node.rsplit("/", 1)[1], end - wall_s, end))
-    nodes = {node for node, _, _ in spans}
-    assert len(nodes) >= 2 and FAKE_HEAD_NODE_ID[:8] not in nodes, spans  # worker nodes only
-    overlaps = [min(a[2], b[2]) - max(a[1], b[1]) for a, b in itertools.combinations(spans, 2) if a[0] != b[0]]
-    start = min(s for _, s, _ in spans)
-    shown = [(node, round(s - start, 1), round(e - start, 1)) for node, s, e in sorted(spans, key=lambda x: x[1])]
-    print(f"autoscale: trials on nodes {sorted(nodes)}, longest overlap {max(overlaps):.1f} s, spans {shown}")
-    assert max(overlaps) > 1.0, shown

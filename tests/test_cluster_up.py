@@ -1,9 +1,11 @@
 """cluster.yaml's flow on this machine: a token-authenticated head whose autoscaler starts worker
-nodes (Ray's fake multi-node provider, tests/fake_cluster.yaml), `ray job submit` of a bundled
-smoke study from a clean copy of the code, and a teardown of only this cluster's processes."""
+nodes (Ray's fake multi-node provider, tests/fake_cluster.yaml), `ray job submit` of a smoke
+study from a clean copy of the code that starts with no worker node and scales up, and a
+teardown of only this cluster's processes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import secrets
@@ -21,38 +23,50 @@ def fake_cluster() -> Iterator[dict[str, Any]]:
         yield cluster
 
 
-@pytest.mark.slow
-def test_fake_cluster_runs_a_submitted_smoke_study_with_token_auth(fake_cluster, tmp_path):
-    # The head trains nothing: the study's trials run on worker nodes its autoscaler starts; the job
-    # client needs the token (without it, or with another, it is refused); the rows land in the store.
-    from rmaunet.data.synthetic import write_landslide4sense
-    from rmaunet.specs import bundled_spec
-    from rmaunet.store import ResultsStore
-    from rmaunet.studies.spec import load_spec
+# The study's driver on the head (ray job submit): it says what it sees before the study starts.
+PROBE = """
+import sys
 
-    data = write_landslide4sense(tmp_path / "data", n=40, seed=5, size=64)
+import ray
+
+from rmaunet.cli import main
+from rmaunet.specs import bundled_spec
+from rmaunet.studies.session import concurrency, connect_ray
+from rmaunet.studies.spec import load_spec
+
+connect_ray(None, print)
+workers = [n for n in ray.nodes() if n["Alive"] and "node:__internal_head__" not in n["Resources"]]
+search = load_spec(bundled_spec("joint_search"), smoke=True)
+print(f"probe: {len(workers)} worker nodes, search runs {concurrency(search, 1, search=True)} at once", flush=True)
+sys.exit(main(["study", "run", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.slow
+def test_fake_cluster_scales_up_for_a_submitted_study_with_token_auth(fake_cluster, tmp_path):
+    # tests/fake_cluster.yaml: a token-authenticated head with 0 CPUs, 0 to 2 one-CPU workers. A
+    # study of four one-CPU trainings submitted from a clean copy of the code: the job client needs
+    # the token (without it, or with another, it is refused); at the study's start there is no
+    # worker node; the autoscaler adds both, and two trials train at the same time, one on each.
+    from rmaunet.data.synthetic import write_landslide4sense
+    from rmaunet.store import ResultsStore
+
+    data = write_landslide4sense(tmp_path / "data", n=40, seed=5, size=32)
     storage = tmp_path / "results"
+    spec = tmp_path / "autoscale.yaml"
+    spec.write_text(
+        "name: autoscale\nkind: table\ndataset: landslide4sense\nbase: {preset: baseline}\n"
+        "seeds: [0, 1]\nresources: {cpu: 1}\nrows:\n  - {label: A}\n  - {label: B, set: {loss: focal_iou}}\n"
+    )
     code = clean_copy(tmp_path / "code")
     assert not (code / ".venv").exists() and (code / "jobs" / "ablation.py").is_file()
+    (code / "autoscale_probe.py").write_text(PROBE)
     authed = fake_cluster["authed_env"]
-
-    submit_args = [
-        "job",
-        "submit",
-        "--no-wait",
-        "--working-dir",
-        str(code),
-        "--",
-        sys.executable,
-        "jobs/ablation.py",
-        "search_spaces/demo.yaml",
-        "--smoke",
-        "--data",
-        str(data),
-        "--storage",
-        str(storage),
-    ]
-    job_id = submit_job(submit_args, authed)
+    job_id = submit_job(
+        ["job", "submit", "--no-wait", "--working-dir", str(code), "--", sys.executable, "autoscale_probe.py"]
+        + [str(spec), "--smoke", "--data", str(data), "--storage", str(storage)],
+        authed,
+    )
 
     # Authentication is really on: no token, or a token that is not the cluster's, is refused.
     anonymous = ray_cli(["job", "status", job_id], fake_cluster["client_env"])
@@ -64,21 +78,34 @@ def test_fake_cluster_runs_a_submitted_smoke_study_with_token_auth(fake_cluster,
     said = impostor.stdout + impostor.stderr
     assert impostor.returncode != 0 and "Invalid authentication token" in said, said
 
-    # Nine trainings on two one-CPU nodes: seven minutes and more on a busy two-core machine.
     final, logs = wait_for_job(job_id, authed, timeout=600)
     assert final == "succeeded", f"{final}\n{logs[-4000:]}"
-
-    rows = ResultsStore(storage).read("demo")
-    demo = load_spec(bundled_spec("demo"), smoke=True)
-    assert len(rows) == len(demo.rows) * len(demo.seeds) and set(rows["status"]) == {"ok"}
     assert "trainings to run" in logs
     # The trials' own output reaches the job's log (each trial's process prints at least
     # TensorFlow's start-up lines), prefixed by Ray with the process that printed it.
     assert re.search(r"\(_train_one pid=\d+", re.sub(r"\x1b\[[0-9;]*m", "", logs)), logs[-4000:]
+    # At the study's start no worker node, and a search would already run two trials at once
+    # (the cluster's largest size, read from the head's bootstrap config; one with the CPUs it held).
+    assert "probe: 0 worker nodes, search runs 2 at once" in logs, logs[-4000:]
 
-    # The autoscaler started at least one worker node next to the head (head: CPU 0).
+    rows = ResultsStore(storage).read("autoscale")
+    assert len(rows) == 4 and set(rows["status"]) == {"ok"}, rows[["row", "seed", "status", "reason"]]
+    # Each trial's span on the one clock of this machine: it wrote its result.json last, wall_s
+    # after it started training. The node is the short Ray node id the trial recorded.
+    spans = []
+    for tid, node, wall_s in zip(rows["trial_id"], rows["node"], rows["wall_s"]):
+        end = ResultsStore(storage).trial(tid).result.stat().st_mtime
+        spans.append((node.rsplit("/", 1)[1], end - wall_s, end))
+    nodes = {node for node, _, _ in spans}
+    assert len(nodes) >= 2 and FAKE_HEAD_NODE_ID[:8] not in nodes, spans  # worker nodes only
+    overlaps = [min(a[2], b[2]) - max(a[1], b[1]) for a, b in itertools.combinations(spans, 2) if a[0] != b[0]]
+    start = min(s for _, s, _ in spans)
+    shown = [(node, round(s - start, 1), round(e - start, 1)) for node, s, e in sorted(spans, key=lambda x: x[1])]
+    print(f"autoscale: trials on nodes {sorted(nodes)}, longest overlap {max(overlaps):.1f} s, spans {shown}")
+    assert max(overlaps) > 1.0, shown
+
+    # Ray's own view: the worker nodes the autoscaler started beside the head (head: CPU 0).
     listed = ray_cli(["list", "nodes", "--format", "json", "--address", authed["RAY_ADDRESS"]], authed)
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    nodes = json.loads(listed.stdout)
-    workers = [n for n in nodes if n["node_id"] != FAKE_HEAD_NODE_ID]
-    assert workers and all(n["resources_total"].get("CPU") == 1 for n in workers), nodes
+    workers = [n for n in json.loads(listed.stdout) if n["node_id"] != FAKE_HEAD_NODE_ID]
+    assert len(workers) >= 2 and all(n["resources_total"].get("CPU") == 1 for n in workers), workers
