@@ -23,6 +23,9 @@ infinity (`search_unreached_counts_as`): it ranks above every seed that did reac
 only raise the median; a majority of such seeds makes the median infinite (null in JSON).
 Its whole spent budget would be the wrong stand-in: a search stopped early by its trial
 budget would then look cheaper than one that reached the target.
+Known gap: the store keys a row by label and seed, so a configuration one search samples
+twice keeps only its last row; the trace misses the earlier sample (its epochs, and its
+place in the order), and a seed's `trials` can be below `--budget`.
 
 By default the search space is a CPU-sized slice of joint_search (18 grid points);
 `--space joint` uses joint_search's own space discretised at 3 points per continuous axis
