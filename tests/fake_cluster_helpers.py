@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ports import free_port
 from ray_nodes import stop_processes
 
 __all__ = ["FAKE_HEAD_NODE_ID", "clean_copy", "ray_cli", "running_fake_cluster", "submit_job", "wait_for_job"]
@@ -30,12 +30,6 @@ BIN = Path(sys.executable).parent
 FAKE_CLUSTER = Path(__file__).with_name("fake_cluster.yaml")
 # Ray's fixed id for the fake provider's head (ray.autoscaler._private.fake_multi_node).
 FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_copy(target: Path) -> Path:
@@ -77,7 +71,7 @@ def running_fake_cluster() -> Iterator[dict[str, Any]]:
 
     # Every listening port of its own, so the cluster runs beside other Ray runtimes.
     ports = {
-        name: _free_port()
+        name: free_port()
         for name in (
             "dashboard-port",
             "dashboard-agent-listen-port",
@@ -89,7 +83,7 @@ def running_fake_cluster() -> Iterator[dict[str, Any]]:
             "object-manager-port",
         )
     }
-    gcs_port = _free_port()
+    gcs_port = free_port()
     config = yaml.safe_load(FAKE_CLUSTER.read_text())
     config["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
     config["provider"]["node_temp_root"] = str(folder / "nodes")

@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["postgres_server", "postgres_unavailable", "free_port", "SERVER_USER"]
+from ports import free_port
+
+__all__ = ["postgres_server", "postgres_unavailable", "SERVER_USER"]
 
 SERVER_USER = "postgres"  # the unprivileged account the server runs as when we are root
 _NOT_INSTALLED = "PostgreSQL server binaries not installed: make postgres installs them"
@@ -53,13 +54,6 @@ def postgres_unavailable() -> str | None:
         if shutil.which("runuser") is None:
             return "running as root and no runuser to start PostgreSQL as an unprivileged user"
     return None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _run_as_server_user(command: list[str], cwd: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["s3_server", "moto_available", "free_port", "S3_ENV_KEYS"]
+from ports import free_port
 
-S3_ENV_KEYS = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_DEFAULT_REGION",
-    "AWS_EC2_METADATA_DISABLED",
-)
+__all__ = ["s3_server", "moto_available", "make_bucket"]
 
 
 def _moto_command() -> list[str] | None:
@@ -39,12 +32,6 @@ def _moto_command() -> list[str] | None:
 
 def moto_available() -> bool:
     return _moto_command() is not None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

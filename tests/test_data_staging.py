@@ -139,7 +139,7 @@ def test_unreachable_endpoint_is_one_line_naming_node_and_uri(
     data_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A node that cannot reach the store says which node, which URI and why.
-    from s3_server import free_port
+    from ports import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(DataError, match=rf"^{NODE}{re.escape(data_uri)}: cannot list \(.*connect") as err:

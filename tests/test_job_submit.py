@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,15 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from ports import free_port
+from ray_nodes import stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -33,7 +28,7 @@ def ray_head():
     # Every listening port of its own: Ray's defaults (e.g. the dashboard agent's 52365)
     # collide with any other Ray runtime on the machine, and the job API then never comes up.
     ports = {
-        name: _free_port()
+        name: free_port()
         for name in (
             "port",
             "dashboard-port",
@@ -63,7 +58,7 @@ def ray_head():
     try:
         yield {"address": f"http://127.0.0.1:{dash}", "env": env}
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_processes(temp)  # this head only: `ray stop` would stop every Ray runtime on the machine
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+from ports import free_port
 from ray_nodes import stop_processes
-from s3_server import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pg_server import free_port
+from ports import free_port
 
 BUDGET = 3
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from rmaunet.errors import ConfigError
 from rmaunet.studies.grid import tune_params
@@ -158,12 +158,6 @@ def test_optuna_is_told_only_objectives_stopped_trials_are_pruned(tmp_path):
     assert study.best_trial.number == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get_json(url: str, deadline: float) -> dict:
     while True:
         try:
@@ -181,7 +175,7 @@ def test_optuna_dashboard_serves_a_search_study_over_http(tmp_path):
     pytest.importorskip("optuna_dashboard", reason="optuna-dashboard comes with the test extra")
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     _tell_three_trials(_searcher(url, "served"))
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         # The command the package installs beside this Python: what a user runs.
         [str(Path(sys.executable).with_name("optuna-dashboard")), url, "--host", "127.0.0.1", "--port", str(port)],
