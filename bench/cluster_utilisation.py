@@ -30,11 +30,12 @@ and `tune_s` (the rest of the span: Tune's start of the function and its bookkee
 `first_epoch_extra_s` is how much longer epoch 1 took than the later epochs' median (it
 traces the train step and the predictor): inside training_s, but a fixed cost too.
 
-Prints one JSON object on its last line. On a machine with fewer cores than nodes the
-trials compete for cores: each trains slower, which raises the share rather than lowers
-it (fixed costs weigh less beside a slower training), so `cpus` and the load are printed.
+Prints one JSON object on its last line, with `cpus` and the load average: on a machine
+with fewer cores than nodes the trials compete for cores, and start-up, tracing and
+training all slow down with the load (on 2 shared cores, two runs at load ~30 and ~8 took
+1404 s and 736 s and gave the same share, 0.78).
 
-    python bench/cluster_utilisation.py                 # ~30 s trainings on a laptop core
+    python bench/cluster_utilisation.py                 # 24 epochs: ~30 s per training on an idle core
     python bench/cluster_utilisation.py --epochs 40 --tiles 240
 """
 
