@@ -282,3 +282,24 @@ def test_tune_results_show_the_varied_fields_and_hold_each_trials_best_weights(l
     with best.checkpoint.as_directory() as folder:
         assert (Path(folder) / "best.weights.h5").stat().st_size > 0
         assert json.loads((Path(folder) / "config.json").read_text())["loss"] == best.config["loss"]
+
+
+@pytest.mark.slow
+def test_trials_run_one_after_another_in_one_process_with_the_results_of_a_fresh_one(local_ray, l4s_small, tmp_path):
+    # Ray Tune reuses a node's trial process (no second process start, no second TensorFlow
+    # import), and a trial trained after another in that process scores exactly as it does alone.
+    from ray import tune
+
+    from rmaunet.studies.grid import _train_one
+
+    shared = load_spec(_spec(tmp_path, "shared", [("CE", ""), ("IoU", "{loss: iou}")], extra="max_concurrent: 1"))
+    alone = load_spec(_spec(tmp_path, "alone", [("IoU", "{loss: iou}")]))
+    run_study(shared, l4s_small, tmp_path / "a", log=lambda m: None)
+    run_study(alone, l4s_small, tmp_path / "b", log=lambda m: None)
+
+    results = tune.Tuner.restore(str(tmp_path / "a" / "tune" / "shared"), trainable=_train_one).get_results()
+    assert len({r.metrics["pid"] for r in results}) == 1  # both trials in one process
+    metrics = ["val_f1", "test_f1", "test_miou", "threshold"]
+    after_another = ResultsStore(tmp_path / "a").read("shared").set_index("row").loc["IoU", metrics]
+    by_itself = ResultsStore(tmp_path / "b").read("alone").set_index("row").loc["IoU", metrics]
+    assert after_another.tolist() == by_itself.tolist()

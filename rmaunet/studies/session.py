@@ -171,6 +171,8 @@ def make_tuner(
 ) -> Any:
     """The Tuner every study kind runs: its experiment state and trial checkpoints under the
     store's tune/ (Ray opens an s3:// or gs:// store with pyarrow.fs, as rmaunet.storage does)."""
+    import dataclasses
+
     from ray import tune
 
     from rmaunet.store import safe_name
@@ -178,7 +180,11 @@ def make_tuner(
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space=param_space,
-        tune_config=tune_config,
+        # A node's next trial runs in the process the last one left, not a new one: no process
+        # start, no second TensorFlow import (bench/cluster_utilisation.py measured about 25 s
+        # of a trial's 40 s outside training there). A trial's result does not depend on its
+        # process: run_trial resets Keras's state and seeds everything itself.
+        tune_config=dataclasses.replace(tune_config, reuse_actors=True),
         run_config=tune.RunConfig(
             name=safe_name(spec.name, "study"),
             storage_path=storage.uri_of("tune"),

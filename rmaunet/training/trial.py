@@ -110,10 +110,14 @@ def _run(
     node: str | None,
     on_checkpoint: Callable[[], None] | None,
 ) -> TrialResult:
+    import keras
     import tensorflow as tf
 
     started = time.perf_counter()
     loop: TrialLoop | None = None
+    # A process may run one trial after another (Ray Tune reuses a node's trial process):
+    # nothing of the previous trial's models stays in memory.
+    keras.backend.clear_session()
     try:
         loop = TrialLoop(config, data_dir, log=log)
         result = loop.run(_FolderIO(folder, config, report, node, on_checkpoint))
