@@ -150,7 +150,7 @@ def search_vs_grid(
         # The search's own Optuna study (run_search keeps a local store's in optuna.db, named after the spec).
         traces[seed] = search_trace(f"sqlite:///{store / 'optuna.db'}", name, epochs)
         log(f"{name}: (epochs charged, val F1) in finishing order: {traces[seed]}")
-    grid_trace = list(zip(grid_rows["label"], grid_rows["epochs_run"], grid_rows["val_f1"]))
+    grid_trace = [(r["row"], int(r["epochs_run"]), float(r["val_f1"])) for _, r in grid_rows.iterrows()]
     log(f"grid: (label, epochs, val F1): {grid_trace}")
     return {
         "grid_points": len(grid),
