@@ -23,9 +23,9 @@ infinity (`search_unreached_counts_as`): it ranks above every seed that did reac
 only raise the median; a majority of such seeds makes the median infinite (null in JSON).
 Its whole spent budget would be the wrong stand-in: a search stopped early by its trial
 budget would then look cheaper than one that reached the target.
-Known gap: the store keys a row by label and seed, so a configuration one search samples
-twice keeps only its last row; the trace misses the earlier sample (its epochs, and its
-place in the order), and a seed's `trials` can be below `--budget`.
+Each seed's trace comes from its Optuna study (`search_trace`), not from the results store:
+the store keeps one row per label and seed, so a configuration one search samples twice
+would keep only its last row and the trace would lose the earlier sample's epochs and place.
 
 By default the search space is a CPU-sized slice of joint_search (18 grid points);
 `--space joint` uses joint_search's own space discretised at 3 points per continuous axis
@@ -147,12 +147,11 @@ def search_vs_grid(
         )
         run_study(load_spec(search_spec), data, store, log=log)
         search_s[seed] = time.monotonic() - t0
-        found = ResultsStore(store).read(name).sort_values("row_index")
-        # Rows in the order trials finished; a stopped trial's F1 is its last epoch's.
-        traces[seed] = [
-            (int(r["epochs_run"]), float(r["val_f1"]) if r["val_f1"] == r["val_f1"] else 0.0)
-            for _, r in found.iterrows()
-        ]
+        # The search's own Optuna study (run_search keeps a local store's in optuna.db, named after the spec).
+        traces[seed] = search_trace(f"sqlite:///{store / 'optuna.db'}", name, epochs)
+        log(f"{name}: (epochs charged, val F1) in finishing order: {traces[seed]}")
+    grid_trace = [(r["row"], int(r["epochs_run"]), float(r["val_f1"])) for _, r in grid_rows.iterrows()]
+    log(f"grid: (label, epochs, val F1): {grid_trace}")
     return {
         "grid_points": len(grid),
         "grid_epochs": grid_epochs,
@@ -161,6 +160,44 @@ def search_vs_grid(
         "grid_wall_s": grid_s,
         "search_wall_s": sum(search_s.values()),
     }
+
+
+def search_trace(url: str, study_name: str, epochs: int) -> list[tuple[int, float]]:
+    """Every sample of the search `study_name` in the Optuna storage at `url`, as (epochs
+    charged, validation F1), in the order Optuna was told each one finished.
+
+    What Ray's OptunaSearch tells (ray/tune/search/optuna/optuna_search.py, Ray 2.60): each
+    result it sees, at step `training_iteration`, which is the epoch, since a trial reports
+    once per epoch (a replayed one once per stored epoch); the result on which the scheduler
+    stops a trial is not told (tune_controller._process_trial_result). So:
+    - a COMPLETE trial ran all its epochs; its last report, the objective at `epochs` + 1,
+      is where ASHA's max_t stops it, so it is not among the steps. Charged: its steps up to
+      `epochs`; F1: its value, the objective its results row reports (selection metric F1);
+    - a PRUNED trial (stopped by ASHA) trained one epoch past its last step. Charged: its
+      steps + 1; F1: its last told value (the stopping epoch's is never told), 0 if none;
+    - a FAIL trial is charged the epochs it reported, at F1 0.
+    """
+    import optuna
+
+    states = optuna.trial.TrialState
+    study = optuna.load_study(study_name=study_name, storage=url)
+    finished = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    trace: list[tuple[int, float]] = []
+    for trial in sorted(finished, key=lambda t: (t.datetime_complete, t.number)):
+        steps = sorted(step for step in trial.intermediate_values if step <= epochs)
+        if trial.state == states.COMPLETE:
+            trace.append((len(steps), _number_or_zero(trial.value)))
+        elif trial.state == states.PRUNED:
+            last = trial.intermediate_values[steps[-1]] if steps else 0.0
+            trace.append((len(steps) + 1, _number_or_zero(last)))
+        else:
+            trace.append((len(steps), 0.0))
+    return trace
+
+
+def _number_or_zero(value: float | None) -> float:
+    """A NaN or missing F1 (a diverged epoch) counts as no match at all."""
+    return float(value) if value is not None and value == value else 0.0
 
 
 def budget_fractions(

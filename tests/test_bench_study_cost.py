@@ -80,3 +80,38 @@ def test_fewer_than_three_search_seeds_are_refused(capsys: pytest.CaptureFixture
     finally:
         sys.argv = argv
     assert "--search-seeds: at least 3" in capsys.readouterr().err
+
+
+search_trace = _bench().search_trace
+
+
+def test_a_configuration_sampled_twice_is_charged_twice_in_the_order_its_samples_finished(tmp_path: Path) -> None:
+    # Ray's OptunaSearch (the searcher run_search uses), told what Tune tells it in a 3-epoch search: the space has
+    # one point, so both samples are the same configuration. Sample "a" reports epochs 1-3 and its objective at
+    # epoch 4, where ASHA's max_t stops it (that result is not told); "b" is stopped by ASHA on epoch 2 and
+    # finishes first; "c" crashes after epoch 1.
+    import optuna
+
+    from rmaunet.studies.progress import FINISHED
+    from rmaunet.studies.search import _optuna_searcher
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = _optuna_searcher(
+        space={"attention": optuna.distributions.CategoricalDistribution(["se"])},
+        metric="objective",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=0),
+        study_name="search_seed0",
+        storage=optuna.storages.RDBStorage(url),
+    )
+    for trial in "abc":
+        assert searcher.suggest(trial) == {"attention": "se"}
+    for epoch, f1 in enumerate([0.5, 0.6, 0.7], start=1):
+        searcher.on_trial_result("a", {"epoch": epoch, "objective": f1, "training_iteration": epoch})
+    searcher.on_trial_result("b", {"epoch": 1, "objective": 0.4, "training_iteration": 1})
+    searcher.on_trial_complete("b", {"epoch": 2, "objective": 0.45, "training_iteration": 2})
+    searcher.on_trial_complete("a", {"epoch": 4, "objective": 0.72, FINISHED: 1, "training_iteration": 4})
+    searcher.on_trial_result("c", {"epoch": 1, "objective": 0.3, "training_iteration": 1})
+    searcher.on_trial_complete("c", error=True)
+
+    assert search_trace(url, "search_seed0", epochs=3) == [(2, 0.4), (3, 0.72), (1, 0.0)]
