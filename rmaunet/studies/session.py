@@ -56,7 +56,15 @@ def connect_ray(address: str | None, log: Log) -> bool:
         ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
         log(f"connected to Ray cluster at {address}")
         return False
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=runtime_env)
+    # address="local": a runtime of our own. Without it Ray joins the cluster a `ray start` on
+    # this machine last recorded (/tmp/ray/ray_current_cluster), someone else's perhaps.
+    ray.init(
+        address="local",
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        log_to_driver=True,
+        runtime_env=runtime_env,
+    )
     cpus = int(ray.cluster_resources().get("CPU", 0))
     node = ray.get_runtime_context().get_node_id()[:8]
     log(f"started a local Ray runtime (dashboard on 127.0.0.1, {cpus} CPUs) {node}")
