@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # that takes every core. The job's processes run at normal priority, as a study's do
         # (rmaunet.studies.session.connect_ray).
         ray.init(
+            address="local",
             num_cpus=cpus + 1,
             include_dashboard=False,
             log_to_driver=False,

@@ -59,7 +59,7 @@ def _descendants(pid: int) -> list[int]:
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -204,7 +204,7 @@ def test_trial_killed_mid_run_is_retried_from_its_checkpoint(l4s_small, tmp_path
 
     ray.shutdown()
     monkeypatch.setenv("RMAUNET_FAIL_AFTER_EPOCH", "2")  # inherited by the local runtime's workers
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         spec = load_spec(_spec(tmp_path, "retry", [("CE", "")], epochs=4))
         messages: list[str] = []

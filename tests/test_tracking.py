@@ -87,7 +87,7 @@ def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow 3 refuses a new file store (./mlruns) by default
     spec = load_spec(_two_row_spec(tmp_path, "tracked"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         plan = run_study(
             spec, l4s_small, tmp_path / "store", log=lambda m: None, callbacks=tracking_callbacks(spec.name, mlflow=uri)
