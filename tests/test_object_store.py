@@ -157,3 +157,20 @@ def test_the_driver_copy_of_a_trial_follows_the_store(s3_bucket: str, tmp_path: 
     folder = store.trial("abc")
     assert folder.read_result() == {"status": "ok"}
     assert folder.load_probabilities("val")[1].max() == 255
+
+
+def test_a_run_on_an_object_store_keeps_a_copy_of_its_report_there(s3_bucket: str, tmp_path: Path) -> None:
+    # Under `ray job submit` a relative --report folder is in the job's temporary working
+    # directory on the head: with an object store, the tables are also copied beside the rows.
+    from types import SimpleNamespace
+
+    from rmaunet.study_cli import _summarise
+
+    store = ResultsStore(f"{s3_bucket}/results")
+    for seed in range(2):
+        store.write_row({**_row(0), "seed": seed, "test_f1": 0.5 + seed / 100, "test_miou": 0.7})
+    spec = SimpleNamespace(name="s", kind="table", path=None)
+    _summarise(spec, f"{s3_bucket}/results", tmp_path / "rep", started=0.0)
+    keys = _keys(f"{s3_bucket}/results")
+    assert "s.parquet" in keys and "reports/s/table.md" in keys and "reports/s/table.tex" in keys
+    assert store.storage.read_bytes("reports/s/table.md") == (tmp_path / "rep" / "table.md").read_bytes()
