@@ -122,7 +122,9 @@ class Cluster:
 @pytest.fixture
 def cluster(s3_bucket: str) -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="rmn-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RMAUNET_FAIL"))}
+    # Nothing of another Ray this process talked to (an address, a token mode an earlier test
+    # left in the environment): this cluster runs without token authentication.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH", "RMAUNET_FAIL"))}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     c = Cluster(root, env)
     try:
