@@ -33,7 +33,9 @@ traces the train step and the predictor): inside training_s, but a fixed cost to
 Prints one JSON object on its last line, with `cpus` and the load average: on a machine
 with fewer cores than nodes the trials compete for cores, and start-up, tracing and
 training all slow down with the load (on 2 shared cores, two runs at load ~30 and ~8 took
-1404 s and 736 s and gave the same share, 0.78).
+1404 s and 736 s and gave the same share, 0.78, when every trial started a new process; since
+Tune reuses a node's trial process, only a node's first trial pays the process start and
+the imports: 0.90 at load ~2, 4.6 s median overhead per trial, 0.02 s between trials).
 
     python bench/cluster_utilisation.py                 # 24 epochs: ~30 s per training on an idle core
     python bench/cluster_utilisation.py --epochs 40 --tiles 240
