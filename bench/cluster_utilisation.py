@@ -48,7 +48,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -62,6 +61,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # tests/ray_nodes.py: one node's processes, found and stopped
 
 __all__ = ["TrialSpan", "utilisation", "node_gaps", "LocalCluster", "main"]
 
@@ -185,41 +185,12 @@ class LocalCluster:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def _processes(self) -> list[int]:
-        """Every process whose command line names our folder, and all processes below them
-        (trial workers rename themselves, so only their parent raylet names it)."""
-        parents: dict[int, int] = {}
-        roots: list[int] = []
-        for proc in Path("/proc").glob("[0-9]*"):
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if str(self.folder) in cmdline and int(proc.name) != os.getpid():
-                roots.append(int(proc.name))
-        found, todo = set(roots), list(roots)
-        while todo:
-            parent = todo.pop()
-            children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in found]
-            found.update(children)
-            todo.extend(children)
-        return sorted(found)
-
     def stop(self) -> None:
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-            pids = self._processes()
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait
-            while pids and time.monotonic() < deadline:
-                time.sleep(0.5)
-                pids = self._processes()
-            if not pids:
-                return
+        """Only this cluster's processes (those naming its folder, and their children): `ray stop`
+        would stop every Ray runtime on the machine."""
+        from ray_nodes import stop_processes
+
+        stop_processes(self.folder)
 
 
 def timeline_callback(path: Path) -> Any:
