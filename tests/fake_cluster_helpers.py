@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 from ports import free_port
-from ray_nodes import stop_processes
+from ray_nodes import HEAD_PORT_FLAGS, stop_processes
 
 __all__ = ["FAKE_HEAD_NODE_ID", "clean_copy", "ray_cli", "running_fake_cluster", "submit_job", "wait_for_job"]
 
@@ -70,19 +70,7 @@ def running_fake_cluster() -> Iterator[dict[str, Any]]:
     (folder / "ray-auth" / "auth_token").write_text(token)
 
     # Every listening port of its own, so the cluster runs beside other Ray runtimes.
-    ports = {
-        name: free_port()
-        for name in (
-            "dashboard-port",
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "metrics-export-port",
-            "runtime-env-agent-port",
-            "ray-client-server-port",
-            "node-manager-port",
-            "object-manager-port",
-        )
-    }
+    ports = {name: free_port() for name in HEAD_PORT_FLAGS}
     gcs_port = free_port()
     config = yaml.safe_load(FAKE_CLUSTER.read_text())
     config["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"

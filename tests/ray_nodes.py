@@ -8,7 +8,20 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["processes_under", "stop_processes"]
+__all__ = ["processes_under", "stop_processes", "NODE_PORT_FLAGS", "HEAD_PORT_FLAGS"]
+
+# Every port a Ray node listens on, each its own: several nodes or runtimes on one machine
+# must not share Ray's fixed defaults (e.g. the dashboard agent's 52365).
+NODE_PORT_FLAGS = (
+    "node-manager-port",
+    "object-manager-port",
+    "metrics-export-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+)
+# A head's too: its dashboard (the job API) and Ray Client server.
+HEAD_PORT_FLAGS = ("dashboard-port", "ray-client-server-port", *NODE_PORT_FLAGS)
 
 
 def processes_under(folder: Path) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from ports import free_port
-from ray_nodes import stop_processes
+from ray_nodes import HEAD_PORT_FLAGS, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -27,20 +27,7 @@ def ray_head():
     temp = Path(tempfile.mkdtemp(prefix="rmh-", dir="/tmp"))
     # Every listening port of its own: Ray's defaults (e.g. the dashboard agent's 52365)
     # collide with any other Ray runtime on the machine, and the job API then never comes up.
-    ports = {
-        name: free_port()
-        for name in (
-            "port",
-            "dashboard-port",
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "metrics-export-port",
-            "runtime-env-agent-port",
-            "ray-client-server-port",
-            "node-manager-port",
-            "object-manager-port",
-        )
-    }
+    ports = {name: free_port() for name in ("port", *HEAD_PORT_FLAGS)}
     dash = ports["dashboard-port"]
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     cmd = [

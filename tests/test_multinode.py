@@ -28,20 +28,11 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 from ports import free_port
-from ray_nodes import stop_processes
+from ray_nodes import NODE_PORT_FLAGS, stop_processes
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-# Every listening port of a node its own: two raylets on one host must not share one.
-NODE_PORTS = (
-    "node-manager-port",
-    "object-manager-port",
-    "metrics-export-port",
-    "dashboard-agent-listen-port",
-    "dashboard-agent-grpc-port",
-    "runtime-env-agent-port",
-)
 TINY = "{preset: baseline, base_filters: 4, depth: 2, crop: 32, max_tiles: 40, batch_size: 8, augment: []"
 WAIT_FOR_NODES = """
 import json, sys, time, ray
@@ -78,7 +69,7 @@ class Cluster:
     def start(self, name: str, cpus: int, head: bool = False) -> None:
         command = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
         command += [f"--temp-dir={self.temp(name)}", f"--num-cpus={cpus}"]
-        command += [f"--{flag}={free_port()}" for flag in NODE_PORTS]
+        command += [f"--{flag}={free_port()}" for flag in NODE_PORT_FLAGS]
         if head:
             port = self.gcs.rsplit(":", 1)[1]
             command += [
