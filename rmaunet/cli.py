@@ -21,15 +21,46 @@ from collections.abc import Sequence
 
 from rmaunet.errors import RmaunetError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Parser"]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default in its help, unless the help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or "%(default)" in text
+            or default is None
+            or default is argparse.SUPPRESS
+            or default is False
+            or default == []
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Every rmaunet parser: no abbreviated options (`--smok` is an error, not `--smoke`:
+    an abbreviation that a new option later makes ambiguous would break a user's script),
+    and defaults shown in `--help`. Subcommand parsers inherit this class."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import rmaunet
     from rmaunet import study_cli
     from rmaunet.data import cli as data_cli
     from rmaunet.reporting import cli as report_cli
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rmaunet",
         description=(
             "Ablation studies and hyperparameter searches of RMAU-NET (landslide segmentation "
@@ -38,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run `rmaunet COMMAND --help` for each command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"rmaunet {rmaunet.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.register(sub)
     study_cli.register(sub)
@@ -49,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # a spec named on the command line is resolved here (rmaunet.specs)
         return int(args.func(args) or 0)
     except RmaunetError as exc:
         print(f"rmaunet: error: {exc}", file=sys.stderr)

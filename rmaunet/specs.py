@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rmaunet.errors import SpecError
 
-__all__ = ["SPEC_FOLDER", "bundled_spec", "bundled_spec_folder", "bundled_spec_names"]
+__all__ = ["SPEC_FOLDER", "bundled_spec", "bundled_spec_folder", "bundled_spec_names", "resolve_spec"]
 
 SPEC_FOLDER = "search_spaces"
 
@@ -47,3 +47,19 @@ def bundled_spec(name: str) -> Path:
     if not path.is_file():
         raise SpecError(f"{name}: no bundled spec of that name (bundled: {', '.join(bundled_spec_names())})")
     return path
+
+
+def resolve_spec(text: str) -> Path:
+    """A spec named on the command line: a file when one is there, else the bundled spec of
+    that name (`paper_table4_losses`, or `search_spaces/paper_table4_losses.yaml` run from
+    outside the repository), so the README's commands work from an installed wheel too."""
+    path = Path(text)
+    if path.exists() or text.strip() == "":
+        return path  # a file (or something that is not one): the spec reader says what is wrong with it
+    stem = path.name.removesuffix(".yaml")
+    if stem in bundled_spec_names():
+        return bundled_spec(stem)
+    raise SpecError(
+        f"{text}: no such spec file, and no bundled spec of that name (`rmaunet study list` lists them: "
+        f"{', '.join(bundled_spec_names())})"
+    )

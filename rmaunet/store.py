@@ -6,6 +6,7 @@ an object-store URI (s3://, gs://; rmaunet.storage). Layout:
 
     trials/<trial_id>/           one trained trial (rmaunet.trial_folder.TrialFolder)
     rows/<study>/<key>.parquet   one results row each (see COLUMNS)
+    plans/<study>.json           the trainings the study's last run planned (`rmaunet study status`)
     tune/<study>/                Ray Tune's experiment state and checkpoints
     <study>.parquet              a study's rows as one file (`export_study`)
 
@@ -206,6 +207,23 @@ class ResultsStore:
             df = df[df["study"] == study]
         sort = [c for c in ("study", "row_index", "seed", "threshold") if c in df.columns]
         return df.sort_values(sort, kind="stable").reset_index(drop=True)
+
+    def write_plan(self, study: str, plan: dict[str, Any]) -> None:
+        """What a run of `study` planned: each (row, seed) and its trial, for `study status`."""
+        self.storage.write_bytes(f"plans/{safe_name(study, 'study')}.json", json.dumps(plan, indent=1).encode())
+
+    def read_plan(self, study: str) -> dict[str, Any] | None:
+        """The plan the study's last run wrote, or None (never run, or by an older rmaunet)."""
+        return _parse_result(self.storage.read_bytes(f"plans/{safe_name(study, 'study')}.json"))
+
+    def planned_studies(self) -> list[str]:
+        return sorted(name.removesuffix(".json") for name in self.storage.child("plans").files(suffix=".json"))
+
+    def checkpoint_epoch(self, trial_id: str) -> int | None:
+        """The last epoch a trial in progress has checkpointed in the store, or None."""
+        state = _parse_result(self.storage.child("trials", self._trial_id(trial_id)).read_bytes(TrialWorkspace.STATE))
+        epoch = state.get("epoch") if state else None
+        return epoch if isinstance(epoch, int) else None
 
     def export(self, path: Path | str, study: str | None = None) -> Path:
         """All rows (of one study) as one local Parquet file, written atomically."""

@@ -3,37 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
 __all__ = ["register", "register_demo"]
 
 
+def _spec_arg(p: argparse.ArgumentParser) -> None:
+    from rmaunet.specs import resolve_spec
+
+    p.add_argument(
+        "spec",
+        type=resolve_spec,
+        help="study spec: a YAML file, or the name of a bundled spec (`rmaunet study list`), e.g. paper_table4_losses",
+    )
+
+
 def _study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", type=Path, help="study spec (YAML), e.g. search_spaces/demo.yaml")
+    _spec_arg(p)
+    data_default = os.environ.get("RMAUNET_DATA")
     p.add_argument(
         "--data",
         action="append",
-        required=True,
+        required=not data_default,
+        default=None,
         metavar="[NAME=]DIR|URI",
         help=(
             "dataset folder in its published layout, or an object-store URI of one (s3://bucket/l4s, "
             "gs://…: each node copies it once into its own cache, $RMAUNET_CACHE_DIR or ~/.cache/rmaunet, "
             "keyed by the data's fingerprint; credentials as for --storage); "
-            "repeat as NAME=DIR|URI for a cross-dataset study (Table XI)"
+            "repeat as NAME=DIR|URI for a cross-dataset study (Table XI); default: $RMAUNET_DATA"
         ),
     )
-    p.add_argument(
-        "--storage",
-        required=True,
-        help="results store: a folder (created if missing), or on a cluster s3://BUCKET/PREFIX or gs://… "
-        "(or a folder every node mounts). Ray Tune's experiment state goes under it too",
-    )
+    _storage_arg(p)
     p.add_argument(
         "--smoke",
         action="store_true",
         help="shrink the study to CPU minutes (small widths, crops, few tiles, one epoch)",
     )
+
+
+def _storage_arg(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    what = (
+        "results store: a folder (created if missing), or on a cluster s3://BUCKET/PREFIX or gs://… "
+        "(or a folder every node mounts). Ray Tune's experiment state goes under it too; default: $RMAUNET_STORAGE"
+    )
+    default = os.environ.get("RMAUNET_STORAGE")
+    if positional:
+        p.add_argument("storage", nargs="?" if default else None, default=default, help=what)
+    else:
+        p.add_argument("--storage", required=not default, default=default, help=what)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +113,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     _study_args(plan)
     plan.set_defaults(func=_plan)
 
+    listing = study_sub.add_parser(
+        "list",
+        help="list the bundled specs (each paper table, the search, the demo) with their size",
+        description="List the specs shipped with rmaunet: run any of them by name, e.g. `rmaunet study plan demo`.",
+    )
+    listing.set_defaults(func=_list)
+
+    status = study_sub.add_parser(
+        "status",
+        help="where a study stands: per row and seed done / running / failed / not started",
+        description=(
+            "Read a results store and print, per study (or --study), each planned training's state: "
+            "done (or reused), running (a checkpoint but no result), failed (with its cause) or not "
+            "started, and the best validation score so far. Reads the store only: no Ray, no data."
+        ),
+    )
+    _storage_arg(status, positional=True)
+    status.add_argument("--study", help="only this study (default: every study run into the store)")
+    status.set_defaults(func=_status)
+
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
     from rmaunet.specs import bundled_spec  # the specs ship in the package: found the same way in a wheel
@@ -120,9 +160,10 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _data_arg(values: list[str]) -> Path | str | dict[str, Path | str]:
-    """`--data DIR|URI` (one dataset) or `--data NAME=DIR|URI …` (one per dataset). A URI
-    stays a string: Path("s3://b/x") would collapse its "//"."""
+def _data_arg(values: list[str] | None) -> Path | str | dict[str, Path | str]:
+    """`--data DIR|URI` (one dataset) or `--data NAME=DIR|URI …` (one per dataset), else
+    $RMAUNET_DATA (the parser requires one of them). A URI stays a string: Path("s3://b/x")
+    would collapse its "//"."""
     from rmaunet.config import DATASETS
     from rmaunet.errors import DataError
     from rmaunet.storage import is_uri
@@ -130,6 +171,7 @@ def _data_arg(values: list[str]) -> Path | str | dict[str, Path | str]:
     def where(text: str) -> Path | str:
         return text if is_uri(text) else Path(text)
 
+    values = values or [os.environ["RMAUNET_DATA"]]
     named = {}
     for value in values:
         name, sep, folder = value.partition("=")
@@ -140,6 +182,34 @@ def _data_arg(values: list[str]) -> Path | str | dict[str, Path | str]:
         else:
             raise DataError(f"{value}: with several --data, write NAME=DIR|URI (NAME one of {', '.join(DATASETS)})")
     return named
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rmaunet.errors import plural
+    from rmaunet.specs import bundled_spec, bundled_spec_names
+    from rmaunet.studies.spec import load_spec
+
+    names = bundled_spec_names()
+    width = max(map(len, names))
+    for name in names:
+        spec = load_spec(bundled_spec(name), build_checks=False)  # bundled: checked by the tests
+        if spec.kind == "search":
+            size = f"search, up to {plural(spec.budget, 'training')}"
+        else:
+            trainings = len(spec.rows) * len(spec.seeds)
+            size = f"{spec.kind}, {plural(len(spec.rows), 'row')} × {plural(len(spec.seeds), 'seed')}"
+            size += f" = {plural(trainings, 'training')}" if spec.kind != "threshold" else f" ({len(spec.thresholds)} thresholds)"
+        first = spec.description.strip().split(". ")[0].rstrip(".")
+        print(f"{name:<{width}}  {size}" + (f"; {first}" if first else ""))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rmaunet.studies.status import render_status, study_status
+
+    statuses = study_status(args.storage, args.study)
+    print(render_status(statuses) if statuses else f"{args.storage}: no study has run into this store yet")
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:

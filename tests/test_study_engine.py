@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rmaunet.errors import plural
 from rmaunet.store import ResultsStore
 from rmaunet.studies.runner import plan_study, run_study
 from rmaunet.studies.spec import load_spec
@@ -152,7 +153,7 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert f"{4 - len(done_before)} trainings to run, {len(done_before)} reused" in out.stdout
+    assert f"{plural(4 - len(done_before), 'training')} to run, {len(done_before)} reused" in out.stdout
     rows = ResultsStore(storage).read("killme")
     assert len(rows) == 4 and rows["row"].is_unique and set(rows["status"]) == {"ok"}
     for tid, mtime in done_before.items():  # kept, not retrained

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rmaunet.errors import DataError
+from rmaunet.errors import DataError, plural
 from rmaunet.storage import is_uri
 from rmaunet.store import ResultsStore
 from rmaunet.studies.expand import PlannedRow, expand
@@ -45,6 +45,19 @@ class StudyPlan:
         self.finished = {tid for tid in unique if usable(store.finished_trial(tid))}
         self.to_train = [p for tid, p in unique.items() if tid not in self.finished]
 
+    def manifest(self) -> dict[str, Any]:
+        """What `rmaunet study status` reads back: every planned (row, seed) and its trial."""
+        s = self.spec
+        return {
+            "study": s.name,
+            "kind": s.kind,
+            "budget": s.budget,
+            "rows": [
+                {"row": p.label, "row_index": p.row_index, "seed": p.seed, "trial_id": p.trial_id, "epochs": p.config.epochs}
+                for p in self.planned
+            ],
+        }
+
     def summary(self) -> str:
         s = self.spec
         if s.kind == "search":
@@ -52,8 +65,9 @@ class StudyPlan:
         reused = len(self.unique) - len(self.to_train)
         dup = len(self.planned) - len(self.unique)
         return (
-            f"{s.name} ({s.kind}): {len(s.rows)} rows × {len(s.seeds)} seeds = {len(self.planned)} results; "
-            f"{len(self.to_train)} trainings to run, {reused} reused from the store"
+            f"{s.name} ({s.kind}): {plural(len(s.rows), 'row')} × {plural(len(s.seeds), 'seed')} = "
+            f"{plural(len(self.planned), 'result')}; {plural(len(self.to_train), 'training')} to run, "
+            f"{reused} reused from the store"
             + (f", {dup} shared between rows" if dup else "")
         )
 

@@ -41,6 +41,7 @@ def run_study(
     store.storage.check_writable()  # a missing bucket or folder permission: one line now, not after training
     plan = plan_study(spec, data, store.storage)
     log(plan.summary())
+    store.write_plan(spec.name, plan.manifest())
     writer = RowWriter(spec, plan, store, log)
     for tid in plan.finished:
         writer.trial_done(tid, reused=True)
