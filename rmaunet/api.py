@@ -23,7 +23,16 @@ from rmaunet.studies.spec import StudySpec
 from rmaunet.studies.spec import load_spec as _load_spec_file
 from rmaunet.studies.status import StudyStatus, study_status
 
-__all__ = ["load_spec", "plan_study", "run_study", "study_status", "load_result", "StudySpec", "StudyPlan", "StudyStatus"]
+__all__ = [
+    "load_spec",
+    "plan_study",
+    "run_study",
+    "study_status",
+    "load_result",
+    "StudySpec",
+    "StudyPlan",
+    "StudyStatus",
+]
 
 
 def load_spec(spec: str | Path, *, smoke: bool = False) -> StudySpec:

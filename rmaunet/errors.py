@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["RmaunetError", "DataError", "SpecError", "ConfigError", "StoreError", "one_line", "plural", "MAX_MESSAGE_CHARS"]
+__all__ = [
+    "RmaunetError",
+    "DataError",
+    "SpecError",
+    "ConfigError",
+    "StoreError",
+    "one_line",
+    "plural",
+    "MAX_MESSAGE_CHARS",
+]
 
 # A message names a file and a problem; anything longer is a value echoed back at length
 # (a huge list, a file's contents) that would bury the line the user needs.
@@ -16,7 +25,7 @@ def one_line(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """"1 row", "3 rows": a count with its noun in agreement."""
+    """ "1 row", "3 rows": a count with its noun in agreement."""
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 

@@ -198,7 +198,11 @@ def _list(args: argparse.Namespace) -> int:
         else:
             trainings = len(spec.rows) * len(spec.seeds)
             size = f"{spec.kind}, {plural(len(spec.rows), 'row')} × {plural(len(spec.seeds), 'seed')}"
-            size += f" = {plural(trainings, 'training')}" if spec.kind != "threshold" else f" ({len(spec.thresholds)} thresholds)"
+            size += (
+                f" = {plural(trainings, 'training')}"
+                if spec.kind != "threshold"
+                else f" ({len(spec.thresholds)} thresholds)"
+            )
         first = spec.description.strip().split(". ")[0].rstrip(".")
         print(f"{name:<{width}}  {size}" + (f"; {first}" if first else ""))
     return 0

@@ -53,7 +53,13 @@ class StudyPlan:
             "kind": s.kind,
             "budget": s.budget,
             "rows": [
-                {"row": p.label, "row_index": p.row_index, "seed": p.seed, "trial_id": p.trial_id, "epochs": p.config.epochs}
+                {
+                    "row": p.label,
+                    "row_index": p.row_index,
+                    "seed": p.seed,
+                    "trial_id": p.trial_id,
+                    "epochs": p.config.epochs,
+                }
                 for p in self.planned
             ],
         }
@@ -67,8 +73,7 @@ class StudyPlan:
         return (
             f"{s.name} ({s.kind}): {plural(len(s.rows), 'row')} × {plural(len(s.seeds), 'seed')} = "
             f"{plural(len(self.planned), 'result')}; {plural(len(self.to_train), 'training')} to run, "
-            f"{reused} reused from the store"
-            + (f", {dup} shared between rows" if dup else "")
+            f"{reused} reused from the store" + (f", {dup} shared between rows" if dup else "")
         )
 
 

@@ -70,14 +70,22 @@ def _one(store: ResultsStore, name: str) -> StudyStatus:
             state = {"ok": "done", "failed": "failed"}.get(str(record.get("status")), "done")
             status.trainings.append(
                 TrainingStatus(
-                    str(record["row"]), int(record["seed"]), str(record["trial_id"]), state, 0,
+                    str(record["row"]),
+                    int(record["seed"]),
+                    str(record["trial_id"]),
+                    state,
+                    0,
                     reason=str(record.get("reason") or ""),
                 )
             )
     else:
         for entry in plan.get("rows", []):
             status.trainings.append(_training(store, entry, reused))
-    metric = str(rows["selection_metric"].dropna().iloc[0]) if "selection_metric" in rows and rows["selection_metric"].notna().any() else "f1"
+    metric = (
+        str(rows["selection_metric"].dropna().iloc[0])
+        if "selection_metric" in rows and rows["selection_metric"].notna().any()
+        else "f1"
+    )
     status.metric = f"val_{metric.removeprefix('val_')}"
     if status.metric in rows and rows[status.metric].notna().any():
         best = rows.loc[rows[status.metric].astype(float).idxmax()]
@@ -98,8 +106,14 @@ def _training(store: ResultsStore, entry: dict[str, Any], reused: set[tuple[str,
         state = "done" if result["status"] == "ok" else "failed"
         run = result.get("epochs_run")
         return TrainingStatus(
-            row, seed, tid, state, epochs, run if isinstance(run, int) else None,
-            reused=(row, seed) in reused, reason=str(result.get("reason") or ""),
+            row,
+            seed,
+            tid,
+            state,
+            epochs,
+            run if isinstance(run, int) else None,
+            reused=(row, seed) in reused,
+            reason=str(result.get("reason") or ""),
         )
     epoch = store.checkpoint_epoch(tid)
     return TrainingStatus(row, seed, tid, "running" if epoch is not None else "not started", epochs, epoch)
