@@ -156,6 +156,40 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_demo)
 
 
+class Console:
+    """The study's log lines, time-stamped. On a terminal it also keeps one live status line
+    (trainings done, running, failed, time left) under them, redrawn in place; off a
+    terminal (a file, `ray job logs`) there is no status line and no control character."""
+
+    def __init__(self, stream=None) -> None:
+        import sys
+
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
+        self.current = ""
+
+    def __call__(self, msg: str) -> None:
+        clear = "\r\x1b[K" if self.live and self.current else ""
+        self.stream.write(f"{clear}[{time.strftime('%H:%M:%S')}] {msg}\n")
+        if self.live and self.current:
+            self.stream.write(self.current)
+        self.stream.flush()
+
+    def status(self, text: str) -> None:
+        if not self.live:
+            return
+        self.current = f"  ▸ {text}"
+        self.stream.write(f"\r\x1b[K{self.current}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Leave the last status line on the screen, ended, for the lines that follow."""
+        if self.live and self.current:
+            self.stream.write("\n")
+            self.stream.flush()
+        self.current = ""
+
+
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -237,15 +271,19 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, smoke=args.smoke)
     callbacks = tracking_callbacks(spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback)
     started = time.monotonic()
-    plan = run_study(
-        spec,
-        _data_arg(args.data),
-        args.storage,
-        address=args.address,
-        log=_log,
-        optuna_storage=args.optuna_storage,
-        callbacks=callbacks,
-    )
+    console = Console()
+    try:
+        plan = run_study(
+            spec,
+            _data_arg(args.data),
+            args.storage,
+            address=args.address,
+            log=console,
+            optuna_storage=args.optuna_storage,
+            callbacks=callbacks,
+        )
+    finally:
+        console.close()
     _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage)
     return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
 
@@ -300,7 +338,11 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         _log(f"using the synthetic dataset already in {args.data}")
     spec = load_spec(args.spec)
-    run_study(spec, args.data, args.storage, log=_log)
+    console = Console()
+    try:
+        run_study(spec, args.data, args.storage, log=console)
+    finally:
+        console.close()
     _summarise(spec, args.storage, args.reports, started)
     exported = ResultsStore(args.storage).export(args.reports / "results.parquet", spec.name)
     _log(f"demo finished in {time.monotonic() - started:.0f} s; results store {args.storage}, copy {exported}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,6 +155,15 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"{plural(4 - len(done_before), 'training')} to run, {len(done_before)} reused" in out.stdout
+    # What the user reads is rmaunet's: Ray's and Tune's banners, TensorFlow's and CUDA's start-up
+    # lines from every trial process are kept out (at least 9 lines in 10 are rmaunet's own,
+    # time-stamped), each epoch line names the row's seed and "epoch k/N", and no control
+    # character reaches a log file.
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    ours = [line for line in lines if re.match(r"\[\d\d:\d\d:\d\d\] ", line)]
+    assert len(ours) >= 0.9 * len(lines), "\n".join(line for line in lines if line not in ours)
+    assert any(re.search(r"epoch 3/3  row \d \(seed 0\)", line) for line in ours), "\n".join(ours)
+    assert "\x1b" not in out.stdout and "\r" not in out.stdout
     rows = ResultsStore(storage).read("killme")
     assert len(rows) == 4 and rows["row"].is_unique and set(rows["status"]) == {"ok"}
     for tid, mtime in done_before.items():  # kept, not retrained

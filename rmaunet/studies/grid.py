@@ -36,8 +36,10 @@ def _train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
 
     from rmaunet.data.staging import local_data
     from rmaunet.studies.progress import FINISHED
+    from rmaunet.training.quiet import quiet_worker
     from rmaunet.training.trial import configure_threads, run_trial
 
+    quiet_worker()
     tid = tune_config[TRIAL_KEY]
     entry = plan[tid]
     config = TrialConfig.from_dict(entry["config"])
@@ -151,7 +153,12 @@ def run_grid(
     }
 
     def label(trial: Any) -> str:
-        return entries.get(trial.config.get(TRIAL_KEY), {}).get("label", str(trial))
+        entry = entries.get(trial.config.get(TRIAL_KEY))
+        return f"{entry['label']} (seed {entry['config']['seed']})" if entry else str(trial)
+
+    def epochs(trial: Any) -> int:
+        entry = entries.get(trial.config.get(TRIAL_KEY))
+        return int(entry["config"]["epochs"]) if entry else 0
 
     with ray_session(address, log):
         concurrent = concurrency(spec, workers)
@@ -171,6 +178,7 @@ def run_grid(
                     log,
                     lambda trial, _stopped: writer.trial_done(trial.config[TRIAL_KEY]),
                     total=len(entries),
+                    epochs=epochs,
                 ),
                 *callbacks,
             ],

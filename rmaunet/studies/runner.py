@@ -46,6 +46,8 @@ def run_study(
     for tid in plan.finished:
         writer.trial_done(tid, reused=True)
 
+    if plan.to_train or spec.kind == "search":
+        log(f"TensorBoard: tensorboard --logdir {store.storage.uri_of('tune')} (pip install 'rmaunet[tensorboard]')")
     if spec.kind == "search":
         from rmaunet.studies.search import run_search
 

@@ -186,8 +186,10 @@ def _train_sample(
     from rmaunet.studies.plan import usable
     from rmaunet.studies.progress import FINISHED
     from rmaunet.studies.session import node_name, report_final, report_numbers
+    from rmaunet.training.quiet import quiet_worker
     from rmaunet.training.trial import configure_threads, run_trial
 
+    quiet_worker()
     config = apply_params(TrialConfig.from_dict(base), params)
     store = ResultsStore(storage)
     tid = trial_id(config, fingerprint)
@@ -346,7 +348,14 @@ def run_search(
             spec=spec,
             storage=storage,
             callbacks=[
-                Progress(writer, lambda trial: describe(trial.config), log, on_complete, total=remaining),
+                Progress(
+                    writer,
+                    lambda trial: describe(trial.config),
+                    log,
+                    on_complete,
+                    total=remaining,
+                    epochs=lambda _trial: base.epochs,
+                ),
                 *callbacks,
             ],
             tune_config=tune.TuneConfig(

@@ -5,6 +5,7 @@ how a trial hands Tune its selected weights."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import sys
@@ -52,8 +53,10 @@ def connect_ray(address: str | None, log: Log) -> bool:
         "env_vars": {**TRAINING_PROCESS_ENV, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     }
     address = address or os.environ.get("RAY_ADDRESS")
+    # Ray's own INFO lines ("Started a local Ray instance…") say what the next line of ours says.
+    quiet = {"logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env, **quiet)
         log(f"connected to Ray cluster at {address}")
         return False
     # address="local": a runtime of our own. Without it Ray joins the cluster a `ray start` on
@@ -64,6 +67,7 @@ def connect_ray(address: str | None, log: Log) -> bool:
         dashboard_host="127.0.0.1",
         log_to_driver=True,
         runtime_env=runtime_env,
+        **quiet,
     )
     cpus = int(ray.cluster_resources().get("CPU", 0))
     node = ray.get_runtime_context().get_node_id()[:8]
@@ -185,6 +189,11 @@ def make_tuner(
 
     from rmaunet.store import safe_name
 
+    # Tune's own console output (its configuration box, a TensorBoard hint pointing into Ray's
+    # temporary session folder rather than at the event files under the store): rmaunet's
+    # progress lines say what runs, and the runner names the real TensorBoard folder.
+    # verbose=0 silences the legacy reporter only; the newer one prints regardless.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space=param_space,

@@ -26,21 +26,18 @@ reason (`SpecError`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import os
 import reprlib
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rmaunet.config import PRESETS, TrialConfig
-from rmaunet.errors import ConfigError, RmaunetError, SpecError
+from rmaunet.errors import ConfigError, SpecError
 from rmaunet.safe_input import SAFE_NAME, LineDict, is_safe_name, read_yaml
+from rmaunet.training.quiet import native_stderr_held_back
 
 __all__ = ["StudySpec", "Row", "load_spec", "KINDS", "SMOKE_OVERRIDES", "RESOURCE_LIMITS"]
 
@@ -255,7 +252,7 @@ def load_spec(path: Path | str, *, smoke: bool = False, build_checks: bool = Tru
         raise ctx.fail(doc, f"max_concurrent: expected an integer in [1, {MAX_BUDGET}]", "max_concurrent")
 
     if ctx.deferred and build_checks:
-        with _native_stderr_held_back():
+        with native_stderr_held_back():
             for check in ctx.deferred:
                 check()
     return StudySpec(
@@ -400,40 +397,6 @@ def _check_space(ctx: _Context, space: dict, base: TrialConfig) -> None:
     except _VALUE_ERRORS as exc:
         bad = str(exc).split(":", 1)[0].removeprefix("space.").removeprefix("space")
         raise ctx.fail(space, str(exc), bad if bad in space else None) from None
-
-
-@contextlib.contextmanager
-def _native_stderr_held_back() -> Iterator[None]:
-    """Keep what native code writes to file descriptor 2 out of the user's stderr.
-
-    Building a loss imports Keras and so TensorFlow, whose C++ start-up lines (oneDNN,
-    CUDA probing) are written before TensorFlow's own log level applies; no environment
-    variable silences them. A refused spec must leave one line on stderr, so those bytes
-    are held back, and replayed only if something other than a user error escapes.
-    """
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all: nothing to hold back
-        yield
-        return
-    failed = False
-    with tempfile.TemporaryFile() as held:
-        sys.stderr.flush()
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except RmaunetError:
-            raise
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if failed:
-                held.seek(0)
-                os.write(2, held.read())
 
 
 def _resources(ctx: _Context, doc: dict) -> dict[str, float]:

@@ -143,9 +143,12 @@ class _RayTrainIO:
 def _train_loop(loop_config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker (TF_CONFIG already set by Ray's TensorFlow backend)."""
     import ray.train
+
+    from rmaunet.training.quiet import quiet_worker
+
+    quiet_worker()  # also keeps MultiWorkerMirroredStrategy's INFO line per collective out
     import tensorflow as tf
 
-    tf.get_logger().setLevel("WARNING")  # MWMS logs every collective at INFO
     config = TrialConfig.from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
