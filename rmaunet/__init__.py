@@ -24,7 +24,7 @@ except PackageNotFoundError:  # a source tree on sys.path without an install
     __version__ = "0+unknown"
 
 if TYPE_CHECKING:
-    from rmaunet.api import load_result, load_spec, plan_study, run_study, study_status
+    from rmaunet.api import load_result, load_spec, plan_study, run_study, study_status, study_trainable
     from rmaunet.config import TrialConfig
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "run_study",
     "load_result",
     "study_status",
+    "study_trainable",
 ]
 
 _LAZY = {
@@ -44,6 +45,7 @@ _LAZY = {
     "run_study": "rmaunet.api",
     "load_result": "rmaunet.api",
     "study_status": "rmaunet.api",
+    "study_trainable": "rmaunet.api",
 }
 
 

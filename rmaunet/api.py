@@ -17,6 +17,7 @@ from typing import Any
 
 from rmaunet.specs import resolve_spec
 from rmaunet.store import ResultsStore
+from rmaunet.studies.grid import study_trainable
 from rmaunet.studies.plan import StudyPlan, plan_study
 from rmaunet.studies.runner import run_study
 from rmaunet.studies.spec import StudySpec
@@ -24,6 +25,7 @@ from rmaunet.studies.spec import load_spec as _load_spec_file
 from rmaunet.studies.status import StudyStatus, study_status
 
 __all__ = [
+    "study_trainable",
     "load_spec",
     "plan_study",
     "run_study",

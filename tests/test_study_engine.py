@@ -253,6 +253,9 @@ def test_search_runs_optuna_with_asha_and_resumes_its_budget(local_ray, l4s_smal
     assert ok["threshold"].between(0.3, 0.9).all() and ok["test_f1"].notna().all()
     study = optuna.load_study(study_name="srch", storage=f"sqlite:///{storage / 'optuna.db'}")
     assert len(study.trials) == 4
+    # Each Optuna trial names the rmaunet trial and row it became: its rows are found from the dashboard.
+    linked = {t.user_attrs["rmaunet_trial_id"]: t.user_attrs["row"] for t in study.trials}
+    assert dict(zip(rows["trial_id"], rows["row"])).items() <= linked.items()
 
     messages: list[str] = []
     run_study(spec, l4s_small, storage, log=messages.append)
@@ -275,20 +278,26 @@ def test_a_study_row_can_train_data_parallel(local_ray, l4s_small, tmp_path):
 
 @pytest.mark.slow
 def test_tune_results_show_the_varied_fields_and_hold_each_trials_best_weights(local_ray, l4s_small, tmp_path):
-    # The experiment in the store's tune/ restores with Tuner.restore: each trial's config shows
-    # the field the rows vary (and the seed) beside our identity, and the best trial's checkpoint
-    # holds its selected weights and the config that trained them.
+    # The experiment in the store's tune/ restores with Tuner.restore and the public trainable,
+    # as Ray documents: each trial's config shows its row and the field the rows vary (and the
+    # seed) beside our identity, get_dataframe() its selected validation scores, and the best
+    # trial's checkpoint holds its selected weights and the config that trained them.
     from ray import tune
 
-    from rmaunet.studies.grid import _train_one
+    from rmaunet import study_trainable
 
     spec = load_spec(_spec(tmp_path, "tuned", [("CE", ""), ("IoU", "{loss: iou}")], epochs=1))
     storage = tmp_path / "store"
     plan = run_study(spec, l4s_small, storage, log=lambda m: None)
-    results = tune.Tuner.restore(str(storage / "tune" / "tuned"), trainable=_train_one).get_results()
+    tuner = tune.Tuner.restore(str(storage / "tune" / "tuned"), trainable=study_trainable(storage, "tuned"))
+    results = tuner.fit()  # every trial finished: restoring trains nothing, and returns the results
     assert {r.config["rmaunet_trial_id"] for r in results} == set(plan.unique)
     assert {r.config["loss"] for r in results} == {"cross_entropy", "iou"}
     assert {r.config["seed"] for r in results} == {0}
+    frame = results.get_dataframe()
+    assert set(frame["config/row"]) == {"CE", "IoU"} and frame["val_f1"].notna().all()
+    stored = ResultsStore(storage).read("tuned").set_index("row")["val_f1"]
+    assert dict(zip(frame["config/row"], frame["val_f1"])) == pytest.approx(stored.to_dict())
     best = results.get_best_result("final_val_f1", "max")
     with best.checkpoint.as_directory() as folder:
         assert (Path(folder) / "best.weights.h5").stat().st_size > 0
@@ -301,14 +310,14 @@ def test_trials_run_one_after_another_in_one_process_with_the_results_of_a_fresh
     # import), and a trial trained after another in that process scores exactly as it does alone.
     from ray import tune
 
-    from rmaunet.studies.grid import _train_one
+    from rmaunet.studies.grid import train_one
 
     shared = load_spec(_spec(tmp_path, "shared", [("CE", ""), ("IoU", "{loss: iou}")], extra="max_concurrent: 1"))
     alone = load_spec(_spec(tmp_path, "alone", [("IoU", "{loss: iou}")]))
     run_study(shared, l4s_small, tmp_path / "a", log=lambda m: None)
     run_study(alone, l4s_small, tmp_path / "b", log=lambda m: None)
 
-    results = tune.Tuner.restore(str(tmp_path / "a" / "tune" / "shared"), trainable=_train_one).get_results()
+    results = tune.Tuner.restore(str(tmp_path / "a" / "tune" / "shared"), trainable=train_one).get_results()
     assert len({r.metrics["pid"] for r in results}) == 1  # both trials in one process
     metrics = ["val_f1", "test_f1", "test_miou", "threshold"]
     after_another = ResultsStore(tmp_path / "a").read("shared").set_index("row").loc["IoU", metrics]

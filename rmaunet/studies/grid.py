@@ -22,16 +22,17 @@ from rmaunet.studies.session import concurrency, make_tuner, node_name, ray_sess
 from rmaunet.studies.spec import StudySpec
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["run_grid", "tune_params"]
+__all__ = ["run_grid", "tune_params", "train_one", "study_trainable"]
 
 Log = Callable[[str], None]
 # The name of our trial identity in Tune's config and results: Tune's own `trial_id` is another thing.
 TRIAL_KEY = "rmaunet_trial_id"
 
 
-def _train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], storage: str) -> None:
+def train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], storage: str) -> None:
     """One Tune trial: train one planned config in its workspace (rmaunet.store.TrialWorkspace),
-    which on an object store is this node's cache, each epoch's checkpoint copied to the store."""
+    which on an object store is this node's cache, each epoch's checkpoint copied to the store.
+    `plan` maps each trial identity to its entry (`trial_entries`)."""
     from ray import tune
 
     from rmaunet.data.staging import local_data
@@ -76,6 +77,9 @@ def _train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], 
                 FINISHED: 1,
                 "status_ok": int(result.status == "ok"),
                 **{f"final_val_{k}": v for k, v in result.val.items()},
+                # The selected weights' scores under the per-epoch names too: what ResultGrid's
+                # get_dataframe() shows as each trial's val_* (its last result).
+                **{f"val_{k}": v for k, v in result.val.items()},
             },
             folder,
         )
@@ -100,6 +104,60 @@ def tune_params(plan: StudyPlan) -> dict[str, dict[str, Any]]:
     return {tid: {name: readable(config[name]) for name in varied} for tid, config in configs.items()}
 
 
+def trial_entries(spec: StudySpec, plan: StudyPlan) -> dict[str, dict[str, Any]]:
+    """Per trial identity still to train: everything its Tune trial needs (`train_one`)."""
+    workers = int(spec.resources["workers"])
+
+    def workers_of(config: TrialConfig) -> int:
+        """A row's own `num_workers` (one data-parallel row in a study), else resources.workers."""
+        return config.num_workers if config.num_workers > 1 else workers
+
+    return {
+        p.trial_id: {
+            "config": p.config.replace(num_workers=workers_of(p.config)).to_dict(),
+            "gpu": spec.resources["gpu"],
+            "cpu": spec.resources["cpu"],
+            "label": p.label,
+            "data_dir": str(plan.data[p.config.dataset]),
+            "fingerprint": plan.fingerprints[p.config.dataset],
+        }
+        for p in plan.to_train
+    }
+
+
+def _trainable(entries: dict[str, dict[str, Any]], storage: str) -> Any:
+    """`train_one` with the study's entries and each trial's resource request attached."""
+    from ray import tune
+
+    def resources(tune_config: dict[str, Any]) -> Any:
+        """Each trial's request: a one-worker trial holds its CPUs / GPU itself. A data-parallel
+        trial only drives a TensorflowTrainer whose workers hold the real resources; Tune
+        refuses an empty request, and any CPU share (even 0.01) leaves a node one CPU short
+        of the workers' whole CPUs, so it asks for a little memory instead."""
+        entry = entries[tune_config[TRIAL_KEY]]
+        if entry["config"]["num_workers"] > 1:
+            bundle = {"CPU": 0, "memory": 64 * 1024**2}
+        else:
+            bundle = {"CPU": entry["cpu"], "GPU": entry["gpu"]}
+        return tune.PlacementGroupFactory([bundle])
+
+    return tune.with_resources(tune.with_parameters(train_one, plan=entries, storage=storage), resources)
+
+
+def study_trainable(storage: str | Storage, study: str) -> Any:
+    """The trainable a table, ladder or leave-one-out study's last run gave Ray Tune, rebuilt
+    from the store: `tune.Tuner.restore(f"{storage}/tune/{study}", trainable=study_trainable(storage, study))`
+    continues or reads its Tune experiment as Ray documents. (`rmaunet study run` again does
+    the same and also writes the rows.)"""
+    from rmaunet.errors import StoreError
+
+    store = ResultsStore(storage)
+    entries = (store.read_plan(study) or {}).get("trainings")
+    if not entries:
+        raise StoreError(f"{store}: study {study!r} has no trainings recorded for Ray Tune (not run here, or a search)")
+    return _trainable(entries, store.storage.uri)
+
+
 def run_grid(
     spec: StudySpec,
     plan: StudyPlan,
@@ -115,36 +173,9 @@ def run_grid(
 
     from rmaunet.studies.progress import Progress
 
-    gpu = spec.resources["gpu"]
-    workers = int(spec.resources["workers"])
-
-    def workers_of(config: TrialConfig) -> int:
-        """A row's own `num_workers` (one data-parallel row in a study), else resources.workers."""
-        return config.num_workers if config.num_workers > 1 else workers
-
-    entries = {
-        p.trial_id: {
-            "config": p.config.replace(num_workers=workers_of(p.config)).to_dict(),
-            "gpu": gpu,
-            "cpu": spec.resources["cpu"],
-            "label": p.label,
-            "data_dir": str(plan.data[p.config.dataset]),
-            "fingerprint": plan.fingerprints[p.config.dataset],
-        }
-        for p in plan.to_train
-    }
-
-    def resources(tune_config: dict[str, Any]) -> Any:
-        """Each trial's request: a one-worker trial holds its CPUs / GPU itself. A data-parallel
-        trial only drives a TensorflowTrainer whose workers hold the real resources; Tune
-        refuses an empty request, and any CPU share (even 0.01) leaves a node one CPU short
-        of the workers' whole CPUs, so it asks for a little memory instead."""
-        if entries[tune_config[TRIAL_KEY]]["config"]["num_workers"] > 1:
-            bundle = {"CPU": 0, "memory": 64 * 1024**2}
-        else:
-            bundle = {"CPU": spec.resources["cpu"], "GPU": gpu}
-        return tune.PlacementGroupFactory([bundle])
-
+    entries = trial_entries(spec, plan)
+    # Recorded for study_trainable: Tuner.restore needs the very trainable the Tuner ran.
+    ResultsStore(storage).write_plan(spec.name, {**plan.manifest(), "trainings": entries})
     params = tune_params(plan)
     # The identity is the grid; each varied field is looked up from it, so the trial's config is flat.
     looked_up = {
@@ -161,14 +192,14 @@ def run_grid(
         return int(entry["config"]["epochs"]) if entry else 0
 
     with ray_session(address, log):
-        concurrent = concurrency(spec, workers)
+        concurrent = concurrency(spec, int(spec.resources["workers"]))
         log(
             f"running {len(entries)} trainings, "
             + (f"up to {concurrent} at once" if concurrent else "as many at once as resources allow")
         )
         tuner = make_tuner(
-            tune.with_parameters(_train_one, plan=entries, storage=storage.uri),
-            resources,
+            _trainable(entries, storage.uri),
+            None,
             spec=spec,
             storage=storage,
             callbacks=[
@@ -182,7 +213,11 @@ def run_grid(
                 ),
                 *callbacks,
             ],
-            param_space={TRIAL_KEY: tune.grid_search(list(entries)), **looked_up},
+            param_space={
+                TRIAL_KEY: tune.grid_search(list(entries)),
+                "row": tune.sample_from(lambda config: entries[config[TRIAL_KEY]]["label"]),
+                **looked_up,
+            },
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=concurrent,
                 trial_name_creator=lambda t: f"{label(t)[:40]}-{t.config.get(TRIAL_KEY, '')[:6]}",

@@ -222,17 +222,27 @@ def _train_sample(
             workspace.close()
 
 
-def _optuna_searcher(**kwargs: Any) -> Any:
+def _optuna_searcher(links: Callable[[dict[str, Any]], dict[str, str]] | None = None, **kwargs: Any) -> Any:
     """Ray's OptunaSearch, telling Optuna a value only for a trial that reached its objective.
 
     Ray's own searcher tells a stopped trial's last result as its value: an epoch's number
-    beside finished trials' objectives. Here it is PRUNED, and a failed trial FAIL.
+    beside finished trials' objectives. Here it is PRUNED, and a failed trial FAIL. Each
+    Optuna trial gets `links(params)` as user attributes when it is sampled (rmaunet's trial
+    id and row label: what joins optuna-dashboard's trials to the store's rows).
     """
     from ray.tune.search.optuna import OptunaSearch
 
     from rmaunet.studies.progress import FINISHED
 
     class FinishedOnlySearch(OptunaSearch):
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            params = super().suggest(trial_id)
+            sampled = self._ot_trials.get(trial_id)  # OptunaSearch's own map of Tune to Optuna trials
+            if links is not None and isinstance(params, dict) and sampled is not None:
+                for key, value in links(params).items():
+                    sampled.set_user_attr(key, value)
+            return params
+
         def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
             super().on_trial_complete(trial_id, result if result and result.get(FINISHED) else None, error)
 
@@ -306,7 +316,13 @@ def run_search(
     seed = spec.seeds[0]
     base = spec.base.replace(seed=seed)
     metric = writer.metric
+
+    def links(params: dict[str, Any]) -> dict[str, str]:
+        config = apply_params(base, params)
+        return {"rmaunet_trial_id": trial_id(config, plan.fingerprints[config.dataset]), "row": describe(params)}
+
     searcher = _optuna_searcher(
+        links,
         space=optuna_distributions(parsed),
         metric="objective",
         mode="max",

@@ -182,7 +182,8 @@ def make_tuner(
     param_space: dict[str, Any] | None = None,
 ) -> Any:
     """The Tuner every study kind runs: its experiment state and trial checkpoints under the
-    store's tune/ (Ray opens an s3:// or gs:// store with pyarrow.fs, as rmaunet.storage does)."""
+    store's tune/ (Ray opens an s3:// or gs:// store with pyarrow.fs, as rmaunet.storage does).
+    `resources` None: the trainable carries its own (tune.with_resources)."""
     import dataclasses
 
     from ray import tune
@@ -195,7 +196,7 @@ def make_tuner(
     # verbose=0 silences the legacy reporter only; the newer one prints regardless.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return tune.Tuner(
-        tune.with_resources(trainable, resources),
+        trainable if resources is None else tune.with_resources(trainable, resources),
         param_space=param_space,
         # A node's next trial runs in the process the last one left, not a new one: no process
         # start, no second TensorFlow import (bench/cluster_utilisation.py measured about 25 s
