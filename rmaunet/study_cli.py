@@ -269,7 +269,9 @@ def _run(args: argparse.Namespace) -> int:
     from rmaunet.studies.spec import load_spec
 
     spec = load_spec(args.spec, smoke=args.smoke)
-    callbacks = tracking_callbacks(spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback)
+    callbacks = tracking_callbacks(
+        spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback, storage=str(args.storage)
+    )
     started = time.monotonic()
     console = Console()
     try:
@@ -284,7 +286,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:
         console.close()
-    _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage)
+    _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage, callbacks=callbacks)
     return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
 
 
@@ -295,7 +297,14 @@ def _done(storage: Path, plan) -> set[str]:
     return {tid for tid in plan.unique if store.finished_trial(tid) is not None}
 
 
-def _summarise(spec, storage: Path, report_dir: Path | None, started: float, optuna_storage: str | None = None) -> None:
+def _summarise(
+    spec,
+    storage: Path,
+    report_dir: Path | None,
+    started: float,
+    optuna_storage: str | None = None,
+    callbacks: list | None = None,
+) -> None:
     from rmaunet.reporting import ReportOptions, write_study_report
     from rmaunet.store import ResultsStore, safe_name
 
@@ -310,6 +319,9 @@ def _summarise(spec, storage: Path, report_dir: Path | None, started: float, opt
             url = optuna_storage or f"sqlite:///{store.root / 'optuna.db'}"
             options = ReportOptions(optuna_storage=url, study=study)
         paths = write_study_report(rows, report_dir, title=study, spec=spec.path, options=options)
+        for callback in callbacks or []:
+            if hasattr(callback, "log_report"):  # MLflow: the table and figures beside the trainings' runs
+                callback.log_report(paths)
         print()
         print(Path(paths["markdown"]).read_text())
         for kind, path in paths.items():

@@ -13,6 +13,7 @@ import pytest
 from ports import free_port
 
 from rmaunet.errors import ConfigError
+from rmaunet.store import ResultsStore
 from rmaunet.studies.grid import tune_params
 from rmaunet.studies.runner import plan_study, run_study
 from rmaunet.studies.session import tracking_callbacks
@@ -79,8 +80,9 @@ def test_wandb_without_its_package_says_which_extra_to_install():
 
 @pytest.mark.slow
 def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(l4s_small, tmp_path):
-    # --mlflow through Ray Tune's MLflowLoggerCallback: the study is the experiment, each
-    # training a run holding its varied fields and identity, and one metric point per epoch.
+    # --mlflow (rmaunet.studies.tracking): the study is the experiment, each training a run
+    # holding its row, varied fields and identity, one metric point per epoch, the selected
+    # epoch's test metrics and its weights as an artifact, and none of Tune's bookkeeping.
     pytest.importorskip("mlflow", reason="mlflow comes with the test extra")
     import ray
     from mlflow.tracking import MlflowClient
@@ -90,7 +92,11 @@ def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         plan = run_study(
-            spec, l4s_small, tmp_path / "store", log=lambda m: None, callbacks=tracking_callbacks(spec.name, mlflow=uri)
+            spec,
+            l4s_small,
+            tmp_path / "store",
+            log=lambda m: None,
+            callbacks=tracking_callbacks(spec.name, mlflow=uri, storage=str(tmp_path / "store")),
         )
     finally:
         ray.shutdown()
@@ -100,10 +106,64 @@ def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.params["rmaunet_trial_id"] for r in runs} == set(plan.unique)
     assert {r.data.params["loss"] for r in runs} == {"cross_entropy", "iou"}
+    assert {r.data.params["row"] for r in runs} == {"CE", "IoU"}
+    rows = ResultsStore(tmp_path / "store").read("tracked").set_index("trial_id")
     for run in runs:
         history = client.get_metric_history(run.info.run_id, "val_f1")
         assert [m.step for m in history] == [1, 2]  # one point per epoch; the final report has none
-        assert client.get_metric_history(run.info.run_id, "rmaunet_finished")[-1].value == 1
+        tid = run.data.params["rmaunet_trial_id"]
+        assert run.data.metrics["test_f1"] == pytest.approx(rows.loc[tid, "test_f1"], abs=0.02)
+        assert not {"pid", "timestamp", "done", "rmaunet_finished", "time_total_s"} & set(run.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"best.weights.h5", "config.json", "result.json"} <= artifacts
+
+
+def test_mlflow_tracking_logs_off_tunes_loop_what_a_reader_wants(tmp_path):
+    # Without Ray training: Tune's events for one trial, as the driver sees them. The run gets
+    # the row, seed and identity as parameters, per-epoch curves (no bookkeeping), the selected
+    # epoch's test metrics, the trial's files as artifacts, and a report run with the table.
+    pytest.importorskip("mlflow", reason="mlflow comes with the test extra")
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from rmaunet.studies.progress import FINISHED
+    from rmaunet.studies.tracking import MLflowTracking
+    from rmaunet.trial_folder import TrialFolder
+
+    store = tmp_path / "store"
+    folder = TrialFolder(store / "trials" / ("a" * 16)).create()
+    folder.write_config({"loss": "iou"})
+    folder.write_result({"status": "ok"})
+    folder.best_weights.write_bytes(b"weights")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = MLflowTracking(uri, "study", str(store))
+    trial = SimpleNamespace(
+        trial_id="t1", config={"rmaunet_trial_id": "a" * 16, "row": "IoU", "seed": 2, "loss": "iou"}, last_result={}
+    )
+    tracking.setup()
+    tracking.on_trial_start(0, [trial], trial)
+    for epoch in (1, 2):
+        result = {"epoch": epoch, "val_f1": 0.1 * epoch, "loss": 1.0 / epoch, "pid": 42, "timestamp": 1, "done": False}
+        tracking.on_trial_result(0, [trial], trial, result)
+    trial.last_result = {FINISHED: 1, "final_val_f1": 0.2, "final_test_f1": 0.18, "val_f1": 0.2}
+    tracking.on_trial_complete(0, [trial], trial)
+    tracking.on_experiment_end([trial])
+    table = tmp_path / "table.md"
+    table.write_text("| row | F1 |\n")
+    tracking.log_report({"markdown": table})
+    assert not tracking.errors
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("study").experiment_id])}
+    assert set(runs) == {"IoU (seed 2)", "study report"}
+    run = runs["IoU (seed 2)"]
+    assert run.info.status == "FINISHED" and run.data.params["row"] == "IoU" and run.data.params["seed"] == "2"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_f1")] == [(1, 0.1), (2, 0.2)]
+    assert run.data.metrics["test_f1"] == 0.18 and run.data.metrics["selected_val_f1"] == 0.2
+    assert not {"pid", "timestamp", "done", FINISHED} & set(run.data.metrics)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"best.weights.h5", "config.json", "result.json"}
+    assert [a.path for a in client.list_artifacts(runs["study report"].info.run_id)] == ["table.md"]
 
 
 # ---------------------------------------------------------------------- Optuna

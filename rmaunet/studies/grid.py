@@ -80,6 +80,7 @@ def train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], s
                 # The selected weights' scores under the per-epoch names too: what ResultGrid's
                 # get_dataframe() shows as each trial's val_* (its last result).
                 **{f"val_{k}": v for k, v in result.val.items()},
+                **{f"final_test_{k}": v for k, v in result.test.items()},
             },
             folder,
         )

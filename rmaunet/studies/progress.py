@@ -10,6 +10,7 @@ from typing import Any
 
 from ray import tune
 
+from rmaunet.errors import plural
 from rmaunet.studies.rows import RowWriter
 
 __all__ = ["Progress", "FINISHED"]
@@ -71,7 +72,7 @@ class Progress(tune.Callback):
         self.status(f"{self.finished}/{self.total} trainings done, {running} running{failed}; {self.eta(trials)}")
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.log(f"  start  {self.label(trial)}: {self.epochs(trial)} epochs")
+        self.log(f"  start  {self.label(trial)}: {plural(self.epochs(trial), 'epoch')}")
         self._update(trials)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

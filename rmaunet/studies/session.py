@@ -213,27 +213,43 @@ def make_tuner(
     )
 
 
+# What Tune adds to every result: bookkeeping, not measurements of a training.
+TUNE_INTERNALS = [
+    "pid", "timestamp", "time_this_iter_s", "time_total_s", "time_since_restore", "timesteps_since_restore",
+    "iterations_since_restore", "training_iteration", "done", "date", "hostname", "node_ip", "trial_id",
+    "experiment_tag", "checkpoint_dir_name", "should_checkpoint", "config", "rmaunet_finished",
+]  # fmt: skip
+
+
 def tracking_callbacks(
-    experiment: str, *, mlflow: str | None = None, wandb: str | None = None, factories: Sequence[str] = ()
+    experiment: str,
+    *,
+    mlflow: str | None = None,
+    wandb: str | None = None,
+    factories: Sequence[str] = (),
+    storage: str | None = None,
 ) -> list[Any]:
-    """Tune callbacks beside the progress printer: Ray's own MLflow and W&B loggers (one
-    run per trial: its config, every reported result per step) and `module:factory` names,
-    each a callable returning a `ray.tune.Callback` (a Callback subclass itself qualifies)."""
+    """Tune callbacks beside the progress printer: MLflow (rmaunet.studies.tracking: one run
+    per training with its parameters, per-epoch validation metrics, final test metrics and
+    artifacts, written off Tune's loop), Ray's W&B logger without Tune's bookkeeping as
+    metrics and with each trial's selected weights (its Tune checkpoint) uploaded, and
+    `module:factory` names, each a callable returning a `ray.tune.Callback` (a Callback
+    subclass itself qualifies). `storage`: the study's store, where MLflow's artifacts come from."""
     from ray import tune
 
     callbacks: list[Any] = []
     if mlflow:
         _require("mlflow", "--mlflow", "mlflow")
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        from rmaunet.studies.tracking import MLflowTracking
 
-        callbacks.append(
-            MLflowLoggerCallback(tracking_uri=mlflow, experiment_name=experiment, tags={"study": experiment})
-        )
+        callbacks.append(MLflowTracking(mlflow, experiment, storage or "."))
     if wandb:
         _require("wandb", "--wandb", "wandb")
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        callbacks.append(WandbLoggerCallback(project=wandb, group=experiment))
+        callbacks.append(
+            WandbLoggerCallback(project=wandb, group=experiment, excludes=TUNE_INTERNALS, upload_checkpoints=True)
+        )
     for name in factories:
         module_name, sep, attribute = name.partition(":")
         if not (sep and module_name and attribute):
