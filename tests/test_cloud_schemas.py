@@ -31,10 +31,13 @@ AWS_INSTANCE_TYPES = {
         "InstanceType": "g5.2xlarge",
         "VCpuInfo": {"DefaultVCpus": 8},
         "MemoryInfo": {"SizeInMiB": 32768},
-        "GpuInfo": {"Gpus": [{"Name": "A10G", "Manufacturer": "NVIDIA", "Count": 1, "MemoryInfo": {"SizeInMiB": 24576}}]},
+        "GpuInfo": {"Gpus": [{"Name": "A10G", "Manufacturer": "NVIDIA", "Count": 1}]},
     },
 }
-GCP_MACHINE_TYPES = {"n2-standard-8": {"vcpus": 8, "memory_mib": 32768}, "n1-standard-8": {"vcpus": 8, "memory_mib": 30720}}
+GCP_MACHINE_TYPES = {
+    "n2-standard-8": {"vcpus": 8, "memory_mib": 32768},
+    "n1-standard-8": {"vcpus": 8, "memory_mib": 30720},
+}
 GCP_ACCELERATORS = {"nvidia-tesla-t4": "T4"}  # Compute Engine's name: the name Ray reports for the GPU
 # A Kubernetes GPU node the worker pods must fit: GKE's n1-standard-8 with one T4 (the node of
 # cluster-gcp.yaml). What GKE keeps for itself is in `_gke_allocatable`; the node's daemons (kube-proxy,
@@ -138,7 +141,8 @@ def test_gcp_declared_resources_match_the_machine_types():
     for name, node_type in config["available_node_types"].items():
         node = node_type["node_config"]
         machine = GCP_MACHINE_TYPES[node["machineType"]]
-        gpus = {GCP_ACCELERATORS[a["acceleratorType"]]: a["acceleratorCount"] for a in node.get("guestAccelerators", [])}
+        accelerators = node.get("guestAccelerators", [])
+        gpus = {GCP_ACCELERATORS[a["acceleratorType"]]: a["acceleratorCount"] for a in accelerators}
         if name == config["head_node_type"]:
             assert not gpus and node_type["resources"] == {"CPU": 0}  # trains nothing
             continue
@@ -243,7 +247,8 @@ def _discovery_errors(value: Any, schema: dict, where: str) -> list[str]:
         ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
     else:
         types = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
-        ok = kind not in types or (isinstance(value, types[kind]) and (kind == "boolean" or not isinstance(value, bool)))
+        a_bool_for_a_number = isinstance(value, bool) and kind != "boolean"
+        ok = kind not in types or (isinstance(value, types[kind]) and not a_bool_for_a_number)
     if not ok:
         return [f"{where}: {kind} expected, got {value!r}"]
     if "enum" in schema and value not in schema["enum"]:
@@ -287,7 +292,8 @@ def test_gcp_gpu_nodes_terminate_on_host_maintenance():
 
 
 def _k8s_objects() -> list[dict]:
-    return [doc for path in sorted((REPO / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    paths = sorted((REPO / "k8s").glob("*.yaml"))
+    return [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def _pod_templates() -> dict[str, dict]:
