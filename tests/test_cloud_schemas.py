@@ -207,6 +207,27 @@ def test_aws_extra_security_group_rules_are_valid_ingress_rules():
     assert any(r["IpProtocol"] == "-1" and r["UserIdGroupPairs"] == [{"GroupId": "sg-0"}] for r in made), made
 
 
+@pytest.mark.parametrize("node_type", ["gpu_worker", "gpu_worker_spot"])
+def test_the_run_instances_request_rays_provider_sends_is_valid(node_type):
+    # Ray's AWS node provider launches a worker: the RunInstances request it builds from the node
+    # config (its tags, counts and subnet added) passes the EC2 client's own parameter validation,
+    # which runs before botocore's Stubber answers in place of EC2.
+    from botocore.stub import Stubber
+    from ray.autoscaler._private.aws.node_provider import AWSNodeProvider
+
+    config = _prepared("cluster.yaml")
+    provider = AWSNodeProvider({**config["provider"], "region": "us-west-2"}, config["cluster_name"])
+    # What `ray up`'s bootstrap adds to every node config before the head ever launches one.
+    node_config = {**config["available_node_types"][node_type]["node_config"], "SubnetIds": ["subnet-0"]}
+    node_config |= {"SecurityGroupIds": ["sg-0"], "KeyName": "ray-autoscaler_us-west-2"}
+    instance = {"InstanceId": "i-0", "State": {"Name": "pending"}, "StateReason": {"Message": "pending"}}
+    with Stubber(provider.ec2_fail_fast.meta.client) as ec2:
+        ec2.add_response("run_instances", {"Instances": [instance]})
+        created = provider._create_node(node_config, {"ray-node-type": "worker"}, 1)
+        ec2.assert_no_pending_responses()
+    assert list(created) == ["i-0"]
+
+
 # --- GCP: Compute Engine v1's discovery document -------------------------------------------------
 
 
