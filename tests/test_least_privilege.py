@@ -43,40 +43,59 @@ def _policy(name: str) -> list[dict]:
     return [{**s, "Action": [s["Action"]] if isinstance(s["Action"], str) else s["Action"]} for s in statements]
 
 
+# The services whose rights a Ray node provider on AWS could need (CloudWatch is off, above),
+# and the boto3 resource objects it holds: its nodes, EC2 instances. (Other resources' action
+# names, such as `update` or `copy`, would match unrelated dict methods.)
+SERVICES = ("ec2", "iam", "ssm")
+RESOURCE_OBJECTS = {"ec2": ("Instance",)}
+
+
 @cache
-def _ec2_operations() -> dict[str, str]:
-    """boto3's method names for EC2 (client methods and the resource's actions and collections) -> the API call."""
+def _boto_methods() -> dict[str, set[str]]:
+    """boto3's method names (client methods, resource actions and collections) -> the IAM actions they call."""
     import boto3
     import botocore.session
     from botocore import xform_name
 
-    operations = {xform_name(o): o for o in botocore.session.get_session().get_service_model("ec2").operation_names}
-    resources = boto3.session.Session()._loader.load_service_model("ec2", "resources-1")
-    for action, spec in resources["service"]["actions"].items():
-        operations[xform_name(action)] = spec["request"]["operation"]
-    for collection, spec in resources["service"]["hasMany"].items():
-        operations[xform_name(collection)] = spec["request"]["operation"]
-    for action, spec in resources["resources"]["Instance"]["actions"].items():
-        operations.setdefault(xform_name(action), spec["request"]["operation"])
-    return operations
+    methods: dict[str, set[str]] = {}
+
+    def add(name: str, service: str, operation: str) -> None:
+        methods.setdefault(xform_name(name), set()).add(f"{service}:{operation}")
+
+    session, loader = botocore.session.get_session(), boto3.session.Session()._loader
+    for service in SERVICES:
+        for operation in session.get_service_model(service).operation_names:
+            add(operation, service, operation)
+        if service not in loader.list_available_services("resources-1"):
+            continue
+        resources = loader.load_service_model(service, "resources-1")
+        objects = [resources["resources"][name] for name in RESOURCE_OBJECTS.get(service, ())]
+        for owner in [resources["service"], *objects]:
+            for name, spec in {**owner.get("actions", {}), **owner.get("hasMany", {})}.items():
+                add(name, service, spec["request"]["operation"])
+    return methods
 
 
-def _head_ec2_calls() -> dict[str, set[str]]:
-    """The EC2 API calls reachable from the AWS node provider's methods on the head: each action
-    and the provider functions it is reached through."""
+def _head_calls() -> dict[str, set[str]]:
+    """The AWS API calls reachable from the AWS node provider's methods on the head: each action
+    and the provider functions it is reached through (followed into the package's other modules)."""
     import ray.autoscaler._private.aws.node_provider as module
 
-    tree = ast.parse(Path(module.__file__).read_text())
+    package = Path(module.__file__).parent
+    trees = {path: ast.parse(path.read_text()) for path in sorted(package.glob("*.py"))}
+    tree = trees[Path(module.__file__)]
     provider = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "AWSNodeProvider")
-    functions = {f.name: f for f in [*tree.body, *provider.body] if isinstance(f, ast.FunctionDef)}
+    module_functions = [f for other in trees.values() for f in other.body if isinstance(f, ast.FunctionDef)]
+    functions = {f.name: f for f in [*module_functions, *provider.body] if isinstance(f, ast.FunctionDef)}
     assert LAUNCHER_ONLY | {"_check_ami_cwa_installation"} <= set(functions), "Ray's provider changed"
-    operations = _ec2_operations()
+    methods = _boto_methods()
 
     def reached(name: str, seen: set[str]) -> dict[str, set[str]]:
         calls: dict[str, set[str]] = {}
         for node in ast.walk(functions[name]):
-            if isinstance(node, ast.Attribute) and node.attr in operations:
-                calls.setdefault(f"ec2:{operations[node.attr]}", set()).add(name)
+            if isinstance(node, ast.Attribute) and node.attr in methods:
+                for action in methods[node.attr]:
+                    calls.setdefault(action, set()).add(name)
             callee = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
             if isinstance(node, (ast.Attribute, ast.Name)) and callee in functions and callee not in seen:
                 if callee in OFF_IN_THIS_CONFIG:
@@ -129,7 +148,7 @@ def test_the_features_whose_calls_are_left_out_are_off():
 def test_head_policy_allows_exactly_what_rays_provider_calls_for_this_config():
     # Every EC2 call the provider makes on the head, and the rights those calls imply, is
     # allowed; nothing else is (no wildcard, no StopInstances for a cluster that keeps none).
-    calls = _head_ec2_calls()
+    calls = _head_calls()
     print("Ray's AWS provider on the head:", {action: sorted(via) for action, via in sorted(calls.items())})
     assert {"ec2:RunInstances", "ec2:DescribeInstances", "ec2:TerminateInstances"} <= set(calls)
     required = set(calls) - set(OFF_IN_THIS_CONFIG) | _implied_by_the_config(_cluster())
