@@ -155,11 +155,15 @@ def test_gcp_declared_resources_match_the_machine_types():
 # --- AWS: botocore's EC2 model -----------------------------------------------------------------
 
 
-@functools.cache
-def _ec2_operation(name: str) -> Any:
+@functools.cache  # EC2's model is some 3 MB of JSON: read it once
+def _ec2_model() -> Any:
     import botocore.session
 
-    return botocore.session.get_session().get_service_model("ec2").operation_model(name)
+    return botocore.session.get_session().get_service_model("ec2")
+
+
+def _ec2_operation(name: str) -> Any:
+    return _ec2_model().operation_model(name)
 
 
 def _boto_errors(operation: str, params: dict) -> str:

@@ -15,6 +15,7 @@ import os
 import subprocess
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -51,10 +52,16 @@ RESOURCE_OBJECTS = {"ec2": ("Instance",)}
 
 
 @cache
+def _service_model(service: str) -> Any:  # botocore reads each model's JSON anew per session: once here
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model(service)
+
+
+@cache
 def _boto_methods() -> dict[str, set[str]]:
     """boto3's method names (client methods, resource actions and collections) -> the IAM actions they call."""
     import boto3
-    import botocore.session
     from botocore import xform_name
 
     methods: dict[str, set[str]] = {}
@@ -62,9 +69,9 @@ def _boto_methods() -> dict[str, set[str]]:
     def add(name: str, service: str, operation: str) -> None:
         methods.setdefault(xform_name(name), set()).add(f"{service}:{operation}")
 
-    session, loader = botocore.session.get_session(), boto3.session.Session()._loader
+    loader = boto3.session.Session()._loader
     for service in SERVICES:
-        for operation in session.get_service_model(service).operation_names:
+        for operation in _service_model(service).operation_names:
             add(operation, service, operation)
         if service not in loader.list_available_services("resources-1"):
             continue
@@ -192,14 +199,11 @@ def test_the_head_ends_and_retags_only_this_clusters_nodes_and_passes_only_the_w
 def test_every_action_named_is_a_real_aws_action():
     # A misspelt action is silently useless in IAM: each is an API call of botocore's models, or
     # one of the few permission-only names.
-    import botocore.session
-
-    session = botocore.session.get_session()
     permission_only = {"iam:PassRole", "s3:ListBucket"}  # ListBucket authorizes ListObjects(V2)
     for name in ("head-policy.json", "worker-policy.json"):
         for action in _allowed_actions(_policy(name)) - permission_only:
             service, operation = action.split(":")
-            assert operation in session.get_service_model(service).operation_names, (name, action)
+            assert operation in _service_model(service).operation_names, (name, action)
 
 
 def test_workers_may_only_read_write_and_list_the_buckets_prefixes():
