@@ -9,7 +9,6 @@ import contextlib
 import copy
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ __all__ = ["FAKE_HEAD_NODE_ID", "clean_copy", "ray_cli", "running_fake_cluster",
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 FAKE_CLUSTER = Path(__file__).with_name("fake_cluster.yaml")
+NEW_CLUSTER_TOKEN = REPO / "deploy" / "new-cluster-token"
 # Ray's fixed id for the fake provider's head (ray.autoscaler._private.fake_multi_node).
 FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
 
@@ -63,11 +63,11 @@ def running_fake_cluster() -> Iterator[dict[str, Any]]:
 
     # Short path: Ray's unix sockets live under the temp folder and must stay under ~107 chars.
     folder = Path(tempfile.mkdtemp(prefix="rmf-", dir="/tmp"))
-    (folder / "ray-auth").mkdir()
-    # A token of this cluster's own, made once (as `ray get-auth-token --generate` would, but
-    # not in ~/.ray, where other runtimes on the machine keep theirs).
-    token = secrets.token_hex(32)
-    (folder / "ray-auth" / "auth_token").write_text(token)
+    # A token of this cluster's own, made as docs/cluster.md says (never ~/.ray's, 0600).
+    made = subprocess.run(
+        [str(NEW_CLUSTER_TOKEN), str(folder / "ray-auth")], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert made.stdout.strip() == str(folder / "ray-auth" / "auth_token"), made
 
     # Every listening port of its own, so the cluster runs beside other Ray runtimes.
     ports = {name: free_port() for name in HEAD_PORT_FLAGS}

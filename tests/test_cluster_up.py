@@ -1,20 +1,36 @@
 """cluster.yaml's flow on this machine: a token-authenticated head whose autoscaler starts worker
 nodes (Ray's fake multi-node provider, tests/fake_cluster.yaml), `ray job submit` of a smoke
 study from a clean copy of the code that starts with no worker node and scales up, and a
-teardown of only this cluster's processes."""
+teardown of only this cluster's processes; and the cluster's token, made fresh and private."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import secrets
+import stat
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_cluster_helpers import FAKE_HEAD_NODE_ID, clean_copy, ray_cli, running_fake_cluster, submit_job, wait_for_job
+from fake_cluster_helpers import (
+    FAKE_HEAD_NODE_ID,
+    NEW_CLUSTER_TOKEN,
+    clean_copy,
+    ray_cli,
+    running_fake_cluster,
+    submit_job,
+    wait_for_job,
+)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 @pytest.fixture
@@ -40,6 +56,34 @@ search = load_spec(bundled_spec("joint_search"), smoke=True)
 print(f"probe: {len(workers)} worker nodes, search runs {concurrency(search, 1, search=True)} at once", flush=True)
 sys.exit(main(["study", "run", *sys.argv[1:]]))
 """
+
+
+def test_new_cluster_token_is_fresh_private_and_never_rays_everyday_one(tmp_path):
+    # deploy/new-cluster-token under a permissive umask, into a folder left open before: a token in
+    # Ray's format, 0600 in a 0700 folder, a new one each time, and ~/.ray's token (which every
+    # local Ray start makes and reuses) neither copied nor touched.
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    everyday = home / ".ray" / "auth_token"
+    everyday.write_text("a" * 64)
+    (home / ".rmaunet" / "ray-auth").mkdir(parents=True, mode=0o755)
+    tokens = []
+    for _ in range(2):
+        made = subprocess.run(
+            ["sh", "-c", f"umask 022; exec '{NEW_CLUSTER_TOKEN}'"],
+            env={**os.environ, "HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert made.returncode == 0, made.stderr
+        path = Path(made.stdout.strip())
+        assert path == home / ".rmaunet" / "ray-auth" / "auth_token"
+        assert (_mode(path), _mode(path.parent)) == (0o600, 0o700)
+        tokens.append(path.read_text())
+    assert all(re.fullmatch(r"[0-9a-f]{64}", token) for token in tokens) and tokens[0] != tokens[1]
+    assert everyday.read_text() == "a" * 64 and everyday.read_text() not in tokens
+    assert [p.name for p in path.parent.iterdir()] == ["auth_token"]  # no temporary file left
 
 
 @pytest.mark.slow
@@ -79,6 +123,10 @@ def test_fake_cluster_scales_up_for_a_submitted_study_with_token_auth(fake_clust
     assert impostor.returncode != 0 and "Invalid authentication token" in said, said
 
     final, logs = wait_for_job(job_id, authed, timeout=600)
+    # The token every node of the cluster runs on (here all read the same file): made fresh for
+    # the cluster, readable by its owner alone, in a folder only its owner can open.
+    token_path = fake_cluster["token_path"]
+    assert (_mode(token_path), _mode(token_path.parent)) == (0o600, 0o700)
     assert final == "succeeded", f"{final}\n{logs[-4000:]}"
     assert "trainings to run" in logs
     # The trials' own output reaches the job's log (each trial's process prints at least

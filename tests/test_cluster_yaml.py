@@ -91,7 +91,7 @@ def test_an_optional_spot_worker_type_is_there_and_off(name):
     if config["provider"]["type"] == "aws":
         assert node["InstanceMarketOptions"]["MarketType"] == "spot"
     else:
-        assert node["scheduling"][0]["provisioningModel"] == "SPOT"
+        assert node["scheduling"]["provisioningModel"] == "SPOT"
 
 
 def test_aws_cluster_uses_a_maintained_ami_instance_profiles_and_its_security_group():
@@ -105,14 +105,25 @@ def test_aws_cluster_uses_a_maintained_ami_instance_profiles_and_its_security_gr
         assert "IamInstanceProfile" in node["node_config"], name
 
 
-def test_gcp_workers_have_a_gpu_and_the_storage_service_account():
-    # GCE GPU workers: one accelerator, no live migration, the service account that writes gs://.
+def test_gcp_workers_have_a_gpu_and_their_own_storage_service_account():
+    # GCE GPU workers: one accelerator, no live migration, the workers' bucket-only account
+    # (not the head's, which may create VMs).
     config = _prepared("cluster-gcp.yaml")
     for name in ("gpu_worker", "gpu_worker_spot"):
         node = config["available_node_types"][name]["node_config"]
         assert node["guestAccelerators"][0]["acceleratorCount"] == 1
-        assert node["scheduling"][0]["onHostMaintenance"] == "TERMINATE"
-        assert node["serviceAccounts"][0]["email"].startswith("ray-autoscaler-sa-v1@")
+        assert node["scheduling"]["onHostMaintenance"] == "TERMINATE"
+        assert node["serviceAccounts"][0]["email"].startswith("rmaunet-worker@")
+
+
+@pytest.mark.parametrize("name", [*CLUSTERS, "k8s/raycluster.yaml", "k8s/rayjob.yaml", "docs/cluster.md"])
+def test_configs_keep_results_in_a_bucket_and_say_so(name):
+    # s3:// and gs:// storage work (tests/test_multinode.py): the configs keep results and data in
+    # a bucket, not on a shared disk they would have to mount, and no comment says otherwise.
+    text = (REPO / name).read_text()
+    assert "not yet supported" not in text
+    if name != "docs/cluster.md":  # the guide also says how to use a shared file system instead
+        assert "/mnt/shared" not in text and re.search(r"--storage (s3|gs)://your-bucket/results", text)
 
 
 def test_the_aws_extra_brings_the_launchers_sdk():
