@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["RmaunetError", "DataError", "SpecError", "ConfigError", "StoreError", "one_line", "MAX_MESSAGE_CHARS"]
+import re
+
+__all__ = [
+    "RmaunetError",
+    "DataError",
+    "SpecError",
+    "ConfigError",
+    "StoreError",
+    "one_line",
+    "without_password",
+    "MAX_MESSAGE_CHARS",
+]
 
 # A message names a file and a problem; anything longer is a value echoed back at length
 # (a huge list, a file's contents) that would bury the line the user needs.
@@ -15,11 +26,18 @@ def one_line(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def without_password(text: str) -> str:
+    """`text` with the password of every URL's `user:password@` part masked (an Optuna storage's
+    postgresql://…): fit for logs and error lines, which `ps`, job logs and dashboards show."""
+    return re.sub(r"(://[^/@:\s]*:)[^/@\s]*@", r"\1***@", text)
+
+
 class RmaunetError(Exception):
-    """Base class: a problem with the user's input, not a bug. Its text is always one short line."""
+    """Base class: a problem with the user's input, not a bug. Its text is always one short line,
+    with any URL's password masked."""
 
     def __str__(self) -> str:
-        return one_line(super().__str__())
+        return one_line(without_password(super().__str__()))
 
 
 class DataError(RmaunetError):
