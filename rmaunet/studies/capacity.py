@@ -100,6 +100,9 @@ class Capacity:
     scalable: tuple[NodeType, ...] = ()
     max_workers: int | None = None
     live: tuple[NodeType, ...] = ()
+    # False where the cluster may start nodes that could not be read (KubeRay, its RayCluster
+    # unreadable): then nothing is refused, and the live nodes only give the concurrency.
+    complete: bool = True
 
     def trials_at_once(self, request: TrialRequest) -> int:
         """How many such trials the cluster holds at once, at its largest size or as it is now,
@@ -107,8 +110,8 @@ class Capacity:
         bundles = max(_pack(self.scalable, request.bundle, self.max_workers), _pack(self.live, request.bundle, None))
         return bundles // request.workers
 
-    def largest_offer(self, request: TrialRequest) -> dict[str, float]:
-        """The most of what `request` asks that one node offers (the node richest in GPUs, then CPUs)."""
+    def largest_offer(self) -> dict[str, float]:
+        """The CPUs and GPUs of the node richest in GPUs, then CPUs: the most one trial can ask."""
         nodes = [t for t in (*self.scalable, *self.live) if t.count > 0] or [NodeType("none", {}, 1)]
         best = max(nodes, key=lambda t: (t.resources.get("GPU", 0.0), t.resources.get("CPU", 0.0)))
         return {"cpu": best.resources.get("CPU", 0.0), "gpu": best.resources.get("GPU", 0.0)}
@@ -174,11 +177,11 @@ def check_requests(spec: StudySpec, capacity: Capacity) -> None:
     """One ConfigError line, before any trial starts, when a row asks what no node the cluster
     has or can start offers: it would wait forever for a node that never comes."""
     refused = [(label, request) for label, request in trial_requests(spec) if capacity.trials_at_once(request) < 1]
-    if not refused:
+    if not refused or not capacity.complete:
         return
     label, request = refused[0]
     others = f" (and {len(refused) - 1} more rows)" if len(refused) > 1 else ""
-    offer = capacity.largest_offer(request)
+    offer = capacity.largest_offer()
     fits = {"cpu": min(request.cpu, offer["cpu"]), "gpu": min(request.gpu, offer["gpu"])}
     override = f"--resources cpu={_number(fits['cpu'])},gpu={_number(fits['gpu'])}"
     if request.workers > 1:
@@ -282,7 +285,7 @@ def connected_cluster() -> Capacity:
             types, cap = from_raycluster(raycluster)
             return Capacity(f"KubeRay worker groups (RayCluster {cluster})", types, cap, live)
         # Its groups may hold what the live nodes lack: say why they are unknown and refuse nothing.
-        return Capacity(f"RayCluster {cluster}, groups unreadable ({why}): live nodes only", live=live)
+        return Capacity(f"RayCluster {cluster}, groups unreadable ({why}): live nodes only", live=live, complete=False)
     return Capacity("static cluster (no autoscaler config found)", live=live)
 
 
