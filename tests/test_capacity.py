@@ -273,3 +273,13 @@ def test_a_postgres_password_from_pgpassword_or_pgpass_and_never_in_a_message(po
     pgpass.chmod(0o600)
     monkeypatch.setenv("PGPASSFILE", str(pgpass))
     _open_rdb(bare)
+
+
+def test_a_job_api_address_is_one_line_not_a_traceback(l4s_small, tmp_path, capsys):
+    # RAY_ADDRESS=http://…:8265 is what `ray job submit` wants; connecting a driver to it is Ray's
+    # ValueError, which says how to fix it: one line, exit 2.
+    spec = _spec(tmp_path, "{cpu: 1}")
+    args = ["study", "plan", str(spec), "--data", str(l4s_small), "--storage", str(tmp_path / "store")]
+    assert main([*args, "--address", "http://127.0.0.1:8265"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "http://127.0.0.1:8265: cannot connect to the Ray cluster (ValueError" in err[0], err

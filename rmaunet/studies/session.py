@@ -53,7 +53,11 @@ def connect_ray(address: str | None, log: Log) -> bool:
     }
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        try:
+            ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            # An HTTP (job API) address in RAY_ADDRESS, a head that is down: Ray says which, in one line.
+            raise ConfigError(f"{address}: cannot connect to the Ray cluster ({type(exc).__name__}: {exc})") from None
         log(f"connected to Ray cluster at {address}")
         return False
     # address="local": a runtime of our own. Without it Ray joins the cluster a `ray start` on
