@@ -208,8 +208,8 @@ def _resources_arg(text: str, resources: dict[str, float]) -> dict[str, float]:
         except ValueError:
             raise ConfigError(f"--resources {text}: {key}={value} is not a number") from None
         if not 0 <= number <= RESOURCE_LIMITS[key] or (key == "workers" and (number < 1 or not number.is_integer())):
-            kind = "a positive integer" if key == "workers" else "a number"
-            raise ConfigError(f"--resources {text}: {key} must be {kind} in [0, {RESOURCE_LIMITS[key]}]")
+            kind = "an integer in [1," if key == "workers" else "a number in [0,"
+            raise ConfigError(f"--resources {text}: {key} must be {kind} {RESOURCE_LIMITS[key]}]")
         out[key] = number
     return out
 
