@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "RmaunetError",
     "DataError",
@@ -10,6 +12,7 @@ __all__ = [
     "StoreError",
     "one_line",
     "plural",
+    "without_password",
     "MAX_MESSAGE_CHARS",
 ]
 
@@ -29,11 +32,18 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
+def without_password(text: str) -> str:
+    """`text` with the password of every URL's `user:password@` part masked (an Optuna storage's
+    postgresql://…): fit for logs and error lines, which `ps`, job logs and dashboards show."""
+    return re.sub(r"(://[^/@:\s]*:)[^/@\s]*@", r"\1***@", text)
+
+
 class RmaunetError(Exception):
-    """Base class: a problem with the user's input, not a bug. Its text is always one short line."""
+    """Base class: a problem with the user's input, not a bug. Its text is always one short line,
+    with any URL's password masked."""
 
     def __str__(self) -> str:
-        return one_line(super().__str__())
+        return one_line(without_password(super().__str__()))
 
 
 class DataError(RmaunetError):

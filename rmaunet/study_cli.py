@@ -7,7 +7,11 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["register", "register_demo"]
+__all__ = ["register", "register_demo", "OPTUNA_STORAGE_ENV"]
+
+# The Optuna storage URL from the environment: it never needs to be on a command line, where
+# `ps` and the Ray job's recorded entrypoint (the dashboard, `ray job list`) would show it.
+OPTUNA_STORAGE_ENV = "RMAUNET_OPTUNA_STORAGE"
 
 
 def _spec_arg(p: argparse.ArgumentParser) -> None:
@@ -40,7 +44,26 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="shrink the study to CPU minutes (small widths, crops, few tiles, one epoch)",
+        help="shrink the study to CPU minutes (small widths, crops, few tiles, one epoch, cpu=1,gpu=0 per trial)",
+    )
+    p.add_argument(
+        "--resources",
+        metavar="cpu=N,gpu=N[,workers=N]",
+        help="what each trial asks, instead of the spec's `resources:` (after --smoke's); "
+        "e.g. cpu=2,gpu=0 to run a GPU spec on CPUs. Keys left out keep the spec's value",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="at most N trials at once, instead of the spec's `max_concurrent:` (default: as many as "
+        "fit, counted per node on the node types the cluster can start, or on its live nodes)",
+    )
+    p.add_argument(
+        "--address",
+        help="Ray cluster address (default: RAY_ADDRESS, else this machine, where a local Ray runtime runs). "
+        "Before anything starts, every row's request is compared with what the cluster's nodes and node "
+        "types offer: a row no node can hold is refused (exit 2)",
     )
 
 
@@ -74,11 +97,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     _study_args(run)
-    run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local runtime)")
     run.add_argument("--report", type=Path, help="also write the study's tables into this folder")
     run.add_argument(
         "--optuna-storage",
-        help="Optuna RDB URL for searches (default: sqlite in the store; postgresql://… on a cluster)",
+        default=os.environ.get(OPTUNA_STORAGE_ENV),
+        metavar="URL",
+        help=f"Optuna RDB URL for searches (default: ${OPTUNA_STORAGE_ENV}, else sqlite in the store; "
+        "postgresql://USER@HOST/DB on a cluster). Keep the password out of the URL: PostgreSQL's driver "
+        f"reads it from PGPASSWORD or ~/.pgpass (0600); or set the whole URL in ${OPTUNA_STORAGE_ENV}. "
+        "A password is masked in every message",
     )
     tracking = run.add_argument_group(
         "experiment tracking",
@@ -108,7 +135,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     plan = study_sub.add_parser(
         "plan",
         help="print how many trainings a study needs and how many it reuses",
-        description="Validate a spec and print its rows and what would be trained; trains nothing.",
+        description=(
+            "Validate a spec and print its rows, what each trial asks, what the cluster offers and what "
+            "would be trained; trains nothing. With --address or RAY_ADDRESS it connects to that cluster "
+            "(its `ray up` node types, KubeRay worker groups or live nodes); without, it checks this "
+            "machine, where `study run` without an address would train: a row asking for a GPU this "
+            "machine lacks is refused, as `study run` would refuse it."
+        ),
     )
     _study_args(plan)
     plan.set_defaults(func=_plan)
@@ -250,25 +283,68 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan(args: argparse.Namespace) -> int:
-    from rmaunet.studies.runner import plan_study
-    from rmaunet.studies.spec import load_spec
+def _load(args: argparse.Namespace):
+    """The spec with the command line's --smoke, --resources and --max-concurrent applied."""
+    import dataclasses
+
+    from rmaunet.errors import ConfigError
+    from rmaunet.studies.spec import MAX_BUDGET, load_spec
 
     spec = load_spec(args.spec, smoke=args.smoke)
-    plan = plan_study(spec, _data_arg(args.data), args.storage)
-    print(plan.summary())
-    for p in plan.planned:
-        state = "reuse" if p.trial_id in plan.finished else "train"
-        print(f"  [{state}] {p.label} (seed {p.seed}) trial {p.trial_id}")
+    if args.resources is not None:
+        spec = dataclasses.replace(spec, resources=_resources_arg(args.resources, spec.resources))
+    if args.max_concurrent is not None:
+        if not 1 <= args.max_concurrent <= MAX_BUDGET:
+            raise ConfigError(f"--max-concurrent {args.max_concurrent}: expected an integer in [1, {MAX_BUDGET}]")
+        spec = dataclasses.replace(spec, max_concurrent=args.max_concurrent)
+    return spec
+
+
+def _resources_arg(text: str, resources: dict[str, float]) -> dict[str, float]:
+    """`cpu=4,gpu=1[,workers=2]` over the spec's resources, each value in the spec's own range."""
+    from rmaunet.errors import ConfigError
+    from rmaunet.studies.spec import RESOURCE_LIMITS
+
+    out = dict(resources)
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or key not in RESOURCE_LIMITS:
+            raise ConfigError(f"--resources {text}: expected KEY=NUMBER items, KEY one of {', '.join(RESOURCE_LIMITS)}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"--resources {text}: {key}={value} is not a number") from None
+        if not 0 <= number <= RESOURCE_LIMITS[key] or (key == "workers" and (number < 1 or not number.is_integer())):
+            kind = "an integer in [1," if key == "workers" else "a number in [0,"
+            raise ConfigError(f"--resources {text}: {key} must be {kind} {RESOURCE_LIMITS[key]}]")
+        out[key] = number
+    return out
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from rmaunet.studies.capacity import check_requests, trial_requests
+    from rmaunet.studies.runner import plan_study
+    from rmaunet.studies.session import study_cluster
+
+    spec = _load(args)
+    with study_cluster(args.address, _log) as capacity:
+        check_requests(spec, capacity)
+        plan = plan_study(spec, _data_arg(args.data), args.storage)
+        print(plan.summary())
+        print(plan.capacity_line(capacity))
+        if spec.kind == "search":
+            print(f"  [search] each sampled trial asks {trial_requests(spec)[0][1]}")
+        for p in plan.planned:
+            state = "reuse" if p.trial_id in plan.finished else "train"
+            print(f"  [{state}] {p.label} (seed {p.seed}) trial {p.trial_id}, asks {plan.request(p)}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from rmaunet.studies.runner import run_study
     from rmaunet.studies.session import tracking_callbacks
-    from rmaunet.studies.spec import load_spec
 
-    spec = load_spec(args.spec, smoke=args.smoke)
+    spec = _load(args)
     callbacks = tracking_callbacks(
         spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback, storage=str(args.storage)
     )

@@ -1,11 +1,13 @@
-"""How many trials a search runs at once on an autoscaling cluster: the cluster's largest size
-where its autoscaler declares one. The end-to-end run (a study on a fake multi-node cluster that
-starts with no worker node, whose pending trials make the autoscaler add the nodes they run on)
-is tests/test_cluster_up.py, sharing that cluster with the token checks."""
+"""How many trials a search runs at once on an autoscaling cluster: what fits per node on each
+node type at its largest count (rmaunet.studies.capacity), read where the cluster declares its
+types. The end-to-end run (a study on a fake multi-node cluster that starts with no worker node,
+whose pending trials make the autoscaler add the nodes they run on) is tests/test_cluster_up.py,
+sharing that cluster with the token checks."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,7 +15,7 @@ import yaml
 from rmaunet.studies import session
 from rmaunet.studies.spec import StudySpec, load_spec
 
-SEARCH = "kind: search\nbudget: 8\nspace:\n  learning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n"
+SEARCH = "kind: search\nbudget: 20\nspace:\n  learning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n"
 
 
 def _spec(tmp_path: Path, body: str, resources: str = "{cpu: 1}") -> StudySpec:
@@ -22,13 +24,19 @@ def _spec(tmp_path: Path, body: str, resources: str = "{cpu: 1}") -> StudySpec:
     return load_spec(path)
 
 
-def _cluster(monkeypatch: pytest.MonkeyPatch, now: dict[str, float], most: dict[str, float] | None) -> None:
-    """A cluster holding `now`, whose autoscaler reported `most` to the GCS (None: no report)."""
+def _cluster(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, live: list[dict[str, float]], reported: Any = None
+) -> None:
+    """A cluster whose live nodes hold `live`, whose autoscaler reported `reported` (a ClusterConfig
+    proto, or None) to the GCS, and an empty HOME, where a test may write `ray up`'s config."""
     import ray
     import ray._private.state
 
-    monkeypatch.setattr(ray, "cluster_resources", lambda: now)
-    monkeypatch.setattr(ray._private.state.state, "get_max_resources_from_cluster_config", lambda: most)
+    nodes = [{"NodeID": f"{i:056x}", "Alive": True, "Resources": r} for i, r in enumerate(live)]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(ray._private.state.state, "get_cluster_config", lambda: reported)
+    (tmp_path / "home").mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def _bootstrap_config(path: Path, max_workers: int) -> Path:
@@ -46,55 +54,59 @@ def _bootstrap_config(path: Path, max_workers: int) -> Path:
     return path
 
 
-def test_a_search_on_an_autoscaling_cluster_runs_as_many_trials_as_its_largest_size_holds(tmp_path, monkeypatch):
-    # No worker node yet (0 CPUs), room for 6 CPUs: 3 trials of 2 CPUs, not one.
-    _cluster(monkeypatch, now={"CPU": 0.0}, most={"CPU": 6})
-    assert session.concurrency(_spec(tmp_path, SEARCH, "{cpu: 2}"), workers=1, search=True) == 3
+def _reported(groups: list[tuple[str, dict[str, float], int]]) -> Any:
+    from ray.core.generated import autoscaler_pb2
+
+    config = autoscaler_pb2.ClusterConfig()
+    for name, resources, most in groups:
+        config.node_group_configs.add(name=name, resources=resources, max_count=most)
+    return config
 
 
-def test_a_search_counts_gpus_per_trial_when_it_asks_for_gpus(tmp_path, monkeypatch):
-    # 8 GPUs at most, trials of 2 workers with 1 GPU each: 4 at once; the CPUs do not count.
-    _cluster(monkeypatch, now={"CPU": 64.0, "GPU": 0.0}, most={"CPU": 64, "GPU": 8})
-    assert session.concurrency(_spec(tmp_path, SEARCH, "{cpu: 1, gpu: 1}"), workers=2, search=True) == 4
+def test_a_search_reads_rays_bootstrap_config_and_counts_trials_per_node(tmp_path, monkeypatch):
+    # Only the 2-CPU head is up. 3-CPU trials: none on the head, 2 on each 8-CPU GPU worker, 1 on
+    # each 4-CPU worker: 2 × 2 + 3 × 1 = 7 at once (30 CPUs ÷ 3 would say 10, which never fit).
+    _cluster(monkeypatch, tmp_path, live=[{"CPU": 2.0}])
+    _bootstrap_config(Path.home() / "ray_bootstrap_config.yaml", max_workers=5)
+    assert session.concurrency(_spec(tmp_path, SEARCH, "{cpu: 3}"), workers=1, search=True) == 7
+
+
+def test_the_bootstrap_configs_worker_cap_fills_the_nodes_that_hold_most_first(tmp_path, monkeypatch):
+    # max_workers 3: the two GPU workers (2 trials each) and one 4-CPU worker (1): 5, not 7.
+    _cluster(monkeypatch, tmp_path, live=[{"CPU": 2.0}])
+    _bootstrap_config(Path.home() / "ray_bootstrap_config.yaml", max_workers=3)
+    assert session.concurrency(_spec(tmp_path, SEARCH, "{cpu: 3}"), workers=1, search=True) == 5
+    # GPU trials fit only on the GPU workers: one each.
+    assert session.concurrency(_spec(tmp_path, SEARCH, "{cpu: 1, gpu: 1}"), workers=1, search=True) == 2
+
+
+def test_a_search_counts_the_node_groups_an_autoscaler_reported_to_the_gcs(tmp_path, monkeypatch):
+    # 8-CPU nodes, 4 at most, trials of 6 CPUs: one per node, 4 at once (32 ÷ 6 would say 5).
+    _cluster(monkeypatch, tmp_path, live=[{"CPU": 0.0}], reported=_reported([("cpu8", {"CPU": 8}, 4)]))
+    assert session.concurrency(_spec(tmp_path, SEARCH, "{cpu: 6}"), workers=1, search=True) == 4
+    # A group without a maximum (-1): as many as the budget, which caps a search anyway.
+    _cluster(monkeypatch, tmp_path, live=[], reported=_reported([("any", {"CPU": 8}, -1)]))
+    assert session.concurrency(_spec(tmp_path, SEARCH, "{cpu: 6}"), workers=1, search=True) == 20
 
 
 def test_max_concurrent_and_table_studies_ignore_the_cluster_size(tmp_path, monkeypatch):
     # The spec's cap wins; a table study stays unbounded, its pending trials being the autoscaler's demand.
-    _cluster(monkeypatch, now={"CPU": 0.0}, most={"CPU": 6})
+    _cluster(monkeypatch, tmp_path, live=[{"CPU": 0.0}], reported=_reported([("cpu2", {"CPU": 2}, 3)]))
     assert session.concurrency(_spec(tmp_path, SEARCH + "max_concurrent: 5\n"), workers=1, search=True) == 5
     assert session.concurrency(_spec(tmp_path, "kind: table\nrows:\n  - {label: A}\n"), workers=1) is None
 
 
-def test_a_search_uses_current_resources_when_they_exceed_the_declared_size(tmp_path, monkeypatch):
-    # A reported config may leave out the head's CPUs: what the cluster holds now is a floor.
-    _cluster(monkeypatch, now={"CPU": 5.0}, most={"CPU": 2})
+def test_live_nodes_beyond_the_declared_types_still_count(tmp_path, monkeypatch):
+    # A node started by hand beside the declared types: what the cluster holds now is a floor.
+    _cluster(monkeypatch, tmp_path, live=[{"CPU": 5.0}], reported=_reported([("cpu2", {"CPU": 2}, 1)]))
     assert session.concurrency(_spec(tmp_path, SEARCH), workers=1, search=True) == 5
 
 
-def test_without_a_declared_size_a_search_reads_rays_bootstrap_config_on_the_head(tmp_path, monkeypatch):
-    # Ray 2.60's own autoscaler reports no config to the GCS; `ray up` leaves it in the head's home.
-    _cluster(monkeypatch, now={"CPU": 2.0}, most=None)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    _bootstrap_config(tmp_path / "ray_bootstrap_config.yaml", max_workers=5)
-    # 2 (head) + 2 × 8 + 3 × 4 = 30 CPUs: 10 trials of 3 CPUs.
-    assert session.concurrency(_spec(tmp_path, SEARCH, "{cpu: 3}"), workers=1, search=True) == 10
+def test_an_unreadable_bootstrap_config_is_one_line(tmp_path, monkeypatch):
+    # Ray's own file, damaged: a ConfigError naming it, not a traceback or a silent guess.
+    from rmaunet.errors import ConfigError
 
-
-def test_the_bootstrap_config_caps_worker_nodes_of_all_types_together(tmp_path):
-    # max_workers 3: the two 8-CPU nodes and one 4-CPU node, not all five worker nodes.
-    totals = session.bootstrap_max_resources(_bootstrap_config(tmp_path / "c.yaml", max_workers=3))
-    assert totals == {"CPU": 2 + 2 * 8 + 4, "GPU": 2}
-
-
-def test_a_missing_private_api_or_config_falls_back_to_current_resources(tmp_path, monkeypatch):
-    # Another Ray may lack the private call, and a cluster without `ray up` has no config file.
-    import ray
-    import ray._private.state
-
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3.0})
-    monkeypatch.delattr(type(ray._private.state.state), "get_max_resources_from_cluster_config")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert session.max_cluster_resources() is None
-    assert session.concurrency(_spec(tmp_path, SEARCH), workers=1, search=True) == 3
-    (tmp_path / "ray_bootstrap_config.yaml").write_text("max_workers: [not, a, config\n")
-    assert session.max_cluster_resources() is None
+    _cluster(monkeypatch, tmp_path, live=[{"CPU": 3.0}])
+    (Path.home() / "ray_bootstrap_config.yaml").write_text("max_workers: [not, a, config\n")
+    with pytest.raises(ConfigError, match="ray_bootstrap_config.yaml: cannot read the cluster config"):
+        session.concurrency(_spec(tmp_path, SEARCH), workers=1, search=True)

@@ -1,6 +1,7 @@
 """Planning a study: its rows, the trainings they need, and which ones the store already has.
 
-No Ray here: `rmaunet study plan` and the runner both start from a StudyPlan.
+No Ray here: `rmaunet study plan` and the runner both start from a StudyPlan (what the
+cluster offers comes in as a Capacity, read by rmaunet.studies.session.study_cluster).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from rmaunet.errors import DataError, plural
 from rmaunet.storage import is_uri
 from rmaunet.store import ResultsStore
+from rmaunet.studies.capacity import UNBOUNDED, Capacity, TrialRequest, trial_requests
 from rmaunet.studies.expand import PlannedRow, expand
 from rmaunet.studies.spec import StudySpec
 
@@ -75,6 +77,25 @@ class StudyPlan:
             f"{plural(len(self.planned), 'result')}; {plural(len(self.to_train), 'training')} to run, "
             f"{reused} reused from the store" + (f", {dup} shared between rows" if dup else "")
         )
+
+    def request(self, row: PlannedRow) -> TrialRequest:
+        """What one trial of `row` asks the cluster for."""
+        return trial_requests(self.spec)[row.row_index][1]
+
+    def capacity_line(self, capacity: Capacity) -> str:
+        """The cluster's nodes and node types, and how many trials of each request run at once."""
+        cap = self.spec.max_concurrent
+        counts: dict[str, int] = {}
+        for _, request in trial_requests(self.spec):
+            fit = capacity.trials_at_once(request)
+            counts[str(request)] = min(fit, cap) if cap else fit
+        at_once = ", ".join(f"{_many(n)} of {request}" for request, n in counts.items())
+        limit = f" (max_concurrent {cap})" if cap else ""
+        return f"capacity: {capacity.describe()}; trials at once: {at_once}{limit}"
+
+
+def _many(count: int) -> str:
+    return "unbounded" if count >= UNBOUNDED else str(count)
 
 
 def resolve_data(spec: StudySpec, data: Path | str | Mapping[str, Path | str]) -> dict[str, Path | str]:

@@ -37,26 +37,36 @@ def run_study(
     `callbacks`: Tune callbacks added to the progress printer, e.g. experiment tracking
     (`rmaunet.studies.session.tracking_callbacks`: MLflow, W&B, your own).
     """
+    from rmaunet.studies.capacity import check_requests
+    from rmaunet.studies.session import study_cluster
+
     store = ResultsStore(storage)
     store.storage.check_writable()  # a missing bucket or folder permission: one line now, not after training
-    plan = plan_study(spec, data, store.storage)
-    log(plan.summary())
-    store.write_plan(spec.name, plan.manifest())
-    writer = RowWriter(spec, plan, store, log)
-    for tid in plan.finished:
-        writer.trial_done(tid, reused=True)
+    # A row no node can hold would wait forever for one: refused now, before data is read or a
+    # trial starts. A cluster stays connected for the study; a local runtime starts when it trains.
+    with study_cluster(address, log) as capacity:
+        check_requests(spec, capacity)
+        plan = plan_study(spec, data, store.storage)
+        log(plan.summary())
+        log(plan.capacity_line(capacity))
+        store.write_plan(spec.name, plan.manifest())
+        writer = RowWriter(spec, plan, store, log)
+        for tid in plan.finished:
+            writer.trial_done(tid, reused=True)
 
-    if plan.to_train or spec.kind == "search":
-        log(f"TensorBoard: tensorboard --logdir {store.storage.uri_of('tune')} (pip install 'rmaunet[tensorboard]')")
-    if spec.kind == "search":
-        from rmaunet.studies.search import run_search
+        if plan.to_train or spec.kind == "search":
+            log(
+                f"TensorBoard: tensorboard --logdir {store.storage.uri_of('tune')} (pip install 'rmaunet[tensorboard]')"
+            )
+        if spec.kind == "search":
+            from rmaunet.studies.search import run_search
 
-        run_search(spec, plan, store.storage, writer, address, log, optuna_storage, callbacks)
-        return plan
-    if plan.to_train:
-        from rmaunet.studies.grid import run_grid
+            run_search(spec, plan, store.storage, writer, address, log, optuna_storage, callbacks)
+            return plan
+        if plan.to_train:
+            from rmaunet.studies.grid import run_grid
 
-        run_grid(spec, plan, store.storage, writer, address, log, callbacks)
+            run_grid(spec, plan, store.storage, writer, address, log, callbacks)
     missing = [tid for tid in plan.unique if tid not in writer.done]
     if missing:
         log(f"{len(missing)} trainings did not finish; rerun the same command to continue")

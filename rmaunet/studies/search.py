@@ -31,12 +31,12 @@ intermediate values per epoch, parameter importances.
 from __future__ import annotations
 
 import math
-import re
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rmaunet.config import TrialConfig
-from rmaunet.errors import ConfigError, StoreError
+from rmaunet.errors import ConfigError, StoreError, without_password
 from rmaunet.storage import Storage
 
 __all__ = [
@@ -246,12 +246,15 @@ def _optuna_searcher(links: Callable[[dict[str, Any]], dict[str, str]] | None = 
         def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
             super().on_trial_complete(trial_id, result if result and result.get(FINISHED) else None, error)
 
+        def save(self, checkpoint_path: str) -> None:
+            """Tune's copy of the searcher (searcher-state-*.pkl in the store's tune/), without the
+            Optuna storage, its study and its open trials: each holds the storage's URL, password
+            included when the URL has one. The study lives in that database; a rerun reads it there."""
+            state = {k: v for k, v in self.__dict__.items() if k not in ("_storage", "_ot_study", "_ot_trials")}
+            with open(checkpoint_path, "wb") as out:
+                pickle.dump(state, out)
+
     return FinishedOnlySearch(**kwargs)
-
-
-def without_password(url: str) -> str:
-    """`url` with the password of its `user:password@` part masked, fit for logs and error lines."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def _open_rdb(url: str) -> Any:
@@ -292,7 +295,8 @@ def run_search(
     if optuna_storage is None and storage.local is None:
         raise ConfigError(
             f"{storage}: a search on an object store keeps its Optuna study in a database every "
-            "node and rerun can reach: pass --optuna-storage postgresql://…"
+            "node and rerun can reach: set RMAUNET_OPTUNA_STORAGE (or pass --optuna-storage) to "
+            "postgresql://USER@HOST/DB, with the password in PGPASSWORD or ~/.pgpass"
         )
     if storage.local is not None:
         storage.local.mkdir(parents=True, exist_ok=True)

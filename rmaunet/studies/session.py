@@ -4,18 +4,18 @@ how a trial hands Tune its selected weights."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import shutil
-import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rmaunet.errors import ConfigError
 from rmaunet.storage import Storage
+from rmaunet.studies.capacity import Capacity, TrialRequest, connected_cluster, this_machine
 from rmaunet.studies.spec import StudySpec
 from rmaunet.trial_folder import TrialFolder
 
@@ -23,7 +23,7 @@ __all__ = [
     "connect_ray",
     "ray_session",
     "concurrency",
-    "max_cluster_resources",
+    "study_cluster",
     "make_tuner",
     "tracking_callbacks",
     "node_name",
@@ -56,7 +56,11 @@ def connect_ray(address: str | None, log: Log) -> bool:
     # Ray's own INFO lines ("Started a local Ray instance…") say what the next line of ours says.
     quiet = {"logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env, **quiet)
+        try:
+            ray.init(address=address, log_to_driver=True, runtime_env=runtime_env, **quiet)
+        except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            # An HTTP (job API) address in RAY_ADDRESS, a head that is down: Ray says which, in one line.
+            raise ConfigError(f"{address}: cannot connect to the Ray cluster ({type(exc).__name__}: {exc})") from None
         log(f"connected to Ray cluster at {address}")
         return False
     # address="local": a runtime of our own. Without it Ray joins the cluster a `ray start` on
@@ -93,82 +97,39 @@ class ray_session:  # noqa: N801 - used as a `with` statement
             ray.shutdown()
 
 
+@contextlib.contextmanager
+def study_cluster(address: str | None, log: Log) -> Iterator[Capacity]:
+    """What a study would run on, read before anything else: the cluster in `address` or
+    RAY_ADDRESS (or the one this process is connected to), connected for the whole `with`
+    block; without one, this machine as a local runtime would see it, without starting Ray
+    (the study starts its runtime when it trains, after the checks)."""
+    import ray
+
+    if ray.is_initialized() or address or os.environ.get("RAY_ADDRESS"):
+        with ray_session(address, log):
+            yield connected_cluster()
+    else:
+        yield this_machine()
+
+
 def concurrency(spec: StudySpec, workers: int, *, search: bool = False) -> int | None:
-    """Trials at once: the spec's `max_concurrent` when it sets one.
+    """Trials at once: the spec's `max_concurrent` (or --max-concurrent) when it sets one.
 
     Otherwise a table, ladder or leave-one-out study has no limit (None): Tune starts every
     planned training as resources allow, and on an autoscaling cluster the pending trials
     are resource requests that make the autoscaler add nodes (a limit read from the cluster
     at start, which may have no worker node yet, would keep it at one trial). A search
-    runs as many trials as the cluster can hold, at least one: its sampler learns from
-    finished trials, so it samples no more configurations ahead than can train. "Can hold"
-    is the cluster's largest size where its autoscaler declares one (max_cluster_resources),
-    else what it holds now.
+    runs as many trials as the cluster can hold, at least one and at most its budget: its
+    sampler learns from finished trials, so it samples no more configurations ahead than can
+    train. "Can hold" counts per node what fits on each node type at its largest count, or on
+    the live nodes of a static cluster (rmaunet.studies.capacity).
     """
-    import ray
-
     if spec.max_concurrent:
         return spec.max_concurrent
     if not search:
         return None
-    gpu = spec.resources["gpu"]
-    resource, per_trial = ("GPU", gpu * workers) if gpu > 0 else ("CPU", spec.resources["cpu"] * workers)
-    now = float(ray.cluster_resources().get(resource, 0))
-    most = (max_cluster_resources() or {}).get(resource, 0.0)
-    return max(1, int(max(now, most) // max(per_trial, 1e-9)))
-
-
-# `ray up` writes the cluster's config here on the head, where `ray job submit` runs a study's
-# driver; the head's autoscaler reads it (--autoscaling-config) and Tune takes it as the sign
-# of an autoscaling cluster (ray.tune.execution.cluster_info).
-BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
-
-
-def max_cluster_resources() -> dict[str, float] | None:
-    """Each resource's total at the cluster's largest size, where an autoscaler declares one:
-    the cluster config it reported to the GCS (what Ray Data and Ray Train read; Ray 2.60's
-    own autoscaler does not report one), else `ray up`'s config on the head. None otherwise."""
-    try:
-        import ray._private.state
-
-        reported = ray._private.state.state.get_max_resources_from_cluster_config()
-    except Exception:  # a private API, which another Ray may lack or change: the next source answers
-        reported = None
-    if reported:
-        return {name: float(value) for name, value in reported.items()}
-    return bootstrap_max_resources(BOOTSTRAP_CONFIG.expanduser())
-
-
-def bootstrap_max_resources(path: Path) -> dict[str, float] | None:
-    """The head's resources plus the most its worker node types can add within the config's
-    max_workers (a cap on worker nodes of all types together). None when `path` is not a
-    readable cluster config: it is Ray's file, and the caller falls back to current resources."""
-    import yaml
-
-    try:
-        config = yaml.safe_load(path.read_text())
-        node_types: dict[str, Any] = config["available_node_types"]
-        head = node_types[config["head_node_type"]]
-        totals = {name: float(value) for name, value in head.get("resources", {}).items()}
-        worker_cap = config.get("max_workers", sys.maxsize)
-        for resource in {name for node_type in node_types.values() for name in node_type.get("resources", {})}:
-            # The nodes richest in this resource first, as many as the cluster-wide cap allows.
-            # A type without max_workers adds none: Ray's autoscaler reads it the same way.
-            offers = sorted(
-                (
-                    (float(t.get("resources", {}).get(resource, 0)), int(t.get("max_workers", 0)))
-                    for t in node_types.values()
-                ),
-                reverse=True,
-            )
-            left = worker_cap
-            for per_node, count in offers:
-                taken = min(count, left)
-                totals[resource] = totals.get(resource, 0.0) + per_node * taken
-                left -= taken
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):
-        return None
-    return totals
+    request = TrialRequest(spec.resources["cpu"], spec.resources["gpu"], workers)
+    return max(1, min(spec.budget or 1, connected_cluster().trials_at_once(request)))
 
 
 def make_tuner(
