@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _study_args(run)
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local runtime)")
-    run.add_argument("--report", type=Path, help="also write the study's tables into this folder")
+    _reports_arguments(run, default=None, old="--report", old_help=" that writes into DIR itself, not DIR/<study>/")
     run.add_argument(
         "--optuna-storage",
         help="Optuna RDB URL for searches (default: sqlite in the store; postgresql://… on a cluster)",
@@ -107,13 +107,37 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--data", type=Path, default=Path(".demo/data"), help="where the synthetic dataset goes")
     demo.add_argument("--storage", type=Path, default=Path(".demo/results"), help="results store folder")
-    demo.add_argument("--reports", type=Path, default=Path("reports/demo"), help="where the tables go")
+    _reports_arguments(demo, default=Path("reports"), old="--report")
     demo.add_argument(
         "--spec", type=Path, default=bundled_spec("demo"), help="study spec (default: the bundled demo.yaml)"
     )
     demo.add_argument("--n", type=int, default=240, help="number of synthetic scenes")
     demo.add_argument("--size", type=int, default=64, help="synthetic tile side in pixels")
     demo.set_defaults(func=_demo)
+
+
+def _reports_arguments(p: argparse.ArgumentParser, *, default: Path | None, old: str, old_help: str = "") -> None:
+    from rmaunet.reporting.cli import add_reports_argument
+
+    add_reports_argument(p, default=default, old=old, dest="report_into", old_help=old_help)
+
+
+def _report_dir(args: argparse.Namespace, study: str) -> Path | None:
+    """Where a study's report goes: REPORTS/<study>/, as `rmaunet report` writes it; the
+    deprecated --report DIR keeps its old meaning, DIR itself."""
+    from rmaunet.safe_input import slug
+
+    if args.report_into is not None:
+        return args.report_into
+    return None if args.reports is None else args.reports / slug(study)
+
+
+def _keep_spec(spec, storage: Path | str, *, smoke: bool, synthetic: bool) -> None:
+    """The store keeps the spec the study runs with: `rmaunet report STORE` draws the same report from it."""
+    from rmaunet.reporting.inputs import spec_record
+    from rmaunet.store import ResultsStore
+
+    ResultsStore(storage).write_spec(spec.name, spec_record(spec, smoke=smoke, synthetic=synthetic))
 
 
 def _log(msg: str) -> None:
@@ -161,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     from rmaunet.studies.spec import load_spec
 
     spec = load_spec(args.spec, smoke=args.smoke)
+    _keep_spec(spec, args.storage, smoke=args.smoke, synthetic=False)
     callbacks = tracking_callbacks(spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback)
     started = time.monotonic()
     plan = run_study(
@@ -172,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         optuna_storage=args.optuna_storage,
         callbacks=callbacks,
     )
-    _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage)
+    _summarise(spec, args.storage, _report_dir(args, spec.name), started, optuna_storage=args.optuna_storage)
     return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
 
 
@@ -184,7 +209,7 @@ def _done(storage: Path, plan) -> set[str]:
 
 
 def _summarise(spec, storage: Path, report_dir: Path | None, started: float, optuna_storage: str | None = None) -> None:
-    from rmaunet.reporting import ReportOptions, write_study_report
+    from rmaunet.reporting.report import render_study
     from rmaunet.store import ResultsStore, safe_name
 
     study = spec.name
@@ -193,17 +218,15 @@ def _summarise(spec, storage: Path, report_dir: Path | None, started: float, opt
     exported = store.export_study(study)
     _log(f"{study}: {len(rows)} results rows in {time.monotonic() - started:.0f} s; store {store}, table {exported}")
     if report_dir is not None and not rows.empty:
-        options = None
-        if spec.kind == "search" and (optuna_storage or store.root is not None):
-            url = optuna_storage or f"sqlite:///{store.root / 'optuna.db'}"
-            options = ReportOptions(optuna_storage=url, study=study)
-        paths = write_study_report(rows, report_dir, title=study, spec=spec.path, options=options)
+        # The same call as `rmaunet report STORE`: the spec the store kept, the same rows.
+        changes = {"optuna_storage": optuna_storage} if optuna_storage else {}
+        paths = render_study(storage, study, rows, report_dir, changes=changes)
         print()
         print(Path(paths["markdown"]).read_text())
         for kind, path in paths.items():
             print(f"  {kind}: {path}")
         if store.root is None:
-            # Under `ray job submit` a relative --report folder is in the job's temporary
+            # Under `ray job submit` a relative --reports folder is in the job's temporary
             # working directory on the head: the store keeps a copy the user can reach.
             target = store.storage.child("reports", safe_name(study, "study"))
             for path in sorted(Path(report_dir).rglob("*")):
@@ -226,8 +249,10 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         _log(f"using the synthetic dataset already in {args.data}")
     spec = load_spec(args.spec)
+    _keep_spec(spec, args.storage, smoke=False, synthetic=True)
     run_study(spec, args.data, args.storage, log=_log)
-    _summarise(spec, args.storage, args.reports, started)
-    exported = ResultsStore(args.storage).export(args.reports / "results.parquet", spec.name)
+    report_dir = _report_dir(args, spec.name)
+    _summarise(spec, args.storage, report_dir, started)
+    exported = ResultsStore(args.storage).export(report_dir / "results.parquet", spec.name)
     _log(f"demo finished in {time.monotonic() - started:.0f} s; results store {args.storage}, copy {exported}")
     return 0

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from rmaunet.errors import SpecError
-from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, load_references, options_from_spec
-from rmaunet.reporting.latex import LATEX_PACKAGES, render_latex
+from rmaunet.reporting.inputs import ReferenceRow, ReportOptions, load_references, options_from_spec, study_options
+from rmaunet.reporting.latex import latex_packages, render_latex
 from rmaunet.reporting.markdown import markdown_escape, render_markdown
 from rmaunet.reporting.tables import build_table, choose_layout, ok_mask, study_name
 
 if TYPE_CHECKING:  # matplotlib is imported only when figures are drawn, not by every CLI start
     from rmaunet.reporting.plots import WrittenFigure
 
-__all__ = ["write_study_report", "provenance", "FORMATS"]
+__all__ = ["write_study_report", "render_study", "provenance", "FORMATS"]
 
 FORMATS = ("markdown", "latex")
 
@@ -58,9 +58,10 @@ def write_study_report(
         written["markdown"] = _write(out / "table.md", table_md)
         captions.append(("table.md", "the table, GitHub-flavoured Markdown"))
     if "latex" in formats:
-        latex = render_latex(table, label=f"tab:{title}", style=options.latex_style)
+        latex = render_latex(table, label=f"tab:{title}", style=options.latex_style, scale=options.latex_scale)
         written["latex"] = _write(out / "table.tex", latex)
-        captions.append(("table.tex", f"the same table for LaTeX (needs {', '.join(LATEX_PACKAGES)})"))
+        packages = ", ".join(latex_packages(options.latex_scale))
+        captions.append(("table.tex", f"the same table for LaTeX (needs {packages})"))
     drawn: list[WrittenFigure] = []
     if figures:
         from rmaunet.reporting.plots import write_figures
@@ -73,6 +74,27 @@ def write_study_report(
         out / "README.md", _index_page(title, layout, table_md=table_md, files=captions, figures=drawn, rows=rows)
     )
     return written
+
+
+def render_study(
+    store: Path | str,
+    study: str,
+    rows: pd.DataFrame,
+    out_dir: Path | str,
+    *,
+    spec: Path | None = None,
+    changes: Mapping[str, Any] | None = None,
+    formats: Sequence[str] = FORMATS,
+    figures: bool = True,
+) -> dict[str, Path]:
+    """One study's report as both `rmaunet report STORE` and `study run --reports` draw it:
+    the options of `study_options` (the spec the store kept), then the command line's `changes`."""
+    options = study_options(store, study, rows, spec)
+    try:
+        options = replace(options, **dict(changes or {}))
+    except SpecError as exc:
+        raise SpecError(f"rmaunet report: {exc}") from None
+    return write_study_report(rows, out_dir, title=study, options=options, formats=formats, figures=figures)
 
 
 def _write(path: Path, text: str) -> Path:
