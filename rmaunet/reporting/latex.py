@@ -94,6 +94,20 @@ def _cell(cell: Cell) -> str:
     return text
 
 
+_HEADER_BREAK = 14  # a longer column name goes on two lines: the column is as wide as its numbers
+
+
+def _header(text: str, align: str) -> str:
+    """A column name, on two lines (a nested tabular, no package needed) when it is long."""
+    words = text.split(" ")
+    if len(text) <= _HEADER_BREAK or len(words) < 2:
+        return latex_escape(text)
+    # The break that makes the longer line shortest.
+    cut = min(range(1, len(words)), key=lambda k: max(len(" ".join(words[:k])), len(" ".join(words[k:]))))
+    first, second = (latex_escape(" ".join(part)) for part in (words[:cut], words[cut:]))
+    return rf"\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{first}\\ {second}\end{{tabular}}"
+
+
 def _row(cells: list[str]) -> str:
     line = " & ".join(cells) + r" \\"
     # After the previous row's \\, a line starting with "[" would be read as \\'s spacing argument.
@@ -112,7 +126,7 @@ def _tabular(table: Table) -> list[str]:
                 spans += [""] * group.span
             col += group.span
         lines += [_row(spans), " ".join(rules)]
-    lines += [_row([latex_escape(h) for h in table.header]), r"\midrule"]
+    lines += [_row([_header(h, a) for h, a in zip(table.header, table.align)]), r"\midrule"]
     for i, row in enumerate(table.rows):
         if i in table.rule_before and i > 0:
             lines.append(r"\midrule")
