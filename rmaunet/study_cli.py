@@ -107,7 +107,7 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--data", type=Path, default=Path(".demo/data"), help="where the synthetic dataset goes")
     demo.add_argument("--storage", type=Path, default=Path(".demo/results"), help="results store folder")
-    _reports_arguments(demo, default=Path("reports"), old="--report")
+    _reports_arguments(demo, default=Path("reports"))
     demo.add_argument(
         "--spec", type=Path, default=bundled_spec("demo"), help="study spec (default: the bundled demo.yaml)"
     )
@@ -116,7 +116,9 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_demo)
 
 
-def _reports_arguments(p: argparse.ArgumentParser, *, default: Path | None, old: str, old_help: str = "") -> None:
+def _reports_arguments(
+    p: argparse.ArgumentParser, *, default: Path | None, old: str | None = None, old_help: str = ""
+) -> None:
     from rmaunet.reporting.cli import add_reports_argument
 
     add_reports_argument(p, default=default, old=old, dest="report_into", old_help=old_help)
@@ -127,7 +129,7 @@ def _report_dir(args: argparse.Namespace, study: str) -> Path | None:
     deprecated --report DIR keeps its old meaning, DIR itself."""
     from rmaunet.safe_input import slug
 
-    if args.report_into is not None:
+    if getattr(args, "report_into", None) is not None:
         return args.report_into
     return None if args.reports is None else args.reports / slug(study)
 

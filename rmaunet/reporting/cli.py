@@ -25,20 +25,26 @@ class _DeprecatedAlias(argparse.Action):
 
 
 def add_reports_argument(
-    parser: argparse.ArgumentParser, *, default: Path | None, old: str, dest: str = "reports", old_help: str = ""
+    parser: argparse.ArgumentParser,
+    *,
+    default: Path | None,
+    old: str | None = None,
+    dest: str = "reports",
+    old_help: str = "",
 ) -> None:
     """`--reports DIR`, the one name of the report folder in every command, and the command's old
-    name for it (`old`) as a deprecated alias that still works."""
+    name for it (`old`), kept as a deprecated alias that still works."""
     suffix = f" (default {default}/)" if default else ""
     parser.add_argument("--reports", type=Path, default=default, help=REPORTS_HELP + suffix)
-    parser.add_argument(
-        old,
-        dest=dest,
-        type=Path,
-        action=_DeprecatedAlias,
-        new="--reports",
-        help=f"deprecated name of --reports{old_help}",
-    )
+    if old is not None:
+        parser.add_argument(
+            old,
+            dest=dest,
+            type=Path,
+            action=_DeprecatedAlias,
+            new="--reports",
+            help=f"deprecated name of --reports{old_help}",
+        )
 
 
 DESCRIPTION = (
