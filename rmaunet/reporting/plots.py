@@ -525,7 +525,10 @@ def _history_figure(trials: Sequence[Any], options: ReportOptions, source: str, 
     ax.step(numbers, np.maximum.accumulate(values), where="post", color="C1", linewidth=1.4)
     best = int(np.argmax(values))
     ax.plot(numbers[best], values[best], color="C1", **_CHOSEN)
-    ax.set_xlabel("trial")
+    # From the rows, trials are numbered as the search table numbers them; Optuna's storage
+    # numbers them in the order they started, which the table cannot know.
+    numbered = all("table_trial" in t.user_attrs for t in trials)
+    ax.set_xlabel("trial (as numbered in the table)" if numbered else "trial (Optuna's number)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"validation {metric} (%)")
     ax.grid(alpha=0.3)
