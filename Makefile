@@ -41,7 +41,7 @@ postgres:
 	  echo "note: PostgreSQL not installed; the PostgreSQL tests will be skipped"; }
 
 demo: setup
-	$(PY) -m rmaunet demo --data $(DEMO_DIR)/data --storage $(DEMO_DIR)/results --reports reports/demo
+	$(PY) -m rmaunet demo --data $(DEMO_DIR)/data --storage $(DEMO_DIR)/results --reports reports
 
 test: setup latex postgres lint
 	$(PY) -m pytest -ra --cov=rmaunet --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)

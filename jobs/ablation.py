@@ -3,10 +3,10 @@
 The same arguments as `rmaunet study run` (see `python jobs/ablation.py --help`): this file
 only forwards them to the CLI's own parser, so every option exists in both. It runs one
 study spec on the cluster in RAY_ADDRESS (set by `ray job submit`) or, run by hand, on a
-local Ray runtime; `--report DIR` also writes the study's tables.
+local Ray runtime; `--reports DIR` also writes the study's tables into DIR/<study>/.
 
     ray job submit --working-dir . -- python jobs/ablation.py search_spaces/paper_table10_ladder.yaml \
-        --data /mnt/shared/datasets/landslide4sense --storage /mnt/shared/results --report /mnt/shared/reports/t10
+        --data /mnt/shared/datasets/landslide4sense --storage /mnt/shared/results --reports /mnt/shared/reports
     python jobs/ablation.py search_spaces/paper_table11_datasets.yaml \
         --data landslide4sense=DIR --data bijie=DIR --data nepal=DIR --storage DIR
 """

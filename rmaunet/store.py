@@ -7,6 +7,7 @@ an object-store URI (s3://, gs://; rmaunet.storage). Layout:
     trials/<trial_id>/           one trained trial (rmaunet.trial_folder.TrialFolder)
     rows/<study>/<key>.parquet   one results row each (see COLUMNS)
     plans/<study>.json           the trainings the study's last run planned (`rmaunet study status`)
+    specs/<study>.json           the spec the study last ran with (`write_spec`): its report reads it
     tune/<study>/                Ray Tune's experiment state and checkpoints
     <study>.parquet              a study's rows as one file (`export_study`)
 
@@ -224,6 +225,26 @@ class ResultsStore:
         state = _parse_result(self.storage.child("trials", self._trial_id(trial_id)).read_bytes(TrialWorkspace.STATE))
         epoch = state.get("epoch") if state else None
         return epoch if isinstance(epoch, int) else None
+
+    # ------------------------------------------------------------------ specs
+    def write_spec(self, study: str, record: dict[str, Any]) -> str:
+        """Keep the spec a study runs with (a JSON record: its text, how it ran), replacing the last run's."""
+        data = json.dumps(record, indent=1, sort_keys=True).encode()
+        return self.storage.write_bytes(self._spec_key(study), data)
+
+    def read_spec(self, study: str) -> dict[str, Any] | None:
+        """The record `write_spec` kept for a study; None for a study run before the store kept specs."""
+        data = self.storage.read_bytes(self._spec_key(study))
+        if data is None:
+            return None
+        record = _parse_result(data)
+        if record is None:
+            raise StoreError(f"{self.storage.uri_of(self._spec_key(study))}: unreadable spec record")
+        return record
+
+    @staticmethod
+    def _spec_key(study: str) -> str:
+        return f"specs/{safe_name(study, 'study')}.json"
 
     def export(self, path: Path | str, study: str | None = None) -> Path:
         """All rows (of one study) as one local Parquet file, written atomically."""

@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     _study_args(run)
-    run.add_argument("--report", type=Path, help="also write the study's tables into this folder")
+    _reports_arguments(run, default=None, old="--report", old_help=" that writes into DIR itself, not DIR/<study>/")
     run.add_argument(
         "--optuna-storage",
         default=os.environ.get(OPTUNA_STORAGE_ENV),
@@ -180,7 +180,7 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--data", type=Path, default=Path(".demo/data"), help="where the synthetic dataset goes")
     demo.add_argument("--storage", type=Path, default=Path(".demo/results"), help="results store folder")
-    demo.add_argument("--reports", type=Path, default=Path("reports/demo"), help="where the tables go")
+    _reports_arguments(demo, default=Path("reports"))
     demo.add_argument(
         "--spec", type=Path, default=bundled_spec("demo"), help="study spec (default: the bundled demo.yaml)"
     )
@@ -221,6 +221,32 @@ class Console:
             self.stream.write("\n")
             self.stream.flush()
         self.current = ""
+
+
+def _reports_arguments(
+    p: argparse.ArgumentParser, *, default: Path | None, old: str | None = None, old_help: str = ""
+) -> None:
+    from rmaunet.reporting.cli import add_reports_argument
+
+    add_reports_argument(p, default=default, old=old, dest="report_into", old_help=old_help)
+
+
+def _report_dir(args: argparse.Namespace, study: str) -> Path | None:
+    """Where a study's report goes: REPORTS/<study>/, as `rmaunet report` writes it; the
+    deprecated --report DIR keeps its old meaning, DIR itself."""
+    from rmaunet.safe_input import slug
+
+    if getattr(args, "report_into", None) is not None:
+        return args.report_into
+    return None if args.reports is None else args.reports / slug(study)
+
+
+def _keep_spec(spec, storage: Path | str, *, smoke: bool, synthetic: bool) -> None:
+    """The store keeps the spec the study runs with: `rmaunet report STORE` draws the same report from it."""
+    from rmaunet.reporting.inputs import spec_record
+    from rmaunet.store import ResultsStore
+
+    ResultsStore(storage).write_spec(spec.name, spec_record(spec, smoke=smoke, synthetic=synthetic))
 
 
 def _log(msg: str) -> None:
@@ -345,6 +371,7 @@ def _run(args: argparse.Namespace) -> int:
     from rmaunet.studies.session import tracking_callbacks
 
     spec = _load(args)
+    _keep_spec(spec, args.storage, smoke=args.smoke, synthetic=False)
     callbacks = tracking_callbacks(
         spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback, storage=str(args.storage)
     )
@@ -362,7 +389,14 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:
         console.close()
-    _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage, callbacks=callbacks)
+    _summarise(
+        spec,
+        args.storage,
+        _report_dir(args, spec.name),
+        started,
+        optuna_storage=args.optuna_storage,
+        callbacks=callbacks,
+    )
     return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
 
 
@@ -381,7 +415,7 @@ def _summarise(
     optuna_storage: str | None = None,
     callbacks: list | None = None,
 ) -> None:
-    from rmaunet.reporting import ReportOptions, write_study_report
+    from rmaunet.reporting.report import render_study
     from rmaunet.store import ResultsStore, safe_name
 
     study = spec.name
@@ -390,11 +424,9 @@ def _summarise(
     exported = store.export_study(study)
     _log(f"{study}: {len(rows)} results rows in {time.monotonic() - started:.0f} s; store {store}, table {exported}")
     if report_dir is not None and not rows.empty:
-        options = None
-        if spec.kind == "search" and (optuna_storage or store.root is not None):
-            url = optuna_storage or f"sqlite:///{store.root / 'optuna.db'}"
-            options = ReportOptions(optuna_storage=url, study=study)
-        paths = write_study_report(rows, report_dir, title=study, spec=spec.path, options=options)
+        # The same call as `rmaunet report STORE`: the spec the store kept, the same rows.
+        changes = {"optuna_storage": optuna_storage} if optuna_storage else {}
+        paths = render_study(storage, study, rows, report_dir, changes=changes)
         for callback in callbacks or []:
             if hasattr(callback, "log_report"):  # MLflow: the table and figures beside the trainings' runs
                 callback.log_report(paths)
@@ -403,7 +435,7 @@ def _summarise(
         for kind, path in paths.items():
             print(f"  {kind}: {path}")
         if store.root is None:
-            # Under `ray job submit` a relative --report folder is in the job's temporary
+            # Under `ray job submit` a relative --reports folder is in the job's temporary
             # working directory on the head: the store keeps a copy the user can reach.
             target = store.storage.child("reports", safe_name(study, "study"))
             for path in sorted(Path(report_dir).rglob("*")):
@@ -426,12 +458,14 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         _log(f"using the synthetic dataset already in {args.data}")
     spec = load_spec(args.spec)
+    _keep_spec(spec, args.storage, smoke=False, synthetic=True)
     console = Console()
     try:
         run_study(spec, args.data, args.storage, log=console)
     finally:
         console.close()
-    _summarise(spec, args.storage, args.reports, started)
-    exported = ResultsStore(args.storage).export(args.reports / "results.parquet", spec.name)
+    report_dir = _report_dir(args, spec.name)
+    _summarise(spec, args.storage, report_dir, started)
+    exported = ResultsStore(args.storage).export(report_dir / "results.parquet", spec.name)
     _log(f"demo finished in {time.monotonic() - started:.0f} s; results store {args.storage}, copy {exported}")
     return 0

@@ -105,14 +105,14 @@ def _main(*argv: str) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def test_report_folder_from_a_study_name_stays_inside_out(tmp_path):
-    # A results table whose `study` is ../../x writes its report inside --out, under a slugged folder.
+def test_report_folder_from_a_study_name_stays_inside_reports(tmp_path):
+    # A results table whose `study` is ../../x writes its report inside --reports, under a slugged folder.
     import pandas as pd
 
     table = tmp_path / "results.csv"
     pd.DataFrame({"study": ["../../x", "../../x"], "row": ["a", "b"], "test_f1": [0.5, 0.6]}).to_csv(table, index=False)
     out = tmp_path / "deep" / "out"
-    code, stderr = _main("report", str(table), "--out", str(out), "--no-figures")
+    code, stderr = _main("report", str(table), "--reports", str(out), "--no-figures")
     assert code == 0, stderr
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and p != table)
     assert written and all(p.startswith("deep/out/_.._x/") for p in written), written
@@ -125,7 +125,7 @@ def test_report_on_rows_without_a_study_column_is_one_line(tmp_path):
     rows = tmp_path / "store" / "rows" / "s"
     rows.mkdir(parents=True)
     pd.DataFrame({"row": ["a"], "seed": [0], "test_f1": [0.5]}).to_parquet(rows / "r.parquet")
-    code, stderr = _main("report", str(tmp_path / "store"), "--out", str(tmp_path / "out"))
+    code, stderr = _main("report", str(tmp_path / "store"), "--reports", str(tmp_path / "out"))
     assert code == 2
     assert stderr.splitlines() == [f"rmaunet: error: {tmp_path / 'store'}: results rows have no `study` column"]
 
@@ -138,5 +138,5 @@ def test_report_with_a_non_utf8_spec_is_one_line(tmp_path):
     pd.DataFrame({"study": ["s"], "row": ["a"], "test_f1": [0.5]}).to_csv(table, index=False)
     spec = tmp_path / "spec.yaml"
     spec.write_bytes(b"name: s\nkind: table\ndescription: caf\xe9\n")
-    code, stderr = _main("report", str(table), "--spec", str(spec), "--out", str(tmp_path / "out"))
+    code, stderr = _main("report", str(table), "--spec", str(spec), "--reports", str(tmp_path / "out"))
     assert code == 2 and stderr.splitlines() == [f"rmaunet: error: {spec}:3: spec is not UTF-8 text (byte 0xe9)"]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_reporting_support import table_rows
+from test_reporting_support import result_row, table_rows
 
 from rmaunet.cli import main
 from rmaunet.store import ResultsStore
@@ -40,7 +40,7 @@ def _data_lines(markdown: str) -> list[str]:
 def test_report_writes_one_folder_per_study(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Every study in the store gets its tables, figures and index; stdout names each index page.
     out = tmp_path / "reports"
-    assert main(["report", str(store), "--out", str(out), "--no-figures"]) == 0
+    assert main(["report", str(store), "--reports", str(out), "--no-figures"]) == 0
     printed = capsys.readouterr().out
     for study in ("paper_table4_losses", "paper_table9_threshold"):
         assert {"table.md", "table.tex", "README.md"} <= {p.name for p in (out / study).iterdir()}
@@ -57,7 +57,7 @@ def test_study_and_spec_select_one_study(store: Path, tmp_path: Path) -> None:
     spec = tmp_path / "t9.yaml"
     spec.write_text("name: paper_table9_threshold\nkind: threshold\nreport:\n  metrics: [f1]\n")
     out = tmp_path / "reports"
-    assert main(["report", str(store), "--spec", str(spec), "--out", str(out), "--no-figures"]) == 0
+    assert main(["report", str(store), "--spec", str(spec), "--reports", str(out), "--no-figures"]) == 0
     assert [p.name for p in out.iterdir()] == ["paper_table9_threshold"]
     assert "| Threshold | F1 | Δ F1 | n |" in (out / "paper_table9_threshold" / "table.md").read_text()
 
@@ -66,17 +66,17 @@ def test_parquet_export_and_hand_typed_csv_render_like_the_store(store: Path, tm
     # A results table file gives the same table as the store it came from; a CSV needs only row + metrics.
     exported = ResultsStore(store).export(tmp_path / "all.parquet", "paper_table4_losses")
     assert (
-        main(["report", str(store), "--study", "paper_table4_losses", "--out", str(tmp_path / "a"), "--no-figures"])
+        main(["report", str(store), "--study", "paper_table4_losses", "--reports", str(tmp_path / "a"), "--no-figures"])
         == 0
     )
-    assert main(["report", str(exported), "--out", str(tmp_path / "b"), "--no-figures"]) == 0
+    assert main(["report", str(exported), "--reports", str(tmp_path / "b"), "--no-figures"]) == 0
     a = (tmp_path / "a" / "paper_table4_losses" / "table.md").read_text()
     assert (tmp_path / "b" / "paper_table4_losses" / "table.md").read_text() == a
     csv = tmp_path / "table4_paper.csv"
     csv.write_text(
         "row,test_f1,test_miou\nU-Net & Cross Entropy (baseline),0.6783,0.6001\nU-Net & Focal Loss,0.6828,0.6037\n"
     )
-    assert main(["report", str(csv), "--out", str(tmp_path / "c"), "--format", "markdown", "--no-figures"]) == 0
+    assert main(["report", str(csv), "--reports", str(tmp_path / "c"), "--format", "markdown", "--no-figures"]) == 0
     typed = (tmp_path / "c" / "table4_paper" / "table.md").read_text()
     assert "| U-Net & Focal Loss | **68.28** | **60.37** | +0.45 | +0.36 | 1 |" in typed
     assert not (tmp_path / "c" / "table4_paper" / "table.tex").exists()
@@ -98,7 +98,7 @@ def test_user_errors_exit_2_with_one_line(
 ) -> None:
     # Bad input is one line on stderr and exit status 2, never a traceback.
     path = make_input(tmp_path)
-    assert main(["report", str(path), "--out", str(tmp_path / "out"), "--no-figures", *extra]) == 2
+    assert main(["report", str(path), "--reports", str(tmp_path / "out"), "--no-figures", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
 
@@ -118,7 +118,17 @@ def test_job_entry_point_runs_without_the_training_stack(store: Path, tmp_path: 
         "assert 'tensorflow' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n"
     )
     run = subprocess.run(
-        [sys.executable, "-c", probe, str(store), "--study", "paper_table4_losses", "--out", str(out), "--no-figures"],
+        [
+            sys.executable,
+            "-c",
+            probe,
+            str(store),
+            "--study",
+            "paper_table4_losses",
+            "--reports",
+            str(out),
+            "--no-figures",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -150,7 +160,7 @@ def test_paper_table9_typed_in_as_csv_renders_with_its_best_row(tmp_path: Path) 
         tmp_path / "table9.csv",
         "kind,row,threshold,test_f1,test_miou\n" + "".join(f"threshold,{r},{t},{f},{m}\n" for r, t, f, m in rows),
     )
-    assert main(["report", str(csv), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
+    assert main(["report", str(csv), "--reports", str(tmp_path / "out"), "--no-figures"]) == 0
     text = (tmp_path / "out" / "table9" / "table.md").read_text()
     lines = _data_lines(text)
     assert [line.split(" | ")[0] for line in lines] == ["| None", "| 0.4", "| 0.5", "| 0.9", "| **0.95**", "| 0.99"]
@@ -171,7 +181,9 @@ def test_paper_table11_typed_in_with_published_references(tmp_path: Path) -> Non
         tmp_path / "refs.csv",
         "dataset,model,source,f1,precision,recall,det_accuracy\nNepal,U-Net,[38],67.00,61.00,74.00,\nBijie,Improved DDTL,[37],,,,96.03\n",
     )
-    assert main(["report", str(csv), "--references", str(refs), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
+    assert (
+        main(["report", str(csv), "--references", str(refs), "--reports", str(tmp_path / "out"), "--no-figures"]) == 0
+    )
     lines = [
         line for line in (tmp_path / "out" / "table11" / "table.md").read_text().splitlines() if line.startswith("| ")
     ]
@@ -188,6 +200,68 @@ def test_paper_table11_typed_in_with_published_references(tmp_path: Path) -> Non
 def test_csv_blank_study_and_status_cells_take_the_defaults(tmp_path: Path) -> None:
     # A hand-made table with some cells left blank keeps every row (study from the file name, status ok).
     csv = _write(tmp_path / "mixed.csv", "study,status,row,test_f1\nmixed,ok,A,0.6\n,,B,0.7\n")
-    assert main(["report", str(csv), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
+    assert main(["report", str(csv), "--reports", str(tmp_path / "out"), "--no-figures"]) == 0
     text = (tmp_path / "out" / "mixed" / "table.md").read_text()
     assert "| B | **70.00** | +10.00 | 1 |" in text  # and no mIoU column of n/a
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_report_from_the_store_is_byte_identical_to_the_run_report(tmp_path: Path) -> None:
+    # `study run --reports A` keeps its spec in the store and draws A/<study>/; `rmaunet report STORE
+    # --reports B` later, with the spec's folder gone, draws B/<study>/ byte for byte the same: the
+    # spec's caption, Table XI's published reference rows from its `report:` section, the smoke mark.
+    from rmaunet.studies.spec import load_spec
+    from rmaunet.study_cli import _keep_spec, _summarise
+
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    for name in ("paper_table11_datasets.yaml", "table11_references.csv"):
+        (spec_dir / name).write_bytes((REPO / "search_spaces" / name).read_bytes())
+    spec = load_spec(spec_dir / "paper_table11_datasets.yaml", smoke=True)
+    store = tmp_path / "store"
+    _keep_spec(spec, store, smoke=True, synthetic=True)  # what `study run` does before training
+    results = ResultsStore(store)
+    for i, (row, dataset) in enumerate(zip(spec.rows, ("landslide4sense", "nepal", "bijie"))):
+        for seed in spec.seeds:
+            results.write_row(
+                result_row(spec.name, "table", row.label, i, seed, 0.6 + i / 20 + seed / 100, cfg_dataset=dataset)
+            )
+    _summarise(spec, store, tmp_path / "run" / spec.name, started=0.0)  # what `study run --reports run` does after
+    for path in spec_dir.iterdir():
+        path.unlink()  # the report below can only read the store
+    assert main(["report", str(store), "--reports", str(tmp_path / "later")]) == 0
+
+    run, later = _files(tmp_path / "run" / spec.name), _files(tmp_path / "later" / spec.name)
+    assert sorted(run) == sorted(later) and "table.tex" in run and "ablation.png" not in run
+    differ = [name for name in run if run[name] != later[name]]
+    assert not differ, f"differ: {differ}"
+    table = run["table.md"].decode()
+    assert "| Nepal | ResNet \\[38\\] | 60.00 | 55.00 | 65.00 | n/a |" in table
+    assert table.startswith("**Smoke run on synthetic data (--smoke: tiny model, few tiles, one epoch)")
+    assert "RMAU-NET on Landslide4Sense, Nepal and Bijie" in table
+
+
+def test_one_reports_flag_in_every_command_and_the_old_names_still_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --reports DIR puts each study in DIR/<study>/ for `report`, `study run` and `demo`; --out and
+    # --report still parse, with a warning naming --reports (--report keeps its old meaning, DIR itself).
+    from rmaunet.cli import build_parser
+    from rmaunet.study_cli import _report_dir
+
+    parser = build_parser()
+    spec = str(REPO / "search_spaces" / "demo.yaml")
+    run = parser.parse_args(["study", "run", spec, "--data", "d", "--storage", "s", "--reports", str(tmp_path)])
+    assert _report_dir(run, "demo") == tmp_path / "demo"
+    demo = parser.parse_args(["demo"])
+    assert _report_dir(demo, "demo") == Path("reports") / "demo"
+    assert parser.parse_args(["report", "s"]).reports == Path("reports")
+    capsys.readouterr()
+    old_run = parser.parse_args(["study", "run", spec, "--data", "d", "--storage", "s", "--report", str(tmp_path)])
+    assert _report_dir(old_run, "demo") == tmp_path
+    assert parser.parse_args(["report", "s", "--out", str(tmp_path)]).reports == tmp_path
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2 and all("is deprecated, use --reports" in w for w in warnings)

@@ -222,7 +222,10 @@ def test_bare_tabular_style_keeps_caption_and_notes_as_comments() -> None:
     text = render_latex(_table("one_factor"), style="tabular")
     assert r"\begin{table" not in text and r"\caption" not in text
     assert text.splitlines()[1].startswith("% Caption: Study one_factor.")
-    assert "% Note: Bold: best value per column." in text
+    assert any(
+        line.startswith("% Note: Cells: mean") and "Bold: best value per column." in line for line in text.splitlines()
+    )
+    assert "% Note: F1: of the landslide class" in text  # the details too: no float to leave them out of
     assert r"\begin{tabular}{lrrrrrr}" in text
 
 

@@ -6,10 +6,11 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from test_reporting_support import result_row, table_rows, with_tile_counts
+from test_reporting_support import capture_figures, int_ticks, result_row, table_rows, with_tile_counts
 
 from rmaunet.errors import SpecError, StoreError
 from rmaunet.reporting import write_study_report
@@ -138,16 +139,27 @@ def _search_rows(n: int = 8) -> pd.DataFrame:
     )
 
 
-def test_search_report_draws_optuna_history_and_importances_from_rows(tmp_path: Path) -> None:
-    # Without an Optuna storage the rows become an in-memory study for Optuna's own plots,
-    # and Optuna's global plot style does not leak into the figures drawn after them.
+def test_search_report_draws_optuna_history_and_importances_from_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without an Optuna storage the rows become an in-memory study for Optuna's importance plot,
+    # and Optuna's global plot style does not leak into the figures drawn after them. The history
+    # is drawn in the report's style: F1 in %, trials numbered as in the table, whole-number ticks.
     import matplotlib
 
     facecolor = matplotlib.rcParams["axes.facecolor"]
+    drawn = capture_figures(monkeypatch)
     paths = write_study_report(_search_rows(), tmp_path)
     assert {"optimization_history.png", "param_importances.png", "optimization_history.pdf"} <= set(paths)
     assert "from the results rows" in paths["index"].read_text()
     assert matplotlib.rcParams["axes.facecolor"] == facecolor
+    ax = drawn["optimization_history"].axes[0]
+    dots = next(line for line in ax.lines if line.get_marker() == "o")
+    assert list(dots.get_xdata()) == list(range(8))
+    assert np.allclose(dots.get_ydata(), [61 + 2 * (i % 4) for i in range(8)])  # val F1 = test + 1 point
+    assert ax.get_ylabel() == "validation F1 (%)" and int_ticks(ax.xaxis)
+    table = paths["markdown"].read_text()
+    assert "| trial 3 | 0.003 | se | **67.00** |" in table
 
 
 def test_search_figures_read_an_optuna_storage(tmp_path: Path) -> None:

@@ -104,3 +104,25 @@ def with_tile_counts(rows: pd.DataFrame, tiles: int = 40, seed: int = 0) -> pd.D
     rows["test_tile_counts"] = [json.dumps(c.tolist()) for c in lists]
     rows["test_tiles"] = tiles
     return rows
+
+
+def capture_figures(monkeypatch: Any) -> dict[str, Any]:
+    """Every figure the report saves from now on, by file name, as it was when saved."""
+    from rmaunet.reporting import plots
+
+    figures: dict[str, Any] = {}
+    save = plots._save
+
+    def keep(fig: Any, base: Any, *args: Any, **kwargs: Any) -> Any:
+        figures[base.name] = fig
+        return save(fig, base, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def int_ticks(axis: Any) -> bool:
+    """The axis, once drawn, has two or more ticks, all at whole numbers."""
+    axis.figure.canvas.draw()
+    ticks = axis.get_majorticklocs()
+    return len(ticks) > 1 and bool(np.allclose(ticks, np.round(ticks)))

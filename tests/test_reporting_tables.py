@@ -108,7 +108,7 @@ def test_single_seed_rows_say_so_instead_of_testing() -> None:
     table = one_factor_table(table_rows([[0.60], [0.65]], seeds=(0,)))
     assert "p" not in table.header
     assert _texts(table, "F1") == ["60.00", "65.00"]
-    assert any("One training seed per row (n = 1)" in note for note in table.notes)
+    assert any("one training seed per row (n = 1)" in note for note in table.notes)
 
 
 def test_a_row_with_one_seed_among_several_is_labelled() -> None:
@@ -210,21 +210,61 @@ def test_cross_dataset_table_has_blocks_na_and_published_rows() -> None:
 
 
 def test_search_table_ranks_trials_on_validation_and_shows_varied_parameters() -> None:
-    # Only searched parameters get a column; rank follows validation, not test.
+    # Only searched parameters get a column, at the digits that tell the shown trials apart; rank
+    # follows validation, not test; trials are numbered in the order they finished.
     rows = pd.DataFrame(
         [
             result_row(
-                "joint_search", "search", f"trial {i}", i, 0, f1, cfg_learning_rate=lr, cfg_attention=att, val_f1=val
+                "joint_search",
+                "search",
+                f"attention={att}, learning_rate={lr:.3g}",
+                i,
+                0,
+                f1,
+                cfg_learning_rate=lr,
+                cfg_attention=att,
+                val_f1=val,
+                finished_at=f"2026-01-01T00:0{i}",
             )
             for i, (f1, lr, att, val) in enumerate(
-                [(0.70, 1e-3, "se", 0.60), (0.60, 4e-4, "mha", 0.75), (0.65, 1e-4, "se", 0.70)]
+                [(0.70, 1.04e-3, "se", 0.60), (0.60, 4.1234e-4, "mha", 0.75), (0.65, 1.0e-3, "se", 0.70)]
             )
         ]
     )
     table = search_table(rows)
-    assert table.header == ["Trial", "learning_rate", "attention", "Val. F1", "Test F1", "Test mIoU", "n"]
+    assert table.header == ["Trial", "learning rate", "attention", "Val. F1", "Test F1", "Test mIoU"]
     assert [row[0].text for row in table.rows] == ["trial 1", "trial 2", "trial 0"]
-    assert [c.text for c in table.rows[0][1:3]] == ["0.0004", "mha"]
+    assert [[c.text for c in row[1:3]] for row in table.rows] == [
+        ["0.000412", "mha"],
+        ["0.001", "se"],
+        ["0.00104", "se"],
+    ]
+
+
+def test_search_table_splits_loss_params_and_says_a_searched_threshold_is_a_parameter() -> None:
+    # loss_params.alpha is its own rounded column, not a JSON cell; a searched threshold is not "fixed, not tuned".
+    rows = pd.DataFrame(
+        [
+            result_row(
+                "s",
+                "search",
+                f"t{i}",
+                i,
+                0,
+                0.6 + i / 100,
+                cfg_loss_params=json.dumps({"alpha": alpha}),
+                cfg_threshold=threshold,
+                threshold=threshold,
+                threshold_protocol="fixed",
+            )
+            for i, (alpha, threshold) in enumerate([(0.5488135039273248, 0.358377), (0.7151893663724195, 0.897488)])
+        ]
+    )
+    table = search_table(rows)
+    assert table.header[1:3] == ["threshold", "alpha"]
+    assert [[c.text for c in row[1:3]] for row in table.rows] == [["0.9", "0.72"], ["0.36", "0.55"]]
+    notes = " ".join(table.notes)
+    assert "not tuned" not in notes and "Decision threshold: a searched parameter" in notes
 
 
 def test_build_table_refuses_a_study_without_successful_rows() -> None:
@@ -246,7 +286,7 @@ def test_threshold_rows_sort_none_first_and_compare_with_the_configured_threshol
 
 
 def test_search_trials_sharing_one_label_stay_separate_rows() -> None:
-    # When the engine labels every search trial with the study name, trials are told apart by trial id.
+    # When the engine labels every search trial with the study name, each training is its own numbered trial.
     rows = pd.DataFrame(
         [
             result_row(
@@ -256,11 +296,12 @@ def test_search_trials_sharing_one_label_stay_separate_rows() -> None:
         ]
     )
     table = search_table(rows)
-    assert [row[0].text for row in table.rows] == ["trial abcdef29", "trial abcdef19", "trial abcdef09"]
+    assert [row[0].text for row in table.rows] == ["trial 2", "trial 1", "trial 0"]
+    assert [row[1].text for row in table.rows] == ["0.0001", "0.001", "0.01"]
 
 
-def test_p_values_are_holm_adjusted_with_the_raw_ones_in_the_note() -> None:
-    # Three comparisons: the p column is Holm-adjusted (the mark follows it), the note keeps the raw values.
+def test_p_values_are_holm_adjusted_with_the_raw_ones_in_the_details() -> None:
+    # Three comparisons: the p column is Holm-adjusted (the mark follows it), the details keep the raw values.
     rows = table_rows(
         [[0.60, 0.61, 0.62], [0.65, 0.665, 0.67], [0.63, 0.66, 0.64], [0.58, 0.64, 0.61]], ["CE", "A", "B", "C"]
     )
@@ -272,7 +313,8 @@ def test_p_values_are_holm_adjusted_with_the_raw_ones_in_the_note() -> None:
         ("1.000", ""),
     ]
     note = next(n for n in table.notes if n.startswith("p: "))
-    assert "Holm-adjusted for the 3 comparisons (unadjusted p: A 0.001; B 0.063; C 1.000)" in note
+    assert "Holm-adjusted for 3 comparisons" in note
+    assert "Unadjusted p: A 0.001; B 0.063; C 1.000." in table.details
 
 
 def test_one_seed_rows_with_tile_counts_show_a_bootstrap_interval() -> None:
@@ -315,7 +357,7 @@ def test_typed_in_rows_claim_no_selection_on_validation() -> None:
     table = one_factor_table(rows)
     assert "validation" not in _all_text(table).lower()
     assert table.caption == "Test split, metrics in %."
-    assert any("One result per row (n = 1)" in n for n in table.notes)
+    assert any("one result per row (n = 1)" in n for n in table.notes)
 
 
 @pytest.mark.parametrize(
@@ -350,11 +392,11 @@ def test_detection_threshold_and_chosen_epoch_are_noted_when_recorded() -> None:
 
 
 def test_landslide_iou_is_a_metric_with_its_definition() -> None:
-    # test_iou reports as "IoU (landslide)"; the notes define the pixel metrics and warn about mIoU.
+    # test_iou reports as "IoU (landslide)"; the details define the pixel metrics and warn about mIoU.
     table = one_factor_table(table_rows([[0.6], [0.7]], seeds=(0,)), ReportOptions(metrics=("f1", "iou", "miou")))
     assert table.header[1:4] == ["F1", "IoU (landslide)", "mIoU"]
     assert _texts(table, "IoU (landslide)") == ["40.00", "50.00"]
     assert (
-        "F1 and IoU (landslide): of the landslide class, from pixel counts summed over the test split." in table.notes
+        "F1 and IoU (landslide): of the landslide class, from pixel counts summed over the test split." in table.details
     )
-    assert any(n.startswith("mIoU: mean of the landslide and background IoU; not comparable") for n in table.notes)
+    assert any(n.startswith("mIoU: mean of the landslide and background IoU; not comparable") for n in table.details)

@@ -7,7 +7,44 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["register", "main"]
+__all__ = ["register", "main", "add_reports_argument", "REPORTS_HELP"]
+
+REPORTS_HELP = "reports folder: each study's report goes to REPORTS/<study>/"
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old flag name that still works and says which name replaced it."""
+
+    def __init__(self, *args: object, new: str, **kwargs: object) -> None:
+        self.new = new
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values, option=None) -> None:
+        print(f"{parser.prog}: warning: {option} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_reports_argument(
+    parser: argparse.ArgumentParser,
+    *,
+    default: Path | None,
+    old: str | None = None,
+    dest: str = "reports",
+    old_help: str = "",
+) -> None:
+    """`--reports DIR`, the one name of the report folder in every command, and the command's old
+    name for it (`old`), kept as a deprecated alias that still works."""
+    suffix = f" (default {default}/)" if default else ""
+    parser.add_argument("--reports", type=Path, default=default, help=REPORTS_HELP + suffix)
+    if old is not None:
+        parser.add_argument(
+            old,
+            dest=dest,
+            type=Path,
+            action=_DeprecatedAlias,
+            new="--reports",
+            help=f"deprecated name of --reports{old_help}",
+        )
 
 
 DESCRIPTION = (
@@ -33,7 +70,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--spec",
         type=Path,
-        help="the study's YAML spec: its `report:` section picks metrics, baseline, layout, references",
+        help="the study's YAML spec: its `report:` section picks metrics, baseline, layout, references "
+        "(default: the spec the store kept when the study ran)",
     )
     p.add_argument(
         "--format", default="markdown,latex", help="comma-separated table formats: markdown, latex (default both)"
@@ -46,21 +84,20 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optuna-storage", help="Optuna RDB URL of a search, for Optuna's own history and importance plots")
     p.add_argument("--no-figures", action="store_true", help="tables and index page only")
     p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("reports"),
-        help="output folder; each study gets OUT/<study>/ (default reports/)",
+        "--latex-scale",
+        action="store_true",
+        help="shrink a LaTeX table wider than its column to fit (off by default: many venues refuse scaled fonts)",
     )
+    add_reports_argument(p, default=Path("reports"), old="--out")
     p.set_defaults(func=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from rmaunet.errors import SpecError, StoreError
+    from rmaunet.errors import StoreError
     from rmaunet.reporting.inputs import load_references, load_results, options_from_spec
-    from rmaunet.reporting.report import write_study_report
+    from rmaunet.reporting.report import render_study
     from rmaunet.safe_input import read_yaml, slug
+    from rmaunet.store import is_uri
 
     # The strict reader first (UTF-8, no duplicate keys, bounded aliases): what it accepts,
     # the plain YAML parsing behind options_from_spec / load_references reads safely.
@@ -68,8 +105,7 @@ def run_report(args: argparse.Namespace) -> int:
         read_yaml(args.spec, "spec")
     if args.references is not None and args.references.suffix.lower() in (".yaml", ".yml", ".json"):
         read_yaml(args.references, "references")
-    options = options_from_spec(args.spec)
-    study = args.study or options.study
+    study = args.study or options_from_spec(args.spec).study
     changes: dict[str, object] = {}
     if args.metrics:
         changes["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
@@ -79,19 +115,28 @@ def run_report(args: argparse.Namespace) -> int:
         changes["references"] = load_references(args.references)
     if args.optuna_storage:
         changes["optuna_storage"] = args.optuna_storage
-    try:
-        options = replace(options, **changes)
-    except SpecError as exc:
-        raise SpecError(f"rmaunet report: {exc}") from None
+    if args.latex_scale:
+        changes["latex_scale"] = True
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
 
     df = load_results(args.store, study)
     if "study" not in df.columns:
         raise StoreError(f"{args.store}: results rows have no `study` column")
+    from_store = is_uri(str(args.store)) or Path(args.store).is_dir()
     for name, rows in df.groupby("study", sort=True):
-        # The study name comes from the data: as a folder name it must stay inside --out.
-        paths = write_study_report(
-            rows, args.out / slug(name), title=str(name), options=options, formats=formats, figures=not args.no_figures
+        if from_store and study is None:
+            # Read alone, as `study run` reads it: a column's type then depends on this study's rows only.
+            rows = load_results(args.store, str(name))
+        # The study name comes from the data: as a folder name it must stay inside --reports.
+        paths = render_study(
+            args.store,
+            str(name),
+            rows.reset_index(drop=True),
+            args.reports / slug(name),
+            spec=args.spec,
+            changes=changes,
+            formats=formats,
+            figures=not args.no_figures,
         )
         print(f"{name}: {paths['index']} ({len(paths)} files)")
     return 0

@@ -23,6 +23,9 @@ __all__ = [
     "options_from_spec",
     "REFERENCE_METRICS",
     "parse_json_list",
+    "spec_record",
+    "options_from_record",
+    "study_options",
 ]
 
 # Reference rows are typed in as the other paper prints them: percentages, blank for n/a.
@@ -53,6 +56,9 @@ class ReportOptions:
     optuna_storage: str | None = None  # RDB URL of a search's Optuna study (figures from Optuna's own records)
     study: str | None = None  # the spec's study: what `--spec` reports, and its Optuna study's name
     latex_style: str = "float"  # table.tex as a float (table, or table* when wider than a column) or a bare "tabular"
+    latex_scale: bool = False  # shrink a table wider than its column (opt-in: venues refuse scaled fonts)
+    smoke: bool = False  # the study ran with --smoke: every output says it is a pipeline check, not a result
+    synthetic: bool = False  # the study ran on synthetic data: every output says so
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in _METRICS]
@@ -195,8 +201,9 @@ def options_from_spec(spec: Mapping[str, Any] | Path | str | None, base: ReportO
     Reads the spec's `name`, `description` (the default caption), its selection metric
     `select` (e.g. val_f1) and an optional
     `report:` section with any of: metrics, baseline (a row label or row_index; default the
-    first row), layout, caption, row_header, latex_style (float or tabular),
-    references (a CSV/YAML file, relative to the spec), optuna_storage (an RDB URL).
+    first row), layout, caption, row_header, latex_style (float or tabular), latex_scale
+    (true: shrink a table wider than its column), references (a CSV/YAML file, relative to
+    the spec), optuna_storage (an RDB URL).
     Everything else belongs to the study engine.
     """
     options = base or ReportOptions()
@@ -231,6 +238,8 @@ def options_from_spec(spec: Mapping[str, Any] | Path | str | None, base: ReportO
     for key in ("layout", "caption", "row_header", "latex_style"):
         if report.get(key) is not None:
             changes[key] = str(report[key])
+    if isinstance(report.get("latex_scale"), bool):
+        changes["latex_scale"] = report["latex_scale"]
     if "caption" not in changes and isinstance(spec.get("description"), str) and spec["description"].strip():
         changes["caption"] = " ".join(spec["description"].split()).rstrip(".")  # the spec's one-line purpose
     select = spec.get("select")
@@ -263,3 +272,72 @@ def parse_json_list(value: Any) -> list[Any]:
     except json.JSONDecodeError:
         return []
     return parsed if isinstance(parsed, list) else []
+
+
+def spec_record(spec: Any, *, smoke: bool, synthetic: bool) -> dict[str, Any]:
+    """What a results store keeps of the spec a study ran with (`ResultsStore.write_spec`).
+
+    The spec's own text, so a report made later from the store alone reads the same caption,
+    baseline and `report:` section; its reference rows resolved (the file they name sits beside
+    the spec, which the store does not have); and how the study ran (--smoke, synthetic data),
+    which every table and figure of its report states.
+    """
+    import yaml
+
+    path = Path(spec.path)
+    text = path.read_text(encoding="utf-8")
+    options = options_from_spec(path)
+    references = [{"dataset": r.dataset, "model": r.model, "source": r.source, **r.values} for r in options.references]
+    return {
+        "study": spec.name,
+        "spec_file": path.name,
+        "spec": text,
+        "references": references if "references" in ((yaml.safe_load(text) or {}).get("report") or {}) else None,
+        "smoke": smoke,
+        "synthetic": synthetic,
+    }
+
+
+def options_from_record(record: Mapping[str, Any], base: ReportOptions | None = None) -> ReportOptions:
+    """Report options from a kept spec record: the spec's own, then how the study ran."""
+    import yaml
+
+    where = f"kept spec {record.get('spec_file', '')} of study {record.get('study', '')!r}"
+    try:
+        doc = yaml.safe_load(str(record.get("spec") or "")) or {}
+    except yaml.YAMLError as exc:
+        raise StoreError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise StoreError(f"{where}: not a mapping")
+    if record.get("references") is not None and isinstance(doc.get("report"), dict):
+        doc["report"] = {**doc["report"], "references": list(record["references"])}
+    options = options_from_spec(doc, base)
+    return replace(options, smoke=bool(record.get("smoke")), synthetic=bool(record.get("synthetic")))
+
+
+def study_options(
+    store: Path | str, study: str, rows: pd.DataFrame, spec: Path | None = None, base: ReportOptions | None = None
+) -> ReportOptions:
+    """The options a study's report is drawn with: an explicit spec file, else the spec the store
+    kept when the study ran, else the defaults. One rule for `rmaunet report` and `study run`,
+    so both draw the same report. A search's Optuna history comes from the store's SQLite
+    study when it has one."""
+    from rmaunet.store import ResultsStore, is_uri
+
+    results = ResultsStore(str(store)) if is_uri(str(store)) or Path(store).is_dir() else None
+    record = results.read_spec(study) if results is not None else None
+    if spec is not None:
+        options = options_from_spec(spec, base)
+        if record is not None:  # how it ran is a fact of the run, not of the spec file
+            options = replace(options, smoke=bool(record.get("smoke")), synthetic=bool(record.get("synthetic")))
+    elif record is not None:
+        options = options_from_record(record, base)
+    else:
+        options = base or ReportOptions()
+    options = replace(options, study=options.study or study)
+    searched = "kind" in rows.columns and (rows["kind"].astype(str) == "search").any()
+    if searched and options.optuna_storage is None and results is not None and results.root is not None:
+        database = results.root / "optuna.db"
+        if database.is_file():
+            options = replace(options, optuna_storage=f"sqlite:///{database}")
+    return options

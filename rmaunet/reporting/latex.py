@@ -2,14 +2,14 @@
 
 Two styles: a float with caption, label and notes, or the bare `tabular` for a float of
 the user's own (caption and notes then come as comments above it). The float measures the
-tabular first: one that fits the column is a `table`, a wider one a `table*` spanning both
-columns of a two-column paper; it is scaled down only when wider than the line it gets.
-The notes are set at footnote size in a box as wide as the table as printed, so they
-neither shrink with it nor run past it (threeparttable's layout; threeparttable and
+tabular first, in \\small then \\footnotesize: one that fits the column is a `table`, a
+wider one a `table*` spanning both columns of a two-column paper. Fonts are scaled only on
+request (`scale`), since many venues refuse scaled tables. The notes are set at footnote
+size in a box as wide as the table as printed, so they never run past it (threeparttable's layout; threeparttable and
 adjustbox are not in Debian's texlive-latex-recommended, and this needs nothing beyond it).
 
-The output needs `\\usepackage{booktabs}`, `\\usepackage{amssymb}` (for `\\checkmark`) and
-`\\usepackage{graphicx}` (for the scaling); every other symbol is mapped to plain LaTeX so
+The output needs `\\usepackage{booktabs}`, `\\usepackage{amssymb}` (for `\\checkmark`) and,
+with scaling, `\\usepackage{graphicx}`; every other symbol is mapped to plain LaTeX so
 the table compiles with pdflatex's default input encoding and no other package.
 """
 
@@ -19,7 +19,7 @@ import re
 
 from rmaunet.reporting.tabular import Cell, Table
 
-__all__ = ["render_latex", "latex_escape", "latex_document", "LATEX_PACKAGES", "LATEX_STYLES"]
+__all__ = ["render_latex", "latex_escape", "latex_document", "latex_packages", "LATEX_PACKAGES", "LATEX_STYLES"]
 
 LATEX_PACKAGES = ("booktabs", "amssymb", "graphicx")
 LATEX_STYLES = ("float", "tabular")
@@ -94,6 +94,20 @@ def _cell(cell: Cell) -> str:
     return text
 
 
+_HEADER_BREAK = 14  # a longer column name goes on two lines: the column is as wide as its numbers
+
+
+def _header(text: str, align: str) -> str:
+    """A column name, on two lines (a nested tabular, no package needed) when it is long."""
+    words = text.split(" ")
+    if len(text) <= _HEADER_BREAK or len(words) < 2:
+        return latex_escape(text)
+    # The break that makes the longer line shortest.
+    cut = min(range(1, len(words)), key=lambda k: max(len(" ".join(words[:k])), len(" ".join(words[k:]))))
+    first, second = (latex_escape(" ".join(part)) for part in (words[:cut], words[cut:]))
+    return rf"\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{first}\\ {second}\end{{tabular}}"
+
+
 def _row(cells: list[str]) -> str:
     line = " & ".join(cells) + r" \\"
     # After the previous row's \\, a line starting with "[" would be read as \\'s spacing argument.
@@ -112,7 +126,7 @@ def _tabular(table: Table) -> list[str]:
                 spans += [""] * group.span
             col += group.span
         lines += [_row(spans), " ".join(rules)]
-    lines += [_row([latex_escape(h) for h in table.header]), r"\midrule"]
+    lines += [_row([_header(h, a) for h, a in zip(table.header, table.align)]), r"\midrule"]
     for i, row in enumerate(table.rows):
         if i in table.rule_before and i > 0:
             lines.append(r"\midrule")
@@ -121,8 +135,8 @@ def _tabular(table: Table) -> list[str]:
     return lines
 
 
-def _float_body(table: Table, label: str) -> list[str]:
-    """Caption, the measured tabular (scaled only when wider than the line) and notes as wide as it."""
+def _float_body(table: Table, label: str, scale: bool) -> list[str]:
+    """Caption, the measured tabular and notes as wide as it (scaled down only when `scale`)."""
     lines = [r"\centering"]
     if table.caption:
         lines.append(rf"\caption{{{latex_escape(table.caption)}}}")
@@ -130,43 +144,54 @@ def _float_body(table: Table, label: str) -> list[str]:
         lines.append(rf"\label{{{re.sub(r'[^A-Za-z0-9:._-]+', '-', label)}}}")
     if table.caption:
         lines.append(r"\medskip")  # the caption would otherwise sit on the top rule (article's \belowcaptionskip is 0)
-    lines += [
-        r"\ifdim\rmaunetTableWidth>\linewidth\setlength{\rmaunetTableWidth}{\linewidth}\fi",
-        r"\resizebox{\rmaunetTableWidth}{!}{\usebox{\rmaunetTableBox}}",
-    ]
+    if scale:
+        lines += [
+            r"\ifdim\rmaunetTableWidth>\linewidth\setlength{\rmaunetTableWidth}{\linewidth}\fi",
+            r"\resizebox{\rmaunetTableWidth}{!}{\usebox{\rmaunetTableBox}}",
+        ]
+    else:
+        lines.append(r"\usebox{\rmaunetTableBox}")
     if table.notes:
-        notes = r"\par ".join(latex_escape(n) for n in table.notes)
+        notes = " ".join(latex_escape(n) for n in table.notes)
         lines += [r"\par\smallskip", rf"\parbox{{\rmaunetTableWidth}}{{\footnotesize\raggedright {notes}}}"]
     return lines
 
 
-def render_latex(table: Table, label: str = "", style: str = "float") -> str:
+def latex_packages(scale: bool = False) -> tuple[str, ...]:
+    """The packages a generated table needs: graphicx only for the opt-in scaling."""
+    return LATEX_PACKAGES if scale else tuple(p for p in LATEX_PACKAGES if p != "graphicx")
+
+
+def render_latex(table: Table, label: str = "", style: str = "float", scale: bool = False) -> str:
     """The table as a float with caption, label and notes, or (style "tabular") the bare tabular.
 
-    The float is measured before it is placed: a table that fits the column (or is at most a
-    tenth wider, then scaled to fit) is a `table`, a wider one a `table*` across both columns
-    of a two-column paper (in a one-column paper the two are the same), scaled down only if
-    it is wider than the whole text.
+    The float is measured before it is placed: set in \\small it is a `table` when it fits the
+    column; otherwise it is set in \\footnotesize with narrower column gaps, and stays a
+    `table` if that fits, else becomes a `table*` across both columns of a two-column paper.
+    Fonts are never scaled unless `scale` is asked for (many venues refuse scaled tables):
+    then a table wider than its line is shrunk to fit.
     """
     if style not in LATEX_STYLES:
         raise ValueError(f"LaTeX style {style!r}: choose from {', '.join(LATEX_STYLES)}")
-    lines = ["% Generated by `rmaunet report`; needs \\usepackage{" + ",".join(LATEX_PACKAGES) + "}."]
+    lines = ["% Generated by `rmaunet report`; needs \\usepackage{" + ",".join(latex_packages(scale)) + "}."]
     if style == "tabular":
         if table.caption:
             lines.append(f"% Caption: {table.caption}")
-        lines += [f"% Note: {note}" for note in table.notes]
+        lines += [f"% Note: {note}" for note in [*table.notes, *table.details]]
         return "\n".join(lines + _tabular(table)) + "\n"
-    dense = r"\small\setlength{\tabcolsep}{4pt}" if len(table.header) > 7 else ""  # wide tables need less air
-    body = _float_body(table, label)
+    lines += [f"% Detail: {note}" for note in table.details]  # in table.md; too long for under a float
+    body = _float_body(table, label, scale)
     lines += [
         _ALLOCATE,
-        rf"\sbox{{\rmaunetTableBox}}{{{dense}%",
+        r"\def\rmaunetTabular{%",
         *_tabular(table),
         "}%",
+        r"\sbox{\rmaunetTableBox}{\small\rmaunetTabular}%",
+        r"\ifdim\wd\rmaunetTableBox>\columnwidth",
+        r"\sbox{\rmaunetTableBox}{\footnotesize\setlength{\tabcolsep}{3pt}\rmaunetTabular}%",
+        r"\fi",
         r"\setlength{\rmaunetTableWidth}{\wd\rmaunetTableBox}%",
-        # Up to a tenth wider than the column it stays there, scaled to 91 % at least (10 pt type
-        # stays above 9 pt); wider tables span both columns rather than shrink to unreadable.
-        r"\ifdim\rmaunetTableWidth>1.1\columnwidth",
+        r"\ifdim\rmaunetTableWidth>\columnwidth",
         r"\begin{table*}[t]",
         *body,
         r"\end{table*}",

@@ -45,6 +45,6 @@ def render_markdown(table: Table) -> str:
     lines.append("| " + " | ".join(markdown_escape(n) for n in names) + " |")
     lines.append("|" + "|".join(rule[a] for a in table.align) + "|")
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table.rows]
-    for note in table.notes:  # one paragraph each: consecutive lines would merge into one
+    for note in [*table.notes, *table.details]:  # one paragraph each: consecutive lines would merge into one
         lines += ["", markdown_escape(note)]
     return "\n".join(lines) + "\n"

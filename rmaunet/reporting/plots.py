@@ -32,14 +32,16 @@ from rmaunet.reporting.tables import (
     METRIC_LABELS,
     RowGroup,
     baseline_group,
+    baseline_name,
     choose_layout,
     choose_threshold_row,
     group_rows,
     label_search_trials,
     ok_rows,
+    run_mark,
+    searched_values,
     study_name,
     threshold_of,
-    varied_parameters,
 )
 
 __all__ = [
@@ -80,8 +82,10 @@ def _new_figure(width: float = 6.0, height: float = 4.0) -> Figure:
     return fig
 
 
-def _save(fig: Any, base: Path, tight: bool = False) -> tuple[Path, ...]:
-    """PNG and PDF; `tight` crops to the drawn content (Optuna's figures clip long parameter names)."""
+def _save(fig: Any, base: Path, options: ReportOptions | None, tight: bool = False) -> tuple[Path, ...]:
+    """PNG and PDF, marked when the run was a smoke or synthetic one; `tight` crops to the drawn
+    content (Optuna's figures clip long parameter names)."""
+    _mark(fig, options)
     paths = []
     for fmt in FIGURE_FORMATS:
         path = base.with_suffix(f".{fmt}")
@@ -102,6 +106,25 @@ def _legend_below(fig: Figure, handles: Sequence[Any], columns: int = 3) -> None
             fontsize="small",
             frameon=False,
         )
+
+
+def _mark(fig: Any, options: ReportOptions | None) -> None:
+    """A smoke or synthetic run says so on the figure itself, not only in its caption."""
+    mark = run_mark(options) if options is not None else ""
+    if mark:
+        fig.suptitle(mark, color="firebrick", fontsize="small")
+
+
+def _marked(caption: str, options: ReportOptions | None) -> str:
+    mark = run_mark(options) if options is not None else ""
+    return f"{mark}. {caption}" if mark else caption
+
+
+def _band(ax: Any, x: Any, mean: Any, std: Any, color: str) -> None:
+    """± std around a curve in percent, clipped to [0, 100]: a score has no values outside."""
+    low = np.clip(np.asarray(mean - np.nan_to_num(std), dtype=float), 0, 100)
+    high = np.clip(np.asarray(mean + np.nan_to_num(std), dtype=float), 0, 100)
+    ax.fill_between(x, low, high, color=color, alpha=_SPREAD_ALPHA, linewidth=0)
 
 
 def _seed_curves(groups: Sequence[RowGroup], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -132,7 +155,7 @@ def threshold_curve(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -
     if choose_layout(rows, options) == "threshold":
         numeric = sorted((g for g in groups if not math.isnan(threshold_of(g))), key=threshold_of)
         return _threshold_rows_curve(groups, numeric, options, out_dir) if numeric else None
-    return _stored_threshold_curves(groups, out_dir)
+    return _stored_threshold_curves(groups, options, out_dir)
 
 
 def _threshold_rows_curve(
@@ -162,9 +185,7 @@ def _threshold_rows_curve(
         )
         handles.append(line)
         if not np.isnan(std).all():
-            ax.fill_between(
-                x, mean - np.nan_to_num(std), mean + np.nan_to_num(std), color=color, alpha=_SPREAD_ALPHA, linewidth=0
-            )
+            _band(ax, x, mean, std, color)
         for g in groups:
             if math.isnan(threshold_of(g)):  # the unthresholded model, for comparison
                 value = g.stats(f"{split_name}_{metric}").mean * 100
@@ -206,7 +227,7 @@ def _threshold_rows_curve(
         f"Threshold curve: validation (dashed) and test (solid) {name} per threshold row; {choice}; "
         f"{_spread_text(most, False)}."
     )
-    return WrittenFigure("threshold_curve", caption, _save(fig, out_dir / "threshold_curve"))
+    return WrittenFigure("threshold_curve", caption, _save(fig, out_dir / "threshold_curve", options))
 
 
 def _curve_frame(group: RowGroup) -> pd.DataFrame:
@@ -219,7 +240,7 @@ def _curve_frame(group: RowGroup) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def _stored_threshold_curves(groups: list[RowGroup], out_dir: Path) -> WrittenFigure | None:
+def _stored_threshold_curves(groups: list[RowGroup], options: ReportOptions, out_dir: Path) -> WrittenFigure | None:
     curves = [(g, _curve_frame(g)) for g in groups if "threshold_curve" in g.frame.columns]
     curves = [(g, c) for g, c in curves if not c.empty]
     if not curves:
@@ -239,14 +260,7 @@ def _stored_threshold_curves(groups: list[RowGroup], out_dir: Path) -> WrittenFi
             most = max(most, int(seeds.max()))
             ax.plot(mean.index, mean.to_numpy(), style, color=color)
             if int(seeds.max()) > 1:
-                ax.fill_between(
-                    mean.index,
-                    mean - std.fillna(0),
-                    mean + std.fillna(0),
-                    color=color,
-                    alpha=_SPREAD_ALPHA,
-                    linewidth=0,
-                )
+                _band(ax, mean.index, mean, std.fillna(0), color)
             for used in _used_thresholds(g):
                 if key == "val_f1" and len(mean):
                     ax.plot(used, float(np.interp(used, mean.index, mean.to_numpy())), color=color, **_CHOSEN)
@@ -276,7 +290,7 @@ def _stored_threshold_curves(groups: list[RowGroup], out_dir: Path) -> WrittenFi
         f"Threshold curves per row: validation (dashed) and test (solid) F1 from each trial's stored sweep; "
         f"★ the threshold {marked}; {_spread_text(most, False)}."
     )
-    return WrittenFigure("threshold_curve", caption, _save(fig, out_dir / "threshold_curve"))
+    return WrittenFigure("threshold_curve", caption, _save(fig, out_dir / "threshold_curve", options))
 
 
 def _used_thresholds(group: RowGroup) -> list[float]:
@@ -305,8 +319,8 @@ def ablation_plot(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -> 
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     y = np.arange(len(groups))
     used_std = used_boot = False
-    for i, (ax, metric) in enumerate(zip(axes, metrics)):
-        color = f"C{i}"
+    color = "C0"  # one colour in every panel: the legend's dot is each panel's dot
+    for ax, metric in zip(axes, metrics):
         for k, g in enumerate(groups):
             s = g.stats(f"test_{metric}")
             if s.missing:
@@ -332,26 +346,26 @@ def ablation_plot(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -> 
     most = max(g.stats(f"test_{metrics[0]}").n for g in groups)
     value = "mean over seeds" if most > 1 else "value (one seed)"
     handles: list[Any] = [
-        Line2D([], [], marker="o", color="grey", markeredgecolor="black", linestyle="none", label=value)
+        Line2D([], [], marker="o", color=color, markeredgecolor="black", linestyle="none", label=value)
     ]
     if used_std:
-        handles.append(Line2D([], [], color="grey", linewidth=1.4, label="± std over seeds"))
+        handles.append(Line2D([], [], color=color, linewidth=1.4, label="± std over seeds"))
     if used_boot:
         handles.append(
             Line2D(
                 [],
                 [],
-                color="grey",
+                color=color,
                 linewidth=1.4,
                 linestyle=(0, (2, 1)),
                 label="95 % bootstrap over test tiles (one seed)",
             )
         )
-    handles.append(Line2D([], [], color="grey", linestyle=":", label=f"baseline: {base.label}"))
+    handles.append(Line2D([], [], color="grey", linestyle=":", label=baseline_name(base.label)))
     _legend_below(fig, handles, columns=2)
     names = " and ".join(METRIC_LABELS[m] for m in metrics)
     caption = f"Ablation: test {names} per row (dots); {_spread_text(most, used_boot)}; dotted: the baseline."
-    return WrittenFigure("ablation", caption, _save(fig, out_dir / "ablation"))
+    return WrittenFigure("ablation", caption, _save(fig, out_dir / "ablation", options))
 
 
 # ------------------------------------------------------------------ learning curves
@@ -379,7 +393,9 @@ def _histories(group: RowGroup, metric: str, seen_trials: set[str]) -> list[tupl
     return out
 
 
-def learning_curves(rows: pd.DataFrame, out_dir: Path, metric: str = "val_f1") -> WrittenFigure | None:
+def learning_curves(
+    rows: pd.DataFrame, out_dir: Path, metric: str = "val_f1", options: ReportOptions | None = None
+) -> WrittenFigure | None:
     """Validation metric per epoch: per table row the mean over seeds, ± std band, ★ each trial's chosen epoch."""
     groups = group_rows(ok_rows(rows))
     fig = _new_figure(6.4, 4.4)
@@ -400,9 +416,7 @@ def learning_curves(rows: pd.DataFrame, out_dir: Path, metric: str = "val_f1") -
         )
         handles.append(line)
         if len(histories) > 1:
-            ax.fill_between(
-                mean.index, mean - std.fillna(0), mean + std.fillna(0), color=color, alpha=_SPREAD_ALPHA, linewidth=0
-            )
+            _band(ax, mean.index, mean, std.fillna(0), color)
         for curve, best in histories:
             if not math.isnan(best) and best in curve.index:
                 ax.plot(best, curve[best], color=color, **{**_CHOSEN, "markersize": 11})
@@ -430,52 +444,50 @@ def learning_curves(rows: pd.DataFrame, out_dir: Path, metric: str = "val_f1") -
     band = "mean over seeds, band ± std" if most > 1 else "one trial per row"
     chosen = "; ★ each trial's chosen epoch at its own value" if marked else ""
     caption = f"Learning curves: {_metric_name(metric)} per epoch ({band}; {trials} trials){chosen}."
-    return WrittenFigure("learning_curves", caption, _save(fig, out_dir / "learning_curves"))
+    return WrittenFigure("learning_curves", caption, _save(fig, out_dir / "learning_curves", options))
 
 
 # ------------------------------------------------------------------ searches (Optuna's own plots)
 def _study_from_rows(rows: pd.DataFrame, metric: str) -> Any:
-    """An in-memory Optuna study holding the search's trials, so Optuna's plots apply to any results table."""
+    """An in-memory Optuna study holding the search's trials, so Optuna's plots apply to any
+    results table; each trial keeps the number the search table gives it (user attr `table_trial`)."""
     import optuna
 
     ok = label_search_trials(ok_rows(rows))
-    params = varied_parameters(ok)
+    values = searched_values(ok)
     distributions = {}
-    for col in params:
-        values = ok[col].dropna()
-        name = col.removeprefix("cfg_")
-        if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-            distributions[name] = optuna.distributions.CategoricalDistribution(sorted(values.astype(str).unique()))
-        elif pd.api.types.is_integer_dtype(values):
-            distributions[name] = optuna.distributions.IntDistribution(int(values.min()), int(values.max()))
+    for name in values.columns:
+        column = values[name].dropna()
+        numeric = pd.to_numeric(column, errors="coerce")
+        if pd.api.types.is_bool_dtype(column) or numeric.isna().any():
+            distributions[name] = optuna.distributions.CategoricalDistribution(sorted(column.astype(str).unique()))
+        elif (numeric == numeric.round()).all() and pd.api.types.is_integer_dtype(column):
+            distributions[name] = optuna.distributions.IntDistribution(int(numeric.min()), int(numeric.max()))
         else:
-            low, high = float(values.min()), float(values.max())
+            low, high = float(numeric.min()), float(numeric.max())
             distributions[name] = optuna.distributions.FloatDistribution(low, high, log=low > 0 and high / low >= 100)
     study = optuna.create_study(direction="maximize", study_name=study_name(rows))
-    order = "finished_at" if "finished_at" in ok.columns else "row_index" if "row_index" in ok.columns else None
-    groups = group_rows(ok)
-    if order:
-        groups.sort(key=lambda g: str(g.frame[order].min()) if order == "finished_at" else float(g.frame[order].min()))
+    groups = sorted(group_rows(ok), key=lambda g: int(g.label.removeprefix("trial ")) if g.label[6:].isdigit() else 0)
     for g in groups:
         value = g.stats(f"val_{metric}").mean
-        if math.isnan(value):
+        first = values.loc[g.frame.index[0]]
+        if math.isnan(value) or first.isna().any():
             continue
-        chosen = {}
-        for col in params:
-            raw = g.first(col)
-            if raw is None or (isinstance(raw, float) and math.isnan(raw)):
-                break
-            dist = distributions[col.removeprefix("cfg_")]
-            chosen[col.removeprefix("cfg_")] = (
-                str(raw)
-                if isinstance(dist, optuna.distributions.CategoricalDistribution)
-                else raw.item()
-                if hasattr(raw, "item")
-                else raw
+        chosen = {
+            name: str(raw)
+            if isinstance(distributions[name], optuna.distributions.CategoricalDistribution)
+            else (int(raw) if isinstance(distributions[name], optuna.distributions.IntDistribution) else float(raw))
+            for name, raw in first.items()
+        }
+        number = g.label.removeprefix("trial ")
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=chosen,
+                distributions={k: distributions[k] for k in chosen},
+                value=value,
+                user_attrs={"table_trial": int(number)} if number.isdigit() else {},
             )
-        else:
-            used = {k: distributions[k] for k in chosen}
-            study.add_trial(optuna.trial.create_trial(params=chosen, distributions=used, value=value))
+        )
     return study
 
 
@@ -501,6 +513,38 @@ def _importance_evaluator() -> Any:
     return FanovaImportanceEvaluator(seed=0)  # seeded: the same report twice draws the same bars
 
 
+def _history_figure(trials: Sequence[Any], options: ReportOptions, source: str, out_dir: Path) -> WrittenFigure:
+    """The search's objective per trial (dots, %) and the best so far (a step line), drawn like
+    the report's other figures: integer trial numbers, the metric in percent."""
+    metric = METRIC_LABELS.get(options.selection_metric, options.selection_metric)
+    points = sorted((t.user_attrs.get("table_trial", t.number), t.value * 100) for t in trials)
+    numbers, values = np.array([n for n, _ in points]), np.array([v for _, v in points])
+    fig = _new_figure(6.0, 3.8)
+    ax = fig.add_subplot()
+    ax.plot(numbers, values, "o", color="C0", markersize=5, markeredgecolor="black", markeredgewidth=0.5, zorder=4)
+    ax.step(numbers, np.maximum.accumulate(values), where="post", color="C1", linewidth=1.4)
+    best = int(np.argmax(values))
+    ax.plot(numbers[best], values[best], color="C1", **_CHOSEN)
+    # From the rows, trials are numbered as the search table numbers them; Optuna's storage
+    # numbers them in the order they started, which the table cannot know.
+    numbered = all("table_trial" in t.user_attrs for t in trials)
+    ax.set_xlabel("trial (as numbered in the table)" if numbered else "trial (Optuna's number)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(f"validation {metric} (%)")
+    ax.grid(alpha=0.3)
+    handles = [
+        Line2D([], [], marker="o", color="C0", markeredgecolor="black", linestyle="none", label="trial"),
+        Line2D([], [], color="C1", linewidth=1.4, label="best so far"),
+        Line2D([], [], color="white", label="best trial", **{**_CHOSEN, "markerfacecolor": "C1"}),
+    ]
+    _legend_below(fig, handles)
+    caption = (
+        f"Optimisation history: validation {metric} of each trial (the search's objective) and the best so far; "
+        f"★ the best trial (from {source})."
+    )
+    return WrittenFigure("optimization_history", caption, _save(fig, out_dir / "optimization_history", options))
+
+
 def search_figures(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -> list[WrittenFigure]:
     """Optuna's optimisation history and parameter importances, from its storage or from the rows."""
     import matplotlib
@@ -519,19 +563,11 @@ def search_figures(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) ->
     figures: list[WrittenFigure] = []
     if not complete:
         return figures
+    figures.append(_history_figure(complete, options, source, out_dir))
     # Optuna's plots switch pyplot to its "ggplot" style globally; rc_context restores the
     # caller's style afterwards, so figures drawn later look like the rest of the report.
     with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-        ax = ovm.plot_optimization_history(study)
-        figures.append(
-            WrittenFigure(
-                "optimization_history",
-                f"Optimisation history: objective per trial and best so far (from {source}).",
-                _save(ax.figure, out_dir / "optimization_history", tight=True),
-            )
-        )
-        plt.close(ax.figure)
         if len(complete) >= 2 and complete[0].params:
             try:
                 ax = ovm.plot_param_importances(study, evaluator=_importance_evaluator())
@@ -541,7 +577,7 @@ def search_figures(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) ->
                 WrittenFigure(
                     "param_importances",
                     f"Parameter importances of the objective (Optuna, from {source}).",
-                    _save(ax.figure, out_dir / "param_importances", tight=True),
+                    _save(ax.figure, out_dir / "param_importances", options, tight=True),
                 )
             )
             plt.close(ax.figure)
@@ -556,5 +592,8 @@ def write_figures(rows: pd.DataFrame, layout: str, options: ReportOptions, out_d
         figures.append(ablation_plot(rows, options, out_dir))
     elif layout == "search":
         figures += search_figures(rows, options, out_dir)
-    figures += [threshold_curve(rows, replace(options, layout=layout), out_dir), learning_curves(rows, out_dir)]
-    return [f for f in figures if f is not None]
+    figures += [
+        threshold_curve(rows, replace(options, layout=layout), out_dir),
+        learning_curves(rows, out_dir, options=options),
+    ]
+    return [replace(f, caption=_marked(f.caption, options)) for f in figures if f is not None]

@@ -60,10 +60,14 @@ __all__ = [
     "search_table",
     "format_stats",
     "study_name",
+    "baseline_name",
     "choose_threshold_row",
     "threshold_of",
     "varied_parameters",
+    "searched_values",
+    "format_parameter",
     "label_search_trials",
+    "run_mark",
     "METRIC_LABELS",
 ]
 
@@ -179,9 +183,25 @@ def _printed(stats: SeedStats) -> float:
     return math.nan if stats.missing else round(stats.mean * 100, 2)
 
 
-def _best_printed(column: Sequence[SeedStats]) -> float:
+def _best_printed(column: Sequence[SeedStats], options: ReportOptions) -> float:
+    """The value bold goes to; NaN (nothing bold) in a smoke run, or when every row prints the
+    same value: a column of ties (a smoke run's zeros) has no best row."""
     present = [_printed(s) for s in column if not s.missing]
-    return max(present) if present else math.nan
+    if options.smoke or not present or (len(present) > 1 and len(set(present)) == 1):
+        return math.nan
+    return max(present)
+
+
+def _any_bold(body: Sequence[Sequence[Cell]], skip: int = 1) -> bool:
+    return any(cell.bold for line in body for cell in line[skip:])
+
+
+def run_mark(options: ReportOptions) -> str:
+    """What every caption and figure of a smoke or synthetic run says first ("" for a real run)."""
+    if options.smoke:
+        data = " on synthetic data" if options.synthetic else ""
+        return f"Smoke run{data} (--smoke: tiny model, few tiles, one epoch): a pipeline check, not a result"
+    return "Synthetic data" if options.synthetic else ""
 
 
 def _format_p(p_value: float) -> str:
@@ -195,7 +215,9 @@ def _p_cell(p_value: float) -> Cell:
 def _caption(title: str, options: ReportOptions, rows: pd.DataFrame) -> str:
     head = options.caption or title
     split = split_caption(ok_rows(rows))
-    return f"{head}. {split}." if head else f"{split}."
+    text = f"{head}. {split}." if head else f"{split}."
+    mark = run_mark(options)
+    return f"{mark}. {text}" if mark else text
 
 
 def _interval_note(groups: Sequence[RowGroup], metrics: Sequence[str]) -> list[str]:
@@ -232,6 +254,11 @@ def baseline_group(groups: list[RowGroup], options: ReportOptions, study: str) -
     raise SpecError(
         f"report baseline {wanted!r} is not a row of study {study!r} (rows: {', '.join(g.label for g in groups)})"
     )
+
+
+def baseline_name(label: str) -> str:
+    """ "baseline “X”", or just "“X (baseline)”" when the label already says it is the baseline."""
+    return f"“{label}”" if "baseline" in label.lower() else f"baseline “{label}”"
 
 
 def study_name(rows: pd.DataFrame) -> str:
@@ -273,7 +300,7 @@ def _seed_table(
         options.metrics[:1]
     )
     primary = metrics[0]
-    best = {m: _best_printed([stats[id(g), m] for g in groups]) for m in metrics}
+    best = {m: _best_printed([stats[id(g), m] for g in groups], options) for m in metrics}
     several = any(s.n > 1 for s in stats.values())
 
     # One test per compared row, Holm-adjusted over all of them: unadjusted, a table of ten
@@ -312,29 +339,33 @@ def _seed_table(
         body.append(line)
 
     all_notes = list(notes)
+    bold = " Bold: best value per column." if chosen is None and _any_bold(body, 1 + len(lead)) else ""
+    details: list[str] = []
     if several:
-        all_notes.append(f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”.")
-        all_notes.append(_p_note(primary, [(g, tests[id(g)]) for g in groups if tests.get(id(g)) is not None]))
+        to = baseline_name(base.label)
+        all_notes.append(f"Cells: mean ± std over n seeds; Δ: difference of the means to {to}.{bold}")
+        compared = [(g, tests[id(g)]) for g in groups if tests.get(id(g)) is not None]
+        all_notes.append(_p_note(primary, compared))
+        if len(compared) > 1:
+            raw = "; ".join(f"{g.label} {_format_p(t.p_value)}" for g, t in compared)
+            details.append(f"Unadjusted p: {raw}.")
     else:
         seeds = "training seed" if "trial_id" in rows.columns else "result"  # a typed-in table records no seeds
-        all_notes.append(
-            f"Δ: difference to the baseline “{base.label}”. One {seeds} per row (n = 1): no spread over seeds "
-            "and no significance test."
-        )
+        to = baseline_name(base.label)
+        all_notes.append(f"Δ: difference to {to}; one {seeds} per row (n = 1), so no spread and no test.{bold}")
     all_notes += _interval_note(groups, metrics)
-    if chosen is None:
-        all_notes.append("Bold: best value per column.")
-    all_notes += protocol_notes(ok_rows(rows)) + metric_notes(metrics) + _failed_note(rows)
+    all_notes += protocol_notes(ok_rows(rows)) + _failed_note(rows)
+    details += metric_notes(metrics)
     align = "l" + "c" * len(lead) + "r" * (len(header) - 1 - len(lead))
-    return Table(header, body, caption=_caption(title, options, rows), notes=all_notes, align=align)
+    caption = _caption(title, options, rows)
+    return Table(header, body, caption=caption, notes=all_notes, details=details, align=align)
 
 
 def _p_note(primary: str, tests: Sequence[tuple[RowGroup, PairedTest]]) -> str:
-    text = f"p: two-sided paired t-test on test {METRIC_LABELS[primary]} against the baseline over the seeds both share"
+    text = f"p: two-sided paired t-test on test {METRIC_LABELS[primary]} against the baseline over shared seeds"
     if len(tests) > 1:
-        raw = "; ".join(f"{g.label} {_format_p(t.p_value)}" for g, t in tests)
-        text += f", Holm-adjusted for the {len(tests)} comparisons (unadjusted p: {raw})"
-    return text + f". *: p < {SIGNIFICANCE_LEVEL:g}" + (" after adjustment." if len(tests) > 1 else ".")
+        text += f", Holm-adjusted for {len(tests)} comparisons"
+    return text + f"; *: p < {SIGNIFICANCE_LEVEL:g}."
 
 
 def one_factor_table(rows: pd.DataFrame, options: ReportOptions | None = None, title: str = "") -> Table:
@@ -477,10 +508,19 @@ def cross_dataset_table(rows: pd.DataFrame, options: ReportOptions | None = None
     elif len(ours):
         seeds = "training seed" if "trial_id" in ok.columns else "result"
         notes.append(f"Our rows: one {seeds} each (n = 1), no spread over seeds.")
-    notes += _interval_note(ours, _SEG_METRICS) + protocol_notes(ok)
-    notes += metric_notes(_SEG_METRICS, detection=True) + _failed_note(rows)
+    notes += _interval_note(ours, _SEG_METRICS) + protocol_notes(ok) + _failed_note(rows)
+    details = metric_notes(_SEG_METRICS, detection=True)
     caption = _caption(title, options, rows)
-    return Table(header, body, caption=caption, notes=notes, groups=groups, align="ll" + "r" * 9, rule_before=starts)
+    return Table(
+        header,
+        body,
+        caption=caption,
+        notes=notes,
+        details=details,
+        groups=groups,
+        align="ll" + "r" * 9,
+        rule_before=starts,
+    )
 
 
 def _reference_cell(ref: ReferenceRow, metric: str) -> Cell:
@@ -502,17 +542,69 @@ def varied_parameters(rows: pd.DataFrame) -> list[str]:
     return out
 
 
-def _format_param(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def searched_values(rows: pd.DataFrame) -> pd.DataFrame:
+    """One column per searched parameter, named as the search space names it (`alpha`, not a
+    `cfg_loss_params` JSON cell), with native values: what the table and figures show."""
+    params = varied_parameters(rows)
+    out = pd.DataFrame(index=rows.index)
+    for col in params:
+        if col == "cfg_loss_params":
+            parsed = [_as_mapping(v) for v in rows[col]]
+            keys = list(dict.fromkeys(k for p in parsed for k in p))
+            for key in keys:
+                values = pd.Series([p.get(key) for p in parsed], index=rows.index)
+                if values.astype(str).nunique() > 1:
+                    out[key] = values
+        else:
+            out[col.removeprefix("cfg_")] = rows[col]
+    return out
+
+
+def _as_mapping(cell: Any) -> dict[str, Any]:
+    """A stored `loss_params` cell ({"alpha": 0.5} or [["alpha", 0.5]] as JSON) as a dict."""
+    import json
+
+    value = cell
+    if isinstance(cell, str):
+        try:
+            value = json.loads(cell)
+        except json.JSONDecodeError:
+            return {}
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value):
+        return {str(k): v for k, v in value}
+    return {}
+
+
+def format_parameter(values: Sequence[Any]) -> list[str]:
+    """A searched parameter's values at the fewest significant digits (2 to 6) that keep the
+    shown trials' different values different: 0.55, not 0.5488135039273248."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) != len(values) or all(isinstance(v, int) for v in numbers):
+        return [str(v) for v in values]
+    distinct = len({float(v) for v in numbers})
+    for digits in range(2, 7):
+        texts = [f"{float(v):.{digits}g}" for v in numbers]
+        if len(set(texts)) == distinct:
+            return texts
+    return texts
 
 
 def label_search_trials(rows: pd.DataFrame) -> pd.DataFrame:
-    """A search's rows may all carry the study's label; then each trial is named by its trial id."""
-    if "trial_id" not in rows.columns or rows["row"].nunique() >= rows["trial_id"].nunique():
+    """Search trials named by their number in the order they finished ("trial 3"), the x axis of
+    the history figure: the engine's labels spell out the parameters, which have their own
+    columns. A configuration's seeds stay one trial; when every row carries the study's one
+    label, each training is its own trial."""
+    if "trial_id" not in rows.columns or rows.empty:
         return rows
-    return rows.assign(row="trial " + rows["trial_id"].astype(str).str[:8])
+    unit = "row" if rows["row"].nunique() > 1 or rows["trial_id"].nunique() == 1 else "trial_id"
+    key = "finished_at" if "finished_at" in rows.columns else "row_index" if "row_index" in rows.columns else None
+    keys = rows[unit].astype(str)
+    firsts = rows.assign(_unit=keys).groupby("_unit", sort=False)[key].min().sort_values(kind="stable") if key else None
+    order = list(firsts.index) if firsts is not None else list(dict.fromkeys(keys))
+    number = {unit_key: k for k, unit_key in enumerate(order)}
+    return rows.assign(row="trial " + keys.map(number).astype(str))
 
 
 def search_table(
@@ -521,31 +613,44 @@ def search_table(
     """The best trials of a search, ranked on validation, with the parameters the search varied."""
     options = options or ReportOptions()
     rows = label_search_trials(rows)
+    ok = ok_rows(rows)
     groups = _require_rows(rows)
     metric = options.selection_metric
     ranked = sorted(groups, key=lambda g: -_nan_low(g.stats(f"val_{metric}").mean))
     shown = ranked[:top]
-    params = varied_parameters(ok_rows(rows))
+    values = searched_values(ok)
+    params = list(values.columns)
     metric_cols = [("val", metric), *(("test", m) for m in options.metrics)]
-    header = ["Trial", *(p.removeprefix("cfg_") for p in params)]
-    header += [f"{'Val.' if split == 'val' else 'Test'} {metric_label(m)}" for split, m in metric_cols] + ["n"]
+    header = ["Trial", *(p.replace("_", " ") for p in params)]
+    header += [f"{'Val.' if split == 'val' else 'Test'} {metric_label(m)}" for split, m in metric_cols]
+    several = any(g.stats(f"val_{metric}").n > 1 for g in shown)
+    header += ["n"] if several else []
+    columns = {p: format_parameter([values.loc[g.frame.index[0], p] for g in shown]) for p in params}
     stats = {(id(g), s, m): g.stats(f"{s}_{m}") for g in shown for s, m in metric_cols}
-    best = {(s, m): _best_printed([stats[id(g), s, m] for g in shown]) for s, m in metric_cols}
+    best = {(s, m): _best_printed([stats[id(g), s, m] for g in shown], options) for s, m in metric_cols}
     body = []
-    for g in shown:
-        line = [Cell(g.label), *(Cell(_format_param(g.first(p))) for p in params)]
+    for k, g in enumerate(shown):
+        line = [Cell(g.label), *(Cell(columns[p][k]) for p in params)]
         for s, m in metric_cols:
             st = stats[id(g), s, m]
             line.append(Cell(format_stats(st), bold=_printed(st) == best[s, m]))
-        line.append(Cell(str(stats[id(g), "val", metric].n)))
+        if several:
+            line.append(Cell(str(stats[id(g), "val", metric].n)))
         body.append(line)
-    notes = [
-        f"Trials ranked by validation {metric_label(metric)}; {len(shown)} of {len(groups)} shown. "
-        "Bold: best value per column."
-    ]
-    notes += protocol_notes(ok_rows(rows)) + metric_notes(options.metrics) + _failed_note(rows)
-    align = "l" + "c" * len(params) + "r" * (len(header) - 1 - len(params))
-    return Table(header, body, caption=_caption(title, options, rows), notes=notes, align=align)
+    notes = [f"Trials ranked by validation {metric_label(metric)}; {len(shown)} of {len(groups)} shown."]
+    if _any_bold(body, 1 + len(params)):
+        notes[0] += " Bold: best value per column."
+    if "threshold" in params:
+        # Searched, the threshold is a parameter like the others, not chosen per trial on validation.
+        notes.append(
+            f"Decision threshold: a searched parameter; each trial is scored at its own, and the search "
+            f"ranks trials by validation {metric_label(metric)}."
+        )
+        ok = ok.drop(columns=["threshold_protocol"], errors="ignore")
+    notes += protocol_notes(ok) + _failed_note(rows)
+    align = "l" + "r" * (len(header) - 1)
+    caption = _caption(title, options, rows)
+    return Table(header, body, caption=caption, notes=notes, details=metric_notes(options.metrics), align=align)
 
 
 def _nan_low(value: float) -> float:

@@ -34,6 +34,9 @@ class Table:
     rows: list[list[Cell]]
     caption: str = ""
     notes: list[str] = field(default_factory=list)  # printed under the table, one sentence each
+    # Longer explanations (definitions, unadjusted p-values): under the Markdown table; in the
+    # LaTeX float only as comments, so the printed notes stay short.
+    details: list[str] = field(default_factory=list)
     groups: list[HeaderGroup] = field(default_factory=list)  # empty, or spans summing to len(header)
     align: str = ""  # one of l / c / r per column; default: first column left, others right
     rule_before: set[int] = field(default_factory=set)  # row indices that start a new block (a midrule)
