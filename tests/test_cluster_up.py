@@ -105,6 +105,10 @@ def test_fake_cluster_scales_up_for_a_submitted_study_with_token_auth(fake_clust
     code = clean_copy(tmp_path / "code")
     assert not (code / ".venv").exists() and (code / "jobs" / "ablation.py").is_file()
     (code / "autoscale_probe.py").write_text(PROBE)
+    # The token every node of the cluster runs on (here all read the same file): made fresh for
+    # the cluster, readable by its owner alone, in a folder only its owner can open.
+    token_path = fake_cluster["token_path"]
+    assert (_mode(token_path), _mode(token_path.parent)) == (0o600, 0o700)
     authed = fake_cluster["authed_env"]
     job_id = submit_job(
         ["job", "submit", "--no-wait", "--working-dir", str(code), "--", sys.executable, "autoscale_probe.py"]
@@ -123,10 +127,6 @@ def test_fake_cluster_scales_up_for_a_submitted_study_with_token_auth(fake_clust
     assert impostor.returncode != 0 and "Invalid authentication token" in said, said
 
     final, logs = wait_for_job(job_id, authed, timeout=600)
-    # The token every node of the cluster runs on (here all read the same file): made fresh for
-    # the cluster, readable by its owner alone, in a folder only its owner can open.
-    token_path = fake_cluster["token_path"]
-    assert (_mode(token_path), _mode(token_path.parent)) == (0o600, 0o700)
     assert final == "succeeded", f"{final}\n{logs[-4000:]}"
     assert "trainings to run" in logs
     # The trials' own output reaches the job's log (each trial's process prints at least
