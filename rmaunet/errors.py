@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["RmaunetError", "DataError", "SpecError", "ConfigError", "StoreError", "one_line", "MAX_MESSAGE_CHARS"]
+__all__ = [
+    "RmaunetError",
+    "DataError",
+    "SpecError",
+    "ConfigError",
+    "StoreError",
+    "TransientStoreError",
+    "StudyBusyError",
+    "one_line",
+    "MAX_MESSAGE_CHARS",
+]
 
 # A message names a file and a problem; anything longer is a value echoed back at length
 # (a huge list, a file's contents) that would bury the line the user needs.
@@ -17,6 +27,8 @@ def one_line(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 class RmaunetError(Exception):
     """Base class: a problem with the user's input, not a bug. Its text is always one short line."""
+
+    exit_status = 2  # what the CLI exits with (README, "Exit statuses")
 
     def __str__(self) -> str:
         return one_line(super().__str__())
@@ -36,3 +48,16 @@ class ConfigError(RmaunetError):
 
 class StoreError(RmaunetError):
     """The results store cannot be read or written."""
+
+
+class TransientStoreError(StoreError):
+    """The store failed the way a cloud store does now and then (a 5xx answer such as S3's
+    503 SlowDown, a timeout, a dropped connection) and kept failing through every retry.
+    Not a property of the trial: a trial that meets it errors and Ray Tune retries it; it is
+    never recorded as the trial's failure."""
+
+
+class StudyBusyError(StoreError):
+    """Another driver holds the study's lease (rmaunet.store.StudyLease): it is running it now."""
+
+    exit_status = 3

@@ -50,12 +50,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run a study on the Ray cluster in RAY_ADDRESS (or --address), or on a local Ray "
             "runtime. Trainings already in the store are reused; rerunning continues an "
-            "interrupted study."
+            "interrupted study. One driver runs a study at a time (a lease in the store). "
+            "Exit status: 0 every planned training ok; 1 some failed or did not finish (one line "
+            "on stderr says which); 2 refused input; 3 another driver runs the study."
         ),
     )
     _study_args(run)
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start a local runtime)")
     run.add_argument("--report", type=Path, help="also write the study's tables into this folder")
+    run.add_argument(
+        "--take-over",
+        action="store_true",
+        help="run even though another driver holds the study's lease (one you know is dead; a driver "
+        "that stopped heartbeating for a minute is taken over without this flag)",
+    )
     run.add_argument(
         "--optuna-storage",
         help="Optuna RDB URL for searches (default: sqlite in the store; postgresql://… on a cluster)",
@@ -171,16 +179,44 @@ def _run(args: argparse.Namespace) -> int:
         log=_log,
         optuna_storage=args.optuna_storage,
         callbacks=callbacks,
+        take_over=args.take_over,
     )
     _summarise(spec, args.storage, args.report, started, optuna_storage=args.optuna_storage)
-    return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
+    return _exit_status(spec, args.storage, plan)
 
 
-def _done(storage: Path, plan) -> set[str]:
+def _exit_status(spec, storage: Path, plan) -> int:
+    """0 when every planned training is ok (a search: every sampled one finished or was stopped
+    by its scheduler); else 1, with one line on stderr: how many failed, the first one's
+    reason, how many did not finish. A rerun of a study whose trainings failed says it again."""
+    import sys
+
+    from rmaunet.errors import one_line
     from rmaunet.store import ResultsStore
 
     store = ResultsStore(storage)
-    return {tid for tid in plan.unique if store.finished_trial(tid) is not None}
+    if spec.kind == "search":
+        rows = store.read(spec.name)
+        failed = rows[rows["status"] == "failed"].drop_duplicates("trial_id")
+        reasons = [(str(r["row"]), str(r["reason"])) for _, r in failed.iterrows()]
+        total, unfinished = rows["trial_id"].nunique(), 0
+    else:
+        results = {tid: store.finished_trial(tid) for tid in plan.unique}
+        reasons = [
+            (plan.unique[tid].label, str(r.get("reason", "")))
+            for tid, r in results.items()
+            if r is not None and r.get("status") != "ok"
+        ]
+        total, unfinished = len(results), sum(r is None for r in results.values())
+    if not reasons and not unfinished:
+        return 0
+    parts = [f"{len(reasons)} of {total} trainings failed"] if reasons else []
+    if reasons:
+        parts[0] += f" (first: {reasons[0][0]!r}: {one_line(reasons[0][1], 300)})"
+    if unfinished:
+        parts.append(f"{unfinished} did not finish (rerun to continue)")
+    print(f"rmaunet: study {spec.name}: " + "; ".join(parts), file=sys.stderr)
+    return 1
 
 
 def _summarise(spec, storage: Path, report_dir: Path | None, started: float, optuna_storage: str | None = None) -> None:

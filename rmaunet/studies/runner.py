@@ -5,6 +5,10 @@ whose result is already in the store, trains the rest on the cluster (`grid` for
 ladder, leave-one-out and threshold studies, `search` for Optuna searches), and writes
 each study row the moment its trial completes (`rows`). Killing the driver loses at
 most the trainings in flight: the same command continues where it stopped.
+
+One driver runs a study at a time: it holds the study's lease in the store
+(rmaunet.store.StudyLease) from before planning to its end, so a second driver of the same
+study is refused before it plans or trains anything, and takes over once the first is dead.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rmaunet.storage import Storage
-from rmaunet.store import ResultsStore
+from rmaunet.store import ResultsStore, StudyLease
 from rmaunet.studies.plan import StudyPlan, plan_study
 from rmaunet.studies.rows import RowWriter
 from rmaunet.studies.spec import StudySpec
@@ -31,14 +35,33 @@ def run_study(
     log: Callable[[str], None] = print,
     optuna_storage: str | None = None,
     callbacks: Sequence[Any] = (),
+    take_over: bool = False,
 ) -> StudyPlan:
     """Plan, reuse, train what is missing on Ray Tune, and write every results row.
 
     `callbacks`: Tune callbacks added to the progress printer, e.g. experiment tracking
-    (`rmaunet.studies.session.tracking_callbacks`: MLflow, W&B, your own).
+    (`rmaunet.studies.session.tracking_callbacks`: MLflow, W&B, your own). `take_over`: run
+    even while another driver holds the study's lease (one known to be dead).
     """
     store = ResultsStore(storage)
     store.storage.check_writable()  # a missing bucket or folder permission: one line now, not after training
+    with StudyLease(store, spec.name, log=log).hold(take_over) as lease:
+        plan = _run(spec, data, store, lease, address, log, optuna_storage, callbacks)
+    if lease.lost is not None:
+        log(f"study {spec.name!r}: another driver took the study over while this one ran; its rows stand")
+    return plan
+
+
+def _run(
+    spec: StudySpec,
+    data: Path | str | Mapping[str, Path | str],
+    store: ResultsStore,
+    lease: StudyLease,
+    address: str | None,
+    log: Callable[[str], None],
+    optuna_storage: str | None,
+    callbacks: Sequence[Any],
+) -> StudyPlan:
     plan = plan_study(spec, data, store.storage)
     log(plan.summary())
     writer = RowWriter(spec, plan, store, log)
@@ -48,7 +71,7 @@ def run_study(
     if spec.kind == "search":
         from rmaunet.studies.search import run_search
 
-        run_search(spec, plan, store.storage, writer, address, log, optuna_storage, callbacks)
+        run_search(spec, plan, store.storage, writer, address, log, optuna_storage, callbacks, lease=lease)
         return plan
     if plan.to_train:
         from rmaunet.studies.grid import run_grid
