@@ -44,13 +44,14 @@ T = TypeVar("T")
 # Tries of one call into an object store, the first included; the pause before try n+1 is
 # uniform in [0, min(_MAX_PAUSE_S, _FIRST_PAUSE_S * 2**(n-1))]: 0.25, 0.5, 1, 2, 4 s at most.
 RETRY_ATTEMPTS = 6
+_SDK_ATTEMPTS = 4  # the AWS SDK's own tries of each request within one of ours (pauses 25, 50, 100 ms)
 _FIRST_PAUSE_S = 0.25
 _MAX_PAUSE_S = 4.0
 # How the AWS SDK under pyarrow words a failure that may pass (its error names, curl's, the
 # HTTP status it got) ...
 _TRANSIENT = re.compile(
     r"SLOW_?DOWN|SERVICE_UNAVAILABLE|INTERNAL_FAILURE|THROTTL|REQUEST_TIME_?OUT|NETWORK_CONNECTION|"
-    r"HTTP (status|response code:?) ?5\d\d|curlCode|connection (was )?(reset|closed|aborted|refused)|"
+    r"HTTP (status|response code:?) ?(5\d\d|408|429)|curlCode|connection (was )?(reset|closed|aborted|refused)|"
     r"timed? ?out|broken pipe|temporar",
     re.IGNORECASE,
 )
@@ -109,6 +110,12 @@ class Storage:
                 self.fs, base = pafs.FileSystem.from_uri(text.rstrip("/"))
             except (OSError, ValueError) as exc:
                 raise StoreError(f"{text}: cannot open this storage URI ({_one_line(exc)})") from None
+            if isinstance(self.fs, pafs.S3FileSystem):
+                # The same file system with fewer AWS SDK retries of each request (by default 10,
+                # silent, pauses doubling from 25 ms to 13 s): a few quick ones, then this module's,
+                # bounded, logged, and redoing a whole operation (a multipart upload included).
+                options = self.fs.__reduce__()[1][0]  # its constructor's arguments (pickling's protocol)
+                self.fs = pafs.S3FileSystem(**options, retry_strategy=pafs.AwsDefaultS3RetryStrategy(_SDK_ATTEMPTS))
             self.base = base.rstrip("/")
             self.uri = text.rstrip("/")
             self.local: Path | None = None
