@@ -1,0 +1,124 @@
+"""One driver per study: the lease in the store (rmaunet.store.StudyLease), on a folder and a bucket."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rmaunet.errors import StudyBusyError
+from rmaunet.store import ResultsStore, StudyLease
+
+TINY_SPEC = (
+    "name: busy\nkind: table\nresources: {cpu: 1}\n"
+    "base: {preset: baseline, base_filters: 4, depth: 2, epochs: 1, batch_size: 8, augment: []}\n"
+    "rows:\n  - label: CE\n"
+)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ResultsStore:
+    if request.param == "local":
+        return ResultsStore(tmp_path / "store")
+    monkeypatch.setattr(StudyLease, "SETTLE_S", 0.2)
+    return ResultsStore(request.getfixturevalue("s3_bucket") + "/store")
+
+
+def test_a_second_driver_is_refused_naming_the_holder_until_the_first_releases(store: ResultsStore) -> None:
+    # The refusal is one line with the holder's host, pid and how long ago it started and beat.
+    first = StudyLease(store, "demo")
+    first.acquire()
+    try:
+        with pytest.raises(StudyBusyError) as refused:
+            StudyLease(store, "demo").acquire()
+        line = str(refused.value)
+        assert "\n" not in line and "study 'demo' is being run by another driver: host " in line
+        assert f"pid {first.record()['pid']}, started " in line and "--take-over" in line
+        assert re.search(r"UTC \(\d+ s ago\), last heartbeat \d+ s ago;", line)
+        with StudyLease(store, "other study").hold():  # another study of the same store is free
+            pass
+    finally:
+        first.release()
+    assert first.current() is None
+    with StudyLease(store, "demo").hold() as second:
+        assert second.current()["owner"] == second.token
+
+
+def test_a_dead_drivers_lease_is_taken_over_once_its_heartbeat_stops(store: ResultsStore) -> None:
+    # A driver killed with its lease held: refused while the heartbeat is fresh, taken over after ttl.
+    dead = StudyLease(store, "demo", ttl_s=0.8)
+    dead.acquire()
+    dead._stop.set()  # its heartbeat thread stops, as it would with the process
+    dead._beat.join()
+    with pytest.raises(StudyBusyError):
+        StudyLease(store, "demo").acquire()
+    time.sleep(1.0)
+    messages: list[str] = []
+    with StudyLease(store, "demo", log=messages.append).hold() as heir:
+        assert heir.current()["owner"] == heir.token
+    assert len(messages) == 1 and "taking over study 'demo' from host" in messages[0]
+    assert "its heartbeat stopped" in messages[0]
+
+
+def test_the_heartbeat_keeps_a_lease_alive_and_notices_a_take_over(store: ResultsStore) -> None:
+    # Beating every ttl/4, a lease outlives its ttl; --take-over replaces it, and the first
+    # driver's next beat finds that out (and stops claiming the study).
+    first = StudyLease(store, "demo", ttl_s=0.6)
+    first.acquire()
+    try:
+        time.sleep(1.5)
+        with pytest.raises(StudyBusyError):
+            StudyLease(store, "demo").acquire()
+        with StudyLease(store, "demo").hold(take_over=True) as second:
+            deadline = time.monotonic() + 10
+            while first.lost is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert first.lost is not None and first.lost["owner"] == second.token
+            with pytest.raises(StudyBusyError, match="no longer holds its lease"):
+                first.verify()
+            second.verify()
+    finally:
+        first.release()  # not its lease any more: it leaves it alone
+
+
+def test_of_drivers_starting_at_once_exactly_one_gets_the_lease(store: ResultsStore) -> None:
+    # Four drivers race for one study: one wins, three are refused.
+    start = threading.Barrier(4)
+    won: list[StudyLease] = []
+    refused: list[str] = []
+
+    def driver() -> None:
+        lease = StudyLease(store, "race")
+        start.wait()
+        try:
+            lease.acquire()
+            won.append(lease)
+        except StudyBusyError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=driver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == 3, refused
+    assert won[0].current()["owner"] == won[0].token
+    won[0].release()
+
+
+def test_study_run_is_refused_before_it_plans_or_trains(store: ResultsStore, l4s_small: Path, tmp_path, capsys) -> None:
+    # `rmaunet study run` of a study another driver holds: exit status 3, one line naming the
+    # holder, nothing planned, trained or written (no Ray started: it would take seconds).
+    from rmaunet.cli import main
+
+    spec = tmp_path / "busy.yaml"
+    spec.write_text(TINY_SPEC)
+    with StudyLease(store, "busy").hold():
+        code = main(["study", "run", str(spec), "--data", str(l4s_small), "--storage", store.storage.uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 3 and len(err.splitlines()) == 1
+    assert err.startswith("rmaunet: error: study 'busy' is being run by another driver: host ")
+    assert store.storage.walk("trials") == [] and store.storage.walk("rows") == []
