@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -122,3 +125,59 @@ def test_study_run_is_refused_before_it_plans_or_trains(store: ResultsStore, l4s
     assert code == 3 and len(err.splitlines()) == 1
     assert err.startswith("rmaunet: error: study 'busy' is being run by another driver: host ")
     assert store.storage.walk("trials") == [] and store.storage.walk("rows") == []
+
+
+@pytest.mark.slow
+def test_two_drivers_never_train_a_trial_twice_and_a_killed_ones_study_is_taken_over(l4s_small, tmp_path):
+    # A real `study run` trains; a second one at the same time is refused (exit 3) before it
+    # plans anything. The first is then killed (driver and its Ray at once, a lost head): the
+    # study is refused while its lease's heartbeat is fresh, then taken over once it expires,
+    # finished, and nothing the first driver finished is trained again.
+    from ray_nodes import stop_processes
+
+    (tmp_path / "first").mkdir()
+    spec = tmp_path / "first" / "two.yaml"
+    two_rows = TINY_SPEC.replace("busy", "two").replace("epochs: 1", "epochs: 3") + "  - {label: IoU, set: {loss: iou}}\n"
+    spec.write_text(two_rows)
+    storage = tmp_path / "store"
+    env = {**os.environ, "RMAUNET_LEASE_TTL_S": "8"}
+
+    def command(spec_path: Path) -> list[str]:
+        data = ["--data", str(l4s_small), "--storage", str(storage)]
+        return [sys.executable, "-m", "rmaunet", "study", "run", str(spec_path), *data]
+
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command(spec), stdout=log, stderr=subprocess.STDOUT, env=env)
+    lease = storage / "leases" / "two.json"
+    deadline = time.monotonic() + 300
+    while not list((storage / "trials").glob("*/result.json")) and time.monotonic() < deadline:
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.5)
+    assert lease.is_file()
+    second = subprocess.run(command(spec), capture_output=True, text=True, timeout=300, env=env)
+    assert second.returncode == 3, second.stderr[-2000:]
+    assert f"pid {first.pid}, started" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    assert "study 'two'" in second.stderr and "running" not in second.stdout
+
+    stop_processes(tmp_path / "first", kill_at_once=True)  # the driver and every process under it
+    first.wait()
+    log.close()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in (storage / "trials").glob("*/result.json")}
+    assert 1 <= len(finished) < 2 and lease.is_file()  # a killed driver leaves its lease behind
+
+    copy = tmp_path / "two.yaml"  # the same study from another folder (stop_processes goes by folder)
+    copy.write_text(spec.read_text())
+    deadline = time.monotonic() + 120
+    while True:
+        heir = subprocess.run(command(copy), capture_output=True, text=True, timeout=600, env=env)
+        if heir.returncode != 3 or time.monotonic() > deadline:
+            break
+        assert "is being run by another driver" in heir.stderr  # refused until the lease expires
+        time.sleep(2)
+    assert heir.returncode == 0, heir.stdout[-3000:] + heir.stderr[-3000:]
+    assert "taking over study 'two' from host" in heir.stdout and "its heartbeat stopped" in heir.stdout
+    assert "1 trainings to run, 1 reused" in heir.stdout
+    rows = ResultsStore(storage).read("two")
+    assert len(rows) == 2 and set(rows["status"]) == {"ok"} and not lease.exists()
+    for tid, mtime in finished.items():  # trained once: kept, not retrained
+        assert (storage / "trials" / tid / "result.json").stat().st_mtime_ns == mtime
