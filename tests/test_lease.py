@@ -137,7 +137,8 @@ def test_two_drivers_never_train_a_trial_twice_and_a_killed_ones_study_is_taken_
 
     (tmp_path / "first").mkdir()
     spec = tmp_path / "first" / "two.yaml"
-    spec.write_text(TINY_SPEC.replace("busy", "two").replace("epochs: 1", "epochs: 3") + "  - {label: I, set, set: {loss: iou}}\n")
+    second_row = "  - {label: IoU, set: {loss: iou}}\n"
+    spec.write_text(TINY_SPEC.replace("busy", "two").replace("epochs: 1", "epochs: 3") + second_row)
     storage = tmp_path / "store"
     env = {**os.environ, "RMAUNET_LEASE_TTL_S": "8"}
 
