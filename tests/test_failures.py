@@ -240,3 +240,36 @@ def test_failing_trial_reports_its_cause_on_the_driver(l4s_small, tmp_path, monk
     plain = re.sub(r"\x1b\[[0-9;]*m", "", driver_output.out + driver_output.err)
     assert re.search(r"\(speak pid=\d+\) worker says hello to the driver", plain)
     assert tf_log_level == "2"
+
+
+def test_study_run_exits_0_only_when_every_planned_training_is_ok(l4s_small, tmp_path, capsys):
+    # The status a script reads: 1 with one line while a training failed (the rerun of an
+    # all-failed study too: its verdicts are reused) or has not finished; 0 once all are ok.
+    from rmaunet.store import ResultsStore
+    from rmaunet.studies.plan import plan_study
+    from rmaunet.studies.spec import load_spec
+    from rmaunet.study_cli import _exit_status
+
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text(
+        "name: s\nkind: table\nresources: {cpu: 1}\n"
+        "base: {preset: baseline, base_filters: 4, depth: 2, epochs: 1, batch_size: 8, augment: []}\n"
+        "rows:\n  - label: CE\n  - {label: IoU, set: {loss: iou}}\n"
+    )
+    spec, store = load_spec(spec_path), ResultsStore(tmp_path / "store")
+    plan = plan_study(spec, l4s_small, store.storage, check_data=False)
+    ce, iou = list(plan.unique)
+
+    def result(tid: str, status: str, reason: str = "") -> None:
+        store.trial(tid).create().write_result({"status": status, "reason": reason})
+
+    assert _exit_status(spec, store.storage.uri, plan) == 1
+    assert capsys.readouterr().err == "rmaunet: study s: 2 did not finish (rerun to continue)\n"
+    result(ce, "failed", "DataError: tiles of 30 px do not halve 2 times")
+    result(iou, "failed", "out of memory: OOM when allocating")
+    assert _exit_status(spec, store.storage.uri, plan) == 1
+    first_failure = "(first: 'CE': DataError: tiles of 30 px do not halve 2 times)"
+    assert capsys.readouterr().err == f"rmaunet: study s: 2 of 2 trainings failed {first_failure}\n"
+    result(ce, "ok")
+    result(iou, "ok")
+    assert _exit_status(spec, store.storage.uri, plan) == 0 and capsys.readouterr().err == ""
