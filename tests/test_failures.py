@@ -149,7 +149,7 @@ def test_a_store_error_while_training_is_raised_not_recorded(l4s_small, tmp_path
     def upload() -> None:
         raise TransientStoreError("s3://b/trials/t/checkpoint/state.json: cannot write, still failing after 6 tries")
 
-    config = TrialConfig(base_filters=4, depth=2, epochs=2, batch_size=8, augment=())
+    config = TrialConfig(base_filters=4, depth=2, epochs=1, batch_size=8, augment=())
     with pytest.raises(TransientStoreError):
         run_trial(config, l4s_small, tmp_path / "trial", on_checkpoint=upload)
     assert TrialFolder(tmp_path / "trial").read_result() is None
