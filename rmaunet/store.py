@@ -393,12 +393,12 @@ class StudyLease:
             if held is not None and held.get("owner") != self.token:
                 if not (take_over or _expired(held)):
                     raise StudyBusyError(
-                        f"study {self.study!r} is being run by another driver: {describe_lease(held)}; "
+                        f"study {self.study!r} is being run by another driver: {_describe_lease(held)}; "
                         f"wait for it to finish, or pass --take-over if it is dead (a driver silent for "
                         f"{float(held.get('ttl_s', self.ttl_s)):.0f} s is taken over without it)"
                     )
                 why = "on request" if take_over and not _expired(held) else "its heartbeat stopped"
-                self.log(f"taking over study {self.study!r} from {describe_lease(held)} ({why})")
+                self.log(f"taking over study {self.study!r} from {_describe_lease(held)} ({why})")
             self.storage.write_bytes(self.name, json.dumps(self.record()).encode())
         if not self.storage.is_local:
             time.sleep(self.SETTLE_S)
@@ -406,7 +406,7 @@ class StudyLease:
             if landed is None or landed.get("owner") != self.token:
                 raise StudyBusyError(
                     f"study {self.study!r}: another driver took its lease at the same moment: "
-                    f"{describe_lease(landed) if landed else 'its lease vanished'}"
+                    f"{_describe_lease(landed) if landed else 'its lease vanished'}"
                 )
         self._beat = threading.Thread(target=self._heartbeat, name=f"lease-{self.study}", daemon=True)
         self._beat.start()
@@ -419,7 +419,7 @@ class StudyLease:
             self.lost = held
             raise StudyBusyError(
                 f"study {self.study!r}: this driver no longer holds its lease"
-                + (f" (now {describe_lease(held)})" if held else "")
+                + (f" (now {_describe_lease(held)})" if held else "")
             )
 
     def release(self) -> None:
@@ -449,7 +449,7 @@ class StudyLease:
                         self.lost = held
                         self.log(
                             f"lease of study {self.study!r} lost"
-                            + (f" to {describe_lease(held)}" if held else "")
+                            + (f" to {_describe_lease(held)}" if held else "")
                             + ": another driver runs it now"
                         )
                         return
@@ -484,7 +484,7 @@ def _expired(lease: dict[str, Any]) -> bool:
         return True  # unreadable: no driver keeps such a lease alive
 
 
-def describe_lease(lease: dict[str, Any]) -> str:
+def _describe_lease(lease: dict[str, Any]) -> str:
     """'host H pid P, started … UTC (age …), last heartbeat … s ago' in one line."""
 
     def number(key: str) -> float:
