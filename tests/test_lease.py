@@ -129,9 +129,11 @@ def test_study_run_is_refused_before_it_plans_or_trains(store: ResultsStore, l4s
 
 
 @pytest.mark.slow
-def test_two_drivers_never_train_a_trial_twice_and_a_killed_ones_study_is_taken_over(l4s_small, tmp_path, capsys):
+def test_two_drivers_never_train_a_trial_twice_and_a_killed_ones_study_is_taken_over(
+    l4s_small, tmp_path, capsys, request
+):
     # A real `study run` trains; a second one at the same time is refused (exit 3) before it
-    # plans anything. The first is then killed (driver and its Ray at once, a lost head): the
+    # plans anything. The first driver is then killed (SIGKILL, its trials die with it): the
     # study is refused while its lease's heartbeat is fresh, then taken over once it expires,
     # finished, and nothing the first driver finished is trained again.
     from ray_nodes import stop_processes
@@ -143,10 +145,18 @@ def test_two_drivers_never_train_a_trial_twice_and_a_killed_ones_study_is_taken_
     two = two.replace("table\n", "table\nmax_concurrent: 1\n")
     spec.write_text(two + "  - {label: IoU, set: {loss: iou}}\n")
     storage = tmp_path / "store"
-    env = {**os.environ, "RMAUNET_LEASE_TTL_S": "8"}
+    env = {**os.environ, "RMAUNET_LEASE_TTL_S": "8", "RAY_AUTH_MODE": "token"}  # the runtime's token, as a client
+    # The drivers join this test's Ray (killing one kills a driver, not a runtime that takes a
+    # loaded machine long to start again).
+    import ray
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    request.addfinalizer(ray.shutdown)
+    address = ray.get_runtime_context().gcs_address
 
     def command(spec_path: Path) -> list[str]:
-        data = ["--data", str(l4s_small), "--storage", str(storage)]
+        data = ["--data", str(l4s_small), "--storage", str(storage), "--address", address]
         return [sys.executable, "-m", "rmaunet", "study", "run", str(spec_path), *data]
 
     from rmaunet.cli import main
@@ -160,7 +170,8 @@ def test_two_drivers_never_train_a_trial_twice_and_a_killed_ones_study_is_taken_
     while not lease.is_file() and time.monotonic() < deadline:
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(0.2)
-    second = main(["study", "run", str(spec), "--data", str(l4s_small), "--storage", str(storage)])
+    capsys.readouterr()  # Ray's own start-up lines so far
+    second = main(command(spec)[3:])  # the same command, in this process
     refusal = capsys.readouterr().err
     assert second == 3 and f"pid {first.pid}, started" in refusal and len(refusal.strip().splitlines()) == 1
     assert "study 'two' is being run by another driver" in refusal and first.poll() is None
@@ -170,7 +181,7 @@ def test_two_drivers_never_train_a_trial_twice_and_a_killed_ones_study_is_taken_
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(0.2)
 
-    stop_processes(tmp_path / "first", kill_at_once=True)  # the driver and every process under it
+    stop_processes(tmp_path / "first", kill_at_once=True)  # the driver (and anything it started)
     first.wait()
     log.close()
     finished = {p.parent.name: p.stat().st_mtime_ns for p in (storage / "trials").glob("*/result.json")}
