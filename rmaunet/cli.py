@@ -2,7 +2,8 @@
 
 Each area registers its own subcommands (`rmaunet.data.cli`, `rmaunet.study_cli`,
 `rmaunet.reporting.cli`); this module only assembles them and turns a user error
-(`RmaunetError`) into one line on stderr and exit status 2.
+(`RmaunetError`) into one line on stderr and its exit status: 2, or 3 for a study another
+driver is running.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except RmaunetError as exc:
         print(f"rmaunet: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         print("rmaunet: interrupted", file=sys.stderr)
         return 130

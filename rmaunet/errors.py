@@ -13,6 +13,8 @@ __all__ = [
     "one_line",
     "plural",
     "without_password",
+    "TransientStoreError",
+    "StudyBusyError",
     "MAX_MESSAGE_CHARS",
 ]
 
@@ -42,6 +44,8 @@ class RmaunetError(Exception):
     """Base class: a problem with the user's input, not a bug. Its text is always one short line,
     with any URL's password masked."""
 
+    exit_status = 2  # what the CLI exits with (README, "Exit statuses")
+
     def __str__(self) -> str:
         return one_line(without_password(super().__str__()))
 
@@ -60,3 +64,16 @@ class ConfigError(RmaunetError):
 
 class StoreError(RmaunetError):
     """The results store cannot be read or written."""
+
+
+class TransientStoreError(StoreError):
+    """The store failed the way a cloud store does now and then (a 5xx answer such as S3's
+    503 SlowDown, a timeout, a dropped connection) and kept failing through every retry.
+    Not a property of the trial: a trial that meets it errors and Ray Tune retries it; it is
+    never recorded as the trial's failure."""
+
+
+class StudyBusyError(StoreError):
+    """Another driver holds the study's lease (rmaunet.store.StudyLease): it is running it now."""
+
+    exit_status = 3

@@ -7,6 +7,13 @@ checkpoints, and the same credentials reach all three: for S3 the standard AWS v
 AWS_ENDPOINT_URL for an S3-compatible server (MinIO, Ceph, moto); for GCS,
 GOOGLE_APPLICATION_CREDENTIALS or the VM's service account.
 
+An object store fails now and then in ways that pass: S3's 503 SlowDown, another 5xx, a
+timeout, a dropped connection. Every call into it is tried again on such a failure, after
+an exponentially growing, randomised pause (AWS's "full jitter"), a bounded number of times
+(`RETRY_ATTEMPTS`, about 8 s of pauses on average at most); one that keeps failing is a
+TransientStoreError, which a trial raises for Ray Tune to retry (never a recorded failure).
+A missing object, a refused permission or an invalid request is never retried.
+
 Writes are all-or-nothing for readers: an object is stored by one PUT, so a reader sees
 the whole object or none; a local file is written under a temporary name and renamed
 (rmaunet.atomic). Names starting with rmaunet.atomic.TMP_PREFIX are never listed.
@@ -16,15 +23,43 @@ This module imports neither TensorFlow nor Ray.
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import re
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from rmaunet import atomic
-from rmaunet.errors import StoreError
+from rmaunet.errors import StoreError, TransientStoreError
 
-__all__ = ["Storage", "is_uri", "cache_root"]
+__all__ = ["Storage", "is_uri", "cache_root", "is_transient", "RETRY_ATTEMPTS"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Tries of one call into an object store, the first included; the pause before try n+1 is
+# uniform in [0, min(_MAX_PAUSE_S, _FIRST_PAUSE_S * 2**(n-1))]: 0.25, 0.5, 1, 2, 4 s at most.
+RETRY_ATTEMPTS = 6
+_SDK_ATTEMPTS = 4  # the AWS SDK's own tries of each request within one of ours (pauses 25, 50, 100 ms)
+_FIRST_PAUSE_S = 0.25
+_MAX_PAUSE_S = 4.0
+# How the AWS SDK under pyarrow words a failure that may pass (its error names, curl's, the
+# HTTP status it got) ...
+_TRANSIENT = re.compile(
+    r"SLOW_?DOWN|SERVICE_UNAVAILABLE|INTERNAL_FAILURE|THROTTL|REQUEST_TIME_?OUT|NETWORK_CONNECTION|"
+    r"HTTP (status|response code:?) ?(5\d\d|408|429)|curlCode|connection (was )?(reset|closed|aborted|refused)|"
+    r"timed? ?out|broken pipe|temporar",
+    re.IGNORECASE,
+)
+# ... and one that will not: a missing bucket or key, a refused permission, a bad request.
+_PERMANENT = re.compile(
+    r"ACCESS_DENIED|NO_SUCH_(BUCKET|KEY|UPLOAD)|INVALID|FORBIDDEN|HTTP (status|response code:?) ?4(?!08|29)\d\d",
+    re.IGNORECASE,
+)
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCHEMES = ("s3", "gs", "gcs", "file")
@@ -33,6 +68,17 @@ _SCHEMES = ("s3", "gs", "gcs", "file")
 def is_uri(where: str | Path) -> bool:
     """True for `scheme://…` (an object store), False for a local or mounted path."""
     return isinstance(where, str) and bool(_URI.match(where))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a storage failure that may pass if tried again (a 5xx, a timeout, a dropped
+    connection); False for one that repeats (missing, forbidden, invalid)."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    text = str(exc)
+    return not _PERMANENT.search(text) and bool(_TRANSIENT.search(text))
 
 
 def cache_root() -> Path:
@@ -64,6 +110,12 @@ class Storage:
                 self.fs, base = pafs.FileSystem.from_uri(text.rstrip("/"))
             except (OSError, ValueError) as exc:
                 raise StoreError(f"{text}: cannot open this storage URI ({_one_line(exc)})") from None
+            if isinstance(self.fs, pafs.S3FileSystem):
+                # The same file system with fewer AWS SDK retries of each request (by default 10,
+                # silent, pauses doubling from 25 ms to 13 s): a few quick ones, then this module's,
+                # bounded, logged, and redoing a whole operation (a multipart upload included).
+                options = self.fs.__reduce__()[1][0]  # its constructor's arguments (pickling's protocol)
+                self.fs = pafs.S3FileSystem(**options, retry_strategy=pafs.AwsDefaultS3RetryStrategy(_SDK_ATTEMPTS))
             self.base = base.rstrip("/")
             self.uri = text.rstrip("/")
             self.local: Path | None = None
@@ -104,9 +156,13 @@ class Storage:
     # ------------------------------------------------------------------ reads
     def read_bytes(self, rel: str) -> bytes | None:
         """The file's bytes, or None when it does not exist."""
-        try:
+
+        def read() -> bytes:
             with self.fs.open_input_stream(self.path(rel)) as stream:
                 return stream.read()
+
+        try:
+            return self._retried("read", rel, read)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -126,7 +182,7 @@ class Storage:
 
         selector = pafs.FileSelector(self.path(rel), allow_not_found=True)
         try:
-            infos = self.fs.get_file_info(selector)
+            infos = self._retried("list", rel, lambda: self.fs.get_file_info(selector))
         except OSError as exc:
             raise StoreError(f"{self.uri_of(rel)}: cannot list ({_one_line(exc)})") from None
         names = [i.base_name for i in infos if i.type == pafs.FileType.File]
@@ -138,7 +194,7 @@ class Storage:
 
         selector = pafs.FileSelector(self.path(rel), allow_not_found=True)
         try:
-            infos = self.fs.get_file_info(selector)
+            infos = self._retried("list", rel, lambda: self.fs.get_file_info(selector))
         except OSError as exc:
             raise StoreError(f"{self.uri_of(rel)}: cannot list ({_one_line(exc)})") from None
         return sorted(
@@ -154,7 +210,7 @@ class Storage:
         top = self.path(rel)
         selector = pafs.FileSelector(top, recursive=True)
         try:
-            infos = self.fs.get_file_info(selector)
+            infos = self._retried("list", rel, lambda: self.fs.get_file_info(selector))
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -184,9 +240,14 @@ class Storage:
         """Store `data` at `rel` whole: readers see the old content or the new, never part."""
         if self.is_local and self.local is not None:
             return str(atomic.write_bytes(self.local / rel, data))
-        try:
+
+        def write() -> None:
+            # One attempt is one whole PUT of `data`: a retry never continues a torn upload.
             with self.fs.open_output_stream(self.path(rel)) as stream:
                 stream.write(data)
+
+        try:
+            self._retried("write", rel, write)
         except OSError as exc:
             raise StoreError(f"{self.uri_of(rel)}: cannot write ({_one_line(exc)})") from None
         return self.uri_of(rel)
@@ -203,7 +264,7 @@ class Storage:
     def delete(self, rel: str) -> None:
         """Remove the file if it is there."""
         try:
-            self.fs.delete_file(self.path(rel))
+            self._retried("delete", rel, lambda: self.fs.delete_file(self.path(rel)))
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -218,9 +279,37 @@ class Storage:
 
     def _info(self, rel: str):  # noqa: ANN202 - pyarrow.fs.FileInfo
         try:
-            return self.fs.get_file_info(self.path(rel))
+            return self._retried("read", rel, lambda: self.fs.get_file_info(self.path(rel)))
         except OSError as exc:
             raise StoreError(f"{self.uri_of(rel)}: cannot read ({_one_line(exc)})") from None
+
+    def _retried(self, what: str, rel: str, call: Callable[[], T]) -> T:
+        """`call` (one operation on the file system), tried again while an object store fails
+        transiently (see the module's docstring). Any other OSError passes through for the
+        caller to word; a transient failure that outlasts RETRY_ATTEMPTS is a TransientStoreError."""
+        attempt = 1
+        while True:
+            try:
+                return call()
+            except OSError as exc:
+                if self.is_local or not is_transient(exc):
+                    raise
+                if attempt >= RETRY_ATTEMPTS:
+                    raise TransientStoreError(
+                        f"{self.uri_of(rel)}: cannot {what}, still failing after {attempt} tries ({_one_line(exc)})"
+                    ) from None
+                pause = random.uniform(0, min(_MAX_PAUSE_S, _FIRST_PAUSE_S * 2 ** (attempt - 1)))
+                log.warning(
+                    "rmaunet storage: %s %s failed (%s); retry %d of %d in %.2f s",
+                    what,
+                    self.uri_of(rel),
+                    _one_line(exc),
+                    attempt,
+                    RETRY_ATTEMPTS - 1,
+                    pause,
+                )
+                time.sleep(pause)
+                attempt += 1
 
 
 def _one_line(exc: BaseException) -> str:

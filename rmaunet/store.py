@@ -9,6 +9,7 @@ an object-store URI (s3://, gs://; rmaunet.storage). Layout:
     plans/<study>.json           the trainings the study's last run planned (`rmaunet study status`)
     specs/<study>.json           the spec the study last ran with (`write_spec`): its report reads it
     tune/<study>/                Ray Tune's experiment state and checkpoints
+    leases/<study>.json          the driver running the study now (StudyLease)
     <study>.parquet              a study's rows as one file (`export_study`)
 
 Each row is its own file or object, written once and whole (a temporary name renamed
@@ -25,11 +26,20 @@ from its last epoch, and the finished trial's files uploaded with result.json la
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
+import fcntl
 import hashlib
 import io
 import json
+import os
 import re
+import secrets
 import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +48,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rmaunet import atomic
-from rmaunet.errors import StoreError
+from rmaunet.errors import StoreError, StudyBusyError
 from rmaunet.storage import Storage, cache_root, is_uri
 from rmaunet.trial_folder import SPLITS, TrialFolder
 
 __all__ = [
     "ResultsStore",
     "TrialWorkspace",
+    "StudyLease",
     "COLUMNS",
     "METRIC_NAMES",
     "DETECTION_METRIC_NAMES",
@@ -326,8 +337,17 @@ class TrialWorkspace:
         if previous is not None and isinstance(previous.get("epoch"), int) and previous["epoch"] != state["epoch"]:
             self._delete_epoch(previous["epoch"])
 
+    def record_crash(self, reason: str) -> int:
+        """Count one attempt that ended in an exception, in the store (attempts on every node
+        add up; one attempt runs at a time); returns the count so far. `finish` clears it."""
+        crashes = (_parse_result(self.remote.read_bytes(TrialFolder.CRASHES)) or {}).get("crashes", [])
+        crashes = [*crashes, reason] if isinstance(crashes, list) else [reason]
+        self.remote.write_bytes(TrialFolder.CRASHES, json.dumps({"crashes": crashes}).encode())
+        return len(crashes)
+
     def finish(self) -> None:
         """Upload the finished trial (result.json last), then drop its checkpoint from the store."""
+        self.remote.delete(TrialFolder.CRASHES)  # a finished trial starts a new count if it is ever trained again
         if self.local:
             return
         for path in (self.folder.sync, *self.folder.outputs()):
@@ -347,6 +367,177 @@ class TrialWorkspace:
         folder = f"{TrialFolder.CHECKPOINT}/{_epoch_dir(epoch)}"
         for name in (TrialFolder.CHECKPOINT_WEIGHTS, TrialFolder.CHECKPOINT_OPTIMIZER, TrialFolder.BEST_WEIGHTS):
             self.remote.delete(f"{folder}/{name}")
+
+
+class StudyLease:
+    """One driver per study: a lease in the store (leases/<study>.json) naming the driver
+    that runs the study now (host, pid, start, heartbeat), on a folder and a bucket alike.
+
+    `hold()` takes it before anything is planned: a second driver of the same study is
+    refused in one line (StudyBusyError) naming the holder and how long ago it was last
+    heard of. A thread rewrites the heartbeat every `ttl_s / 4` seconds; a lease whose
+    heartbeat is older than its `ttl_s` belongs to a dead driver (killed, its node lost) and
+    is taken over, as is a live one with `take_over=True`. The lease is removed at the end.
+
+    How taking it is made exclusive. A folder store: read, decide and write under an
+    exclusive lock on leases/.lock (flock; exact between processes of one host and on file
+    systems that honour flock). An object store: pyarrow.fs has no conditional write, so
+    the driver writes the lease, waits SETTLE_S, and reads it back; of two drivers writing
+    at once, the one whose write landed last finds its own lease and goes on, the other
+    finds the winner's and is refused. The race left open: a driver whose write reaches the
+    store more than SETTLE_S after its own check for a lease (a stalled request) can, for
+    that long, overwrite a lease another driver has just verified; each then holds it until
+    its next heartbeat finds the other's token and reports the lease lost (`lost`). Clocks
+    of the hosts must agree to well within `ttl_s` (heartbeats carry the writer's time).
+    """
+
+    TTL_S = 60.0
+    SETTLE_S = 1.0
+    LOCK = ".lock"
+
+    def __init__(
+        self, store: ResultsStore, study: str, *, ttl_s: float | None = None, log: Callable[[str], None] | None = None
+    ) -> None:
+        self.study = study
+        self.storage = store.storage.child("leases")
+        self.name = f"{safe_name(study, 'study')}.json"
+        self.ttl_s = float(ttl_s if ttl_s is not None else os.environ.get("RMAUNET_LEASE_TTL_S") or self.TTL_S)
+        self.log = log or (lambda message: None)
+        self.token = secrets.token_hex(8)
+        self.started = time.time()
+        self.lost: dict[str, Any] | None = None  # the lease that replaced ours, if one did
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def record(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "study": self.study,
+            "owner": self.token,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started,
+            "heartbeat": now,
+            "ttl_s": self.ttl_s,
+        }
+
+    def current(self) -> dict[str, Any] | None:
+        """The lease in the store now, or None."""
+        return _parse_result(self.storage.read_bytes(self.name))
+
+    def acquire(self, take_over: bool = False) -> None:
+        """Take the lease or raise StudyBusyError naming its holder; start the heartbeat."""
+        with self._exclusive():
+            held = self.current()
+            if held is not None and held.get("owner") != self.token:
+                if not (take_over or _expired(held)):
+                    raise StudyBusyError(
+                        f"study {self.study!r} is being run by another driver: {_describe_lease(held)}; "
+                        f"wait for it to finish, or pass --take-over if it is dead (a driver silent for "
+                        f"{float(held.get('ttl_s', self.ttl_s)):.0f} s is taken over without it)"
+                    )
+                why = "on request" if take_over and not _expired(held) else "its heartbeat stopped"
+                self.log(f"taking over study {self.study!r} from {_describe_lease(held)} ({why})")
+            self.storage.write_bytes(self.name, json.dumps(self.record()).encode())
+        if not self.storage.is_local:
+            time.sleep(self.SETTLE_S)
+            landed = self.current()
+            if landed is None or landed.get("owner") != self.token:
+                raise StudyBusyError(
+                    f"study {self.study!r}: another driver took its lease at the same moment: "
+                    f"{_describe_lease(landed) if landed else 'its lease vanished'}"
+                )
+        self._beat = threading.Thread(target=self._heartbeat, name=f"lease-{self.study}", daemon=True)
+        self._beat.start()
+
+    def verify(self) -> None:
+        """Raise StudyBusyError unless this driver still holds the lease (before acting for the
+        study as a whole, e.g. failing the Optuna trials a dead driver left running)."""
+        held = self.current()
+        if held is None or held.get("owner") != self.token:
+            self.lost = held
+            raise StudyBusyError(
+                f"study {self.study!r}: this driver no longer holds its lease"
+                + (f" (now {_describe_lease(held)})" if held else "")
+            )
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lease if it is still this driver's."""
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        with self._exclusive():
+            held = self.current()
+            if held is not None and held.get("owner") == self.token:
+                self.storage.delete(self.name)
+
+    @contextlib.contextmanager
+    def hold(self, take_over: bool = False) -> Iterator[StudyLease]:
+        self.acquire(take_over)
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                with self._exclusive():
+                    held = self.current()
+                    if held is None or held.get("owner") != self.token:
+                        self.lost = held
+                        self.log(
+                            f"lease of study {self.study!r} lost"
+                            + (f" to {_describe_lease(held)}" if held else "")
+                            + ": another driver runs it now"
+                        )
+                        return
+                    self.storage.write_bytes(self.name, json.dumps({**held, "heartbeat": time.time()}).encode())
+            except StoreError as exc:  # the store is down for now: the next beat tries again
+                self.log(f"lease of study {self.study!r}: heartbeat not written ({exc})")
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """An exclusive lock around read-decide-write on a folder store; nothing on an object
+        store (see the class's docstring for what stands in for it there)."""
+        if self.storage.local is None:
+            yield
+            return
+        try:
+            self.storage.local.mkdir(parents=True, exist_ok=True)
+            handle = open(self.storage.local / self.LOCK, "a")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise StoreError(f"{self.storage.uri_of(self.LOCK)}: cannot lock ({exc})") from None
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _expired(lease: dict[str, Any]) -> bool:
+    try:
+        return time.time() - float(lease["heartbeat"]) > float(lease.get("ttl_s", StudyLease.TTL_S))
+    except (KeyError, TypeError, ValueError):
+        return True  # unreadable: no driver keeps such a lease alive
+
+
+def _describe_lease(lease: dict[str, Any]) -> str:
+    """'host H pid P, started … UTC (age …), last heartbeat … s ago' in one line."""
+
+    def number(key: str) -> float:
+        try:
+            return float(lease.get(key, 0.0))
+        except (TypeError, ValueError):
+            return 0.0
+
+    now = time.time()
+    started = _dt.datetime.fromtimestamp(number("started"), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        f"host {lease.get('host', '?')} pid {lease.get('pid', '?')}, started {started} UTC "
+        f"({max(now - number('started'), 0):.0f} s ago), last heartbeat {max(now - number('heartbeat'), 0):.0f} s ago"
+    )
 
 
 def _epoch_dir(epoch: int) -> str:

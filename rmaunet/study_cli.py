@@ -93,11 +93,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run a study on the Ray cluster in RAY_ADDRESS (or --address), or on a local Ray "
             "runtime. Trainings already in the store are reused; rerunning continues an "
-            "interrupted study."
+            "interrupted study. One driver runs a study at a time (a lease in the store). "
+            "Exit status: 0 every planned training ok; 1 some failed or did not finish (one line "
+            "on stderr says which); 2 refused input; 3 another driver runs the study."
         ),
     )
     _study_args(run)
     _reports_arguments(run, default=None, old="--report", old_help=" that writes into DIR itself, not DIR/<study>/")
+    run.add_argument(
+        "--take-over",
+        action="store_true",
+        help="run even though another driver holds the study's lease (one you know is dead; a driver "
+        "that stopped heartbeating for a minute is taken over without this flag)",
+    )
     run.add_argument(
         "--optuna-storage",
         default=os.environ.get(OPTUNA_STORAGE_ENV),
@@ -386,6 +394,7 @@ def _run(args: argparse.Namespace) -> int:
             log=console,
             optuna_storage=args.optuna_storage,
             callbacks=callbacks,
+            take_over=args.take_over,
         )
     finally:
         console.close()
@@ -397,14 +406,41 @@ def _run(args: argparse.Namespace) -> int:
         optuna_storage=args.optuna_storage,
         callbacks=callbacks,
     )
-    return 0 if plan.unique.keys() <= _done(args.storage, plan) else 1
+    return _exit_status(spec, args.storage, plan)
 
 
-def _done(storage: Path, plan) -> set[str]:
+def _exit_status(spec, storage: Path, plan) -> int:
+    """0 when every planned training is ok (a search: every sampled one finished or was stopped
+    by its scheduler); else 1, with one line on stderr: how many failed, the first one's
+    reason, how many did not finish. A rerun of a study whose trainings failed says it again."""
+    import sys
+
+    from rmaunet.errors import one_line, plural
     from rmaunet.store import ResultsStore
 
     store = ResultsStore(storage)
-    return {tid for tid in plan.unique if store.finished_trial(tid) is not None}
+    if spec.kind == "search":
+        rows = store.read(spec.name)
+        failed = rows[rows["status"] == "failed"].drop_duplicates("trial_id")
+        reasons = [(str(r["row"]), str(r["reason"])) for _, r in failed.iterrows()]
+        total, unfinished = rows["trial_id"].nunique(), 0
+    else:
+        results = {tid: store.finished_trial(tid) for tid in plan.unique}
+        reasons = [
+            (plan.unique[tid].label, str(r.get("reason", "")))
+            for tid, r in results.items()
+            if r is not None and r.get("status") != "ok"
+        ]
+        total, unfinished = len(results), sum(r is None for r in results.values())
+    if not reasons and not unfinished:
+        return 0
+    parts = [f"{len(reasons)} of {plural(total, 'training')} failed"] if reasons else []
+    if reasons:
+        parts[0] += f" (first: {reasons[0][0]!r}: {one_line(reasons[0][1], 300)})"
+    if unfinished:
+        parts.append(f"{unfinished} did not finish (rerun to continue)")
+    print(f"rmaunet: study {spec.name}: " + "; ".join(parts), file=sys.stderr)
+    return 1
 
 
 def _summarise(

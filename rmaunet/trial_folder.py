@@ -11,6 +11,7 @@ no other code spells a file name of a trial. Layout under the folder:
     history.json            per-epoch rows (data-parallel trials)
     sync.json               every rank's weight digest per epoch (data-parallel trials)
     checkpoint/             the last epoch's state, for resuming (see EpochCheckpoint)
+    crashes.json            why each attempt that raised ended, until the trial finishes
     ray_train/              Ray Train's own run folder (data-parallel trials)
 
 This module imports neither TensorFlow nor Ray.
@@ -41,6 +42,7 @@ class TrialFolder:
     SYNC = "sync.json"
     CHECKPOINT = "checkpoint"
     RAY_TRAIN = "ray_train"
+    CRASHES = "crashes.json"  # attempts that ended in an exception (rmaunet.training.trial.crash_budget)
     FAILURE_MARKER = ".failure-injected"  # fault injection in tests: fail once, not on every retry
     # Inside a checkpoint folder (the trial's own, or one Ray Train checkpoint per epoch).
     CHECKPOINT_WEIGHTS = "last.weights.h5"

@@ -129,9 +129,10 @@ def test_fake_cluster_scales_up_for_a_submitted_study_with_token_auth(fake_clust
     final, logs = wait_for_job(job_id, authed, timeout=600)
     assert final == "succeeded", f"{final}\n{logs[-4000:]}"
     assert "trainings to run" in logs
-    # The trials' own output reaches the job's log (each trial's process prints at least
-    # TensorFlow's start-up lines), prefixed by Ray with the process that printed it.
-    assert re.search(r"\(_train_one pid=\d+", re.sub(r"\x1b\[[0-9;]*m", "", logs)), logs[-4000:]
+    # Each trial's process keeps TensorFlow's and CUDA's start-up lines out of the job's log
+    # (rmaunet.training.quiet), while rmaunet's progress lines name each trial's row and seed.
+    assert "cuInit" not in logs and "InitializeLog" not in logs, logs[-4000:]
+    assert re.search(r"epoch \d+/\d+  .* \(seed \d+\)", logs), logs[-4000:]
     # At the study's start no worker node, and a search would already run two trials at once
     # (the cluster's largest size, read from the head's bootstrap config; one with the CPUs it held).
     assert "probe: 0 worker nodes, search runs 2 at once" in logs, logs[-4000:]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from rmaunet.errors import StoreError, TransientStoreError
 from rmaunet.studies.progress import ERROR_LINES, Progress
 
 TRACEBACK = (
@@ -82,10 +85,127 @@ def test_the_fake_trial_matches_tunes_trial():
     assert tune_trial._TemporaryTrialState().location.hostname is None
 
 
+def _workspace(tmp_path: Path, where: str, request: pytest.FixtureRequest) -> Any:
+    from rmaunet.store import ResultsStore
+
+    root = tmp_path / "store" if where == "local" else request.getfixturevalue("s3_bucket") + "/store"
+    workspace = ResultsStore(root).workspace("t" * 16)
+    workspace.begin({"seed": 0})
+    return workspace
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_an_error_that_repeats_becomes_the_trials_failure_on_its_third_attempt(tmp_path, where, request):
+    # Tune retries a trial without limit; the trial counts its own crashes in the store (every
+    # node's attempts add up) and records the third as its verdict instead of raising it.
+    from rmaunet.training.trial import CRASH_LIMIT, crash_budget
+
+    workspace = _workspace(tmp_path, where, request)
+    store = workspace.store
+    for attempt in range(1, CRASH_LIMIT):
+        with pytest.raises(ValueError, match="bad tile"):
+            with crash_budget(workspace.folder, workspace.record_crash, workspace.finish, "node-a"):
+                raise ValueError(f"bad tile (attempt {attempt})")
+        assert store.finished_trial("t" * 16) is None
+    with crash_budget(workspace.folder, workspace.record_crash, workspace.finish, "node-b"):
+        raise ValueError("bad tile (attempt 3)\nsecond line")
+    verdict = store.finished_trial("t" * 16)
+    assert verdict["status"] == "failed" and verdict["node"] == "node-b"
+    assert verdict["reason"] == "crashed on 3 attempts; the last: ValueError: bad tile (attempt 3)"
+    assert workspace.remote.read_bytes("crashes.json") is None  # finished: the count is cleared
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransientStoreError("s3://b/x: cannot write, still failing after 6 tries"),
+        StoreError("s3://b/x: cannot write (ACCESS_DENIED)"),
+        ConnectionResetError("reset by peer"),
+        OSError("AWS Error SLOW_DOWN during PutObject operation"),
+    ],
+    ids=["transient-store", "store", "connection-reset", "s3-slow-down"],
+)
+def test_the_infrastructures_errors_never_count_against_a_trial(tmp_path, error, request):
+    # A store that fails, a dropped connection: raised for Tune to retry, never counted, never a verdict.
+    from rmaunet.training.trial import CRASH_LIMIT, crash_budget
+
+    workspace = _workspace(tmp_path, "local", request)
+    for _ in range(CRASH_LIMIT + 1):
+        with pytest.raises(type(error)):
+            with crash_budget(workspace.folder, workspace.record_crash, workspace.finish):
+                raise error
+    assert workspace.store.finished_trial("t" * 16) is None
+    assert workspace.remote.read_bytes("crashes.json") is None
+
+
+def test_a_store_error_while_training_is_raised_not_recorded(l4s_small, tmp_path):
+    # The issue's case: an epoch checkpoint's upload meets S3 503s past every retry. The trial
+    # raises (Tune retries it, resuming); it writes no failed result a rerun would reuse.
+    from rmaunet.config import TrialConfig
+    from rmaunet.errors import TransientStoreError
+    from rmaunet.training.trial import run_trial
+    from rmaunet.trial_folder import TrialFolder
+
+    def upload() -> None:
+        raise TransientStoreError("s3://b/trials/t/checkpoint/state.json: cannot write, still failing after 6 tries")
+
+    config = TrialConfig(base_filters=4, depth=2, epochs=1, batch_size=8, augment=())
+    with pytest.raises(TransientStoreError):
+        run_trial(config, l4s_small, tmp_path / "trial", on_checkpoint=upload)
+    assert TrialFolder(tmp_path / "trial").read_result() is None
+
+
+def _tiny_spec(tmp_path: Path, name: str, label: str, epochs: int) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nkind: table\nresources: {{cpu: 1}}\n"
+        f"base: {{preset: baseline, base_filters: 4, depth: 2, epochs: {epochs}, batch_size: 8, augment: []}}\n"
+        f"rows:\n  - label: {label}\n"
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_a_trial_whose_process_is_killed_three_times_still_finishes(l4s_small, tmp_path):
+    # Spot preemption, three times over: the trial's worker process is SIGKILLed after each of
+    # its first three attempts' first epoch. Tune retries it every time (a lost process uses no
+    # budget), each attempt resumes from the last checkpoint, and the fourth finishes.
+    import ray
+    from ray import tune
+
+    from rmaunet.store import ResultsStore
+    from rmaunet.studies.runner import run_study
+    from rmaunet.studies.spec import load_spec
+
+    class Preempt(tune.Callback):
+        def __init__(self) -> None:
+            self.killed: list[int] = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "epoch" in result and len(self.killed) < 3 and result["pid"] not in self.killed:
+                self.killed.append(result["pid"])
+                os.kill(result["pid"], signal.SIGKILL)
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    preempt = Preempt()
+    messages: list[str] = []
+    try:
+        spec = load_spec(_tiny_spec(tmp_path, "preempted", "CE", epochs=4))
+        run_study(spec, l4s_small, tmp_path / "store", log=messages.append, callbacks=[preempt])
+    finally:
+        ray.shutdown()
+    rows = ResultsStore(tmp_path / "store").read("preempted")
+    assert len(preempt.killed) == 3 and sum(m.startswith("  error") for m in messages) == 3, messages
+    assert len(rows) == 1 and rows["status"].iloc[0] == "ok", messages[-10:]
+    [result] = [json.loads(p.read_text()) for p in (tmp_path / "store" / "trials").glob("*/result.json")]
+    assert result["resumed_from"] == 3 and [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
+
+
 @pytest.mark.slow
 def test_failing_trial_reports_its_cause_on_the_driver(l4s_small, tmp_path, monkeypatch, capfd):
-    # On connect_ray's own local runtime: a trial that raises, with no retries left, is named with
-    # its node and its exception; what worker processes print reaches the driver, with TensorFlow's
+    # On connect_ray's own local runtime: a trial that raises is named with its node and its
+    # exception, then retried; what worker processes print reaches the driver, with TensorFlow's
     # C++ log level set for them.
     import ray
 
@@ -98,13 +218,7 @@ def test_failing_trial_reports_its_cause_on_the_driver(l4s_small, tmp_path, monk
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     monkeypatch.setenv("RMAUNET_FAIL_AFTER_EPOCH", "1")  # inherited by the local runtime's workers
-    monkeypatch.setattr(session, "TRIAL_RETRIES", 0)
-    spec_path = tmp_path / "fails.yaml"
-    spec_path.write_text(
-        "name: fails\nkind: table\nresources: {cpu: 1}\n"
-        "base: {preset: baseline, base_filters: 4, depth: 2, epochs: 2, batch_size: 8, augment: []}\n"
-        "rows:\n  - label: Doomed baseline\n"
-    )
+    spec_path = _tiny_spec(tmp_path, "fails", "Doomed baseline", epochs=2)
 
     @ray.remote(num_cpus=0)
     def speak() -> str:
@@ -120,10 +234,42 @@ def test_failing_trial_reports_its_cause_on_the_driver(l4s_small, tmp_path, monk
 
     [error] = [m for m in messages if m.startswith("  error")]
     assert error.startswith("  error  Doomed baseline on ")
-    assert "failed 1 time(s)" in error
-    assert error.splitlines()[-1].strip() == "RuntimeError: injected failure after epoch 1 (RMAUNET_FAIL_AFTER_EPOCH)"
-    assert ResultsStore(tmp_path / "store").read("fails").empty
+    assert "the trial died (RuntimeError: injected failure after epoch 1 (RMAUNET_FAIL_AFTER_EPOCH)); retrying" in error
+    assert list(ResultsStore(tmp_path / "store").read("fails")["status"]) == ["ok"]
     # Ray prefixes a worker's lines with "(task pid=…)" on the driver, in colour.
     plain = re.sub(r"\x1b\[[0-9;]*m", "", driver_output.out + driver_output.err)
     assert re.search(r"\(speak pid=\d+\) worker says hello to the driver", plain)
     assert tf_log_level == "2"
+
+
+def test_study_run_exits_0_only_when_every_planned_training_is_ok(l4s_small, tmp_path, capsys):
+    # The status a script reads: 1 with one line while a training failed (the rerun of an
+    # all-failed study too: its verdicts are reused) or has not finished; 0 once all are ok.
+    from rmaunet.store import ResultsStore
+    from rmaunet.studies.plan import plan_study
+    from rmaunet.studies.spec import load_spec
+    from rmaunet.study_cli import _exit_status
+
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text(
+        "name: s\nkind: table\nresources: {cpu: 1}\n"
+        "base: {preset: baseline, base_filters: 4, depth: 2, epochs: 1, batch_size: 8, augment: []}\n"
+        "rows:\n  - label: CE\n  - {label: IoU, set: {loss: iou}}\n"
+    )
+    spec, store = load_spec(spec_path), ResultsStore(tmp_path / "store")
+    plan = plan_study(spec, l4s_small, store.storage, check_data=False)
+    ce, iou = list(plan.unique)
+
+    def result(tid: str, status: str, reason: str = "") -> None:
+        store.trial(tid).create().write_result({"status": status, "reason": reason})
+
+    assert _exit_status(spec, store.storage.uri, plan) == 1
+    assert capsys.readouterr().err == "rmaunet: study s: 2 did not finish (rerun to continue)\n"
+    result(ce, "failed", "DataError: tiles of 30 px do not halve 2 times")
+    result(iou, "failed", "out of memory: OOM when allocating")
+    assert _exit_status(spec, store.storage.uri, plan) == 1
+    first_failure = "(first: 'CE': DataError: tiles of 30 px do not halve 2 times)"
+    assert capsys.readouterr().err == f"rmaunet: study s: 2 of 2 trainings failed {first_failure}\n"
+    result(ce, "ok")
+    result(iou, "ok")
+    assert _exit_status(spec, store.storage.uri, plan) == 0 and capsys.readouterr().err == ""

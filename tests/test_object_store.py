@@ -174,3 +174,62 @@ def test_a_run_on_an_object_store_keeps_a_copy_of_its_report_there(s3_bucket: st
     keys = _keys(f"{s3_bucket}/results")
     assert "s.parquet" in keys and "reports/s/table.md" in keys and "reports/s/table.tex" in keys
     assert store.storage.read_bytes("reports/s/table.md") == (tmp_path / "rep" / "table.md").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_study_on_a_flaky_object_store_finishes_with_every_row_and_no_failure(
+    s3_bucket: str, s3_endpoint: dict[str, str], l4s_small: Path, tmp_path: Path, capsys
+) -> None:
+    # The store behind tests/fault_proxy.py failing a fifth of its requests (503 SlowDown, dropped
+    # connections; up to 4 in a row): a real `study run` finishes with every row and no failed
+    # verdict, a second driver of the study meanwhile is refused (exit 3), and a rerun trains nothing.
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from fault_proxy import FaultProxy
+
+    from rmaunet.cli import main
+
+    spec = tmp_path / "flaky.yaml"
+    spec.write_text(
+        "name: flaky\nkind: table\nresources: {cpu: 1}\n"
+        "base: {preset: baseline, base_filters: 4, depth: 2, epochs: 2, batch_size: 8, augment: []}\n"
+        "rows:\n  - label: CE\n  - {label: IoU, set: {loss: iou}}\n"
+    )
+    storage = f"{s3_bucket}/results"
+    command = [sys.executable, "-m", "rmaunet", "study", "run", str(spec), "--data", str(l4s_small)]
+    with FaultProxy(s3_endpoint["AWS_ENDPOINT_URL"], 0.2, seed=0, max_in_a_row=4) as proxy:
+        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "RMAUNET_CACHE_DIR": str(tmp_path / "cache")}
+        log_path = tmp_path / "driver.log"
+        with log_path.open("w") as log:
+            driver = subprocess.Popen([*command, "--storage", storage], stdout=log, stderr=subprocess.STDOUT, env=env)
+            deadline = time.monotonic() + 300
+            while "running 2 trainings" not in log_path.read_text() and time.monotonic() < deadline:
+                assert driver.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+            # This process reaches the same bucket directly (moto's own endpoint).
+            refused = main(["study", "run", str(spec), "--data", str(l4s_small), "--storage", storage])
+            assert refused == 3 and "is being run by another driver" in capsys.readouterr().err
+            assert driver.wait(timeout=900) == 0, log_path.read_text()[-4000:]
+        first = proxy.counts()
+        rerun = subprocess.run([*command, "--storage", storage], capture_output=True, text=True, env=env, timeout=600)
+        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+        assert "0 trainings to run, 2 reused from the store" in rerun.stdout and "running" not in rerun.stdout
+    text = log_path.read_text()
+    rows = ResultsStore(storage).read("flaky")
+    assert len(rows) == 2 and set(rows["status"]) == {"ok"} and first["failed"] > 0
+    retries = len(re.findall(r"rmaunet storage: \w+ \S+ failed .*; retry \d+ of", text))
+    print(
+        {
+            "proxy_requests": first["seen"],
+            "proxy_failed": first["failed"],
+            "proxy_dropped": first["dropped"],
+            "proxy_503": first["slow_down"],
+            "rmaunet_retries": retries,
+            "rows": len(rows),
+            "trial_retries_by_tune": text.count("the trial died"),
+        }
+    )

@@ -152,7 +152,8 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in (storage / "trials").glob("*/result.json")}
     assert 1 <= len(done_before) < 4
 
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # The killed driver's lease is still fresh: --take-over, as for any driver known to be dead.
+    out = subprocess.run([*cmd, "--take-over"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"{plural(4 - len(done_before), 'training')} to run, {len(done_before)} reused" in out.stdout
     # What the user reads is rmaunet's: Ray's and Tune's banners, TensorFlow's and CUDA's start-up

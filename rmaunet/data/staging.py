@@ -33,7 +33,7 @@ from rmaunet import atomic
 from rmaunet.data.cache import CACHE_DIR_NAME
 from rmaunet.data.prepare import fingerprint as local_fingerprint
 from rmaunet.data.prepare import fingerprint_of
-from rmaunet.errors import DataError, RmaunetError
+from rmaunet.errors import DataError, RmaunetError, TransientStoreError
 from rmaunet.storage import Storage, cache_root, is_uri
 
 __all__ = ["remote_fingerprint", "stage", "local_data", "node_label"]
@@ -110,6 +110,8 @@ def _download(uri: str, dataset: str, fingerprint: str, temporary: Path) -> None
         target = temporary / rel
         try:
             present = storage.download(rel, target)
+        except TransientStoreError:
+            raise  # the store's passing trouble, not the data's: the trial errors and Tune retries it
         except RmaunetError as exc:
             raise DataError(f"node {node_label()}: {exc}") from None
         if not present:
@@ -135,6 +137,8 @@ def _listing(storage: Storage, uri: str) -> list[tuple[str, int, int]]:
     """The dataset's files as `fingerprint` sees them: the band cache folder left out."""
     try:
         files = storage.walk()
+    except TransientStoreError:
+        raise  # the store's passing trouble, not the data's
     except RmaunetError as exc:
         raise DataError(f"node {node_label()}: {exc}") from None
     entries = [entry for entry in files if CACHE_DIR_NAME not in entry[0].split("/")[:-1]]

@@ -38,7 +38,7 @@ def train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], s
     from rmaunet.data.staging import local_data
     from rmaunet.studies.progress import FINISHED
     from rmaunet.training.quiet import quiet_worker
-    from rmaunet.training.trial import configure_threads, run_trial
+    from rmaunet.training.trial import configure_threads, crash_budget, run_trial
 
     quiet_worker()
     tid = tune_config[TRIAL_KEY]
@@ -52,38 +52,45 @@ def train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], s
         tune.report(report_numbers(row))
 
     try:
-        if config.num_workers > 1:
-            from rmaunet.training.distributed import run_data_parallel
+        # An exception that repeats is recorded as the trial's failure on its CRASH_LIMIT-th attempt.
+        with crash_budget(folder, workspace.record_crash, workspace.finish, node_name()):
+            if config.num_workers > 1:
+                from rmaunet.training.distributed import run_data_parallel
 
-            result = run_data_parallel(
-                config,
-                entry["data_dir"],
-                folder.root,
-                num_workers=config.num_workers,
-                use_gpu=entry["gpu"] > 0,
-                report=report,
-                cpus_per_worker=max(1, int(entry["cpu"])),  # resources.cpu is per worker here
-                storage_path=workspace.remote.uri_of(TrialFolder.RAY_TRAIN),
-                fingerprint=entry["fingerprint"],
+                result = run_data_parallel(
+                    config,
+                    entry["data_dir"],
+                    folder.root,
+                    num_workers=config.num_workers,
+                    use_gpu=entry["gpu"] > 0,
+                    report=report,
+                    cpus_per_worker=max(1, int(entry["cpu"])),  # resources.cpu is per worker here
+                    storage_path=workspace.remote.uri_of(TrialFolder.RAY_TRAIN),
+                    fingerprint=entry["fingerprint"],
+                )
+            else:
+                data_dir = local_data(entry["data_dir"], config.dataset, entry["fingerprint"])
+                result = run_trial(
+                    config,
+                    data_dir,
+                    folder.root,
+                    report=report,
+                    node=node_name(),
+                    on_checkpoint=workspace.save_checkpoint,
+                )
+            workspace.finish()
+            report_final(
+                {
+                    FINISHED: 1,
+                    "status_ok": int(result.status == "ok"),
+                    **{f"final_val_{k}": v for k, v in result.val.items()},
+                    # The selected weights' scores under the per-epoch names too: what ResultGrid's
+                    # get_dataframe() shows as each trial's val_* (its last result).
+                    **{f"val_{k}": v for k, v in result.val.items()},
+                    **{f"final_test_{k}": v for k, v in result.test.items()},
+                },
+                folder,
             )
-        else:
-            data_dir = local_data(entry["data_dir"], config.dataset, entry["fingerprint"])
-            result = run_trial(
-                config, data_dir, folder.root, report=report, node=node_name(), on_checkpoint=workspace.save_checkpoint
-            )
-        workspace.finish()
-        report_final(
-            {
-                FINISHED: 1,
-                "status_ok": int(result.status == "ok"),
-                **{f"final_val_{k}": v for k, v in result.val.items()},
-                # The selected weights' scores under the per-epoch names too: what ResultGrid's
-                # get_dataframe() shows as each trial's val_* (its last result).
-                **{f"val_{k}": v for k, v in result.val.items()},
-                **{f"final_test_{k}": v for k, v in result.test.items()},
-            },
-            folder,
-        )
     finally:
         workspace.close()
 

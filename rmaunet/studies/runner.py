@@ -5,6 +5,10 @@ whose result is already in the store, trains the rest on the cluster (`grid` for
 ladder, leave-one-out and threshold studies, `search` for Optuna searches), and writes
 each study row the moment its trial completes (`rows`). Killing the driver loses at
 most the trainings in flight: the same command continues where it stopped.
+
+One driver runs a study at a time: it holds the study's lease in the store
+(rmaunet.store.StudyLease) from before planning to its end, so a second driver of the same
+study is refused before it plans or trains anything, and takes over once the first is dead.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rmaunet.storage import Storage
-from rmaunet.store import ResultsStore
+from rmaunet.store import ResultsStore, StudyLease
 from rmaunet.studies.plan import StudyPlan, plan_study
 from rmaunet.studies.rows import RowWriter
 from rmaunet.studies.spec import StudySpec
@@ -31,11 +35,13 @@ def run_study(
     log: Callable[[str], None] = print,
     optuna_storage: str | None = None,
     callbacks: Sequence[Any] = (),
+    take_over: bool = False,
 ) -> StudyPlan:
     """Plan, reuse, train what is missing on Ray Tune, and write every results row.
 
     `callbacks`: Tune callbacks added to the progress printer, e.g. experiment tracking
-    (`rmaunet.studies.session.tracking_callbacks`: MLflow, W&B, your own).
+    (`rmaunet.studies.session.tracking_callbacks`: MLflow, W&B, your own). `take_over`: run
+    even while another driver holds the study's lease (one known to be dead).
     """
     from rmaunet.studies.capacity import check_requests
     from rmaunet.studies.session import study_cluster
@@ -46,27 +52,43 @@ def run_study(
     # trial starts. A cluster stays connected for the study; a local runtime starts when it trains.
     with study_cluster(address, log) as capacity:
         check_requests(spec, capacity)
-        plan = plan_study(spec, data, store.storage)
-        log(plan.summary())
-        log(plan.capacity_line(capacity))
-        store.write_plan(spec.name, plan.manifest())
-        writer = RowWriter(spec, plan, store, log)
-        for tid in plan.finished:
-            writer.trial_done(tid, reused=True)
+        with StudyLease(store, spec.name, log=log).hold(take_over) as lease:
+            plan = _run(spec, data, store, lease, capacity, address, log, optuna_storage, callbacks)
+    if lease.lost is not None:
+        log(f"study {spec.name!r}: another driver took the study over while this one ran; its rows stand")
+    return plan
 
-        if plan.to_train or spec.kind == "search":
-            log(
-                f"TensorBoard: tensorboard --logdir {store.storage.uri_of('tune')} (pip install 'rmaunet[tensorboard]')"
-            )
-        if spec.kind == "search":
-            from rmaunet.studies.search import run_search
 
-            run_search(spec, plan, store.storage, writer, address, log, optuna_storage, callbacks)
-            return plan
-        if plan.to_train:
-            from rmaunet.studies.grid import run_grid
+def _run(
+    spec: StudySpec,
+    data: Path | str | Mapping[str, Path | str],
+    store: ResultsStore,
+    lease: StudyLease,
+    capacity: Any,
+    address: str | None,
+    log: Callable[[str], None],
+    optuna_storage: str | None,
+    callbacks: Sequence[Any],
+) -> StudyPlan:
+    plan = plan_study(spec, data, store.storage)
+    log(plan.summary())
+    log(plan.capacity_line(capacity))
+    store.write_plan(spec.name, plan.manifest())
+    writer = RowWriter(spec, plan, store, log)
+    for tid in plan.finished:
+        writer.trial_done(tid, reused=True)
 
-            run_grid(spec, plan, store.storage, writer, address, log, callbacks)
+    if plan.to_train or spec.kind == "search":
+        log(f"TensorBoard: tensorboard --logdir {store.storage.uri_of('tune')} (the tensorboard extra)")
+    if spec.kind == "search":
+        from rmaunet.studies.search import run_search
+
+        run_search(spec, plan, store.storage, writer, address, log, optuna_storage, callbacks, lease=lease)
+        return plan
+    if plan.to_train:
+        from rmaunet.studies.grid import run_grid
+
+        run_grid(spec, plan, store.storage, writer, address, log, callbacks)
     missing = [tid for tid in plan.unique if tid not in writer.done]
     if missing:
         log(f"{len(missing)} trainings did not finish; rerun the same command to continue")

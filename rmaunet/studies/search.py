@@ -187,7 +187,7 @@ def _train_sample(
     from rmaunet.studies.progress import FINISHED
     from rmaunet.studies.session import node_name, report_final, report_numbers
     from rmaunet.training.quiet import quiet_worker
-    from rmaunet.training.trial import configure_threads, run_trial
+    from rmaunet.training.trial import configure_threads, crash_budget, run_trial
 
     quiet_worker()
     config = apply_params(TrialConfig.from_dict(base), params)
@@ -207,11 +207,14 @@ def _train_sample(
         configure_threads()
         workspace = store.workspace(tid)
         folder = workspace.begin(config.to_dict())
-        local = local_data(data_dir, config.dataset, fingerprint)
-        result = run_trial(
-            config, local, folder.root, report=report, node=node_name(), on_checkpoint=workspace.save_checkpoint
-        ).to_dict()
-        workspace.finish()
+        # An exception that repeats is recorded as the trial's failure on its CRASH_LIMIT-th attempt.
+        result = {"status": "failed"}
+        with crash_budget(folder, workspace.record_crash, workspace.finish, node_name()):
+            local = local_data(data_dir, config.dataset, fingerprint)
+            result = run_trial(
+                config, local, folder.root, report=report, node=node_name(), on_checkpoint=workspace.save_checkpoint
+            ).to_dict()
+            workspace.finish()
     try:
         if result["status"] == "ok":
             threshold = float(result["threshold"])
@@ -281,9 +284,12 @@ def run_search(
     log: Callable[[str], None],
     optuna_storage: str | None,
     callbacks: Sequence[Any] = (),
+    *,
+    lease: Any,
 ) -> None:
     """Sample up to spec.budget configurations (less what an earlier run finished).
-    `callbacks`: further Tune callbacks (tracking) beside the progress printer."""
+    `callbacks`: further Tune callbacks (tracking) beside the progress printer. `lease`: the
+    study's rmaunet.store.StudyLease, which this driver holds (run_study took it)."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -303,8 +309,13 @@ def run_search(
     url = optuna_storage or f"sqlite:///{storage.local / 'optuna.db'}"
     rdb = _open_rdb(url)
     study = optuna.create_study(study_name=spec.name, storage=rdb, direction="maximize", load_if_exists=True)
-    # A driver killed mid-search leaves RUNNING trials behind: they will never report.
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    # A driver killed mid-search leaves RUNNING trials behind: they will never report. Only
+    # the lease holder may say so: another driver's RUNNING trials are alive, and failing them
+    # would lose their results to the sampler (Ray's OptunaSearch swallows the error).
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if stale:
+        lease.verify()
+    for t in stale:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished_states))

@@ -32,8 +32,6 @@ __all__ = [
 ]
 
 Log = Callable[[str], None]
-# Trainings a Tune trial may be retried after its process died (node lost, killed).
-TRIAL_RETRIES = 2
 
 
 def connect_ray(address: str | None, log: Log) -> bool:
@@ -167,7 +165,10 @@ def make_tuner(
         run_config=tune.RunConfig(
             name=safe_name(spec.name, "study"),
             storage_path=storage.uri_of("tune"),
-            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
+            # A trial is retried after every loss of its node or process, without limit (spot
+            # preemptions do not use up a budget); errors that repeat are bounded by the trial
+            # itself (rmaunet.training.trial.crash_budget), which then records its failure.
+            failure_config=tune.FailureConfig(max_failures=-1),
             callbacks=callbacks,
             verbose=0,
         ),

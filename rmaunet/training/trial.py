@@ -6,22 +6,33 @@ own process; `rmaunet.training.distributed` runs the same loop on a Ray Train gr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from rmaunet.config import TrialConfig
-from rmaunet.errors import RmaunetError
+from rmaunet.errors import RmaunetError, StoreError
+from rmaunet.storage import is_transient
 from rmaunet.training.checkpoint import EpochCheckpoint
 from rmaunet.training.loop import TrialLoop, maybe_inject_failure, wants_deterministic_ops
 from rmaunet.training.result import TrialResult, write_result
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["TrialResult", "run_trial", "configure_threads"]
+__all__ = ["TrialResult", "run_trial", "configure_threads", "crash_budget", "CRASH_LIMIT"]
 
 Reporter = Callable[[dict[str, Any]], None]
+
+# Attempts at one trial that may end in an unexpected exception (a bug, a library's error on
+# odd data) before that is recorded as the trial's failure: such an error comes back on every
+# attempt, and Ray Tune, which retries a trial after a lost node or process without limit
+# (rmaunet.studies.session), would otherwise retry it for ever.
+CRASH_LIMIT = 3
+# Failures of the infrastructure, not of the trial: raised to Tune, never counted. (A killed
+# process or a lost node raises nothing in the trial at all: Tune sees the actor die.)
+_INFRASTRUCTURE = (StoreError, ConnectionError, TimeoutError)
 
 
 class _FolderIO:
@@ -84,9 +95,12 @@ def run_trial(
     epoch, so a rerun resumes after the last one; the selected weights, both splits'
     probability maps and, last, result.json. A NaN loss, an out-of-memory error or bad
     input (an RmaunetError: unreadable data, an impossible config) ends the trial with
-    status "failed" and the reason recorded. `on_checkpoint` is called after each epoch's
-    checkpoint is complete (rmaunet.store.TrialWorkspace copies it to an object store). Deterministic ops are on for
-    the trial when wants_deterministic_ops says so, and only for it: the switch is
+    status "failed" and the reason recorded. A store that cannot be reached or written (a
+    StoreError: an object store's 503s or timeouts that outlasted their retries) is not the
+    trial's fault: it is raised, Ray Tune retries the trial, and no verdict is stored.
+    `on_checkpoint` is called after each epoch's checkpoint is complete
+    (rmaunet.store.TrialWorkspace copies it to an object store). Deterministic ops are on
+    for the trial when wants_deterministic_ops says so, and only for it: the switch is
     process-global.
     """
     from tensorflow.python.framework import config as tf_config  # the only switch that turns it back off
@@ -121,6 +135,8 @@ def _run(
     try:
         loop = TrialLoop(config, data_dir, log=log)
         result = loop.run(_FolderIO(folder, config, report, node, on_checkpoint))
+    except StoreError:
+        raise  # the store's trouble, not the trial's: a verdict stored now would be reused for good
     except RmaunetError as exc:
         # Bad data or an impossible config fails the same way every time: recorded once as
         # failed, with its cause, instead of raising into a scheduler that would retry it.
@@ -145,6 +161,36 @@ def _run(
         write_result(folder, result, node)
     assert result is not None  # one worker is rank 0: the loop always ends with a result
     return result
+
+
+@contextlib.contextmanager
+def crash_budget(
+    folder: TrialFolder, record_crash: Callable[[str], int], publish: Callable[[], None], node: str | None = None
+) -> Iterator[None]:
+    """Around one attempt at a trial (its process may be Tune's second or tenth try).
+
+    An exception that is the infrastructure's (`_INFRASTRUCTURE`) passes to Tune uncounted.
+    Any other is counted by `record_crash`, which keeps the count where every attempt on any
+    node sees it (the store) and returns it; it is raised for Tune to retry, except the
+    CRASH_LIMIT-th: that one becomes the trial's verdict, status "failed" with the error as
+    its reason, written into `folder` and handed to the store by `publish`.
+    """
+    try:
+        yield
+    except _INFRASTRUCTURE:
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) and is_transient(exc):
+            raise  # an object store's 5xx or timeout met outside rmaunet.storage (Ray persisting a checkpoint)
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        try:
+            crashes = record_crash(reason)
+        except StoreError:
+            crashes = 0  # the count cannot be kept while the store fails: not a verdict on the trial
+        if crashes < CRASH_LIMIT:
+            raise
+        write_result(folder, TrialResult.failed(f"crashed on {crashes} attempts; the last: {reason}", 0), node)
+        publish()
 
 
 def configure_threads() -> None:
