@@ -42,7 +42,9 @@ def _trial(tmp_path: Path, error: str | None, last_result: dict[str, Any], locat
 def _messages(callback: str, trial: Any) -> list[str]:
     messages: list[str] = []
     # The failure callbacks never touch the row writer.
-    progress = Progress(None, lambda t: "U-Net & IoU Loss", messages.append, lambda t, stopped: None, total=4)
+    progress = Progress(
+        None, lambda t: "U-Net & IoU Loss", messages.append, lambda t, stopped: None, total=4, epochs=lambda t: 30
+    )
     getattr(progress, callback)(iteration=0, trials=[trial], trial=trial)
     return messages
 
