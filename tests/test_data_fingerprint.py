@@ -76,3 +76,18 @@ def test_anything_but_a_regular_file_is_one_data_error_and_never_read(folder: Pa
     with pytest.raises(DataError, match=r"image_3\.h5: (not a regular file|cannot read)") as err:
         fingerprint(folder, DATASET)
     assert "\n" not in str(err.value)
+
+
+def test_a_staged_copy_is_identified_by_its_manifest_and_needs_no_hashing(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The manifest's identities count while a file keeps its size and time; an edited file is hashed instead.
+    from rmaunet.data.fingerprint import fingerprint_of, write_manifest
+
+    entries = [(p.relative_to(folder).as_posix(), p.stat().st_size, f"etag:{p.name}") for p in folder.rglob("*.h5")]
+    write_manifest(folder, entries)
+    hashed = _count_hashing(monkeypatch)
+    assert fingerprint(folder, DATASET) == fingerprint_of(DATASET, entries)
+    assert hashed == [] and not (tmp_path / "node-cache" / "hashes").exists()
+    (folder / "mask" / "mask_1.h5").write_text("d")
+    assert fingerprint(folder, DATASET) != fingerprint_of(DATASET, entries) and hashed == ["mask_1.h5"]

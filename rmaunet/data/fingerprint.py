@@ -134,8 +134,8 @@ class _DigestCache:
 
     def save(self, kept: list[str]) -> None:
         """Write the digests of the files `kept` (the folder's files now), if any changed."""
-        if not self.changed and len(kept) == len(self.known):
-            return
+        if not self.changed and set(self.known) <= set(kept):
+            return  # nothing new, nothing gone
         self.known = {rel: self.known[rel] for rel in kept if rel in self.known}
         try:
             atomic.write_json(self.path, self.known, indent=None)
