@@ -78,11 +78,17 @@ class Hold:
     that the path still names the file it locked, and locks again if not.
     """
 
-    def __init__(self, path: Path, *, shared: bool) -> None:
+    def __init__(self, path: Path, *, shared: bool, wait: bool = True) -> None:
+        """Raises BlockingIOError when `wait` is False and another process holds the lock."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
         while True:
             handle = open(path, "a")  # noqa: SIM115 - held past this call, closed by release()
-            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, mode)
+            except BlockingIOError:
+                handle.close()
+                raise
             try:
                 if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                     break

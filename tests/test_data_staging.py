@@ -103,6 +103,18 @@ def test_a_staged_copy_in_use_is_never_evicted(data_uri: str, tmp_path: Path) ->
     assert [e.path for e in node_cache.prune(0, tmp_path)] == [staged] and not staged.exists()
 
 
+@pytest.mark.timeout(120)
+def test_a_late_stager_waits_for_the_copy_not_for_the_pins_of_its_users(data_uri: str, tmp_path: Path) -> None:
+    # A process that found no copy just before another published it goes for the lock, which the publisher
+    # now holds shared for as long as it lives (its pin): it must see the copy and return, not wait for the lock.
+    from rmaunet.data import staging
+
+    planned = remote_fingerprint(data_uri, DATASET)
+    staged = stage(data_uri, DATASET, planned, cache=tmp_path)  # pinned by this process from now on
+    staging._stage_once(data_uri, DATASET, planned, tmp_path / "data", staged)
+    assert staged.is_dir()
+
+
 def test_a_complete_copy_is_reused_without_touching_the_store(
     data_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # Objects fetched at once: a dataset is thousands of small files, each a round trip.
 _PARALLEL_DOWNLOADS = 16
+_POLL_S = 0.2  # how often a process waiting for another's download looks for the copy
 
 
 def node_label() -> str:
@@ -83,9 +85,18 @@ def stage(uri: str, dataset: str, fingerprint: str, *, cache: Path | str | None 
 
 def _stage_once(uri: str, dataset: str, fingerprint: str, folder: Path, target: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    hold = node_cache.Hold(node_cache.lock_of(target), shared=False)
+    while True:
+        try:
+            hold = node_cache.Hold(node_cache.lock_of(target), shared=False, wait=False)
+            break
+        except BlockingIOError:
+            # Another process of this node is staging it, or staged it and keeps it pinned
+            # for as long as it lives: wait for the copy, not for the lock.
+            if target.is_dir():
+                return
+            time.sleep(_POLL_S)
     try:
-        if target.is_dir():  # another process of this node staged it while this one waited
+        if target.is_dir():  # published between the check and the lock
             return
         _sweep(folder, fingerprint)
         temporary = folder / f"{atomic.TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{fingerprint}"
