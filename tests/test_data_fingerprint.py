@@ -17,7 +17,7 @@ DATASET = "landslide4sense"
 
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Three small files in two folders; the node cache (digests) under tmp_path."""
+    """Three small files in two folders; the node cache (where the digests go) under tmp_path."""
     monkeypatch.setenv("RMAUNET_CACHE_DIR", str(tmp_path / "node-cache"))
     root = tmp_path / "data"
     for rel, text in [("img/image_1.h5", "a" * 100), ("img/image_2.h5", "b" * 100), ("mask/mask_1.h5", "c")]:
@@ -63,6 +63,15 @@ def test_planning_again_hashes_only_the_files_that_changed(folder: Path, monkeyp
     assert sorted(hashed) == ["image_1.h5", "mask_1.h5"]
 
 
+def test_with_caching_off_no_digest_is_kept_anywhere(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # RMAUNET_CACHE_DIR=off switches every cache off: nothing is written, every plan hashes again.
+    monkeypatch.setenv("RMAUNET_CACHE_DIR", "off")
+    monkeypatch.chdir(folder.parent)
+    hashed = _count_hashing(monkeypatch)
+    assert fingerprint(folder, DATASET) == fingerprint(folder, DATASET)
+    assert len(hashed) == 6 and sorted(p.name for p in folder.parent.iterdir()) == ["data"]
+
+
 @pytest.mark.parametrize("oddity", ["fifo", "dangling link", "link to a device"])
 def test_anything_but_a_regular_file_is_one_data_error_and_never_read(folder: Path, oddity: str) -> None:
     # A FIFO would block the read forever, /dev/zero would never end, a dangling link raised a traceback.
@@ -88,6 +97,6 @@ def test_a_staged_copy_is_identified_by_its_manifest_and_needs_no_hashing(
     write_manifest(folder, entries)
     hashed = _count_hashing(monkeypatch)
     assert fingerprint(folder, DATASET) == fingerprint_of(DATASET, entries)
-    assert hashed == [] and not (tmp_path / "node-cache" / "hashes").exists()
+    assert hashed == [] and not list((tmp_path / "node-cache").glob("digests-*"))
     (folder / "mask" / "mask_1.h5").write_text("d")
     assert fingerprint(folder, DATASET) != fingerprint_of(DATASET, entries) and hashed == ["mask_1.h5"]

@@ -5,9 +5,9 @@ dataset synced again (new modification times, same bytes) reuses every trial tra
 it. A file's content identity is:
 
 - a local file: the SHA-256 of its bytes. Hashing a large dataset on every plan would be
-  slow, so each node keeps the digests it computed in its cache (`cache_root()/hashes/`),
-  keyed by the file's path, size and modification time: planning again hashes only the
-  files that changed;
+  slow, so the digests are kept where the band cache of that folder lives
+  (rmaunet.data.cache.cache_root: `digests-<folder>.json`), keyed by each file's path,
+  size and modification time: planning again hashes only the files that changed;
 - an object (rmaunet.data.staging): its ETag, which S3 lists with every object (the MD5
   of a single-part upload; of its parts' MD5s for a multipart one). A store without ETags
   in its listing (gs://, or S3 without boto3) falls back to the object's modification time;
@@ -32,9 +32,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rmaunet import atomic
-from rmaunet.data.cache import CACHE_DIR_NAME
+from rmaunet.data.cache import CACHE_DIR_NAME, cache_root
 from rmaunet.errors import DataError
-from rmaunet.storage import cache_root
 
 __all__ = ["fingerprint", "fingerprint_of", "write_manifest", "MANIFEST", "Entry"]
 
@@ -112,9 +111,10 @@ class _DigestCache:
 
     def __init__(self, root: Path) -> None:
         key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-        self.path = cache_root() / "hashes" / f"{key}.json"
+        folder = cache_root(root)  # None: caching is off, every plan hashes every file
+        self.path = None if folder is None else folder / f"digests-{key}.json"
         try:
-            self.known: dict[str, list] = json.loads(self.path.read_text())
+            self.known: dict[str, list] = json.loads(self.path.read_text()) if self.path is not None else {}
         except (OSError, ValueError):
             self.known = {}
         self.changed = False
@@ -134,8 +134,8 @@ class _DigestCache:
 
     def save(self, kept: list[str]) -> None:
         """Write the digests of the files `kept` (the folder's files now), if any changed."""
-        if not self.changed and set(self.known) <= set(kept):
-            return  # nothing new, nothing gone
+        if self.path is None or (not self.changed and set(self.known) <= set(kept)):
+            return  # caching off, or nothing new and nothing gone
         self.known = {rel: self.known[rel] for rel in kept if rel in self.known}
         try:
             atomic.write_json(self.path, self.known, indent=None)
