@@ -57,7 +57,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     import rmaunet
-    from rmaunet import study_cli
+    from rmaunet import maintenance_cli, study_cli
     from rmaunet.data import cli as data_cli
     from rmaunet.reporting import cli as report_cli
 
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_cli.register(sub)
     report_cli.register(sub)
     study_cli.register_demo(sub)
+    maintenance_cli.register(sub)
     return parser
 
 

@@ -272,6 +272,18 @@ class Storage:
                 return
             raise StoreError(f"{self.uri_of(rel)}: cannot delete ({_one_line(exc)})") from None
 
+    def delete_folder(self, rel: str) -> None:
+        """Remove folder `rel` and everything in it (in an object store: every object under
+        the prefix, and the empty marker pyarrow leaves when it deletes a folder's last file)."""
+        try:
+            self.fs.delete_dir(self.path(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if self.is_local and self.local is not None and not (self.local / rel).exists():
+                return
+            raise StoreError(f"{self.uri_of(rel)}: cannot delete ({_one_line(exc)})") from None
+
     def check_writable(self) -> None:
         """Fail now, in one line, when the store cannot be written (a missing bucket, no
         credentials, an unreachable endpoint), not after the first training."""

@@ -47,7 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rmaunet import atomic
+from rmaunet import atomic, node_cache
 from rmaunet.errors import StoreError, StudyBusyError
 from rmaunet.storage import Storage, cache_root, is_uri
 from rmaunet.trial_folder import SPLITS, TrialFolder
@@ -147,6 +147,7 @@ class ResultsStore:
         if self.root is not None:
             return TrialFolder(self.root / "trials" / trial_id)
         folder = TrialFolder(_cache_for(self.storage) / "trials" / trial_id)
+        node_cache.pin(folder.root)  # an entry of the node's bounded cache, in use while this process lives
         remote = self.storage.child("trials", trial_id)
         stored = remote.read_bytes(TrialFolder.RESULT)
         cached = folder.result.read_bytes() if folder.result.is_file() else None
@@ -290,6 +291,7 @@ class TrialWorkspace:
             self.folder = TrialFolder(store.root / "trials" / trial_id)
         else:
             self.folder = TrialFolder(_cache_for(store.storage) / "work" / trial_id)
+        self._hold: node_cache.Hold | None = None  # this node's work folder, while training in it
 
     @property
     def local(self) -> bool:
@@ -298,9 +300,11 @@ class TrialWorkspace:
     def begin(self, config: dict[str, Any]) -> TrialFolder:
         """The folder to train in, holding the config and the store's last checkpoint."""
         if not self.local:
+            self._claim()
             shutil.rmtree(self.folder.root, ignore_errors=True)  # the store's copy is the truth
             self.folder.create()
             self._fetch_checkpoint()
+            self._tidy()
         self.folder.create().write_config(config)
         if not self.local:
             self.remote.upload(self.folder.config, TrialFolder.CONFIG)
@@ -357,11 +361,42 @@ class TrialWorkspace:
         self.remote.delete(self.STATE)
         if state is not None and isinstance(state.get("epoch"), int):
             self._delete_epoch(state["epoch"])
+        self._tidy()
 
     def close(self) -> None:
         """Remove this node's copy (an object store's workspace only)."""
         if not self.local:
             shutil.rmtree(self.folder.root, ignore_errors=True)
+            self._release()
+
+    # ------------------------------------------------------------------ leftovers (issue 21)
+    def _claim(self) -> None:
+        """Hold this node's work folder for the training: a folder nobody holds is a killed
+        trial's, which `_tidy` (here or in another trial) and `rmaunet cache prune` remove."""
+        if self._hold is None:
+            self._hold = node_cache.Hold(node_cache.lock_of(self.folder.root), shared=False)
+
+    def _release(self) -> None:
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None
+
+    def _tidy(self) -> None:
+        """Remove what killed trials left: this trial's epoch checkpoints in the store other
+        than the one its state file names (a node that died between uploading an epoch's
+        state and deleting the previous epoch leaves that epoch behind; `finish` has removed
+        the state, so there every epoch goes), this node's abandoned work folders; then
+        keep the node's cache within its cap."""
+        state = _parse_result(self.remote.read_bytes(self.STATE))
+        if state is None or not isinstance(state.get("epoch"), int):
+            self.remote.delete_folder(TrialFolder.CHECKPOINT)
+        else:
+            checkpoints = self.remote.child(TrialFolder.CHECKPOINT)
+            for epoch_dir in checkpoints.folders():
+                if epoch_dir != _epoch_dir(state["epoch"]) and re.fullmatch(r"epoch-\d{4,}", epoch_dir):
+                    checkpoints.delete_folder(epoch_dir)
+        node_cache.sweep_abandoned(self.folder.root.parent)
+        node_cache.enforce_cap()
 
     def _delete_epoch(self, epoch: int) -> None:
         folder = f"{TrialFolder.CHECKPOINT}/{_epoch_dir(epoch)}"

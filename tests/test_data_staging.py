@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 
@@ -62,17 +63,56 @@ def _count_downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_staged_copy_has_the_remote_fingerprint(data_uri: str, tiny_l4s: Path, tmp_path: Path) -> None:
-    # The listing's fingerprint is the staged folder's, the copy is byte for byte, the band cache is left out.
+    # The listing's fingerprint is the staged folder's (its manifest keeps the objects' ETags), the copy is
+    # byte for byte, the band cache is left out.
     Storage(data_uri).write_bytes(f"{CACHE_DIR_NAME}/landslide4sense-x/originals.npy", b"derived")
     expected = remote_fingerprint(data_uri, DATASET)
     staged = stage(data_uri, DATASET, expected, cache=tmp_path)
     assert staged == tmp_path / "data" / expected
     assert fingerprint(staged, DATASET) == expected
-    assert not (staged / CACHE_DIR_NAME).exists()
+    assert [p.name for p in (staged / CACHE_DIR_NAME).iterdir()] == ["objects.json"]
     originals = sorted(p.relative_to(tiny_l4s) for p in tiny_l4s.rglob("*") if p.is_file())
-    assert sorted(p.relative_to(staged) for p in staged.rglob("*") if p.is_file()) == originals
+    copied = sorted(p.relative_to(staged) for p in staged.rglob("*") if p.is_file() and CACHE_DIR_NAME not in p.parts)
+    assert copied == originals
     assert all((staged / rel).read_bytes() == (tiny_l4s / rel).read_bytes() for rel in originals)
     assert remote_fingerprint(data_uri, "bijie") != expected  # the dataset's name is part of it
+
+
+def test_identical_objects_uploaded_again_keep_the_fingerprint_and_the_copy(
+    data_uri: str, tiny_l4s: Path, tmp_path: Path
+) -> None:
+    # A re-sync of the same bytes (new LastModified) keeps the fingerprint, so every trial and the staged copy
+    # are reused; one changed object changes it.
+    before = remote_fingerprint(data_uri, DATASET)
+    staged = stage(data_uri, DATASET, before, cache=tmp_path)
+    time.sleep(1.1)  # S3's LastModified has one-second resolution
+    _upload(tiny_l4s, data_uri)
+    assert remote_fingerprint(data_uri, DATASET) == before
+    assert stage(data_uri, DATASET, before, cache=tmp_path) == staged
+    Storage(data_uri).write_bytes("TrainData/img/image_1.h5", b"other bytes")
+    assert remote_fingerprint(data_uri, DATASET) != before
+
+
+def test_a_staged_copy_in_use_is_never_evicted(data_uri: str, tmp_path: Path) -> None:
+    # The stager pins its copy for as long as it lives: pruning the cache to nothing keeps it; unpinned, it goes.
+    from rmaunet import node_cache
+
+    staged = stage(data_uri, DATASET, remote_fingerprint(data_uri, DATASET), cache=tmp_path)
+    assert node_cache.prune(0, tmp_path) == [] and staged.is_dir()
+    node_cache.unpin(staged)
+    assert [e.path for e in node_cache.prune(0, tmp_path)] == [staged] and not staged.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_late_stager_waits_for_the_copy_not_for_the_pins_of_its_users(data_uri: str, tmp_path: Path) -> None:
+    # A process that found no copy just before another published it goes for the lock, which the publisher
+    # now holds shared for as long as it lives (its pin): it must see the copy and return, not wait for the lock.
+    from rmaunet.data import staging
+
+    planned = remote_fingerprint(data_uri, DATASET)
+    staged = stage(data_uri, DATASET, planned, cache=tmp_path)  # pinned by this process from now on
+    staging._stage_once(data_uri, DATASET, planned, tmp_path / "data", staged)
+    assert staged.is_dir()
 
 
 def test_a_complete_copy_is_reused_without_touching_the_store(

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rmaunet import node_cache
 from rmaunet.data.bands import ENGINEERED, engineer_bands
 from rmaunet.data.reader import LoadedSplit, TileReader
 from rmaunet.errors import DataError
@@ -73,6 +74,11 @@ class CachedSplit:
         self.dir = (
             None if root is None else root / f"{self.dataset}-{fingerprint}-v{_FORMAT}" / f"{reader.split}{suffix}"
         )
+        if self.dir is not None:
+            # An entry of the node's bounded cache: in use while this process lives
+            # (rmaunet.node_cache). Unpinnable (a read-only cache) means unwritable: said below.
+            with contextlib.suppress(OSError):
+                node_cache.pin(self.dir.parent)
         self.limit = limit
         self._memory: dict[str, np.ndarray] = {}
         loaded = self._originals()

@@ -20,10 +20,7 @@ from train with `config.seed` and `config.val_fraction`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +29,8 @@ import numpy as np
 
 from rmaunet.data.bands import resolve_bands
 from rmaunet.data.bijie import Bijie
-from rmaunet.data.cache import CACHE_DIR_NAME, CachedSplit
+from rmaunet.data.cache import CachedSplit
+from rmaunet.data.fingerprint import fingerprint, fingerprint_of
 from rmaunet.data.landslide4sense import Landslide4Sense
 from rmaunet.data.nepal import Nepal
 from rmaunet.data.reader import TileReader
@@ -98,33 +96,6 @@ class Splits:
 def open_reader(dataset: str, root: Path | str, split: str, **kwargs: Any) -> TileReader:
     """The reader of one split of a dataset (`split="all"` for Bijie)."""
     return READERS[dataset_info(dataset).name](root, split, **kwargs)
-
-
-def fingerprint(root: Path | str, dataset: str) -> str:
-    """Hash of every data file's relative path, size and modification time (the band
-    cache folder inside root is left out: it is derived from the files, not one of them)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: data folder not found")
-    entries = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d != CACHE_DIR_NAME]
-        for name in files:
-            path = Path(folder) / name
-            st = path.stat()
-            entries.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
-    if not entries:
-        raise DataError(f"{root}: no data files found")
-    return fingerprint_of(dataset, entries)
-
-
-def fingerprint_of(dataset: str, entries: Iterable[tuple[str, int, int]]) -> str:
-    """The fingerprint of a dataset's files given as (relative path, size, mtime_ns): what
-    `fingerprint` computes from a folder and rmaunet.data.staging from an object listing."""
-    h = hashlib.sha256(dataset.encode())
-    for rel, size, mtime in sorted(entries):
-        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
-    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------- splits
