@@ -57,6 +57,22 @@ def test_the_stored_maps_reproduce_the_trials_own_metrics(l4s_small: Path, tmp_p
     assert scores["val_miou"] == pytest.approx(result.val["miou"])
 
 
+def test_a_fixed_threshold_trial_keeps_the_best_epoch_at_its_threshold_by_its_select_metric(
+    l4s_small: Path, tmp_path: Path
+) -> None:
+    # threshold 0.5, select miou: every epoch is validated at 0.5 (not over the grid) and the
+    # kept epoch is the one with the best validation mIoU there; epochs is how many ran.
+    from rmaunet.training.trial import run_trial
+
+    config = TrialConfig(**{**TINY, "epochs": 2}, threshold=0.5, select="miou", learning_rate=0.05)
+    result = run_trial(config, l4s_small, tmp_path)
+    assert result.epochs_run == 2 and result.threshold == 0.5 and result.threshold_protocol == "fixed"
+    assert [h["val_threshold"] for h in result.history] == [0.5, 0.5]
+    best = max(range(2), key=lambda i: (result.history[i]["val_miou"], -i)) + 1
+    assert result.best_epoch == best
+    assert result.val["miou"] == pytest.approx(result.history[best - 1]["val_miou"], abs=5e-3)  # maps stored as uint8
+
+
 def test_out_of_memory_ends_the_trial_as_failed_with_its_reason(l4s_small: Path, tmp_path: Path, monkeypatch) -> None:
     import tensorflow as tf
 

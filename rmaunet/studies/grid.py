@@ -22,7 +22,7 @@ from rmaunet.studies.session import concurrency, make_tuner, node_name, ray_sess
 from rmaunet.studies.spec import StudySpec
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["run_grid", "tune_params"]
+__all__ = ["run_grid", "tune_params", "trial_request"]
 
 Log = Callable[[str], None]
 # The name of our trial identity in Tune's config and results: Tune's own `trial_id` is another thing.
@@ -98,6 +98,23 @@ def tune_params(plan: StudyPlan) -> dict[str, dict[str, Any]]:
     return {tid: {name: readable(config[name]) for name in varied} for tid, config in configs.items()}
 
 
+def trial_request(spec: StudySpec, config: TrialConfig) -> tuple[TrialConfig, dict[str, float]]:
+    """What the spec's `resources` make of one planned trial: its config with the number of
+    data-parallel workers (the row's own `num_workers` when it sets one, else
+    resources.workers) and the bundle its Tune trial asks for.
+
+    A one-worker trial holds its CPUs / GPU itself. A data-parallel trial only drives a
+    TensorflowTrainer whose workers hold the real resources; Tune refuses an empty request,
+    and any CPU share (even 0.01) leaves a node one CPU short of the workers' whole CPUs,
+    so it asks for a little memory instead."""
+    workers = config.num_workers if config.num_workers > 1 else int(spec.resources["workers"])
+    if workers > 1:
+        bundle = {"CPU": 0.0, "memory": 64.0 * 1024**2}
+    else:
+        bundle = {"CPU": spec.resources["cpu"], "GPU": spec.resources["gpu"]}
+    return config.replace(num_workers=workers), bundle
+
+
 def run_grid(
     spec: StudySpec,
     plan: StudyPlan,
@@ -113,17 +130,12 @@ def run_grid(
 
     from rmaunet.studies.progress import Progress
 
-    gpu = spec.resources["gpu"]
     workers = int(spec.resources["workers"])
-
-    def workers_of(config: TrialConfig) -> int:
-        """A row's own `num_workers` (one data-parallel row in a study), else resources.workers."""
-        return config.num_workers if config.num_workers > 1 else workers
-
+    requests = {p.trial_id: trial_request(spec, p.config) for p in plan.to_train}
     entries = {
         p.trial_id: {
-            "config": p.config.replace(num_workers=workers_of(p.config)).to_dict(),
-            "gpu": gpu,
+            "config": requests[p.trial_id][0].to_dict(),
+            "gpu": spec.resources["gpu"],
             "cpu": spec.resources["cpu"],
             "label": p.label,
             "data_dir": str(plan.data[p.config.dataset]),
@@ -133,15 +145,7 @@ def run_grid(
     }
 
     def resources(tune_config: dict[str, Any]) -> Any:
-        """Each trial's request: a one-worker trial holds its CPUs / GPU itself. A data-parallel
-        trial only drives a TensorflowTrainer whose workers hold the real resources; Tune
-        refuses an empty request, and any CPU share (even 0.01) leaves a node one CPU short
-        of the workers' whole CPUs, so it asks for a little memory instead."""
-        if entries[tune_config[TRIAL_KEY]]["config"]["num_workers"] > 1:
-            bundle = {"CPU": 0, "memory": 64 * 1024**2}
-        else:
-            bundle = {"CPU": spec.resources["cpu"], "GPU": gpu}
-        return tune.PlacementGroupFactory([bundle])
+        return tune.PlacementGroupFactory([requests[tune_config[TRIAL_KEY]][1]])
 
     params = tune_params(plan)
     # The identity is the grid; each varied field is looked up from it, so the trial's config is flat.
