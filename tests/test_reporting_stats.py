@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import ttest_rel
 
-from rmaunet.reporting.stats import holm_adjust, paired_test, seed_stats, tile_bootstrap
+from rmaunet.reporting.stats import detectable_difference, holm_adjust, paired_test, seed_stats, tile_bootstrap
 
 
 @pytest.mark.parametrize(
@@ -53,12 +53,29 @@ def test_paired_test_needs_two_shared_seeds(base: pd.Series, other: pd.Series) -
     assert paired_test(base, other) is None
 
 
-@pytest.mark.parametrize("shift, p, significant", [(0.0, 1.0, False), (0.02, 0.0, True)])
-def test_paired_test_constant_difference(shift: float, p: float, significant: bool) -> None:
-    # Zero-variance differences have no t statistic: identical rows are p = 1, a constant shift p = 0.
+@pytest.mark.parametrize("shift", [0.0, 0.02])
+def test_paired_test_constant_difference_has_no_p(shift: float) -> None:
+    # Zero-variance differences have no t statistic: no p (not 0, not 1), never significant.
     base = pd.Series([0.6, 0.65, 0.7], index=[0, 1, 2])
     test = paired_test(base, base + shift)
-    assert test is not None and test.p_value == p and test.significant is significant
+    assert test is not None and test.no_variance and math.isnan(test.p_value) and not test.significant
+    assert test.mean_difference == pytest.approx(shift)
+
+
+# The smallest detectable difference is the one whose paired t reaches the Holm-corrected
+# critical value: a shift of exactly that size over the observed spread gives p = α / m.
+@pytest.mark.parametrize("m", [1, 2, 8])
+def test_detectable_difference_is_where_a_paired_test_turns_significant(m: int) -> None:
+    base = pd.Series([0.60, 0.62, 0.65], index=[0, 1, 2])
+    noise = pd.Series([0.004, -0.006, 0.002], index=[0, 1, 2])
+    spread = paired_test(base, base + noise)
+    assert spread is not None
+    d = detectable_difference([spread] * m)
+    at_d = paired_test(base, base + noise - noise.mean() + d)
+    assert at_d is not None and at_d.p_value == pytest.approx(0.05 / m, rel=1e-6)
+    # More comparisons demand more; a table of no-variance tests has no spread to judge by.
+    assert d > detectable_difference([spread]) or m == 1
+    assert math.isnan(detectable_difference([paired_test(base, base + 0.01)]))
 
 
 @pytest.mark.parametrize(

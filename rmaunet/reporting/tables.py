@@ -30,6 +30,7 @@ from rmaunet.reporting.protocol import (
     metric_label,
     metric_notes,
     protocol_notes,
+    significance_notes,
     split_caption,
 )
 from rmaunet.reporting.stats import (
@@ -305,6 +306,8 @@ def _seed_table(
         if several:
             if g is base:
                 line.append(Cell("baseline"))
+            elif tests.get(id(g)) is not None and tests[id(g)].no_variance:
+                line.append(Cell("no variance"))
             elif id(g) in adjusted:
                 line.append(_p_cell(adjusted[id(g)]))
             else:
@@ -314,7 +317,9 @@ def _seed_table(
     all_notes = list(notes)
     if several:
         all_notes.append(f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”.")
-        all_notes.append(_p_note(primary, [(g, tests[id(g)]) for g in groups if tests.get(id(g)) is not None]))
+        compared = [(g, tests[id(g)]) for g in groups if tests.get(id(g)) is not None]
+        all_notes.append(_p_note(primary, [(g, t) for g, t in compared if not t.no_variance]))
+        all_notes += significance_notes(primary, [t for _, t in compared])
     else:
         seeds = "training seed" if "trial_id" in rows.columns else "result"  # a typed-in table records no seeds
         all_notes.append(
@@ -377,18 +382,28 @@ def threshold_table(rows: pd.DataFrame, options: ReportOptions | None = None, ti
     options = options or ReportOptions()
     # "None" (no threshold) first, then ascending, as in the paper, whatever order the rows came in.
     groups = sorted(_require_rows(rows), key=lambda g: (not math.isnan(threshold_of(g)), threshold_of(g)))
-    if options.baseline is None:
-        # Δ and p against the threshold the model would use untuned (its config's), not the lowest one.
-        default = pd.to_numeric(rows.get("cfg_threshold", pd.Series(dtype=float)), errors="coerce").dropna()
-        match = [g for g in groups if len(default) and threshold_of(g) == float(default.iloc[0])]
-        if match:
-            options = replace(options, baseline=match[0].label)
+    # Δ and p against the spec's report baseline (a threshold), else the conventional 0.5.
+    wanted = THRESHOLD_BASELINE if options.baseline is None else options.baseline
+    match = [g for g in groups if g.label == str(wanted) or _same_number(threshold_of(g), wanted)]
+    if match:
+        options = replace(options, baseline=match[0].label)
     chosen, split = choose_threshold_row(groups, options.selection_metric)
     where = "validation" if split == "val" else "test"
     note = f"Bold: the threshold chosen on {where} {metric_label(options.selection_metric)} ({chosen.label})."
     if split == "test":
         note += " No validation metrics were stored, so the choice was made on test."
     return _seed_table(rows, groups, options, title=title, label_header="Threshold", chosen=chosen, notes=[note])
+
+
+# The cut a probability map gets untuned: what Table IX's other thresholds are measured against.
+THRESHOLD_BASELINE = 0.5
+
+
+def _same_number(value: float, wanted: Any) -> bool:
+    try:
+        return math.isclose(value, float(wanted))
+    except (TypeError, ValueError):
+        return False
 
 
 def threshold_of(group: RowGroup) -> float:
