@@ -127,3 +127,20 @@ def test_tile_bootstrap_refuses_what_tile_counts_cannot_give() -> None:
     with pytest.raises(ValueError, match=r"\[tp, fp, fn\] per tile"):
         tile_bootstrap([[1, 2]], "f1")
     assert tile_bootstrap([], "f1") is None
+
+
+# With regions, the bootstrap resamples whole regions: one region per tile is the tile
+# bootstrap; a few regions of alike tiles give a wider interval than treating tiles as independent.
+def test_tile_bootstrap_resamples_regions_when_given() -> None:
+    rng = np.random.default_rng(3)
+    region_quality = np.repeat(rng.uniform(0.2, 0.9, 5), 8)  # 5 regions of 8 alike tiles
+    tp = (400 * region_quality).astype(int)
+    counts = np.stack([tp, 400 - tp, 400 - tp], axis=1)
+    by_tile = tile_bootstrap(counts, "f1")
+    own = tile_bootstrap(counts, "f1", groups=[f"t{i:02d}" for i in range(40)])
+    assert (own.low, own.high) == (by_tile.low, by_tile.high) and own.regions == 40
+    regions = tile_bootstrap(counts, "f1", groups=[f"r{i // 8}" for i in range(40)])
+    assert regions.regions == 5 and regions.tiles == 40
+    assert regions.high - regions.low > by_tile.high - by_tile.low
+    with pytest.raises(ValueError, match="3 tile groups for 40 tiles"):
+        tile_bootstrap(counts, "f1", groups=["a", "b", "c"])

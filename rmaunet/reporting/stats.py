@@ -151,6 +151,7 @@ class BootstrapInterval:
     tiles: int
     resamples: int = BOOTSTRAP_RESAMPLES
     level: float = BOOTSTRAP_LEVEL
+    regions: int | None = None  # resampled by region (a grouped split): how many; None: by tile
 
 
 def tile_bootstrap(
@@ -160,23 +161,32 @@ def tile_bootstrap(
     resamples: int = BOOTSTRAP_RESAMPLES,
     level: float = BOOTSTRAP_LEVEL,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> BootstrapInterval | None:
     """Percentile interval of `metric` over test tiles ([tp, fp, fn] per tile); None without tiles.
 
     Each resample draws as many tiles as the split has, sums their pixel counts and scores
     the sums the way the split was scored (metrics.py: counts summed over the split), so the
     interval shows how much the number depends on which tiles happened to be in the test split.
-    It does not cover training randomness: that takes several seeds.
+    With `groups` (each tile's region, from a grouped split) it draws as many regions as the
+    split has instead, each with all its tiles: neighbouring tiles are not independent. It
+    does not cover training randomness: that takes several seeds.
     """
     counts = _tile_array(tile_counts, metric)
     if counts.size == 0:
         return None
     rng = np.random.default_rng(seed)
+    if groups is not None:
+        if len(groups) != len(counts):
+            raise ValueError(f"{len(groups)} tile groups for {len(counts)} tiles")
+        _, region = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        counts = np.stack([np.bincount(region, weights=counts[:, k]) for k in range(3)], axis=1)
     picks = rng.integers(0, len(counts), size=(resamples, len(counts)))
     scores = _score(counts[picks].sum(axis=1), metric)
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
-    return BootstrapInterval(float(low), float(high), len(counts), resamples, level)
+    regions = len(counts) if groups is not None else None
+    return BootstrapInterval(float(low), float(high), len(tile_counts), resamples, level, regions)
 
 
 def tile_score(tile_counts: np.ndarray | Sequence[Sequence[float]], metric: str) -> float:

@@ -112,8 +112,11 @@ class RowGroup:
         counts = next((c for c in map(parse_json_list, self.frame["test_tile_counts"]) if c), None)
         if counts is None:
             return None
+        groups = None
+        if "test_tile_groups" in self.frame.columns:
+            groups = next((g for g in map(parse_json_list, self.frame["test_tile_groups"]) if g), None)
         try:
-            interval = tile_bootstrap(counts, metric)
+            interval = tile_bootstrap(counts, metric, groups=groups)
         except ValueError:
             raise StoreError(
                 f"row {self.label!r}: test_tile_counts is not a list of [tp, fp, fn] per test tile"
@@ -207,9 +210,10 @@ def _interval_note(groups: Sequence[RowGroup], metrics: Sequence[str]) -> list[s
     tiles = sorted({i.tiles for i in shown})
     count = str(tiles[0]) if len(tiles) == 1 else f"{tiles[0]}–{tiles[-1]}"
     first = shown[0]
+    unit = f"{count} test tiles" if first.regions is None else f"test regions ({count} tiles)"
     note = (
-        f"[low, high]: {first.level:.0%} percentile bootstrap interval of a one-seed row, resampling its {count} "
-        f"test tiles ({first.resamples} resamples, seeded); it shows how much the value depends on the test tiles, "
+        f"[low, high]: {first.level:.0%} percentile bootstrap interval of a one-seed row, resampling its {unit} "
+        f"({first.resamples} resamples, seeded); it shows how much the value depends on the test tiles, "
         "not on training randomness."
     )
     return [note]

@@ -453,6 +453,7 @@ class TrialLoop:
             threshold=decided["threshold"],
             threshold_protocol=str(decided["threshold_protocol"]),
             det_threshold=decided["det_threshold"],
+            test_groups=list(splits.test_groups or ()),
         )
 
 
