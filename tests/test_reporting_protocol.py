@@ -19,8 +19,8 @@ def test_the_epoch_note_names_the_threshold_that_chose_each_rows_epoch() -> None
     )
     notes = one_factor_table(rows).notes
     assert (
-        "Weights: each trial's epoch chosen on validation by F1 (epoch 4–5 of 6): judged at its fixed threshold 0.5 "
-        "for At 0.5; judged at its best threshold of the 0.05–0.95 grid for Tuned." in notes
+        "Weights: each trial's epoch chosen on validation by F1 (epoch 4–5 of 6): judged at its best threshold of "
+        "the 0.05–0.95 grid for Tuned; judged at its fixed threshold (0.5) for At 0.5." in notes
     )
 
 

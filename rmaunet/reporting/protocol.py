@@ -107,18 +107,17 @@ def _epoch_notes(rows: pd.DataFrame) -> list[str]:
     head = f"Weights: each trial's epoch chosen on validation{by} (epoch {_span(best, '{:.0f}')}{of})"
     if "cfg_threshold" not in rows.columns:
         return [head + "."]
-    rule = rows["cfg_threshold"].map(_epoch_rule)
-    groups = {r: list(dict.fromkeys(rows.loc[rule == r, "row"].astype(str))) for r in dict.fromkeys(rule)}
+    tuned = rows["cfg_threshold"].astype(str) == TUNED
+    groups = {}
+    if tuned.any():
+        groups[f"judged at its best threshold of the {GRID[0]:g}–{GRID[-1]:g} grid"] = rows[tuned]
+    if (~tuned).any():
+        fixed = rows[~tuned]
+        groups[f"judged at its fixed threshold ({_span(_numbers(fixed, 'cfg_threshold'))})"] = fixed
     if len(groups) == 1:
         return [f"{head}, {next(iter(groups))}."]
-    parts = "; ".join(f"{r} for {', '.join(labels)}" for r, labels in groups.items())
+    parts = "; ".join(f"{rule} for {', '.join(dict.fromkeys(g['row'].astype(str)))}" for rule, g in groups.items())
     return [f"{head}: {parts}."]
-
-
-def _epoch_rule(threshold: object) -> str:
-    if str(threshold) == TUNED:
-        return f"judged at its best threshold of the {GRID[0]:g}–{GRID[-1]:g} grid"
-    return f"judged at its fixed threshold {float(threshold):g}"
 
 
 def _selection_label(rows: pd.DataFrame, prefix: str = " by ") -> str:
