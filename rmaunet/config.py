@@ -98,7 +98,8 @@ def aspp_too_small(size: int) -> bool:
     return len(set(rates)) < len(rates) or max(rates) >= side
 
 
-# Fields that do not change what a training run learns: excluded from the training hash.
+# Fields that do not change what a training run learns: excluded from the training hash
+# (which epoch the thresholds make a trial keep enters it as the selection rule).
 POST_TRAINING_FIELDS = ("threshold", "det_threshold")
 EXECUTION_FIELDS = ("num_workers",)
 
