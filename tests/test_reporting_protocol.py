@@ -53,6 +53,9 @@ def test_no_variance_and_the_detectable_difference_are_stated() -> None:
     assert len(detectable) == 1 and "not significant means not detected, not no effect" in detectable[0]
     assert "after correction" not in detectable[0]  # one comparison has a p: nothing to correct
     assert any(n.startswith("No variance:") for n in table.notes)
+    # A table whose every comparison has no variance has no t-test to describe.
+    same = one_factor_table(table_rows([[0.60, 0.62, 0.64], [0.61, 0.63, 0.65]], ["A", "B"]))
+    assert not any(n.startswith(("p:", "With n")) for n in same.notes)
 
 
 # Engine rows say whether tiles of one scene may straddle splits; a grouped split says regions were held out.

@@ -322,7 +322,8 @@ def _seed_table(
     if several:
         all_notes.append(f"Cells: mean ± std over n seeds. Δ: difference of the means to the baseline “{base.label}”.")
         compared = [(g, tests[id(g)]) for g in groups if tests.get(id(g)) is not None]
-        all_notes.append(_p_note(primary, [(g, t) for g, t in compared if not t.no_variance]))
+        with_p = [(g, t) for g, t in compared if not t.no_variance]
+        all_notes += [_p_note(primary, with_p)] if with_p else []
         all_notes += significance_notes(primary, [t for _, t in compared])
     else:
         seeds = "training seed" if "trial_id" in rows.columns else "result"  # a typed-in table records no seeds
