@@ -3,7 +3,9 @@
 Defaults are the paper's U-Net baseline (Section III): 14 bands, double conv, no
 attention, one head, cross-entropy with L2 1e-4, Adam at 4e-4, 30 epochs. The content
 hash covers only what changes a training run, so a threshold sweep or a change of the
-number of data-parallel workers reuses an existing trial.
+number of data-parallel workers reuses an existing trial. What decides which epoch a trial
+keeps (its `select` metric, and its threshold when fixed: the epoch is chosen at the
+threshold the row is scored at) is part of the hash.
 
 This module imports neither TensorFlow nor Ray: the study engine validates specs with it
 before anything heavy starts.
@@ -39,6 +41,10 @@ __all__ = [
     "TUNED",
     "POST_TRAINING_FIELDS",
     "EXECUTION_FIELDS",
+    "DEEPLAB_STRIDE",
+    "DEEPLAB_RATES",
+    "aspp_rates",
+    "aspp_too_small",
 ]
 
 # The catalogue of names a spec may use. Each registry (rmaunet.losses, rmaunet.models)
@@ -71,8 +77,30 @@ TUNED = "tuned"
 # Validation metrics a trial may select its checkpoint by (a spec's `select: val_<metric>`).
 SELECT_METRICS = ("f1", "miou", "iou", "precision", "recall")
 
-# Fields that do not change what a training run learns: excluded from the training hash.
-POST_TRAINING_FIELDS = ("threshold",)
+# DeepLab-V3 (Chen et al. 2017): ResNet-50 at output stride 16, ASPP at these rates for its
+# 513-px crops. Here and in reporting (which says when a table's inputs are too small for them).
+DEEPLAB_STRIDE = 16
+DEEPLAB_RATES = (6, 12, 18)
+_DEEPLAB_CROP = 512  # the published crop, to the stride: its map is what the rates were set for
+
+
+def aspp_rates(size: int) -> tuple[int, ...]:
+    """DeepLab-V3's ASPP rates for `size`-px inputs: the published rates scaled by size / 512,
+    so each branch sees the same share of the map as in the paper (at least rate 1).
+    128 px: (2, 3, 5); 512 px: (6, 12, 18)."""
+    return tuple(max(1, math.floor(rate * size / _DEEPLAB_CROP + 0.5)) for rate in DEEPLAB_RATES)
+
+
+def aspp_too_small(size: int) -> bool:
+    """True when `size`-px inputs are too small for ASPP: scaled rates that coincide (the
+    pyramid loses scales) or reach past the stride-16 map (a branch sees only padding)."""
+    rates, side = aspp_rates(size), size // DEEPLAB_STRIDE
+    return len(set(rates)) < len(rates) or max(rates) >= side
+
+
+# Fields that do not change what a training run learns: excluded from the training hash
+# (which epoch the thresholds make a trial keep enters it as the selection rule).
+POST_TRAINING_FIELDS = ("threshold", "det_threshold")
 EXECUTION_FIELDS = ("num_workers",)
 
 
@@ -84,7 +112,11 @@ class TrialConfig:
     dataset: str = "landslide4sense"
     bands: str = "14"  # a named set of Table VI ("14", "17", … "26") or comma-separated band names
     crop: int | None = None  # train / evaluate on centre crops of this side (None: full tiles)
-    max_tiles: int | None = None  # use at most this many tiles of the training folder
+    max_tiles: int | None = None  # a seeded random subset of this many tiles of the training folder
+    # Optional region of each tile, so that whole regions fall in one split (rmaunet.data.splits):
+    # "regex:<pattern>" (the pattern's first group, else its whole match, in the file name)
+    # or "csv:<path>" (columns `file`, `group`). None: random per tile, as the paper's splits.
+    split_groups: str | None = None
     augment: tuple[str, ...] = ("rotation", "cutmix")
     val_fraction: float = 0.1
     test_fraction: float | None = None  # None: the dataset's own (L4S 0.2, Bijie 0.3)
@@ -112,6 +144,8 @@ class TrialConfig:
     # "tuned": chosen per trial on validation (by `select`) from the stored probability
     # maps; or a fixed decision threshold in (0, 1), the paper's protocol.
     threshold: float | str = TUNED
+    # The detection head's threshold: "tuned" (per trial on validation, by image-level F1) or fixed in (0, 1).
+    det_threshold: float | str = TUNED
     # execution
     num_workers: int = 1
 
@@ -160,10 +194,21 @@ class TrialConfig:
             _float_range("test_fraction", self.test_fraction, 0.0, 0.9, open_low=True)
         _float_range("l2", self.l2, 0.0, 1.0)
         _float_range("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
-        if self.threshold != TUNED:
-            if isinstance(self.threshold, str):
-                raise ConfigError(f"threshold: expected {TUNED!r} or a number in (0, 1), got {self.threshold!r}")
-            _float_range("threshold", self.threshold, 0.0, 1.0, open_low=True, open_high=True)
+        for name in ("threshold", "det_threshold"):
+            value = getattr(self, name)
+            if value != TUNED:
+                if isinstance(value, str):
+                    raise ConfigError(f"{name}: expected {TUNED!r} or a number in (0, 1), got {value!r}")
+                _float_range(name, value, 0.0, 1.0, open_low=True, open_high=True)
+        if self.split_groups is not None and not (
+            isinstance(self.split_groups, str)
+            and self.split_groups.startswith(("regex:", "csv:"))
+            and self.split_groups.split(":", 1)[1]
+        ):
+            raise ConfigError(
+                f"split_groups: expected 'regex:<pattern>' or 'csv:<path>' naming each tile's region, "
+                f"got {self.split_groups!r}"
+            )
         if not isinstance(self.xla, bool):
             raise ConfigError(f"xla: expected true or false, got {self.xla!r}")
         params = dict(self.loss_params)
@@ -212,9 +257,16 @@ class TrialConfig:
         for name in POST_TRAINING_FIELDS + EXECUTION_FIELDS:
             d.pop(name)
         # The rule that picks the kept epoch: the best validation `select` metric over the
-        # threshold grid (rmaunet.thresholds.GRID), not at one fixed threshold. Part of the
-        # identity: trials selected under another rule are not reused as if they were not.
-        d["checkpoint_selection"] = "best_over_thresholds"
+        # threshold grid (rmaunet.thresholds.GRID) for a tuned threshold, at the row's own
+        # threshold when fixed (detection: likewise with det_threshold). Part of the identity:
+        # trials selected under another rule are not reused as if they were not.
+        d["checkpoint_selection"] = _selection_rule(self.threshold)
+        if self.det_threshold != TUNED:
+            d["detection_selection"] = _selection_rule(self.det_threshold)
+        if self.max_tiles is not None:
+            d["tile_subset"] = "seeded_random"  # once the first N in file order: another set of tiles
+        if self.split_groups is None:
+            d.pop("split_groups")  # keeps the identity of every trial made before the field existed
         return d
 
     @property
@@ -226,6 +278,10 @@ class TrialConfig:
     @property
     def loss_kwargs(self) -> dict[str, Any]:
         return dict(self.loss_params)
+
+
+def _selection_rule(threshold: float | str) -> str:
+    return "best_over_thresholds" if threshold == TUNED else f"at_threshold_{float(threshold):g}"
 
 
 def _freeze(value: Any) -> Any:

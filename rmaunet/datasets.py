@@ -47,6 +47,8 @@ class DatasetInfo:
     split: SplitPolicy
     # Channels read only when a band spec names them; the band sets start without them.
     opt_in: tuple[str, ...] = ()
+    # The side of its square tiles in pixels when they all share one (reports size notes by it).
+    tile_size: int | None = None
     # Published per-channel normalisation constants (normalisation: official), in `bands` order.
     official_mean: tuple[float, ...] | None = field(default=None, repr=False)
     official_std: tuple[float, ...] | None = field(default=None, repr=False)
@@ -69,6 +71,7 @@ LANDSLIDE4SENSE = DatasetInfo(
     bands=("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "slope", "dem"),
     roles={"blue": "B2", "green": "B3", "red": "B4", "nir": "B8", "swir1": "B11", "swir2": "B12"},
     split=SplitPolicy(development=("train",), test_fraction=0.2),  # TrainData 80:20 (the test labels are unpublished)
+    tile_size=128,
     # The official Landslide4Sense baseline's constants.
     official_mean=(
         -0.4914,

@@ -86,6 +86,7 @@ COLUMNS: dict[str, str] = {
     "det_threshold": "detection head's threshold, chosen on validation by image-level F1 (NaN without a head)",
     "test_tiles": "number of test tiles",
     "test_tile_counts": "JSON list of [tp, fp, fn] per test tile at the row's threshold (tile bootstrap)",
+    "test_tile_groups": "JSON list of each test tile's region with a grouped split (split_groups), else empty",
     "threshold_curve": "JSON list of {threshold, val_<metric>, test_<metric>} over rmaunet.thresholds.GRID",
     **{f"val_{m}": f"validation {m} (0-1)" for m in METRIC_NAMES},
     **{f"test_{m}": f"test {m} (0-1), computed once per trial" for m in METRIC_NAMES},

@@ -79,8 +79,9 @@ def decide(
     """The thresholds a finished trial is scored at, from its stored validation maps.
 
     Mask: `config.threshold` when fixed; when tuned, the grid point with the best
-    validation `config.select` metric (0.5 if validation has no maps). Detection head:
-    always chosen on validation by image-level F1 (None without a head).
+    validation `config.select` metric (0.5 if validation has no maps). Detection head
+    (None without one): `config.det_threshold` when fixed; when tuned, chosen on
+    validation by image-level F1.
     """
     if config.threshold == TUNED:
         chosen = choose_threshold(scores_at(folder, GRID), config.select)
@@ -89,7 +90,9 @@ def decide(
         threshold, protocol = float(config.threshold), "fixed"
     det_threshold = None
     val_det = folder.load_detection("val")
-    if val_det is not None:
+    if val_det is not None and config.det_threshold != TUNED:
+        det_threshold = float(config.det_threshold)
+    elif val_det is not None:
         from rmaunet.metrics import detection_scores
 
         f1 = [detection_scores(val_det[0], val_det[1], t)["f1"] for t in GRID]

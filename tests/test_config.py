@@ -26,11 +26,15 @@ def test_hash_is_stable_across_processes():
     assert other == TrialConfig(loss="focal", loss_params={"gamma": 2.0}).training_hash
 
 
-def test_hash_ignores_threshold_and_workers_but_not_training_fields():
-    # Post-processing and execution knobs reuse a trial; anything that changes learning does not.
+def test_hash_ignores_workers_but_not_training_fields_or_the_epoch_rule():
+    # Execution knobs reuse a trial; anything that changes learning, or which epoch is kept, does not.
     base = TrialConfig()
-    assert base.replace(threshold=0.9).training_hash == base.training_hash
     assert base.replace(num_workers=4).training_hash == base.training_hash
+    # A fixed threshold chooses the kept epoch at itself, a tuned one over the grid: three trainings.
+    hashes = {base.training_hash, base.replace(threshold=0.5).training_hash, base.replace(threshold=0.9).training_hash}
+    assert len(hashes) == 3
+    assert base.replace(det_threshold=0.5).training_hash != base.training_hash
+    assert base.replace(select="miou").training_hash != base.training_hash
     assert base.replace(seed=1).training_hash != base.training_hash
     assert base.replace(loss="iou").training_hash != base.training_hash
 

@@ -15,7 +15,7 @@ from rmaunet.config import TrialConfig
 from rmaunet.data import OFFICIAL_L4S_MEAN, OFFICIAL_L4S_STD, fingerprint, prepare_splits
 from rmaunet.data.cache import CACHE_DIR_NAME
 from rmaunet.data.reader import TileReader
-from rmaunet.data.splits import stratified_split
+from rmaunet.data.splits import grouped_split, stratified_split, tile_groups
 from rmaunet.data.synthetic import write_dataset
 from rmaunet.errors import ConfigError, DataError
 
@@ -139,9 +139,62 @@ def test_crop_is_the_centre_of_the_engineered_tile(l4s):
     np.testing.assert_array_equal(crop.y_test, full.y_test[:, 8:24, 8:24])
 
 
-def test_max_tiles_limits_the_pool(l4s):
+def test_max_tiles_limits_the_pool_to_a_seeded_random_subset(l4s):
+    # Not the first 20 files in numeric order (real tiles are numbered by region): a fixed
+    # random subset, the same in every trial, kept in file order.
+    from rmaunet.data.landslide4sense import Landslide4Sense
+
     s = prepare_splits(TrialConfig(max_tiles=20, normalisation="none"), l4s)
     assert len(s.x_train) + len(s.x_val) + len(s.x_test) == 20
+    reader = Landslide4Sense(l4s, "train")
+    subset = reader.subset(20)
+    assert subset == reader.subset(20) and subset != reader.samples[:20]
+    assert [reader.samples.index(x) for x in subset] == sorted(reader.samples.index(x) for x in subset)
+    assert reader.subset(None) == reader.subset(10**6) == reader.samples
+
+
+# A grouped split keeps each region whole on one side, near the asked fraction, seeded.
+def test_grouped_split_holds_whole_regions_out():
+    groups = [f"r{i % 7}" for i in range(70)]
+    keep, held = grouped_split(groups, 0.3, seed=1)
+    assert sorted(np.concatenate([keep, held]).tolist()) == list(range(70))
+    assert not {groups[i] for i in keep} & {groups[i] for i in held}
+    assert len(held) in (20, 30)  # whole regions of 10: the count nearest 21
+    assert np.array_equal(grouped_split(groups, 0.3, seed=1)[1], held)
+    with pytest.raises(DataError, match="at least two"):
+        grouped_split(["a"] * 5, 0.3, seed=0)
+
+
+# Regions come from the file name (a regex's first group) or a CSV of file,group; an unplaced tile is refused.
+def test_tile_groups_from_a_pattern_or_a_csv(tmp_path):
+    paths = [Path("img/image_1.h5"), Path("img/image_12.h5"), Path("img/image_13.h5")]
+    assert tile_groups(paths, r"regex:image_(\d)") == ["1", "1", "1"]
+    assert tile_groups(paths, r"regex:\d+") == ["1", "12", "13"]
+    table = tmp_path / "regions.csv"
+    table.write_text("file,group\nimage_1.h5,north\nimage_12.h5,south\nimage_13.h5,south\n")
+    assert tile_groups(paths, f"csv:{table}") == ["north", "south", "south"]
+    with pytest.raises(DataError, match="finds no region in the file name 'image_1.h5'"):
+        tile_groups(paths, "regex:scene")
+    table.write_text("file,group\nimage_1.h5,north\n")
+    with pytest.raises(DataError, match="no group for 'image_12.h5'"):
+        tile_groups(paths, f"csv:{table}")
+
+
+# With split_groups, no region has tiles in two of train / validation / test, and the test
+# tiles' regions travel with the splits (the bootstrap resamples them).
+def test_split_groups_keep_regions_out_of_each_others_splits(l4s):
+    from rmaunet.data.bands import resolve_bands
+    from rmaunet.data.prepare import _plan
+
+    rule = r"regex:(\d)\.h5$"  # ten regions: the tile number's last digit
+    config = TrialConfig(normalisation="none", split_groups=rule)
+    names = resolve_bands("14", "landslide4sense")
+    dev, parts, _, test = _plan(config, names, l4s, fingerprint(l4s, "landslide4sense"))
+    regions = np.asarray(tile_groups(dev.paths(), rule))
+    sides = [set(regions[parts["train"]]), set(regions[parts["val"]]), set(regions[test])]
+    assert all(sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    s = prepare_splits(config, l4s)
+    assert s.test_groups is not None and sorted(s.test_groups) == sorted(regions[test].tolist())
 
 
 def test_bijie_dem_is_opt_in_and_cached_apart(bijie, monkeypatch):

@@ -93,16 +93,19 @@ def test_backbone_round_trip(backbone, tmp_path):
     _check_outputs(config, out)
 
 
-# DeepLab-V3 runs ASPP on a ResNet-50's stride-16 map, for any band count and any size divisible by 16.
-def test_deeplabv3_is_aspp_on_resnet50():
-    model = build_model(TrialConfig(backbone="deeplabv3", **TINY), 14, None)
-    names = {layer.name for layer in model.layers}
-    assert {"conv1_conv", "conv4_block6_out", "aspp"} <= names
-    assert not any(name.startswith("conv5_") for name in names)  # the stride-32 stage is not used
-    assert model.get_layer("aspp").input.shape[1:] == (None, None, 1024)
-    for size in (64, 48):
-        out = model(random_batch((1, size, size, 14)), training=False)
-        assert tuple(out["mask"].shape) == (1, size, size, 1)
+# DeepLab-V3 as published: ResNet-50 whose conv5 is atrous (stride 16 throughout, dilation 2),
+# ASPP with ReLU at the published rates scaled to the input, bilinear upsampling to full size.
+@pytest.mark.parametrize("size, rates", [(128, (2, 3, 5)), (64, (1, 2, 2))])
+def test_deeplabv3_is_aspp_on_atrous_resnet50(size, rates):
+    model = build_model(TrialConfig(backbone="deeplabv3", **TINY), 14, size)
+    assert model.get_layer("conv5_block3_out").output.shape[1:] == (size // 16, size // 16, 2048)
+    assert model.get_layer("conv5_block1_2_conv").dilation_rate == (2, 2)
+    aspp = model.get_layer("aspp")
+    assert aspp.rates == rates
+    assert [conv.dilation_rate[0] for conv, _ in aspp.branches] == [1, *rates]
+    assert not any(isinstance(layer, keras.layers.LeakyReLU) for layer in aspp._flatten_layers())
+    out = model(random_batch((1, size, size, 14)), training=False)
+    assert tuple(out["mask"].shape) == (1, size, size, 1)
 
 
 # The full RMAU-NET preset (Res-Conv + multi-head attention + multiple heads) builds for 23 bands and round-trips.
@@ -129,6 +132,7 @@ def test_unet_without_size_accepts_other_sizes():
     [
         (dict(attention="mha"), None, "fixed image size"),
         (dict(backbone="mobilenetv3"), None, "fixed image size"),
+        (dict(backbone="deeplabv3"), None, "fixed image size"),
         (dict(), 30, "divisible by 4"),
         (dict(backbone="efficientnetv2"), 48, "divisible by 32"),
         (dict(backbone="deeplabv3"), 40, "divisible by 16"),

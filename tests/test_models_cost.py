@@ -55,15 +55,15 @@ def test_count_flops_refuses_unknown_size():
         count_flops(build_model(TrialConfig(base_filters=4, depth=2), 3, None))
 
 
-def _resnet50_through_conv4_params(bands: int) -> int:
-    """Hand count of keras.applications ResNet-50 up to conv4_block6_out (biased convs, 4-weight BN)."""
+def _resnet50_params(bands: int) -> int:
+    """Hand count of keras.applications ResNet-50 without its top (biased convs, 4-weight BN)."""
 
     def conv_bn(kernel: int, c_in: int, c_out: int) -> int:
         return kernel * kernel * c_in * c_out + c_out + 4 * c_out
 
     total = conv_bn(7, bands, 64)
     channels = 64
-    for filters, blocks in ((64, 3), (128, 4), (256, 6)):
+    for filters, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
         total += conv_bn(1, channels, 4 * filters)  # the projection shortcut of each stage's first block
         for _ in range(blocks):
             total += conv_bn(1, channels, filters) + conv_bn(3, filters, filters) + conv_bn(1, filters, 4 * filters)
@@ -71,10 +71,10 @@ def _resnet50_through_conv4_params(bands: int) -> int:
     return total
 
 
-# DeepLab-V3's encoder is ResNet-50 through stage conv4 (8.6 M parameters at 14 bands), whatever the width.
-@pytest.mark.parametrize("bands, base_filters", [(14, 4), (23, 8)])
-def test_deeplabv3_encoder_is_resnet50_through_conv4(bands, base_filters):
+# DeepLab-V3's encoder is all of ResNet-50, conv5 included (23.6 M parameters at 3 bands), whatever the width.
+@pytest.mark.parametrize("bands, base_filters", [(3, 4), (23, 8)])
+def test_deeplabv3_encoder_is_all_of_resnet50(bands, base_filters):
     model = build_model(TrialConfig(backbone="deeplabv3", base_filters=base_filters), bands, 64)
     encoder = sum(layer.count_params() for layer in model.layers if layer.name.startswith(("conv", "pool")))
-    assert encoder == _resnet50_through_conv4_params(bands)
+    assert encoder == _resnet50_params(bands)
     assert model.get_layer("aspp").count_params() > 0

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import ttest_rel
 
-from rmaunet.reporting.stats import holm_adjust, paired_test, seed_stats, tile_bootstrap
+from rmaunet.reporting.stats import detectable_difference, holm_adjust, paired_test, seed_stats, tile_bootstrap
 
 
 @pytest.mark.parametrize(
@@ -53,12 +53,29 @@ def test_paired_test_needs_two_shared_seeds(base: pd.Series, other: pd.Series) -
     assert paired_test(base, other) is None
 
 
-@pytest.mark.parametrize("shift, p, significant", [(0.0, 1.0, False), (0.02, 0.0, True)])
-def test_paired_test_constant_difference(shift: float, p: float, significant: bool) -> None:
-    # Zero-variance differences have no t statistic: identical rows are p = 1, a constant shift p = 0.
+@pytest.mark.parametrize("shift", [0.0, 0.02])
+def test_paired_test_constant_difference_has_no_p(shift: float) -> None:
+    # Zero-variance differences have no t statistic: no p (not 0, not 1), never significant.
     base = pd.Series([0.6, 0.65, 0.7], index=[0, 1, 2])
     test = paired_test(base, base + shift)
-    assert test is not None and test.p_value == p and test.significant is significant
+    assert test is not None and test.no_variance and math.isnan(test.p_value) and not test.significant
+    assert test.mean_difference == pytest.approx(shift)
+
+
+# The smallest detectable difference is the one whose paired t reaches the Holm-corrected
+# critical value: a shift of exactly that size over the observed spread gives p = α / m.
+@pytest.mark.parametrize("m", [1, 2, 8])
+def test_detectable_difference_is_where_a_paired_test_turns_significant(m: int) -> None:
+    base = pd.Series([0.60, 0.62, 0.65], index=[0, 1, 2])
+    noise = pd.Series([0.004, -0.006, 0.002], index=[0, 1, 2])
+    spread = paired_test(base, base + noise)
+    assert spread is not None
+    d = detectable_difference([spread] * m)
+    at_d = paired_test(base, base + noise - noise.mean() + d)
+    assert at_d is not None and at_d.p_value == pytest.approx(0.05 / m, rel=1e-6)
+    # More comparisons demand more; a table of no-variance tests has no spread to judge by.
+    assert d > detectable_difference([spread]) or m == 1
+    assert math.isnan(detectable_difference([paired_test(base, base + 0.01)]))
 
 
 @pytest.mark.parametrize(
@@ -110,3 +127,20 @@ def test_tile_bootstrap_refuses_what_tile_counts_cannot_give() -> None:
     with pytest.raises(ValueError, match=r"\[tp, fp, fn\] per tile"):
         tile_bootstrap([[1, 2]], "f1")
     assert tile_bootstrap([], "f1") is None
+
+
+# With regions, the bootstrap resamples whole regions: one region per tile is the tile
+# bootstrap; a few regions of alike tiles give a wider interval than treating tiles as independent.
+def test_tile_bootstrap_resamples_regions_when_given() -> None:
+    rng = np.random.default_rng(3)
+    region_quality = np.repeat(rng.uniform(0.2, 0.9, 5), 8)  # 5 regions of 8 alike tiles
+    tp = (400 * region_quality).astype(int)
+    counts = np.stack([tp, 400 - tp, 400 - tp], axis=1)
+    by_tile = tile_bootstrap(counts, "f1")
+    own = tile_bootstrap(counts, "f1", groups=[f"t{i:02d}" for i in range(40)])
+    assert (own.low, own.high) == (by_tile.low, by_tile.high) and own.regions == 40
+    regions = tile_bootstrap(counts, "f1", groups=[f"r{i // 8}" for i in range(40)])
+    assert regions.regions == 5 and regions.tiles == 40
+    assert regions.high - regions.low > by_tile.high - by_tile.low
+    with pytest.raises(ValueError, match="3 tile groups for 40 tiles"):
+        tile_bootstrap(counts, "f1", groups=["a", "b", "c"])

@@ -265,3 +265,59 @@ def test_smoke_runs_on_a_cpu_whatever_the_spec_asks_for():
     smoke = load_spec(bundled_spec("paper_table10_ladder"), smoke=True)
     assert full.resources["gpu"] == 1
     assert smoke.resources["gpu"] == 0 and smoke.resources["cpu"] == 1 and smoke.resources["workers"] == 1
+
+
+# Every spec key reaches the planned trials it governs, and a value other than the default
+# changes what those trials do (their config, so their identity: no old trial is reused
+# under a new meaning). What each config field does inside a trial is tested where it acts.
+@pytest.mark.parametrize(
+    "line, field, value",
+    [
+        ("select: val_miou", "select", "miou"),  # the metric that picks the kept epoch and a tuned threshold
+        ("base: {preset: baseline, threshold: 0.3}", "threshold", 0.3),  # scored and epoch chosen at 0.3
+        ("base: {preset: baseline, det_threshold: 0.7}", "det_threshold", 0.7),  # the detection head's
+        ("base: {preset: baseline, epochs: 2}", "epochs", 2),
+        ("base: {preset: baseline, max_tiles: 9}", "max_tiles", 9),
+        ("base: {preset: baseline, split_groups: 'regex:^(\\w+)_'}", "split_groups", "regex:^(\\w+)_"),
+    ],
+)
+def test_each_spec_key_reaches_every_planned_trial(tmp_path, line, field, value):
+    body = "kind: table\nseeds: [0, 1]\nrows: [{label: A}, {label: B, set: {loss: focal}}]\n"
+    default = expand(load_spec(_write(tmp_path, f"name: t\nbase: {{preset: baseline}}\n{body}")), "fp")
+    changed = expand(load_spec(_write(tmp_path, f"name: t\n{line}\n{body}")), "fp")
+    assert {getattr(p.config, field) for p in changed} == {value}
+    assert all(getattr(p.config, field) != value for p in default)
+    # Every knob here changes what training keeps, so no planned trial keeps its old identity.
+    assert not {p.trial_id for p in changed} & {p.trial_id for p in default}
+
+
+# `select` is the study's: a row or base that sets its own would train by one metric and
+# be reported by another, so it is refused with its line.
+@pytest.mark.parametrize("where", ["base: {preset: baseline, select: miou}", "rows: [{label: A, set: {select: miou}}]"])
+def test_select_inside_a_section_is_refused(tmp_path, where):
+    text = "name: t\nkind: table\n" + (where if where.startswith("base") else f"base: {{preset: baseline}}\n{where}")
+    text += "" if "rows" in where else "\nrows: [{label: A}]"
+    with pytest.raises(SpecError, match="select is the study's"):
+        load_spec(_write(tmp_path, text + "\n"))
+
+
+# resources: cpu / gpu become each trial's Tune bundle and workers its data-parallel group.
+def test_resources_reach_each_trials_request(tmp_path):
+    from rmaunet.studies.grid import trial_request
+
+    body = "name: t\nkind: table\nbase: {preset: baseline}\nrows: [{label: A}, {label: B, set: {num_workers: 3}}]\n"
+    one = load_spec(_write(tmp_path, body + "resources: {cpu: 3, gpu: 0.5}\n"))
+    config, bundle = trial_request(one, one.rows[0].config)
+    assert bundle == {"CPU": 3.0, "GPU": 0.5} and config.num_workers == 1
+    group = load_spec(_write(tmp_path, body + "resources: {cpu: 2, workers: 2}\n"))
+    config, bundle = trial_request(group, group.rows[0].config)
+    assert config.num_workers == 2 and bundle["CPU"] == 0  # its workers hold the CPUs, not the driver
+    assert trial_request(group, group.rows[1].config)[0].num_workers == 3  # a row's own group wins
+
+
+# A search trains each sample on one worker: asking for more is refused, not ignored.
+def test_a_search_refuses_data_parallel_workers(tmp_path):
+    text = "name: s\nkind: search\nbase: {preset: baseline}\nbudget: 2\nresources: {workers: 2}\n"
+    text += "space: {learning_rate: {loguniform: [0.0001, 0.01]}}\n"
+    with pytest.raises(SpecError, match="resources.workers: a search"):
+        load_spec(_write(tmp_path, text))

@@ -44,15 +44,23 @@ def test_test_is_scored_with_the_selected_epochs_weights(l4s_small: Path, tmp_pa
     assert np.abs(stored.astype(int) - expected.astype(int)).max() <= 1
 
 
-def test_the_stored_maps_reproduce_the_trials_own_metrics(l4s_small: Path, tmp_path: Path) -> None:
-    # A results row recomputes metrics from the maps; they must equal what the trial reported.
+def test_a_fixed_threshold_trial_keeps_its_best_epoch_there_and_its_maps_reproduce_its_metrics(
+    l4s_small: Path, tmp_path: Path
+) -> None:
+    # threshold 0.5, select miou: every epoch is validated at 0.5 (not over the grid), the kept
+    # epoch is the one with the best validation mIoU there, and `epochs` is how many ran. A
+    # results row recomputes metrics from the stored maps: they equal what the trial reported.
     from rmaunet.thresholds import scores_at
     from rmaunet.training.trial import run_trial
 
-    config = TrialConfig(**{**TINY, "epochs": 1})
+    config = TrialConfig(**{**TINY, "epochs": 2}, threshold=0.5, select="miou", learning_rate=0.05)
     result = run_trial(config, l4s_small, tmp_path)
-    assert result.threshold_protocol == "tuned" and result.threshold is not None
-    scores = scores_at(TrialFolder(tmp_path), (result.threshold,))[result.threshold]
+    assert result.epochs_run == 2 and result.threshold == 0.5 and result.threshold_protocol == "fixed"
+    assert [h["val_threshold"] for h in result.history] == [0.5, 0.5]
+    best = max(range(2), key=lambda i: (result.history[i]["val_miou"], -i)) + 1
+    assert result.best_epoch == best
+    assert result.val["miou"] == pytest.approx(result.history[best - 1]["val_miou"], abs=5e-3)  # maps stored as uint8
+    scores = scores_at(TrialFolder(tmp_path), (0.5,))[0.5]
     assert scores["test_f1"] == pytest.approx(result.test["f1"])
     assert scores["val_miou"] == pytest.approx(result.val["miou"])
 

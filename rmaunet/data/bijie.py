@@ -90,8 +90,8 @@ class Bijie(TileReader):
                 landslide = group == "landslide"
                 members.append(Sample(stem, path, masks.get(stem), dems.get(stem), landslide=landslide))
             groups.append(members)
-        # Interleave the groups in proportion, so that any first-N subset (max_tiles)
-        # keeps the dataset's mix of landslide and non-landslide tiles.
+        # Interleave the groups in proportion, so that file order mixes landslide and
+        # non-landslide tiles as the dataset does.
         order = [((i + 0.5) / len(members), g, i) for g, members in enumerate(groups) for i in range(len(members))]
         return [groups[g][i] for _, g, i in sorted(order)]
 

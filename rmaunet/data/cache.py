@@ -68,7 +68,7 @@ class CachedSplit:
         self.reader = reader
         self.dataset = reader.dataset
         root = cache_root(reader.root)
-        suffix = f"-first{limit}" if limit is not None else ""
+        suffix = f"-random{limit}" if limit is not None else ""  # TileReader.subset
         # A reader that leaves out opt-in channels (Bijie without its DEM) stores fewer of them.
         suffix += "".join(f"-without-{b}" for b in reader.info.bands if b not in reader.band_names)
         self.dir = (

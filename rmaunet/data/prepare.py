@@ -13,6 +13,9 @@ paper, plus a validation part for every selection decision):
   folders together are the development pool that train and validation are carved from
   (a missing test folder is carved from the pool instead).
 
+With `split_groups`, every split holds whole regions (rmaunet.data.splits.grouped_split)
+instead of tiles stratified one by one.
+
 The test split depends on the data (and `max_tiles`, `test_fraction`) only, never on
 `config.seed`: every trial of a study is scored on the same images. Validation is carved
 from train with `config.seed` and `config.val_fraction`.
@@ -34,7 +37,7 @@ from rmaunet.data.fingerprint import fingerprint, fingerprint_of
 from rmaunet.data.landslide4sense import Landslide4Sense
 from rmaunet.data.nepal import Nepal
 from rmaunet.data.reader import TileReader
-from rmaunet.data.splits import stratified_split
+from rmaunet.data.splits import holdout_split, tile_groups
 from rmaunet.datasets import DATASET_INFO, LANDSLIDE4SENSE, DatasetInfo, dataset_info
 from rmaunet.errors import ConfigError, DataError
 
@@ -81,6 +84,7 @@ class Splits:
     norm_mean: np.ndarray | None = None  # what was subtracted per band (None: not normalised)
     norm_std: np.ndarray | None = None
     nan_pixels: int = 0  # non-finite input values replaced while reading
+    test_groups: tuple[str, ...] | None = None  # each test tile's region (config.split_groups), for the bootstrap
 
     def __post_init__(self) -> None:
         for part in ("train", "val", "test"):
@@ -108,6 +112,10 @@ class _Pool:
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def paths(self) -> list[Path]:
+        """Each tile's image file, in pool order (what split_groups names regions by)."""
+        return [Path(p) for source in self.sources for p in source.paths]
 
     def has_landslide(self) -> np.ndarray:
         labels = []
@@ -150,12 +158,18 @@ def _plan(
     if policy.test_split in present:
         test_pool = _Pool([cached(policy.test_split, None)])
     labels = dev.has_landslide()  # one pass over the (memory-mapped) masks
+    groups = None if config.split_groups is None else np.asarray(tile_groups(dev.paths(), config.split_groups))
     if test_pool is dev:
-        rest, test = stratified_split(labels, config.test_fraction or policy.test_fraction, seed=_TEST_SEED)
+        fraction = config.test_fraction or policy.test_fraction
+        rest, test = holdout_split(labels, fraction, _TEST_SEED, groups)
     else:
         rest, test = np.arange(len(dev)), np.arange(len(test_pool))
-    train_rel, val_rel = stratified_split(labels[rest], config.val_fraction, seed=config.seed)
+    train_rel, val_rel = holdout_split(labels[rest], config.val_fraction, config.seed, _at(groups, rest))
     return dev, {"train": rest[train_rel], "val": rest[val_rel]}, test_pool, test
+
+
+def _at(groups: np.ndarray | None, index: np.ndarray) -> list[str] | None:
+    return None if groups is None else groups[index].tolist()
 
 
 def _centre_window(shape: tuple[int, ...], crop: int | None) -> tuple[slice, slice] | None:
@@ -213,7 +227,10 @@ def validate_data(config: TrialConfig, root: Path | str) -> None:
     if policy.test_split in present:
         splits.append((policy.test_split, None))
     for split, limit in splits:
-        open_reader(config.dataset, root, split, bands=names).validate(limit)
+        reader = open_reader(config.dataset, root, split, bands=names)
+        reader.validate(limit)
+        if config.split_groups is not None:  # every tile must have a region before any trial starts
+            tile_groups([sample.image for sample in reader.subset(limit)], config.split_groups)
 
 
 def prepare_splits(config: TrialConfig, root: Path | str) -> Splits:
@@ -254,4 +271,12 @@ def prepare_splits(config: TrialConfig, root: Path | str) -> Splits:
         norm_mean=None if moments is None else moments[0],
         norm_std=None if moments is None else moments[1],
         nan_pixels=nan_pixels,
+        test_groups=_test_groups(config, test_pool, test),
     )
+
+
+def _test_groups(config: TrialConfig, pool: _Pool, test: np.ndarray) -> tuple[str, ...] | None:
+    if config.split_groups is None:
+        return None
+    groups = tile_groups(pool.paths(), config.split_groups)
+    return tuple(groups[i] for i in test)

@@ -25,6 +25,7 @@ from rmaunet.errors import DataError
 __all__ = ["Sample", "TileReader", "LoadedSplit", "read_array", "numeric_key", "replace_non_finite", "MAX_ARRAY_BYTES"]
 
 _DIGITS = re.compile(r"(\d+)")
+_SUBSET_SEED = 0  # max_tiles' subset: fixed, so every trial of a study reads the same tiles
 
 
 def numeric_key(name: str) -> tuple:
@@ -162,9 +163,20 @@ class TileReader:
             )
         return image, self.read_mask(sample, image.shape[:2])
 
+    def subset(self, limit: int | None = None) -> list[Sample]:
+        """The samples a trial with `max_tiles = limit` reads: all of them, or a random subset
+        of `limit` drawn with a fixed seed (the same for every trial and run) and kept in file
+        order. Not the first `limit` files: real tiles are numbered by region, so those
+        would be a few neighbouring scenes."""
+        if limit is None or limit >= len(self.samples):
+            return list(self.samples)
+        picked = np.sort(np.random.default_rng(_SUBSET_SEED).choice(len(self.samples), size=limit, replace=False))
+        return [self.samples[i] for i in picked]
+
     def load(self, limit: int | None = None) -> LoadedSplit:
-        """Stack the split (the first `limit` samples); non-finite pixels replaced and counted."""
-        samples = self.samples[:limit] if limit is not None else self.samples
+        """Stack the split (a seeded random subset of `limit` samples, see `subset`); non-finite
+        pixels replaced and counted."""
+        samples = self.subset(limit)
         first_shape: tuple[int, ...] | None = None
         images: np.ndarray | None = None
         masks: list[np.ndarray | None] = []
@@ -186,7 +198,7 @@ class TileReader:
         return LoadedSplit(images, stacked, [s.image for s in samples], nan_pixels, nan_files)
 
     def validate(self, limit: int | None = None) -> tuple[int, ...]:
-        """Read every sample (the first `limit`) once and raise a DataError naming the first
+        """Read every sample (of `subset(limit)`) once and raise a DataError naming the first
         file a trial would fail on; return the split's (H, W, bands) tile shape.
 
         What it refuses: unreadable or truncated files, HDF5 groups / links / external data,
@@ -194,7 +206,7 @@ class TileReader:
         of another shape than its image or holding NaN, a tile of another shape than the
         first. NaN in images is allowed (replaced when loading). One tile in memory at a time.
         """
-        samples = self.samples[:limit] if limit is not None else self.samples
+        samples = self.subset(limit)
         first_shape: tuple[int, ...] | None = None
         for sample in samples:
             image, _ = self.read(sample)

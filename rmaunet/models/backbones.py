@@ -1,14 +1,14 @@
 """The backbones Table VIII compares, each ending in a full-resolution feature map.
 
 - `unet`: the paper's U-Net (unet.py).
-- `deeplabv3`: DeepLab-V3 (Chen et al. 2017) on its own encoder, a keras.applications
-  ResNet-50, randomly initialised (weights=None: ImageNet weights are for 3 bands) and
-  taking N bands. Its output-stride-16 map `conv4_block6_out` feeds atrous spatial pyramid
-  pooling (rates 6, 12, 18 and image pooling, base_filters·4 wide: 256 at base 64), then
-  bilinear upsampling ×16 to the input resolution, as DeepLab-V3 predicts. ResNet's last
-  stage (conv5) is left out, as in keras.io's DeepLabV3+ example: Chen et al. run it
-  atrous at stride 16, which keras.applications cannot. The config's depth, block and
-  attention do not apply to this backbone.
+- `deeplabv3`: DeepLab-V3 as Chen et al. (2017) publish it: a ResNet-50 (keras.applications,
+  randomly initialised: ImageNet weights are for 3 bands) taking N bands, its last stage
+  conv5 atrous (stride 1, dilation 2) so the encoder ends at output stride 16 with all of
+  ResNet-50 (23.6 M parameters at 3 bands, 23.6 M at 14, 23.7 M at 23); atrous spatial
+  pyramid pooling with ReLU (a 1×1 conv, three 3×3 convs at the published rates 6, 12, 18
+  scaled to the input (config.aspp_rates: 2, 3, 5 on 128-px tiles, whose stride-16 map is
+  8×8), image pooling; base_filters·4 wide: 256 at base 64), then bilinear upsampling ×16
+  to the input resolution. The config's depth, block and attention do not apply to it.
 - `mobilenetv3`, `efficientnetv2`: keras.applications MobileNetV3-Large (width multiplier
   base_filters / 64) and EfficientNetV2-B0, randomly initialised (weights=None, nothing is
   downloaded), taking N bands with no ImageNet preprocessing, under a U-Net decoder that
@@ -29,9 +29,10 @@ from collections.abc import Callable
 
 import keras
 
-from rmaunet.config import TrialConfig
+from rmaunet.config import DEEPLAB_STRIDE, TrialConfig, aspp_rates
 from rmaunet.errors import ConfigError
-from rmaunet.models.blocks import ConvBNAct, config_block
+from rmaunet.models.attention import l2_regularizer
+from rmaunet.models.blocks import config_block
 from rmaunet.models.unet import unet_features
 
 __all__ = [
@@ -47,34 +48,57 @@ __all__ = [
 
 @keras.saving.register_keras_serializable(package="rmaunet")
 class ASPP(keras.layers.Layer):
-    """Atrous spatial pyramid pooling: a 1×1 conv, 3×3 convs at `rates` and image pooling,
-    concatenated and fused by a 1×1 conv (each conv BN + LeakyReLU)."""
+    """DeepLab-V3's atrous spatial pyramid pooling: a 1×1 conv, 3×3 convs at `rates` and image
+    pooling, concatenated and fused by a 1×1 conv; each conv BatchNorm + ReLU, as published."""
 
     def __init__(self, filters: int, rates: tuple[int, ...] = (6, 12, 18), l2: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.filters = filters
         self.rates = tuple(rates)
         self.l2 = l2
-        policy = self.dtype_policy
-        self.branches = [ConvBNAct(filters, 1, l2=l2, dtype=policy, name="branch_1x1")] + [
-            ConvBNAct(filters, 3, dilation_rate=r, l2=l2, dtype=policy, name=f"branch_rate_{r}") for r in self.rates
-        ]
-        self.pool_conv = ConvBNAct(filters, 1, l2=l2, dtype=policy, name="image_pooling")
-        self.fuse = ConvBNAct(filters, 1, l2=l2, dtype=policy, name="fuse")
+        # (kernel, dilation) of each parallel branch; rates may repeat on small inputs.
+        shapes = [(1, 1)] + [(3, r) for r in self.rates]
+        self.branches = [self._conv_bn(k, r, f"branch_{i}") for i, (k, r) in enumerate(shapes)]
+        self.pool_conv = self._conv_bn(1, 1, "image_pooling")
+        self.fuse = self._conv_bn(1, 1, "fuse")
+
+    def _conv_bn(self, kernel: int, rate: int, name: str) -> tuple[keras.layers.Layer, keras.layers.Layer]:
+        conv = keras.layers.Conv2D(
+            self.filters,
+            kernel,
+            dilation_rate=rate,
+            padding="same",
+            use_bias=False,
+            kernel_regularizer=l2_regularizer(self.l2),
+            dtype=self.dtype_policy,
+            name=f"{name}_conv",
+        )
+        return conv, keras.layers.BatchNormalization(dtype=self.dtype_policy, name=f"{name}_bn")
+
+    @staticmethod
+    def _build_unit(unit: tuple[keras.layers.Layer, keras.layers.Layer], input_shape) -> None:
+        conv, norm = unit
+        conv.build(input_shape)
+        norm.build(conv.compute_output_shape(input_shape))
+
+    @staticmethod
+    def _apply(unit: tuple[keras.layers.Layer, keras.layers.Layer], x, training):
+        conv, norm = unit
+        return keras.ops.relu(norm(conv(x), training=training))
 
     def build(self, input_shape):
         for branch in self.branches:
-            branch.build(input_shape)
-        self.pool_conv.build((input_shape[0], 1, 1, input_shape[-1]))
-        self.fuse.build((*input_shape[:-1], self.filters * (len(self.branches) + 1)))
+            self._build_unit(branch, input_shape)
+        self._build_unit(self.pool_conv, (input_shape[0], 1, 1, input_shape[-1]))
+        self._build_unit(self.fuse, (*input_shape[:-1], self.filters * (len(self.branches) + 1)))
 
     def call(self, x, training=None):
-        outs = [branch(x, training=training) for branch in self.branches]
+        outs = [self._apply(branch, x, training) for branch in self.branches]
         # BatchNorm on a 1×1 map of batch 1 has no spread; inference statistics still
         # make it well defined, and DeepLab-V3 keeps this branch for global context.
-        pooled = self.pool_conv(keras.ops.mean(x, axis=(1, 2), keepdims=True), training=training)
+        pooled = self._apply(self.pool_conv, keras.ops.mean(x, axis=(1, 2), keepdims=True), training)
         outs.append(keras.ops.zeros_like(outs[0]) + pooled)  # broadcast to the map's size
-        return self.fuse(keras.ops.concatenate(outs, axis=-1), training=training)
+        return self._apply(self.fuse, keras.ops.concatenate(outs, axis=-1), training)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -83,15 +107,40 @@ class ASPP(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "rates": list(self.rates), "l2": self.l2}
 
 
-# The keras.applications ResNet-50 layer at output stride 16 (the end of stage conv4).
-DEEPLAB_STRIDE = 16
-_DEEPLAB_TAP = "conv4_block6_out"
+# keras.applications' ResNet-50 at output stride 16 (the end of stage conv4), where conv5 continues atrous.
+_RESNET_CONV4 = "conv4_block6_out"
+_CONV5_FILTERS, _CONV5_BLOCKS, _CONV5_DILATION = 512, 3, 2
+
+
+def _atrous_bottleneck(x, filters: int, name: str, project: bool):
+    """ResNet-50's bottleneck block (keras.applications' layers, names and BatchNorm epsilon)
+    with its 3×3 conv dilated instead of strided: DeepLab-V3's conv5 at output stride 16."""
+    shortcut = x
+    if project:
+        shortcut = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_0_conv")(x)
+        shortcut = keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_0_bn")(shortcut)
+    x = keras.layers.Conv2D(filters, 1, name=f"{name}_1_conv")(x)
+    x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_1_bn")(x)
+    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
+    x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=_CONV5_DILATION, name=f"{name}_2_conv")(x)
+    x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_2_bn")(x)
+    x = keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
+    x = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_3_bn")(x)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
 def deeplabv3_features(inputs, config: TrialConfig):
-    """DeepLab-V3 on a ResNet-50 encoder; features (B, H, W, base_filters·4)."""
+    """DeepLab-V3 on ResNet-50 with atrous conv5 (output stride 16); features (B, H, W, base_filters·4)."""
     encoder = keras.applications.ResNet50(input_tensor=inputs, include_top=False, weights=None)
-    x = ASPP(config.base_filters * 4, l2=config.l2, name="aspp")(encoder.get_layer(_DEEPLAB_TAP).output)
+    # keras.applications cannot dilate a stage: its conv5 (strided, stride 32) is left unused
+    # and rebuilt atrous on conv4's output with the same layers and names.
+    x = encoder.get_layer(_RESNET_CONV4).output
+    for block in range(1, _CONV5_BLOCKS + 1):
+        x = _atrous_bottleneck(x, _CONV5_FILTERS, f"conv5_block{block}", project=block == 1)
+    rates = aspp_rates(int(inputs.shape[1]))
+    x = ASPP(config.base_filters * 4, rates=rates, l2=config.l2, name="aspp")(x)
     return keras.layers.UpSampling2D(DEEPLAB_STRIDE, interpolation="bilinear", name="upsample")(x)
 
 
@@ -151,8 +200,9 @@ BACKBONES: dict[str, Callable[..., object]] = {
     "efficientnetv2": lambda inputs, config: application_features(inputs, config, _efficientnetv2),
 }
 
-# keras.applications encoders are built for one image size (their skips are found by size).
-STATIC_SIZE_BACKBONES = ("mobilenetv3", "efficientnetv2")
+# Built for one image size: keras.applications encoders under a decoder (their skips are
+# found by size), DeepLab-V3 (its ASPP rates are scaled to the size).
+STATIC_SIZE_BACKBONES = ("mobilenetv3", "efficientnetv2", "deeplabv3")
 
 
 def check_size(config: TrialConfig, size: int | None) -> None:
@@ -163,10 +213,10 @@ def check_size(config: TrialConfig, size: int | None) -> None:
             what = f"backbone {config.backbone!r}" if config.backbone in STATIC_SIZE_BACKBONES else "attention 'mha'"
             raise ConfigError(f"{what} needs a fixed image size; pass size= to build_model")
         return
-    if config.backbone in STATIC_SIZE_BACKBONES:
-        multiple = 32
-    elif config.backbone == "deeplabv3":
+    if config.backbone == "deeplabv3":
         multiple = DEEPLAB_STRIDE
+    elif config.backbone in STATIC_SIZE_BACKBONES:
+        multiple = 32
     else:
         multiple = 2**config.depth
     if size % multiple != 0:

@@ -47,7 +47,8 @@ class ReferenceRow:
 @dataclass(frozen=True)
 class ReportOptions:
     metrics: tuple[str, ...] = ("f1", "miou")  # test metrics of the one-factor / ladder / threshold tables
-    baseline: str | int | None = None  # row label or row_index of the baseline; None: the first row
+    # Row label or row_index of the baseline (a threshold table: a threshold); None: the first row (threshold 0.5).
+    baseline: str | int | float | None = None
     layout: str | None = None  # force a layout; None: from the rows' `kind`
     caption: str = ""
     row_header: str = "Configuration"
@@ -233,7 +234,7 @@ def options_from_spec(spec: Mapping[str, Any] | Path | str | None, base: ReportO
         metrics = report["metrics"]
         changes["metrics"] = tuple([metrics] if isinstance(metrics, str) else metrics)
     baseline = report.get("baseline")
-    if isinstance(baseline, (str, int)) and not isinstance(baseline, bool):
+    if isinstance(baseline, (str, int, float)) and not isinstance(baseline, bool):  # a float: a threshold row
         changes["baseline"] = baseline
     for key in ("layout", "caption", "row_header", "latex_style"):
         if report.get(key) is not None:

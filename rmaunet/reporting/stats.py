@@ -21,6 +21,7 @@ __all__ = [
     "seed_stats",
     "paired_test",
     "holm_adjust",
+    "detectable_difference",
     "tile_bootstrap",
     "tile_score",
     "SIGNIFICANCE_LEVEL",
@@ -53,9 +54,16 @@ class SeedStats:
 class PairedTest:
     """Two-sided paired t-test of a row against the baseline over the seeds both have."""
 
-    p_value: float
+    p_value: float  # NaN when the differences have no variance (no t statistic, so no p)
     n_shared: int
     mean_difference: float  # row minus baseline, same unit as the inputs
+    std_difference: float = math.nan  # sample std (ddof=1) of the per-seed differences
+
+    @property
+    def no_variance(self) -> bool:
+        """The same difference on every seed: a t-test is undefined, and n = 2 or 3 equal
+        differences are no evidence of a real one (identical runs give them too)."""
+        return math.isnan(self.p_value)
 
     @property
     def significant(self) -> bool:
@@ -82,18 +90,38 @@ def paired_test(baseline: pd.Series, other: pd.Series) -> PairedTest | None:
     if n < 2:
         return None
     diffs = both["other"].to_numpy(float) - both["base"].to_numpy(float)
-    mean_diff = float(diffs.mean())
-    # A constant difference has zero variance and an undefined t statistic; report it as what it is:
-    # no difference at all (p = 1) or the same shift on every seed (p = 0).
+    mean_diff, std_diff = float(diffs.mean()), float(diffs.std(ddof=1))
+    # A constant difference has zero variance and an undefined t statistic: no p at all
+    # (p = 0 would read as proof from two identical shifts).
     if np.ptp(diffs) <= 1e-12 * max(1.0, float(np.abs(diffs).max())):
-        return PairedTest(1.0 if abs(mean_diff) <= 1e-12 else 0.0, n, mean_diff)
+        return PairedTest(math.nan, n, mean_diff, 0.0)
     # Imported here: scipy.stats costs ~0.5 s and only the paired test needs it.
     from scipy.stats import ttest_rel
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         p = float(ttest_rel(both["other"].to_numpy(float), both["base"].to_numpy(float)).pvalue)
-    return PairedTest(p, n, mean_diff)
+    return PairedTest(p, n, mean_diff, std_diff)
+
+
+def detectable_difference(tests: Sequence[PairedTest], level: float = SIGNIFICANCE_LEVEL) -> float:
+    """The smallest mean difference a table's paired tests could call significant, from the
+    spread they observed: t(1 − level / 2m, n − 1) · s / √n, where m is the number of
+    comparisons (Holm's first, strictest step), n the fewest shared seeds and s the root
+    mean square of the per-seed differences' standard deviations. NaN without a spread.
+
+    What a "not significant" row is worth: a real effect smaller than this could not have
+    been told apart from seed noise with these seeds.
+    """
+    spread = [t for t in tests if not t.no_variance and not math.isnan(t.std_difference)]
+    if not spread:
+        return math.nan
+    from scipy.stats import t as student_t
+
+    n = min(t.n_shared for t in spread)
+    s = math.sqrt(float(np.mean([t.std_difference**2 for t in spread])))
+    critical = float(student_t.ppf(1.0 - level / (2 * len(tests)), n - 1))
+    return critical * s / math.sqrt(n)
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:
@@ -123,6 +151,7 @@ class BootstrapInterval:
     tiles: int
     resamples: int = BOOTSTRAP_RESAMPLES
     level: float = BOOTSTRAP_LEVEL
+    regions: int | None = None  # resampled by region (a grouped split): how many; None: by tile
 
 
 def tile_bootstrap(
@@ -132,23 +161,32 @@ def tile_bootstrap(
     resamples: int = BOOTSTRAP_RESAMPLES,
     level: float = BOOTSTRAP_LEVEL,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> BootstrapInterval | None:
     """Percentile interval of `metric` over test tiles ([tp, fp, fn] per tile); None without tiles.
 
     Each resample draws as many tiles as the split has, sums their pixel counts and scores
     the sums the way the split was scored (metrics.py: counts summed over the split), so the
     interval shows how much the number depends on which tiles happened to be in the test split.
-    It does not cover training randomness: that takes several seeds.
+    With `groups` (each tile's region, from a grouped split) it draws as many regions as the
+    split has instead, each with all its tiles: neighbouring tiles are not independent. It
+    does not cover training randomness: that takes several seeds.
     """
     counts = _tile_array(tile_counts, metric)
     if counts.size == 0:
         return None
     rng = np.random.default_rng(seed)
+    if groups is not None:
+        if len(groups) != len(counts):
+            raise ValueError(f"{len(groups)} tile groups for {len(counts)} tiles")
+        _, region = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        counts = np.stack([np.bincount(region, weights=counts[:, k]) for k in range(3)], axis=1)
     picks = rng.integers(0, len(counts), size=(resamples, len(counts)))
     scores = _score(counts[picks].sum(axis=1), metric)
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
-    return BootstrapInterval(float(low), float(high), len(counts), resamples, level)
+    regions = len(counts) if groups is not None else None
+    return BootstrapInterval(float(low), float(high), len(tile_counts), resamples, level, regions)
 
 
 def tile_score(tile_counts: np.ndarray | Sequence[Sequence[float]], metric: str) -> float:

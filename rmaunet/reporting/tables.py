@@ -30,6 +30,7 @@ from rmaunet.reporting.protocol import (
     metric_label,
     metric_notes,
     protocol_notes,
+    significance_notes,
     split_caption,
 )
 from rmaunet.reporting.stats import (
@@ -115,8 +116,11 @@ class RowGroup:
         counts = next((c for c in map(parse_json_list, self.frame["test_tile_counts"]) if c), None)
         if counts is None:
             return None
+        groups = None
+        if "test_tile_groups" in self.frame.columns:
+            groups = next((g for g in map(parse_json_list, self.frame["test_tile_groups"]) if g), None)
         try:
-            interval = tile_bootstrap(counts, metric)
+            interval = tile_bootstrap(counts, metric, groups=groups)
         except ValueError:
             raise StoreError(
                 f"row {self.label!r}: test_tile_counts is not a list of [tp, fp, fn] per test tile"
@@ -228,9 +232,10 @@ def _interval_note(groups: Sequence[RowGroup], metrics: Sequence[str]) -> list[s
     tiles = sorted({i.tiles for i in shown})
     count = str(tiles[0]) if len(tiles) == 1 else f"{tiles[0]}–{tiles[-1]}"
     first = shown[0]
+    unit = f"{count} test tiles" if first.regions is None else f"test regions ({count} tiles)"
     note = (
-        f"[low, high]: {first.level:.0%} percentile bootstrap interval of a one-seed row, resampling its {count} "
-        f"test tiles ({first.resamples} resamples, seeded); it shows how much the value depends on the test tiles, "
+        f"[low, high]: {first.level:.0%} percentile bootstrap interval of a one-seed row, resampling its {unit} "
+        f"({first.resamples} resamples, seeded); it shows how much the value depends on the test tiles, "
         "not on training randomness."
     )
     return [note]
@@ -332,6 +337,8 @@ def _seed_table(
         if several:
             if g is base:
                 line.append(Cell("baseline"))
+            elif tests.get(id(g)) is not None and tests[id(g)].no_variance:
+                line.append(Cell("no variance"))
             elif id(g) in adjusted:
                 line.append(_p_cell(adjusted[id(g)]))
             else:
@@ -345,9 +352,11 @@ def _seed_table(
         to = baseline_name(base.label)
         all_notes.append(f"Cells: mean ± std over n seeds; Δ: difference of the means to {to}.{bold}")
         compared = [(g, tests[id(g)]) for g in groups if tests.get(id(g)) is not None]
-        all_notes.append(_p_note(primary, compared))
-        if len(compared) > 1:
-            raw = "; ".join(f"{g.label} {_format_p(t.p_value)}" for g, t in compared)
+        with_p = [(g, t) for g, t in compared if not t.no_variance]
+        all_notes += [_p_note(primary, with_p)] if with_p else []
+        all_notes += significance_notes(primary, [t for _, t in compared])
+        if len(with_p) > 1:
+            raw = "; ".join(f"{g.label} {_format_p(t.p_value)}" for g, t in with_p)
             details.append(f"Unadjusted p: {raw}.")
     else:
         seeds = "training seed" if "trial_id" in rows.columns else "result"  # a typed-in table records no seeds
@@ -408,18 +417,28 @@ def threshold_table(rows: pd.DataFrame, options: ReportOptions | None = None, ti
     options = options or ReportOptions()
     # "None" (no threshold) first, then ascending, as in the paper, whatever order the rows came in.
     groups = sorted(_require_rows(rows), key=lambda g: (not math.isnan(threshold_of(g)), threshold_of(g)))
-    if options.baseline is None:
-        # Δ and p against the threshold the model would use untuned (its config's), not the lowest one.
-        default = pd.to_numeric(rows.get("cfg_threshold", pd.Series(dtype=float)), errors="coerce").dropna()
-        match = [g for g in groups if len(default) and threshold_of(g) == float(default.iloc[0])]
-        if match:
-            options = replace(options, baseline=match[0].label)
+    # Δ and p against the spec's report baseline (a threshold), else the conventional 0.5.
+    wanted = THRESHOLD_BASELINE if options.baseline is None else options.baseline
+    match = [g for g in groups if g.label == str(wanted) or _same_number(threshold_of(g), wanted)]
+    if match:
+        options = replace(options, baseline=match[0].label)
     chosen, split = choose_threshold_row(groups, options.selection_metric)
     where = "validation" if split == "val" else "test"
     note = f"Bold: the threshold chosen on {where} {metric_label(options.selection_metric)} ({chosen.label})."
     if split == "test":
         note += " No validation metrics were stored, so the choice was made on test."
     return _seed_table(rows, groups, options, title=title, label_header="Threshold", chosen=chosen, notes=[note])
+
+
+# The cut a probability map gets untuned: what Table IX's other thresholds are measured against.
+THRESHOLD_BASELINE = 0.5
+
+
+def _same_number(value: float, wanted: Any) -> bool:
+    try:
+        return math.isclose(value, float(wanted))
+    except (TypeError, ValueError):
+        return False
 
 
 def threshold_of(group: RowGroup) -> float:

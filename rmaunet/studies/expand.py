@@ -2,7 +2,9 @@
 
 A trial's identity is the hash of its training config (seed included) and the data
 fingerprint: the same config in two tables trains once, a finished study reruns nothing,
-and a new row trains only itself. Thresholds never enter the identity (post-processing).
+and a new row trains only itself. A threshold enters the identity only through the epoch
+it makes a trial keep (config.training_dict): a threshold study's candidates are scored on
+the stored maps of one training.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from rmaunet.studies.session import concurrency, make_tuner, node_name, ray_sess
 from rmaunet.studies.spec import StudySpec
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["run_grid", "tune_params", "train_one", "study_trainable"]
+__all__ = ["run_grid", "tune_params", "train_one", "study_trainable", "trial_request"]
 
 Log = Callable[[str], None]
 # The name of our trial identity in Tune's config and results: Tune's own `trial_id` is another thing.
@@ -112,17 +112,31 @@ def tune_params(plan: StudyPlan) -> dict[str, dict[str, Any]]:
     return {tid: {name: readable(config[name]) for name in varied} for tid, config in configs.items()}
 
 
+def trial_request(spec: StudySpec, config: TrialConfig) -> tuple[TrialConfig, dict[str, float]]:
+    """What the spec's `resources` make of one planned trial: its config with the number of
+    data-parallel workers (the row's own `num_workers` when it sets one, else
+    resources.workers) and the bundle its Tune trial asks for.
+
+    A one-worker trial holds its CPUs / GPU itself. A data-parallel trial only drives a
+    TensorflowTrainer whose workers hold the real resources; Tune refuses an empty request,
+    and any CPU share (even 0.01) leaves a node one CPU short of the workers' whole CPUs,
+    so it asks for a little memory instead."""
+    workers = config.num_workers if config.num_workers > 1 else int(spec.resources["workers"])
+    if workers > 1:
+        bundle = {"CPU": 0.0, "memory": 64.0 * 1024**2}
+    else:
+        bundle = {"CPU": spec.resources["cpu"], "GPU": spec.resources["gpu"]}
+    return config.replace(num_workers=workers), bundle
+
+
 def trial_entries(spec: StudySpec, plan: StudyPlan) -> dict[str, dict[str, Any]]:
-    """Per trial identity still to train: everything its Tune trial needs (`train_one`)."""
-    workers = int(spec.resources["workers"])
-
-    def workers_of(config: TrialConfig) -> int:
-        """A row's own `num_workers` (one data-parallel row in a study), else resources.workers."""
-        return config.num_workers if config.num_workers > 1 else workers
-
+    """Per trial identity still to train: everything its Tune trial needs (`train_one`) and
+    the bundle it asks Tune for (`trial_request`)."""
+    requests = {p.trial_id: trial_request(spec, p.config) for p in plan.to_train}
     return {
         p.trial_id: {
-            "config": p.config.replace(num_workers=workers_of(p.config)).to_dict(),
+            "config": requests[p.trial_id][0].to_dict(),
+            "bundle": requests[p.trial_id][1],
             "gpu": spec.resources["gpu"],
             "cpu": spec.resources["cpu"],
             "label": p.label,
@@ -138,16 +152,7 @@ def _trainable(entries: dict[str, dict[str, Any]], storage: str) -> Any:
     from ray import tune
 
     def resources(tune_config: dict[str, Any]) -> Any:
-        """Each trial's request: a one-worker trial holds its CPUs / GPU itself. A data-parallel
-        trial only drives a TensorflowTrainer whose workers hold the real resources; Tune
-        refuses an empty request, and any CPU share (even 0.01) leaves a node one CPU short
-        of the workers' whole CPUs, so it asks for a little memory instead."""
-        entry = entries[tune_config[TRIAL_KEY]]
-        if entry["config"]["num_workers"] > 1:
-            bundle = {"CPU": 0, "memory": 64 * 1024**2}
-        else:
-            bundle = {"CPU": entry["cpu"], "GPU": entry["gpu"]}
-        return tune.PlacementGroupFactory([bundle])
+        return tune.PlacementGroupFactory([entries[tune_config[TRIAL_KEY]]["bundle"]])
 
     return tune.with_resources(tune.with_parameters(train_one, plan=entries, storage=storage), resources)
 

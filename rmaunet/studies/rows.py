@@ -80,6 +80,7 @@ class RowWriter:
                 r["threshold_protocol"] = "fixed" if self.spec.kind == "threshold" else _protocol(p)
                 r["test_tile_counts"] = threshold_rules.tile_counts(folder, "test", r["threshold"]) if ok else []
                 r["test_tiles"] = len(r["test_tile_counts"])
+                r["test_tile_groups"] = list(result.get("test_groups") or []) if ok else []
                 # Threshold studies choose among their thresholds on validation only; other
                 # rows were scored at their own (tuned on validation, or fixed) threshold.
                 r["chosen_threshold"] = float(

@@ -170,8 +170,17 @@ def load_spec(path: Path | str, *, smoke: bool = False, build_checks: bool = Tru
     if not isinstance(description, str):
         raise ctx.fail(doc, "description: expected text", "description")
 
+    select = doc.get("select", "val_f1")
+    if not isinstance(select, str) or select not in SELECT_METRICS:
+        known = ", ".join(SELECT_METRICS)
+        raise ctx.fail(doc, f"select: unknown metric {_SHORT.repr(select)} (choose one of: {known})", "select")
     base_section = _section(ctx, doc, "base")
     base_values = dict(base_section)
+    # The study's selection metric is every trial's: it picks the kept epoch and a tuned threshold.
+    if "select" in base_values:
+        reason = "base: select is the study's; set it once, at the top level (select: val_…)"
+        raise ctx.fail(base_section, reason, "select")
+    base_values["select"] = select.removeprefix("val_")
     dataset = doc.get("dataset", base_values.get("dataset", "landslide4sense"))
     base_values["dataset"] = dataset
     base = _config(ctx, base_section or doc, base_values, None, "base")
@@ -184,10 +193,6 @@ def load_spec(path: Path | str, *, smoke: bool = False, build_checks: bool = Tru
         raise ctx.fail(doc, f"seeds: expected a non-empty list of integers in [0, {MAX_SEED}]", "seeds")
     if len(set(seeds)) != len(seeds):
         raise ctx.fail(doc, "seeds: each seed may appear once", "seeds")
-    select = doc.get("select", "val_f1")
-    if not isinstance(select, str) or select not in SELECT_METRICS:
-        known = ", ".join(SELECT_METRICS)
-        raise ctx.fail(doc, f"select: unknown metric {_SHORT.repr(select)} (choose one of: {known})", "select")
     resources = _resources(ctx, doc)
 
     rows: list[Row] = []
@@ -233,6 +238,11 @@ def load_spec(path: Path | str, *, smoke: bool = False, build_checks: bool = Tru
         budget = doc.get("budget", 0)
         if not _is_int(budget) or not 1 <= budget <= MAX_BUDGET:
             raise ctx.fail(doc, f"budget: expected a number of trials in [1, {MAX_BUDGET}]", "budget")
+        if resources["workers"] > 1:
+            # Its trials train on one worker each (studies.search): a larger group would not be honoured.
+            where = doc["resources"] if isinstance(doc.get("resources"), dict) else doc
+            reason = "resources.workers: a search trains each sampled configuration on one worker"
+            raise ctx.fail(where, reason, "workers")
         if doc.get("scheduler", "asha") not in ("asha", "fifo"):
             raise ctx.fail(doc, "scheduler: choose asha or fifo", "scheduler")
         ctx.deferred.append(functools.partial(_check_space, ctx, space, base))
@@ -340,6 +350,9 @@ def _config(ctx: _Context, where: Any, values: dict, base: TrialConfig | None, s
 
     values = dict(values)
     key_where = where.get(section) if isinstance(where, dict) and isinstance(where.get(section), LineDict) else where
+    if "select" in values and section != "base":
+        reason = f"{section}: select is the study's; set it once, at the top level (select: val_…)"
+        raise ctx.fail(key_where, reason, "select")
     preset = values.pop("preset", None)
     if preset is not None:
         if not isinstance(preset, str) or preset not in PRESETS:

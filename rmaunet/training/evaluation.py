@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from rmaunet.config import TUNED
+
 __all__ = [
     "Predict",
     "make_predictor",
@@ -49,29 +51,40 @@ def make_predictor(model: Any) -> Predict:
 
 
 def best_over_thresholds(
-    y: np.ndarray, pred: dict[str, np.ndarray], metric: str
+    y: np.ndarray,
+    pred: dict[str, np.ndarray],
+    metric: str,
+    threshold: float | str = TUNED,
+    det_threshold: float | str = TUNED,
 ) -> tuple[dict[str, float], float | None, dict[str, float], float | None]:
-    """Validation scores at the grid threshold that maximises `metric` (mask head) and
-    image-level F1 (detection head): (mask scores, its threshold, detection scores, its threshold).
+    """Validation scores of the mask head by `metric` and the detection head by image-level
+    F1, each at its own threshold: (mask scores, its threshold, detection scores, its threshold).
 
-    What checkpoint selection compares: a model is judged at its best threshold, so an
-    epoch (or a loss) is not ranked by how well its probabilities happen to sit around 0.5.
+    What checkpoint selection compares. A tuned head is judged at the grid threshold that
+    maximises its metric, so an epoch (or a loss) is not ranked by how well its
+    probabilities happen to sit around 0.5; a fixed head is judged at the threshold its
+    row is scored at, so the kept epoch is the best one at that threshold.
     """
     from rmaunet import metrics
     from rmaunet.thresholds import GRID, best_index
 
+    def candidates(fixed: float | str) -> tuple[float, ...]:
+        return GRID if fixed == TUNED else (float(fixed),)
+
     val: dict[str, float] = {}
-    threshold = det_threshold = None
+    chosen = det_chosen = None
     if "mask" in pred:
-        table = metrics.sweep_thresholds(y, pred["mask"], GRID)
-        threshold = GRID[best_index([float(v) for v in table[metric]]) or 0]
-        val = {m: float(table.loc[threshold, m]) for m in table.columns}
+        grid = candidates(threshold)
+        table = metrics.sweep_thresholds(y, pred["mask"], grid)
+        chosen = grid[best_index([float(v) for v in table[metric]]) or 0]
+        val = {m: float(table.loc[chosen, m]) for m in table.columns}
     val_det: dict[str, float] = {}
     if "detection" in pred:
-        per_t = [metrics.detection_scores(y, pred["detection"], t) for t in GRID]
+        grid = candidates(det_threshold)
+        per_t = [metrics.detection_scores(y, pred["detection"], t) for t in grid]
         i = best_index([d["f1"] for d in per_t]) or 0
-        val_det, det_threshold = per_t[i], GRID[i]
-    return val, threshold, val_det, det_threshold
+        val_det, det_chosen = per_t[i], grid[i]
+    return val, chosen, val_det, det_chosen
 
 
 def selection_score(val: dict[str, float], val_det: dict[str, float], metric: str = "f1") -> float:

@@ -332,15 +332,19 @@ class TrialLoop:
         return weights_digest(arrays)
 
     def validate(self) -> dict[str, Any]:
-        """Validation metrics of the current weights, each head at its best grid threshold (rank 0)."""
+        """Validation metrics of the current weights, each head at its own threshold (rank 0):
+        fixed, or the best of the grid when tuned (evaluation.best_over_thresholds)."""
         pred = self.predict(self.splits.x_val, self.config.batch_size)
-        val, threshold, val_det, det_threshold = best_over_thresholds(self.splits.y_val, pred, self.config.select)
+        config = self.config
+        val, threshold, val_det, det_threshold = best_over_thresholds(
+            self.splits.y_val, pred, config.select, config.threshold, config.det_threshold
+        )
         scores = {f"val_{k}": v for k, v in val.items()} | {f"val_det_{k}": v for k, v in val_det.items()}
         if threshold is not None:
             scores["val_threshold"] = threshold
         if det_threshold is not None:
             scores["val_det_threshold"] = det_threshold
-        return {"scores": scores, "selection": selection_score(val, val_det, self.config.select)}
+        return {"scores": scores, "selection": selection_score(val, val_det, config.select)}
 
     def run(self, io: EpochIO) -> TrialResult | None:
         """Train the remaining epochs; returns rank 0's result (None on other ranks)."""
@@ -449,6 +453,7 @@ class TrialLoop:
             threshold=decided["threshold"],
             threshold_protocol=str(decided["threshold_protocol"]),
             det_threshold=decided["det_threshold"],
+            test_groups=list(splits.test_groups or ()),
         )
 
 

@@ -31,7 +31,8 @@ class TrialResult:
     flops_per_image: int = 0  # forward pass, a multiply-add counted as 2 (rmaunet.models.cost)
     threshold: float | None = None  # the mask threshold val / test are scored at
     threshold_protocol: str = ""  # "tuned" (chosen on validation) or "fixed"
-    det_threshold: float | None = None  # the detection head's, chosen on validation by image F1
+    det_threshold: float | None = None  # the detection head's, chosen on validation by image F1 (or fixed)
+    test_groups: list[str] = field(default_factory=list)  # each test tile's region with split_groups, else empty
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
