@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -156,11 +157,14 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from rmaunet.studies.preflight import check_mlflow_uri, check_ray_address
     from rmaunet.studies.runner import run_study
     from rmaunet.studies.session import tracking_callbacks
     from rmaunet.studies.spec import load_spec
 
     spec = load_spec(args.spec, smoke=args.smoke)
+    check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))  # seconds, not a wait forever in ray.init
+    check_mlflow_uri(args.mlflow)
     callbacks = tracking_callbacks(spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback)
     started = time.monotonic()
     plan = run_study(

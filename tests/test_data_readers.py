@@ -399,7 +399,7 @@ def test_npy_declaring_a_huge_array_is_refused(tmp_path):
 def test_validate_returns_the_tile_shape_of_a_sound_split(tmp_path, dataset, split, shape):
     # validate() reads the split tile by tile and returns its common shape.
     root = write_fixture(dataset, tmp_path / "d")
-    assert open_reader(dataset, root, split).validate() == shape
+    assert open_reader(dataset, root, split).validate()[0] == shape
 
 
 def test_validate_names_the_first_bad_file(tmp_path):
@@ -408,6 +408,6 @@ def test_validate_names_the_first_bad_file(tmp_path):
     culprit = root / "TrainData" / "img" / "image_10.h5"
     culprit.write_bytes(culprit.read_bytes()[:300])
     reader = Landslide4Sense(root)
-    assert reader.validate(limit=2) == (16, 16, 14)  # the first two tiles are sound
+    assert reader.validate(limit=2)[0] == (16, 16, 14)  # the first two tiles are sound
     with pytest.raises(DataError, match=rf"^{culprit}: cannot read HDF5 file"):
         reader.validate()

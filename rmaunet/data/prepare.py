@@ -47,6 +47,8 @@ __all__ = [
     "Splits",
     "prepare_splits",
     "validate_data",
+    "check_trainable",
+    "DataSummary",
     "fingerprint",
     "fingerprint_of",
     "READERS",
@@ -179,12 +181,23 @@ def _plan(
     if policy.test_split in present:
         test_pool = _Pool([cached(policy.test_split, None)])
     labels = dev.has_landslide()  # one pass over the (memory-mapped) masks
-    if test_pool is dev:
+    parts, test = _split_indices(config, labels, None if test_pool is dev else len(test_pool))
+    return dev, parts, test_pool, test
+
+
+def _split_indices(
+    config: TrialConfig, labels: np.ndarray, test_tiles: int | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Train and validation indices into the development pool (whose per-tile "has a
+    landslide" is `labels`) and the test indices: into a test split of `test_tiles` tiles,
+    or, when None, into the pool, carved with the fixed test seed."""
+    if test_tiles is None:
+        policy = dataset_info(config.dataset).split
         rest, test = stratified_split(labels, config.test_fraction or policy.test_fraction, seed=_TEST_SEED)
     else:
-        rest, test = np.arange(len(dev)), np.arange(len(test_pool))
+        rest, test = np.arange(len(labels)), np.arange(test_tiles)
     train_rel, val_rel = stratified_split(labels[rest], config.val_fraction, seed=config.seed)
-    return dev, {"train": rest[train_rel], "val": rest[val_rel]}, test_pool, test
+    return {"train": rest[train_rel], "val": rest[val_rel]}, test
 
 
 def _centre_window(shape: tuple[int, ...], crop: int | None) -> tuple[slice, slice] | None:
@@ -230,19 +243,60 @@ def _normalisation(
     return mean, np.where(std > 1e-8, std, 1.0)
 
 
-def validate_data(config: TrialConfig, root: Path | str) -> None:
+@dataclass(frozen=True)
+class DataSummary:
+    """What `validate_data` learnt that decides whether a config can train on the data."""
+
+    root: Path
+    tile_shape: tuple[int, ...]  # (H, W, bands) of the development pool's tiles
+    labels: np.ndarray  # per development tile: has a landslide
+    test_tiles: int | None  # tiles of a separate test split; None: test is carved from the pool
+
+
+def validate_data(config: TrialConfig, root: Path | str) -> DataSummary:
     """Read every file a trial of `config` would read, one tile at a time, and raise a
     DataError naming the first it would fail on: what a study checks before any trial
-    starts, so bad data fails once, fast, instead of in every trial and every retry."""
+    starts, so bad data fails once, fast, instead of in every trial and every retry.
+    Returns what `check_trainable` needs to judge each config against the data."""
     policy = dataset_info(config.dataset).split
     present = READERS[config.dataset].available_splits(root)
     names = resolve_bands(config.bands, config.dataset)
     first, *others = policy.development
-    splits = [(first, config.max_tiles)] + [(s, None) for s in others if s in present]
+    shape, labels = open_reader(config.dataset, root, first, bands=names).validate(config.max_tiles)
+    pool = [labels]
+    for split in (s for s in others if s in present):
+        pool.append(open_reader(config.dataset, root, split, bands=names).validate()[1])
+    test_tiles = None
     if policy.test_split in present:
-        splits.append((policy.test_split, None))
-    for split, limit in splits:
-        open_reader(config.dataset, root, split, bands=names).validate(limit)
+        test_tiles = len(open_reader(config.dataset, root, policy.test_split, bands=names).validate()[1])
+    return DataSummary(Path(root), shape, np.concatenate(pool), test_tiles)
+
+
+def check_trainable(config: TrialConfig, data: DataSummary) -> None:
+    """Refuse (DataError) a config that would fail on this data in every trial and retry:
+    empty tiles, a tile side (after `crop`) the architecture cannot take, a split left
+    empty, fewer training tiles than one batch. Plain arithmetic on `validate_data`'s summary."""
+    height, width = data.tile_shape[:2]
+    if height == 0 or width == 0:
+        raise DataError(f"{data.root}: its tiles are {height}×{width} pixels (empty)")
+    side = (min(height, config.crop or height), min(width, config.crop or width))
+    multiple = config.size_multiple()
+    if side[0] % multiple or side[1] % multiple:
+        cropped = f" (crop {config.crop})" if config.crop else ""
+        raise DataError(
+            f"{data.root}: tiles of {side[0]}×{side[1]} pixels{cropped} cannot train backbone {config.backbone!r} "
+            f"at depth {config.depth}: each side must be a multiple of {multiple}"
+        )
+    parts, test = _split_indices(config, data.labels, data.test_tiles)
+    sizes = {"train": len(parts["train"]), "validation": len(parts["val"]), "test": len(test)}
+    if not all(sizes.values()):
+        shown = ", ".join(f"{name} {n}" for name, n in sizes.items())
+        raise DataError(f"{data.root}: {len(data.labels)} tiles are too few for train / validation / test ({shown})")
+    if sizes["train"] < config.batch_size:
+        raise DataError(
+            f"{data.root}: {sizes['train']} training tiles are fewer than batch_size {config.batch_size} "
+            f"(of {len(data.labels)} tiles; lower batch_size or add tiles)"
+        )
 
 
 def prepare_splits(config: TrialConfig, root: Path | str) -> Splits:

@@ -84,15 +84,33 @@ def run_report(args: argparse.Namespace) -> int:
     except SpecError as exc:
         raise SpecError(f"rmaunet report: {exc}") from None
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    if not formats:
+        raise SpecError(f"--format {args.format!r}: names no format (markdown, latex or both)")
+    if args.out.exists() and not args.out.is_dir():
+        raise StoreError(f"{args.out}: --out must be a folder (it is a file)")
 
     df = load_results(args.store, study)
     if "study" not in df.columns:
         raise StoreError(f"{args.store}: results rows have no `study` column")
+    # The study name comes from the data: as a folder name it must stay inside --out, and
+    # two studies must not share one (a/b and a_b would overwrite each other's report).
+    folders: dict[str, str] = {}
+    for name in sorted(df["study"].unique(), key=str):
+        other = folders.setdefault(slug(name), str(name))
+        if other != str(name):
+            raise StoreError(f"{args.store}: studies {other!r} and {name!r} would share the report folder {slug(name)}")
     for name, rows in df.groupby("study", sort=True):
-        # The study name comes from the data: as a folder name it must stay inside --out.
-        paths = write_study_report(
-            rows, args.out / slug(name), title=str(name), options=options, formats=formats, figures=not args.no_figures
-        )
+        try:
+            paths = write_study_report(
+                rows,
+                args.out / slug(name),
+                title=str(name),
+                options=options,
+                formats=formats,
+                figures=not args.no_figures,
+            )
+        except OSError as exc:  # a read-only or full disk, a file where a folder goes
+            raise StoreError(f"{exc.filename or args.out}: cannot write the report ({exc.strerror or exc})") from None
         print(f"{name}: {paths['index']} ({len(paths)} files)")
     return 0
 

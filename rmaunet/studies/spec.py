@@ -173,6 +173,13 @@ def load_spec(path: Path | str, *, smoke: bool = False) -> StudySpec:
 
     base_section = _section(ctx, doc, "base")
     base_values = dict(base_section)
+    if "dataset" in doc and "dataset" in base_values and doc["dataset"] != base_values["dataset"]:
+        raise ctx.fail(
+            doc,
+            f"dataset: {_SHORT.repr(doc['dataset'])} conflicts with base.dataset {_SHORT.repr(base_values['dataset'])} "
+            "(name the dataset once)",
+            "dataset",
+        )
     dataset = doc.get("dataset", base_values.get("dataset", "landslide4sense"))
     base_values["dataset"] = dataset
     base = _config(ctx, base_section or doc, base_values, None, "base")
@@ -239,8 +246,12 @@ def load_spec(path: Path | str, *, smoke: bool = False) -> StudySpec:
         ctx.deferred.append(functools.partial(_check_space, ctx, space, base))
         rows.append(Row(name, base))
 
-    if kind in ("table",) and len({r.label for r in rows}) != len(rows):
-        raise ctx.fail(doc, "rows: two rows share a label", "rows")
+    # A row's label names its results in the store: two rows with one label plan two results and keep one.
+    labels = [r.label for r in rows]
+    shared = next((label for label in labels if labels.count(label) > 1), None)
+    if shared is not None:
+        section = {"table": "rows", "ladder": "steps", "loco": "components"}.get(kind)
+        raise ctx.fail(doc, f"two rows share the label {_SHORT.repr(shared)} (each row's label must differ)", section)
 
     if smoke:
         rows = [Row(r.label, _config(ctx, doc, smoke_values, r.config, "smoke"), r.steps) for r in rows]
