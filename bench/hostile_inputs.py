@@ -90,11 +90,13 @@ class Case:
 
 # ---------------------------------------------------------------------- helpers for cases
 def _run_args(w: Workspace, *extra: str, storage: str | None = None) -> list[str]:
-    return ["study", "run", str(w.spec), "--data", str(w.data), "--storage", storage or str(w.store), *extra]
+    store = str(w.store) if storage is None else storage
+    return ["study", "run", str(w.spec), "--data", str(w.data), "--storage", store, *extra]
 
 
 def _plan_args(w: Workspace, *extra: str, storage: str | None = None, data: str | None = None) -> list[str]:
-    return ["study", "plan", str(w.spec), "--data", data or str(w.data), "--storage", storage or str(w.store), *extra]
+    store = str(w.store) if storage is None else storage
+    return ["study", "plan", str(w.spec), "--data", str(w.data) if data is None else data, "--storage", store, *extra]
 
 
 def _img(w: Workspace, n: int = 5) -> Path:

@@ -83,6 +83,8 @@ def check_dataset(root: Path | str, dataset: str) -> CheckReport:
                     report.notes.append(f"{sample.mask}: a landslide tile with an empty mask")
     if shapes:
         common, _ = shapes.most_common(1)[0]
+        if 0 in common[:2]:
+            report.problems.append(f"{root}: its tiles are {common[0]}×{common[1]} pixels (empty)")
         for path, shape in shape_of.items():
             if shape != common:
                 report.problems.append(f"{path}: shape {shape} differs from the dataset's {common}")

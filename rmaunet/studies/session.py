@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rmaunet.errors import ConfigError
+from rmaunet.errors import ConfigError, one_line
 from rmaunet.storage import Storage
 from rmaunet.studies.spec import StudySpec
 from rmaunet.trial_folder import TrialFolder
@@ -53,7 +53,10 @@ def connect_ray(address: str | None, log: Log) -> bool:
     }
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        try:
+            ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        except (ConnectionError, ValueError) as exc:  # "auto" with no cluster on this machine, a refused client
+            raise ConfigError(f"Ray address {address}: cannot connect ({one_line(exc, 300)})") from None
         log(f"connected to Ray cluster at {address}")
         return False
     # address="local": a runtime of our own. Without it Ray joins the cluster a `ray start` on
