@@ -31,8 +31,8 @@ def check_data_folder(root: Path | str) -> int:
     for pseudo in PSEUDO_FILE_SYSTEMS:
         if resolved == pseudo or pseudo in resolved.parents:
             raise DataError(f"{root}: a data folder on {pseudo} (a pseudo file system) is not a dataset")
-    if not resolved.is_dir():
-        raise DataError(f"{root}: data folder not found" if not resolved.exists() else f"{root}: not a folder")
+    if not stat.S_ISDIR(_mode(root)):
+        raise DataError(f"{root}: not a folder")
 
     def unlistable(exc: OSError) -> None:
         raise DataError(f"{exc.filename}: cannot list this data folder ({exc.strerror or exc})")
@@ -53,8 +53,12 @@ def _mode(path: Path) -> int:
     """The mode of what `path` names, links followed; a DataError for a broken link or loop."""
     try:
         return os.stat(path).st_mode
+    except FileNotFoundError:
+        if not path.is_symlink():
+            raise DataError(f"{path}: data folder not found") from None
+        raise DataError(f"{path}: a broken link in the data folder (it points nowhere)") from None
     except OSError as exc:
-        broken = "a broken link" if path.is_symlink() else "unreadable"
+        broken = "a broken link" if path.is_symlink() else "cannot be read"
         raise DataError(f"{path}: {broken} in the data folder ({exc.strerror or exc})") from None
 
 
