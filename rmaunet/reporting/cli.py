@@ -87,7 +87,7 @@ def run_report(args: argparse.Namespace) -> int:
     if not formats:
         raise SpecError(f"--format {args.format!r}: names no format (markdown, latex or both)")
     if args.out.exists() and not args.out.is_dir():
-        raise StoreError(f"{args.out}: --out must be a folder (it is a file)")
+        raise StoreError(f"{args.out}: --out must be a folder, and this is not one")
 
     df = load_results(args.store, study)
     if "study" not in df.columns:
