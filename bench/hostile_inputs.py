@@ -608,14 +608,10 @@ def classify(case: Case, code: int | None, stderr: str, lost: str) -> str:
         return "hang"
     if "Traceback" in stderr:
         return "traceback"
-    lines = stderr.strip().splitlines()
-    if lost:
-        return "silent loss"
-    if case.expect == "ok":
-        return "handled" if code == 0 else "wrong exit"
     if code == 0:
-        return "silent loss"
-    if code == 2 and len(lines) == 1 and "error: " in lines[0]:
+        return "handled" if case.expect == "ok" and not lost else "silent loss"
+    lines = stderr.strip().splitlines()
+    if case.expect == "refuse" and code == 2 and len(lines) == 1 and "error: " in lines[0]:
         return "handled"
     return "wrong exit"
 
@@ -656,7 +652,7 @@ def run_case(case: Case, base_data: Path, code_dir: Path, timeout: float) -> tup
             os.killpg(process.pid, signal.SIGKILL)  # its own session: the CLI and any Ray it started
             _, stderr = process.communicate()
             code = None
-        lost = case.lost(w) if case.lost is not None and code is not None else ""
+        lost = case.lost(w) if case.lost is not None and code == 0 else ""
         return classify(case, code, stderr, lost), f"exit {code}: {stderr.strip()[-300:]}"
     finally:
         for path in root.rglob("*"):  # what a case made unreadable must be removable
