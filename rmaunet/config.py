@@ -104,6 +104,11 @@ POST_TRAINING_FIELDS = ("threshold", "det_threshold")
 EXECUTION_FIELDS = ("num_workers",)
 
 
+# keras.applications encoders find their skips by size (strides up to 32); DeepLab-V3's
+# output stride is 16 (rmaunet.models.backbones.DEEPLAB_STRIDE). Others: 2**depth.
+_SIZE_MULTIPLES = {"mobilenetv3": 32, "efficientnetv2": 32, "deeplabv3": 16}
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """One trial's complete description. Construct with keywords; validated on creation."""
@@ -160,6 +165,11 @@ class TrialConfig:
         if isinstance(self.bands, int):
             object.__setattr__(self, "bands", str(self.bands))
         self._validate()
+
+    def size_multiple(self) -> int:
+        """What each side of a tile (after `crop`) must be a multiple of for this architecture:
+        2**depth for the U-Net (each level halves it), the encoder's own stride otherwise."""
+        return _SIZE_MULTIPLES.get(self.backbone, 2**self.depth)
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:

@@ -4,8 +4,12 @@
 spec and references). It refuses what a plain `yaml.safe_load` accepts or chokes on: bytes
 that are not UTF-8, a duplicate key (YAML lets the last one silently win), alias
 expansion past `MAX_YAML_NODES` (a few hundred bytes of nested aliases expand to billions
-of nodes) and files over `MAX_YAML_BYTES`. Every mapping it returns is a `LineDict` that
-knows its own line and the line of each key, so a later check can cite `file:line`.
+of nodes), files over `MAX_YAML_BYTES` and anything but a regular file (`/dev/zero` never
+ends, a FIFO blocks the reader). Plain scalars resolve by YAML 1.2's core schema, not
+PyYAML's YAML 1.1: `epochs: 1:30` is text, not the sexagesimal 90; `010` is ten, not
+eight; `yes` / `off` are text; `1e-4` is a number. Every mapping it returns is a
+`LineDict` that knows its own line and the line of each key, so a later check can cite
+`file:line`.
 
 `is_safe_name` / `slug` keep names that become file or folder names (a study's Parquet file,
 its report folder) inside the folder they are meant for.
@@ -15,7 +19,9 @@ Imports nothing heavy (PyYAML only): a spec is validated before TensorFlow or Ra
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,16 @@ import yaml
 
 from rmaunet.errors import SpecError
 
-__all__ = ["read_yaml", "LineDict", "is_safe_name", "slug", "MAX_YAML_NODES", "MAX_YAML_BYTES", "SAFE_NAME"]
+__all__ = [
+    "read_yaml",
+    "read_regular_file",
+    "LineDict",
+    "is_safe_name",
+    "slug",
+    "MAX_YAML_NODES",
+    "MAX_YAML_BYTES",
+    "SAFE_NAME",
+]
 
 # The largest shipped spec has a few hundred nodes; these bounds leave room for real specs
 # and refuse a file or an alias expansion built to exhaust memory.
@@ -116,16 +131,41 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> LineDic
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+# YAML 1.2 core schema for plain scalars (https://yaml.org/spec/1.2.2/#1032-tag-resolution):
+# PyYAML resolves by YAML 1.1, where `1:30` is 90, `010` is 8, `1_000` is 1000 and `on` is true.
+_BOOL, _INT, _FLOAT = ("tag:yaml.org,2002:" + t for t in ("bool", "int", "float"))
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_CORE_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_CORE_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_StrictLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_StrictLoader.add_implicit_resolver(_INT, _CORE_INT, list("-+0123456789"))
+_StrictLoader.add_implicit_resolver(_FLOAT, _CORE_FLOAT, list("-+0123456789."))
+
+
+def _construct_core_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)  # "010" is ten: YAML 1.2 has no implicit octal
+
+
+def _construct_core_bool(loader: _StrictLoader, node: yaml.ScalarNode) -> bool:
+    return loader.construct_scalar(node).lower() == "true"
+
+
+_StrictLoader.add_constructor(_INT, _construct_core_int)
+_StrictLoader.add_constructor(_BOOL, _construct_core_bool)
+
 
 def read_yaml(path: Path | str, what: str = "spec") -> Any:
     """Parse a YAML file; SpecError `path[:line]: reason` for anything unreadable or refused."""
     path = Path(path)
-    try:
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise SpecError(f"{path}: {what} file is larger than {MAX_YAML_BYTES // 1024} KiB")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    raw = read_regular_file(path, what, MAX_YAML_BYTES, SpecError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -142,6 +182,33 @@ def read_yaml(path: Path | str, what: str = "spec") -> Any:
         raise SpecError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
     except RecursionError:
         raise SpecError(f"{path}: invalid YAML (nested too deeply)") from None
+
+
+def read_regular_file(path: Path, what: str, limit: int, error: type[Exception] = SpecError) -> bytes:
+    """The bytes of `path` if it is a regular file (a link to one is fine) of at most `limit`
+    bytes; else `error("path: reason")`. Never opens a FIFO, a device or a folder, and never
+    reads past `limit`: a size from stat can lie (/proc files say 0)."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: {what} must be a regular file, not {_file_kind(mode)}")
+        # O_NONBLOCK: if the file was swapped for a FIFO since the stat, open does not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise error(f"{path}: {what} must be a regular file")
+            raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if len(raw) > limit:
+        raise error(f"{path}: {what} file is larger than {limit // 1024} KiB")
+    return raw
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device"}
+    kinds |= {stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
 def is_safe_name(value: Any) -> bool:

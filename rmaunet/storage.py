@@ -99,12 +99,20 @@ class Storage:
         import pyarrow.fs as pafs
 
         text = str(where)
+        if not text.strip():
+            # Path("") is the working directory: a store there would be a silent surprise.
+            raise StoreError("the storage is an empty name: give a folder (. for this one), s3://… or gs://…")
         if is_uri(text):
-            scheme = text.split("://", 1)[0].lower()
+            scheme, rest = text.split("://", 1)
+            scheme = scheme.lower()
             if scheme not in _SCHEMES:
                 raise StoreError(f"{text}: unsupported storage scheme {scheme!r} (use a folder, s3:// or gs://)")
             if scheme == "file":
-                text = text.split("://", 1)[1]
+                if not rest.strip("/"):
+                    raise StoreError(f"{text}: names no folder (file:///path/to/store, or the path itself)")
+                text = rest
+            elif not rest.split("/", 1)[0]:
+                raise StoreError(f"{text}: names no bucket ({scheme}://BUCKET/PREFIX)")
         if is_uri(text):
             try:
                 self.fs, base = pafs.FileSystem.from_uri(text.rstrip("/"))
@@ -120,7 +128,7 @@ class Storage:
             self.uri = text.rstrip("/")
             self.local: Path | None = None
         else:
-            self.local = Path(text).expanduser().resolve()
+            self.local = _usable_folder(Path(text).expanduser())
             self.fs = pafs.LocalFileSystem()
             self.base = self.local.as_posix()
             self.uri = str(self.local)
@@ -239,7 +247,10 @@ class Storage:
     def write_bytes(self, rel: str, data: bytes) -> str:
         """Store `data` at `rel` whole: readers see the old content or the new, never part."""
         if self.is_local and self.local is not None:
-            return str(atomic.write_bytes(self.local / rel, data))
+            try:
+                return str(atomic.write_bytes(self.local / rel, data))
+            except OSError as exc:  # read-only, a full disk, a file where a folder should be
+                raise StoreError(f"{self.uri_of(rel)}: cannot write ({exc.strerror or _one_line(exc)})") from None
 
         def write() -> None:
             # One attempt is one whole PUT of `data`: a retry never continues a torn upload.
@@ -258,7 +269,10 @@ class Storage:
             target = self.local / rel
             if Path(source).resolve() == target.resolve():
                 return str(target)
-            return str(atomic.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp)))
+            try:
+                return str(atomic.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp)))
+            except OSError as exc:
+                raise StoreError(f"{self.uri_of(rel)}: cannot write ({exc.strerror or _one_line(exc)})") from None
         return self.write_bytes(rel, Path(source).read_bytes())
 
     def delete(self, rel: str) -> None:
@@ -322,6 +336,22 @@ class Storage:
                 )
                 time.sleep(pause)
                 attempt += 1
+
+
+def _usable_folder(path: Path) -> Path:
+    """`path` made absolute, or a StoreError when it can never be a store folder: a file,
+    a path under a file, a name longer than the file system allows."""
+    try:
+        local = path.resolve()
+        ancestor = local
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            where = "is not a folder" if ancestor == local else f"is under {ancestor}, which is not a folder"
+            raise StoreError(f"{path}: {where}; the store must be a folder")
+    except OSError as exc:  # a name too long, a link loop
+        raise StoreError(f"{path}: cannot be a store folder ({exc.strerror or _one_line(exc)})") from None
+    return local
 
 
 def _one_line(exc: BaseException) -> str:

@@ -375,10 +375,13 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from rmaunet.studies.preflight import check_mlflow_uri, check_ray_address
     from rmaunet.studies.runner import run_study
     from rmaunet.studies.session import tracking_callbacks
 
     spec = _load(args)
+    check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))  # seconds, not a wait forever in ray.init
+    check_mlflow_uri(args.mlflow)
     _keep_spec(spec, args.storage, smoke=args.smoke, synthetic=False)
     callbacks = tracking_callbacks(
         spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback, storage=str(args.storage)

@@ -30,7 +30,8 @@ def tiny_l4s(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six synthetic Landslide4Sense scenes of 16×16 (twelve files)."""
     from rmaunet.data.synthetic import write_landslide4sense
 
-    return write_landslide4sense(tmp_path_factory.mktemp("tiny_l4s"), n=6, seed=1, size=16)
+    # 12 scenes: enough that demo.yaml's batch of 8 fits its training split (plan refuses fewer).
+    return write_landslide4sense(tmp_path_factory.mktemp("tiny_l4s"), n=12, seed=1, size=16)
 
 
 def _upload(folder: Path, uri: str) -> list[str]:
@@ -122,7 +123,7 @@ def test_a_complete_copy_is_reused_without_touching_the_store(
     expected = remote_fingerprint(data_uri, DATASET)
     fetched = _count_downloads(monkeypatch)
     first = stage(data_uri, DATASET, expected, cache=tmp_path)
-    assert len(fetched) == len(set(fetched)) == 12
+    assert len(fetched) == len(set(fetched)) == 24  # 12 images, 12 masks
 
     def unreachable(*_: object) -> None:
         raise AssertionError("the store was read again")
@@ -171,7 +172,7 @@ def test_concurrent_processes_on_one_node_download_once(data_uri: str, tmp_path:
     assert all(p.returncode == 0 for p in procs), [err.decode()[-2000:] for _, err in outputs]
     results = [out.decode().split() for out, _ in outputs]
     assert {path for path, _ in results} == {str(tmp_path / "cache" / "data" / expected)}
-    assert sorted(int(count) for _, count in results) == [0, 12]
+    assert sorted(int(count) for _, count in results) == [0, 24]
     assert fingerprint(tmp_path / "cache" / "data" / expected, DATASET) == expected
 
 

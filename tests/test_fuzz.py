@@ -11,17 +11,12 @@ data inputs are a fifth of it. A failure names the seed and the mutations, so
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
-import logging
 import os
 import random
 import re
 import shutil
 import struct
-import sys
-import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -30,8 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from rmaunet.cli import main
+from cli_runs import assert_clean_exit, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "search_spaces").glob("*.yaml"))
@@ -77,27 +71,6 @@ ALIAS_BOMB = (
 )
 
 
-def _run(argv: list[str]) -> tuple[int, str]:
-    """Exit status and stderr of one command, with warnings and log records printed as outside pytest."""
-    err = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    # Outside pytest, a record from a library without handlers reaches logging.lastResort: stderr, WARNING up.
-    root.handlers, root.level = [logging.StreamHandler(err)], logging.WARNING
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = _print_warning
-            code = main(argv)
-    finally:
-        root.handlers, root.level = handlers, level
-    return code, err.getvalue()
-
-
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-
 def _snapshot(folder: Path) -> list[tuple[str, int, int]]:
     return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
 
@@ -107,18 +80,6 @@ def _write_fixture(dataset: str, root: Path) -> Path:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.write(root)
-
-
-def _assert_clean_exit(code: int, stderr: str, what: str, expected_in_error: str) -> None:
-    lines = stderr.splitlines()
-    assert "Traceback" not in stderr, f"{what}: traceback\n{stderr[-2000:]}"
-    if code == 0:
-        assert not lines, f"{what}: exit 0 with stderr {stderr[:500]!r}"
-        return
-    assert code == 2, f"{what}: exit {code}, stderr {stderr[:500]!r}"
-    assert len(lines) == 1 and lines[0].startswith("rmaunet: error: "), f"{what}: stderr {stderr[:1000]!r}"
-    assert len(lines[0]) <= 700, f"{what}: a {len(lines[0])}-character error line"
-    assert expected_in_error in lines[0], f"{what}: error does not name {expected_in_error}: {lines[0]}"
 
 
 # ---------------------------------------------------------------------- specs
@@ -186,8 +147,10 @@ def test_mutated_specs_end_in_one_line_or_success(tmp_path, data_folders):
             argv += ["--data", folder]
         if rng.random() < 0.3:
             argv.append("--smoke")
-        code, stderr = _run(argv)
-        _assert_clean_exit(code, stderr, f"case {case}: {name} {applied}", str(spec))
+        code, stderr = run_cli(argv)
+        # The spec, or a data folder its (valid) configs cannot train on: the fixtures hold a few tiles.
+        folders = tuple(folder.split("=", 1)[1] for folder in data_folders)
+        assert_clean_exit(code, stderr, f"case {case}: {name} {applied}", (str(spec), *folders))
         outcomes[f"exit {code}"] += 1
     assert _snapshot(store) == before
     print(f"spec fuzz: {FUZZ_N} inputs, {dict(outcomes)}")
@@ -198,7 +161,7 @@ def test_refused_spec_errors_cite_file_and_line(tmp_path):
     # A refusal of a spec's content names `file:line`, not only the file.
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: x\nkind: table\nrows:\n  - {label: a, set: 5}\n")
-    code, stderr = _run(["study", "plan", str(spec), "--data", str(tmp_path), "--storage", str(tmp_path / "st")])
+    code, stderr = run_cli(["study", "plan", str(spec), "--data", str(tmp_path), "--storage", str(tmp_path / "st")])
     assert code == 2 and stderr.startswith(f"rmaunet: error: {spec}:4: set: expected a mapping")
 
 
@@ -305,9 +268,229 @@ def test_mutated_data_files_end_in_one_line_or_success(tmp_path, dataset):
             if files:
                 applied.append(_mutate_file(rng.choice(files), rng))
         kinds.update(applied)
-        code, stderr = _run(["data", "check", str(folder), "--dataset", dataset])
-        _assert_clean_exit(code, stderr, f"{dataset} case {case}: {applied}", str(folder))
+        code, stderr = run_cli(["data", "check", str(folder), "--dataset", dataset])
+        assert_clean_exit(code, stderr, f"{dataset} case {case}: {applied}", str(folder))
         outcomes[f"exit {code}"] += 1
         shutil.rmtree(folder)
     print(f"data fuzz {dataset}: {DATA_N} inputs, {dict(outcomes)}")
     assert outcomes["exit 2"] > DATA_N // 4
+
+
+# ---------------------------------------------------------------------- filesystem oddities
+SMALL_SPEC = """\
+name: fuzz_fs
+kind: table
+dataset: landslide4sense
+base: {preset: baseline, base_filters: 4, depth: 2, epochs: 1, batch_size: 2}
+seeds: [0]
+rows:
+  - label: base
+"""
+ROOT = os.geteuid() == 0
+
+
+def _make_oddity(folder: Path, rng: random.Random) -> tuple[str, bool]:
+    """Put one filesystem oddity somewhere in a data folder; returns (kind, whether a plan must refuse it)."""
+    places = sorted(p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()) + [folder]
+    place = rng.choice(places)
+    tiles = sorted(place.glob("*.h5"))
+    name = rng.choice(
+        [tiles[rng.randrange(len(tiles))].name if tiles else "image_1.h5", f"image_{rng.randint(90, 99)}.h5", "x.txt"]
+    )
+    path = place / name
+    tile_named = bool(re.fullmatch(r"(image|mask)_\d+\.h5", name)) and place.name in ("img", "mask")
+    kinds = ["dangling", "loop", "fifo", "folder", "dev_zero", "dev_null", "socket", "link_to_tile", "link_to_folder"]
+    if not ROOT:  # root reads through any permission: the case runs as another user in test_hostile_inputs.py
+        kinds.append("unreadable")
+    kind = rng.choice(kinds)
+    if kind == "unreadable":
+        place.chmod(0)
+        return kind, True
+    if path.exists() or path.is_symlink():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if kind == "dangling":
+        path.symlink_to(folder / "nowhere" / name)
+    elif kind == "loop":
+        path.symlink_to(path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+        return kind, tile_named  # an empty folder elsewhere is harmless
+    elif kind in ("dev_zero", "dev_null"):
+        path.symlink_to("/dev/zero" if kind == "dev_zero" else "/dev/null")
+    elif kind == "socket":
+        import socket
+
+        if len(str(path)) > 100:  # AF_UNIX path limit
+            return "socket (path too long, skipped)", False
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))
+    elif kind == "link_to_tile":
+        path.symlink_to(next(folder.rglob("image_1.h5")))
+        return kind, False  # legal: a second copy of a tile (or a replaced one)
+    else:
+        path.symlink_to(folder)  # a link to a folder: the walk does not follow it
+        return kind, tile_named
+    return kind, True
+
+
+@pytest.fixture(scope="module")
+def small_l4s(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rmaunet.data.synthetic import write_landslide4sense
+
+    return write_landslide4sense(tmp_path_factory.mktemp("fuzz_fs") / "data", 16, seed=1, size=16)
+
+
+def test_filesystem_oddities_in_data_end_in_one_line(tmp_path, small_l4s):
+    # Broken and looping links, FIFOs, sockets, devices and folders named like tiles: `study plan`
+    # and `data check` refuse each in one line (never a traceback, never a plan on fewer tiles).
+    rng = random.Random(20261207)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SMALL_SPEC)
+    kinds: Counter[str] = Counter()
+    for case in range(max(FUZZ_N // 10, 20)):
+        folder = tmp_path / f"case{case}"
+        shutil.copytree(small_l4s, folder)
+        made = _make_oddity(folder, rng)
+        kinds[made[0]] += 1
+        must_refuse = made[1]
+        for argv in (
+            ["study", "plan", str(spec), "--data", str(folder), "--storage", str(tmp_path / "store")],
+            ["data", "check", str(folder), "--dataset", "landslide4sense"],
+        ):
+            code, stderr = run_cli(argv)
+            assert_clean_exit(code, stderr, f"case {case} {made} {argv[:2]}", "")
+            assert code == 2 or not must_refuse, f"case {case} {made}: {argv[:2]} accepted it"
+        for path in folder.rglob("*"):
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(folder)
+    print(f"filesystem fuzz: {dict(kinds)}")
+    assert len(kinds) >= 7  # the seed reaches (nearly) every kind
+
+
+# ---------------------------------------------------------------------- CLI flags
+def _flag_values(tmp_path: Path, closed_port: int) -> dict[str, list[str]]:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    return {
+        "--address": [
+            "garbage",
+            f"127.0.0.1:{closed_port}",
+            f"ray://127.0.0.1:{closed_port}",
+            "http://127.0.0.1:1",
+            ":",
+            "host:",
+            "host:99999",
+            f"[::1]:{closed_port}",
+        ],
+        "--mlflow": [
+            "ftp://example.invalid/x",
+            f"http://127.0.0.1:{closed_port}",
+            f"https://127.0.0.1:{closed_port}/x",
+            "gopher://x",
+            "http://",
+            "http://127.0.0.1:notaport",
+        ],
+        "--tune-callback": [
+            "operator:itemgetter",
+            "json:loads",
+            "os:sep",
+            "no_such_module_x:f",
+            "nocolon",
+            ":x",
+            "os:",
+        ],
+        "--storage": ["", "file://", "s3://", "s3:///x", "gs://", str(afile), str(afile / "s"), "/dev/null", "x" * 300],
+        "--optuna-storage": ["garbage", f"postgresql://u:p@127.0.0.1:{closed_port}/x", "sqlite:////no/such/dir/x.db"],
+    }
+
+
+def test_hostile_run_flags_are_refused_before_ray_starts(tmp_path, small_l4s, monkeypatch):
+    # `study run` with an unreachable or malformed address, tracking URI, callback, store or
+    # Optuna storage: one line, exit 2, in seconds, and no Ray runtime started.
+    import ray
+    from ports import free_port
+
+    closed = free_port()  # nothing listens there
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{closed}")  # should a case get past its flag: refused, not a cluster
+    values = _flag_values(tmp_path, closed)
+    specs = {}
+    for kind in ("table", "search"):
+        specs[kind] = tmp_path / f"{kind}.yaml"
+        text = SMALL_SPEC if kind == "table" else SMALL_SPEC.split("rows:")[0].replace("kind: table", "kind: search")
+        if kind == "search":
+            text += "space: {learning_rate: {loguniform: [0.0001, 0.01]}}\nbudget: 1\n"
+        specs[kind].write_text(text)
+    rng = random.Random(7)
+    flags: Counter[str] = Counter()
+    for case in range(max(FUZZ_N // 5, 20)):
+        chosen = rng.sample(sorted(values), rng.choice((1, 1, 2)))
+        argv_flags = {flag: rng.choice(values[flag]) for flag in chosen}
+        spec = specs["search" if "--optuna-storage" in argv_flags else "table"]
+        argv = ["study", "run", str(spec), "--data", str(small_l4s)]
+        argv += ["--storage", argv_flags.pop("--storage", str(tmp_path / "store"))]
+        for flag, value in argv_flags.items():
+            argv += [flag, value]
+        flags.update(chosen)
+        code, stderr = run_cli(argv)
+        assert_clean_exit(code, stderr, f"case {case}: {argv[4:]}", "")
+        assert code == 2, f"case {case}: {argv[4:]} was accepted"
+        assert not ray.is_initialized(), f"case {case}: {argv[4:]} started Ray"
+    print(f"flag fuzz: {dict(flags)}")
+
+
+# ---------------------------------------------------------------------- report inputs
+# Per column: values a clean table holds, then hostile ones (a cell turns hostile one time in eight).
+REPORT_CELLS: dict[str, tuple[list[object], list[object]]] = {
+    "row": (["a", "b", "c"], [None, ["x", "y"], 3, ""]),
+    "study": (["s", "t"], [None, ["a", "b"], "a/b", "a_b", "../x", 7]),
+    "test_f1": ([0.5, 0.7, 0.2], ["high", -0.5, 1.5, float("inf"), float("nan"), None, "0.5"]),
+}
+
+
+def _pick(rng: random.Random, clean: list[object], hostile: list[object], rate: float = 0.125) -> object:
+    return rng.choice(hostile if rng.random() < rate else clean)
+
+
+def test_hostile_report_inputs_end_in_one_line(tmp_path):
+    # Report tables with blank, listed or clashing labels, metric text, and odd --format / --out:
+    # exit 0 with a folder per study, or exit 2 and one line.
+    import pandas as pd
+
+    rng = random.Random(11)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    outs = [str(afile), "/dev/null", str(afile / "under")]
+    formats = ["markdown", "latex", "markdown,latex", "", ",", "html", " markdown , "]
+    outcomes: Counter[str] = Counter()
+    for case in range(max(FUZZ_N // 4, 20)):
+        rows = [
+            {"seed": rng.randrange(3), **{column: _pick(rng, *cells) for column, cells in REPORT_CELLS.items()}}
+            for _ in range(rng.randint(1, 6))
+        ]
+        df = pd.DataFrame(rows)
+        if rng.random() < 0.1:
+            df = df.drop(columns=rng.choice(list(df.columns)))
+        table = tmp_path / f"case{case}.parquet"
+        try:
+            df.to_parquet(table, index=False)
+        except Exception:  # mixed types one Parquet column cannot hold: the same rows as CSV
+            table = table.with_suffix(".csv")
+            df.to_csv(table, index=False)
+        out = str(_pick(rng, [tmp_path / f"out{case}"], outs, 0.2))
+        argv = ["report", str(table), "--out", out, "--no-figures", "--format", str(_pick(rng, formats[:3], formats))]
+        code, stderr = run_cli(argv)
+        assert_clean_exit(code, stderr, f"case {case}: {rows} {argv[2:]}", "")
+        if code == 0:  # every study got its own report: none overwrote another
+            # A blank study is the table's own name (normalise_results).
+            column = df["study"] if "study" in df.columns else pd.Series([None])
+            studies = {str(s) for s in column.dropna()} | ({table.stem} if column.isna().any() else set())
+            assert len(list(Path(out).glob("*/README.md"))) == len(studies), f"case {case}: {rows}"
+        outcomes[f"exit {code}"] += 1
+    print(f"report fuzz: {dict(outcomes)}")
+    assert outcomes["exit 0"] and outcomes["exit 2"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmaunet.data.reader import Sample, TileReader, numeric_key, read_array
+from rmaunet.data.reader import Sample, TileReader, numeric_key, read_array, tile_file
 from rmaunet.datasets import BIJIE
 from rmaunet.errors import DataError
 
@@ -36,7 +36,7 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 def _by_stem(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         return {}
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES]
+    files = [tile_file(p) for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES]
     return {p.stem: p for p in sorted(files, key=lambda p: numeric_key(p.name))}
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rmaunet.data.folder import check_data_folder
 from rmaunet.data.prepare import READERS, open_reader
 from rmaunet.data.reader import TileReader
 from rmaunet.datasets import dataset_info
@@ -43,6 +44,11 @@ def check_dataset(root: Path | str, dataset: str) -> CheckReport:
     report = CheckReport(dataset, root)
     if not root.is_dir():
         report.problems.append(f"{root}: data folder not found")
+        return report
+    try:
+        check_data_folder(root)  # what `study plan` refuses before reading: a broken link, a FIFO
+    except DataError as exc:
+        report.problems.append(str(exc))
         return report
     cls = READERS[dataset]
     splits = cls.available_splits(root) or cls.splits[:1]  # no split: let the reader explain the layout
@@ -77,6 +83,8 @@ def check_dataset(root: Path | str, dataset: str) -> CheckReport:
                     report.notes.append(f"{sample.mask}: a landslide tile with an empty mask")
     if shapes:
         common, _ = shapes.most_common(1)[0]
+        if 0 in common[:2]:
+            report.problems.append(f"{root}: its tiles are {common[0]}×{common[1]} pixels (empty)")
         for path, shape in shape_of.items():
             if shape != common:
                 report.problems.append(f"{path}: shape {shape} differs from the dataset's {common}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmaunet.data.reader import Sample, TileReader, read_array
+from rmaunet.data.reader import Sample, TileReader, read_array, tile_file
 from rmaunet.datasets import LANDSLIDE4SENSE
 from rmaunet.errors import DataError
 
@@ -36,8 +36,8 @@ def _numbered(folder: Path) -> dict[int, Path]:
     if folder.is_dir():
         for path in folder.iterdir():
             m = _NUMBER.match(path.name)
-            if m and path.is_file():
-                files[int(m.group(1))] = path
+            if m:
+                files[int(m.group(1))] = tile_file(path)
     return dict(sorted(files.items()))
 
 

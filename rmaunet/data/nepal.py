@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmaunet.data.reader import Sample, TileReader, numeric_key, read_array
+from rmaunet.data.reader import Sample, TileReader, numeric_key, read_array, tile_file
 from rmaunet.datasets import NEPAL
 from rmaunet.errors import DataError
 
@@ -34,7 +34,7 @@ def _by_stem(folder: Path | None) -> dict[str, Path]:
     if folder is None:
         return {}
     files = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES),
+        (tile_file(p) for p in folder.iterdir() if p.suffix.lower() in _SUFFIXES),
         key=lambda p: numeric_key(p.name),
     )
     return {p.stem: p for p in files}

@@ -48,6 +48,8 @@ __all__ = [
     "Splits",
     "prepare_splits",
     "validate_data",
+    "check_trainable",
+    "DataSummary",
     "fingerprint",
     "fingerprint_of",
     "READERS",
@@ -159,13 +161,24 @@ def _plan(
         test_pool = _Pool([cached(policy.test_split, None)])
     labels = dev.has_landslide()  # one pass over the (memory-mapped) masks
     groups = None if config.split_groups is None else np.asarray(tile_groups(dev.paths(), config.split_groups))
-    if test_pool is dev:
-        fraction = config.test_fraction or policy.test_fraction
+    parts, test = _split_indices(config, labels, None if test_pool is dev else len(test_pool), groups)
+    return dev, parts, test_pool, test
+
+
+def _split_indices(
+    config: TrialConfig, labels: np.ndarray, test_tiles: int | None, groups: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Train and validation indices into the development pool (whose per-tile "has a
+    landslide" is `labels`, and region `groups` for a grouped split) and the test indices:
+    into a test split of `test_tiles` tiles, or, when None, into the pool, carved with the
+    fixed test seed."""
+    if test_tiles is None:
+        fraction = config.test_fraction or dataset_info(config.dataset).split.test_fraction
         rest, test = holdout_split(labels, fraction, _TEST_SEED, groups)
     else:
-        rest, test = np.arange(len(dev)), np.arange(len(test_pool))
+        rest, test = np.arange(len(labels)), np.arange(test_tiles)
     train_rel, val_rel = holdout_split(labels[rest], config.val_fraction, config.seed, _at(groups, rest))
-    return dev, {"train": rest[train_rel], "val": rest[val_rel]}, test_pool, test
+    return {"train": rest[train_rel], "val": rest[val_rel]}, test
 
 
 def _at(groups: np.ndarray | None, index: np.ndarray) -> list[str] | None:
@@ -215,22 +228,68 @@ def _normalisation(
     return mean, np.where(std > 1e-8, std, 1.0)
 
 
-def validate_data(config: TrialConfig, root: Path | str) -> None:
+@dataclass(frozen=True)
+class DataSummary:
+    """What `validate_data` learnt that decides whether a config can train on the data."""
+
+    root: Path
+    tile_shape: tuple[int, ...]  # (H, W, bands) of the development pool's tiles
+    labels: np.ndarray  # per development tile: has a landslide
+    test_tiles: int | None  # tiles of a separate test split; None: test is carved from the pool
+
+
+def validate_data(config: TrialConfig, root: Path | str) -> DataSummary:
     """Read every file a trial of `config` would read, one tile at a time, and raise a
     DataError naming the first it would fail on: what a study checks before any trial
-    starts, so bad data fails once, fast, instead of in every trial and every retry."""
+    starts, so bad data fails once, fast, instead of in every trial and every retry.
+    Returns what `check_trainable` needs to judge each config against the data."""
     policy = dataset_info(config.dataset).split
     present = READERS[config.dataset].available_splits(root)
     names = resolve_bands(config.bands, config.dataset)
     first, *others = policy.development
-    splits = [(first, config.max_tiles)] + [(s, None) for s in others if s in present]
-    if policy.test_split in present:
-        splits.append((policy.test_split, None))
-    for split, limit in splits:
+    development = [(first, config.max_tiles)] + [(s, None) for s in others if s in present]
+    test = [(policy.test_split, None)] if policy.test_split in present else []
+    shape: tuple[int, ...] | None = None
+    pool, test_tiles = [], None
+    for split, limit in development + test:
         reader = open_reader(config.dataset, root, split, bands=names)
-        reader.validate(limit)
+        split_shape, labels = reader.validate(limit)
         if config.split_groups is not None:  # every tile must have a region before any trial starts
             tile_groups([sample.image for sample in reader.subset(limit)], config.split_groups)
+        if (split, limit) in test:
+            test_tiles = len(labels)
+        else:
+            shape = shape or split_shape
+            pool.append(labels)
+    assert shape is not None  # the first development split's reader refuses a split without tiles
+    return DataSummary(Path(root), shape, np.concatenate(pool), test_tiles)
+
+
+def check_trainable(config: TrialConfig, data: DataSummary) -> None:
+    """Refuse (DataError) a config that would fail on this data in every trial and retry:
+    empty tiles, a tile side (after `crop`) the architecture cannot take, a split left
+    empty, fewer training tiles than one batch. Plain arithmetic on `validate_data`'s summary."""
+    height, width = data.tile_shape[:2]
+    if height == 0 or width == 0:
+        raise DataError(f"{data.root}: its tiles are {height}×{width} pixels (empty)")
+    side = (min(height, config.crop or height), min(width, config.crop or width))
+    multiple = config.size_multiple()
+    if side[0] % multiple or side[1] % multiple:
+        cropped = f" (crop {config.crop})" if config.crop else ""
+        raise DataError(
+            f"{data.root}: tiles of {side[0]}×{side[1]} pixels{cropped} cannot train backbone {config.backbone!r} "
+            f"at depth {config.depth}: each side must be a multiple of {multiple}"
+        )
+    parts, test = _split_indices(config, data.labels, data.test_tiles)  # a grouped split: sizes by tile, approximately
+    sizes = {"train": len(parts["train"]), "validation": len(parts["val"]), "test": len(test)}
+    if not all(sizes.values()):
+        shown = ", ".join(f"{name} {n}" for name, n in sizes.items())
+        raise DataError(f"{data.root}: {len(data.labels)} tiles are too few for train / validation / test ({shown})")
+    if sizes["train"] < config.batch_size:
+        raise DataError(
+            f"{data.root}: {sizes['train']} training tiles are fewer than batch_size {config.batch_size} "
+            f"(of {len(data.labels)} tiles; lower batch_size or add tiles)"
+        )
 
 
 def prepare_splits(config: TrialConfig, root: Path | str) -> Splits:

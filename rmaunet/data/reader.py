@@ -10,7 +10,9 @@ a `DataError` whose one-line message names the file and what is wrong.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,7 +24,16 @@ import numpy as np
 from rmaunet.datasets import DatasetInfo
 from rmaunet.errors import DataError
 
-__all__ = ["Sample", "TileReader", "LoadedSplit", "read_array", "numeric_key", "replace_non_finite", "MAX_ARRAY_BYTES"]
+__all__ = [
+    "Sample",
+    "TileReader",
+    "LoadedSplit",
+    "read_array",
+    "numeric_key",
+    "replace_non_finite",
+    "tile_file",
+    "MAX_ARRAY_BYTES",
+]
 
 _DIGITS = re.compile(r"(\d+)")
 _SUBSET_SEED = 0  # max_tiles' subset: fixed, so every trial of a study reads the same tiles
@@ -31,6 +42,20 @@ _SUBSET_SEED = 0  # max_tiles' subset: fixed, so every trial of a study reads th
 def numeric_key(name: str) -> tuple:
     """Sort key that orders embedded numbers numerically: image_2 before image_10."""
     return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
+
+
+def tile_file(path: Path) -> Path:
+    """`path`, named like a tile, if it is a regular file (or a link to one). Skipping a folder,
+    a FIFO or a link to /dev/zero named image_5.h5 would train on one tile fewer than the
+    folder shows, and reading a FIFO blocks: either is a DataError naming the file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise DataError(f"{path}: named like a data file but cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or special file"
+        raise DataError(f"{path}: named like a data file but is {kind}")
+    return path
 
 
 @dataclass(frozen=True)
@@ -197,9 +222,10 @@ class TileReader:
         stacked = np.stack(masks) if all(m is not None for m in masks) else None
         return LoadedSplit(images, stacked, [s.image for s in samples], nan_pixels, nan_files)
 
-    def validate(self, limit: int | None = None) -> tuple[int, ...]:
+    def validate(self, limit: int | None = None) -> tuple[tuple[int, ...], np.ndarray]:
         """Read every sample (of `subset(limit)`) once and raise a DataError naming the first
-        file a trial would fail on; return the split's (H, W, bands) tile shape.
+        file a trial would fail on; return the split's (H, W, bands) tile shape and, per
+        tile, whether its mask holds a landslide (False without a mask).
 
         What it refuses: unreadable or truncated files, HDF5 groups / links / external data,
         sizes declared past MAX_ARRAY_BYTES, non-numeric data, the wrong band count, a mask
@@ -208,12 +234,14 @@ class TileReader:
         """
         samples = self.subset(limit)
         first_shape: tuple[int, ...] | None = None
-        for sample in samples:
-            image, _ = self.read(sample)
+        landslide = np.zeros(len(samples), bool)
+        for i, sample in enumerate(samples):
+            image, mask = self.read(sample)
             first_shape = first_shape or image.shape
             _check_same_shape(sample, image, first_shape)
+            landslide[i] = mask is not None and bool(mask.any())
         assert first_shape is not None  # the constructor refuses a split without samples
-        return first_shape
+        return first_shape, landslide
 
 
 def _check_same_shape(sample: Sample, image: np.ndarray, first_shape: tuple[int, ...]) -> None:

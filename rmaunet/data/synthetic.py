@@ -29,6 +29,7 @@ metres; Nepal tiles are 8-bit RGB. Defaults match the paper's Table II.
 from __future__ import annotations
 
 import functools
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -387,6 +388,12 @@ def _plan(dataset: str, n: int, rng: np.random.Generator, params: SceneParams) -
     return has_slide, fractions
 
 
+# The largest tile side a trial can crop to (TrialConfig.crop); bytes on disk per pixel of a
+# scene, generously: Landslide4Sense's 14 float64 bands and its mask.
+MAX_SIZE = 4096
+_BYTES_PER_PIXEL = 14 * 8 + 1
+
+
 def write_dataset(
     dataset: str,
     out: Path | str,
@@ -399,20 +406,40 @@ def write_dataset(
     """Write n synthetic scenes in the dataset's published layout (same seed, same files)."""
     if dataset not in PARAMS:
         raise DataError(f"{out}: unknown dataset {dataset!r} (choose one of: {', '.join(PARAMS)})")
-    if n < 1 or size < 8:
-        raise DataError(f"{out}: need n >= 1 and size >= 8 (got {n}, {size})")
+    if n < 1 or not 8 <= size <= MAX_SIZE:
+        raise DataError(f"{out}: need n >= 1 and 8 <= size <= {MAX_SIZE} (got {n}, {size})")
+    if seed < 0:
+        raise DataError(f"{out}: the seed must be 0 or more (got {seed})")
     if dataset == "nepal" and n < 3:
         raise DataError(f"{out}: the Nepal layout needs n >= 3 (one scene each for train, validation, test)")
     params = params or PARAMS[dataset]
     out = Path(out)
+    _check_room(out, n * size * size * _BYTES_PER_PIXEL)
     rng = np.random.default_rng(seed)
     has_slide, fractions = _plan(dataset, n, rng, params)
     writer = {"landslide4sense": _write_l4s_scene, "bijie": _write_bijie_scene, "nepal": _write_nepal_scene}[dataset]
     locations = _nepal_splits(n) if dataset == "nepal" else [None] * n
-    for i in range(n):
-        scene = make_scene(rng, size, bool(has_slide[i]), float(fractions[i]))
-        writer(out, i + 1, scene, rng, locations[i])
+    try:
+        for i in range(n):
+            scene = make_scene(rng, size, bool(has_slide[i]), float(fractions[i]))
+            writer(out, i + 1, scene, rng, locations[i])
+    except OSError as exc:  # h5py and PIL report a full or read-only disk as OSError
+        raise DataError(f"{out}: cannot write the synthetic dataset ({exc.strerror or exc})") from None
     return out
+
+
+def _check_room(out: Path, needed: int) -> None:
+    """Refuse, before writing a file, an `out` that is (under) a file or on a disk without room."""
+    ancestor = out.resolve()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise DataError(
+            f"{out}: {'is' if ancestor == out.resolve() else f'is under {ancestor}, which is'} not a folder"
+        )
+    free = shutil.disk_usage(ancestor).free
+    if needed > free:
+        raise DataError(f"{out}: the dataset needs about {needed / 2**30:.3g} GiB, {free / 2**30:.3g} GiB free there")
 
 
 def write_landslide4sense(out: Path | str, n: int, seed: int, size: int = 128) -> Path:

@@ -213,12 +213,7 @@ def check_size(config: TrialConfig, size: int | None) -> None:
             what = f"backbone {config.backbone!r}" if config.backbone in STATIC_SIZE_BACKBONES else "attention 'mha'"
             raise ConfigError(f"{what} needs a fixed image size; pass size= to build_model")
         return
-    if config.backbone == "deeplabv3":
-        multiple = DEEPLAB_STRIDE
-    elif config.backbone in STATIC_SIZE_BACKBONES:
-        multiple = 32
-    else:
-        multiple = 2**config.depth
+    multiple = config.size_multiple()
     if size % multiple != 0:
         at_depth = "" if config.backbone in ("deeplabv3", *STATIC_SIZE_BACKBONES) else f" at depth {config.depth}"
         raise ConfigError(f"size: {size} must be divisible by {multiple} for backbone {config.backbone!r}{at_depth}")

@@ -93,7 +93,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from rmaunet.errors import StoreError
+    from rmaunet.errors import SpecError, StoreError
     from rmaunet.reporting.inputs import load_references, load_results, options_from_spec
     from rmaunet.reporting.report import render_study
     from rmaunet.safe_input import read_yaml, slug
@@ -118,26 +118,41 @@ def run_report(args: argparse.Namespace) -> int:
     if args.latex_scale:
         changes["latex_scale"] = True
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    if not formats:
+        raise SpecError(f"--format {args.format!r}: names no format (markdown, latex or both)")
+    if args.reports.exists() and not args.reports.is_dir():
+        raise StoreError(f"{args.reports}: --reports must be a folder, and this is not one")
 
     df = load_results(args.store, study)
     if "study" not in df.columns:
         raise StoreError(f"{args.store}: results rows have no `study` column")
+    # The study name comes from the data: as a folder name it must stay inside --reports, and
+    # two studies must not share one (a/b and a_b would overwrite each other's report).
+    folders: dict[str, str] = {}
+    for name in sorted(df["study"].unique(), key=str):
+        other = folders.setdefault(slug(name), str(name))
+        if other != str(name):
+            raise StoreError(f"{args.store}: studies {other!r} and {name!r} would share the report folder {slug(name)}")
     from_store = is_uri(str(args.store)) or Path(args.store).is_dir()
     for name, rows in df.groupby("study", sort=True):
         if from_store and study is None:
             # Read alone, as `study run` reads it: a column's type then depends on this study's rows only.
             rows = load_results(args.store, str(name))
-        # The study name comes from the data: as a folder name it must stay inside --reports.
-        paths = render_study(
-            args.store,
-            str(name),
-            rows.reset_index(drop=True),
-            args.reports / slug(name),
-            spec=args.spec,
-            changes=changes,
-            formats=formats,
-            figures=not args.no_figures,
-        )
+        try:
+            paths = render_study(
+                args.store,
+                str(name),
+                rows.reset_index(drop=True),
+                args.reports / slug(name),
+                spec=args.spec,
+                changes=changes,
+                formats=formats,
+                figures=not args.no_figures,
+            )
+        except OSError as exc:  # a read-only or full disk, a file where a folder goes
+            raise StoreError(
+                f"{exc.filename or args.reports}: cannot write the report ({exc.strerror or exc})"
+            ) from None
         print(f"{name}: {paths['index']} ({len(paths)} files)")
     return 0
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from rmaunet.errors import SpecError, StoreError
@@ -76,6 +77,8 @@ def load_results(path: Path | str, study: str | None = None) -> pd.DataFrame:
     CSV results table."""
     from rmaunet.store import ResultsStore, is_uri
 
+    if not str(path).strip():  # Path("") is the working directory
+        raise StoreError("the results store is an empty name: give a folder, a .parquet / .csv file or a URI")
     if is_uri(str(path)):
         df = ResultsStore(str(path)).read(study)
         if df.empty:
@@ -117,6 +120,9 @@ def normalise_results(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
     if not metric_cols:
         raise StoreError(f"{source}: results table has no metric column (test_f1, test_miou, …)")
     df = df.copy()
+    _refuse_non_text(df, "row", source, allow_missing=False)
+    if "study" in df.columns:
+        _refuse_non_text(df, "study", source, allow_missing=True)
     df["row"] = df["row"].astype(str)
     defaults: dict[str, Any] = {"study": Path(source).stem, "kind": "table", "seed": 0, "status": "ok"}
     for col, value in defaults.items():
@@ -130,12 +136,28 @@ def normalise_results(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
         df["threshold"] = pd.to_numeric(df["threshold"], errors="coerce")
     for col in metric_cols:
         values = pd.to_numeric(df[col], errors="coerce")
+        text = df[col].notna() & values.isna() & (df[col].astype(str).str.strip().str.lower() != "nan")
+        if text.any():  # coerced to NaN, the row would silently drop out of the table
+            first = df.loc[text, col].iloc[0]
+            raise StoreError(
+                f"{source}: {col} holds {int(text.sum())} value(s) that are not numbers (first: {first!r})"
+            )
         if (values > 1.0 + 1e-9).any():
             raise StoreError(
                 f"{source}: {col} has values above 1; results tables hold fractions (0-1), divide percentages by 100"
             )
         df[col] = values
     return df
+
+
+def _refuse_non_text(df: pd.DataFrame, column: str, source: Path | str, *, allow_missing: bool) -> None:
+    """A label column (row, study) holds text or numbers: a list or a blank label cannot be printed or grouped."""
+    bad = df[column].map(lambda v: isinstance(v, (list, dict, tuple, set, np.ndarray)))
+    if not allow_missing:
+        bad |= df[column].isna()
+    if bad.any():
+        what = "empty" if not allow_missing and df[column].isna().any() else "not text"
+        raise StoreError(f"{source}: `{column}` is {what} in {int(bad.sum())} row(s); every row needs a {column} label")
 
 
 def load_references(source: Path | str | Sequence[Mapping[str, Any] | ReferenceRow] | None) -> tuple[ReferenceRow, ...]:

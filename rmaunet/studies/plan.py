@@ -132,9 +132,13 @@ def plan_study(
     read is read once first, so bad data is one DataError naming the file, before any trial.
     Data under a URI is fingerprinted from a listing of its objects."""
     from rmaunet.data import fingerprint
+    from rmaunet.data.folder import check_data_folder
     from rmaunet.data.staging import remote_fingerprint
 
     folders = resolve_data(spec, data)
+    for folder in folders.values():
+        if not is_uri(folder):
+            check_data_folder(folder)  # a broken link or a FIFO: one line, not the fingerprint's traceback
     fingerprints = {
         name: remote_fingerprint(folder, name) if is_uri(folder) else fingerprint(folder, name)
         for name, folder in folders.items()
@@ -147,19 +151,21 @@ def plan_study(
 
 def check_study_data(spec: StudySpec, plan: StudyPlan) -> None:
     """Read what the trainings still to run will read (trials already in the store read
-    nothing), once per distinct set of raw channels and tile limit. Data under a URI is
-    staged into this node's cache first and the copy read: what a trial on this node reads."""
-    from rmaunet.data import validate_data
+    nothing), once per distinct set of raw channels and tile limit, and refuse a config
+    that would fail on that data in every trial (tile size against depth, too few tiles).
+    Data under a URI is staged into this node's cache first and the copy read: what a
+    trial on this node reads."""
+    from rmaunet.data import DataSummary, check_trainable, validate_data
     from rmaunet.data.bands import resolve_bands
     from rmaunet.data.staging import local_data
     from rmaunet.datasets import dataset_info
 
     configs = [p.config for p in plan.to_train] if spec.kind != "search" else [spec.base]
-    seen: set[tuple[str, tuple[str, ...], int | None]] = set()
+    summaries: dict[tuple[str, tuple[str, ...], int | None], DataSummary] = {}
     for config in configs:
         channels = dataset_info(config.dataset).channels(resolve_bands(config.bands, config.dataset))
         key = (config.dataset, channels, config.max_tiles)
-        if key not in seen:
-            seen.add(key)
+        if key not in summaries:
             name = config.dataset
-            validate_data(config, local_data(plan.data[name], name, plan.fingerprints[name]))
+            summaries[key] = validate_data(config, local_data(plan.data[name], name, plan.fingerprints[name]))
+        check_trainable(config, summaries[key])

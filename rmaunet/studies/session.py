@@ -220,7 +220,10 @@ def tracking_callbacks(
             factory = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"--tune-callback {name}: cannot import it ({type(exc).__name__}: {exc})") from None
-        callback = factory()
+        try:
+            callback = factory()
+        except Exception as exc:  # arguments it needs, or its own failure: the user's code, one line
+            raise ConfigError(f"--tune-callback {name}: calling it failed ({type(exc).__name__}: {exc})") from None
         if not isinstance(callback, tune.Callback):
             raise ConfigError(f"--tune-callback {name}: returned {type(callback).__name__}, not a ray.tune.Callback")
         callbacks.append(callback)

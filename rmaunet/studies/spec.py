@@ -176,6 +176,13 @@ def load_spec(path: Path | str, *, smoke: bool = False, build_checks: bool = Tru
         raise ctx.fail(doc, f"select: unknown metric {_SHORT.repr(select)} (choose one of: {known})", "select")
     base_section = _section(ctx, doc, "base")
     base_values = dict(base_section)
+    if "dataset" in doc and "dataset" in base_values and doc["dataset"] != base_values["dataset"]:
+        raise ctx.fail(
+            doc,
+            f"dataset: {_SHORT.repr(doc['dataset'])} conflicts with base.dataset {_SHORT.repr(base_values['dataset'])} "
+            "(name the dataset once)",
+            "dataset",
+        )
     # The study's selection metric is every trial's: it picks the kept epoch and a tuned threshold.
     if "select" in base_values:
         reason = "base: select is the study's; set it once, at the top level (select: val_…)"
@@ -248,8 +255,12 @@ def load_spec(path: Path | str, *, smoke: bool = False, build_checks: bool = Tru
         ctx.deferred.append(functools.partial(_check_space, ctx, space, base))
         rows.append(Row(name, base))
 
-    if kind in ("table",) and len({r.label for r in rows}) != len(rows):
-        raise ctx.fail(doc, "rows: two rows share a label", "rows")
+    # A row's label names its results in the store: two rows with one label plan two results and keep one.
+    labels = [r.label for r in rows]
+    shared = next((label for label in labels if labels.count(label) > 1), None)
+    if shared is not None:
+        section = {"table": "rows", "ladder": "steps", "loco": "components"}.get(kind)
+        raise ctx.fail(doc, f"two rows share the label {_SHORT.repr(shared)} (each row's label must differ)", section)
 
     if smoke:
         rows = [Row(r.label, _config(ctx, doc, smoke_values, r.config, "smoke"), r.steps) for r in rows]
