@@ -83,6 +83,7 @@ class Splits:
     norm_mean: np.ndarray | None = None  # what was subtracted per band (None: not normalised)
     norm_std: np.ndarray | None = None
     nan_pixels: int = 0  # non-finite input values replaced while reading
+    source_size: int = 0  # the side of the tiles as read (before a crop): engineered bands are computed over it
 
     def __post_init__(self) -> None:
         for part in ("train", "val", "test"):
@@ -283,4 +284,5 @@ def prepare_splits(config: TrialConfig, root: Path | str) -> Splits:
         norm_mean=None if moments is None else moments[0],
         norm_std=None if moments is None else moments[1],
         nan_pixels=nan_pixels,
+        source_size=int(dev.sources[0].images.shape[1]),
     )
