@@ -27,6 +27,7 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     from rmaunet import study_cli
     from rmaunet.data import cli as data_cli
+    from rmaunet.mapping import cli as mapping_cli
     from rmaunet.reporting import cli as report_cli
 
     parser = argparse.ArgumentParser(
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_cli.register(sub)
     report_cli.register(sub)
     study_cli.register_demo(sub)
+    mapping_cli.register(sub)
     return parser
 
 
