@@ -229,5 +229,18 @@ def _demo(args: argparse.Namespace) -> int:
     run_study(spec, args.data, args.storage, log=_log)
     _summarise(spec, args.storage, args.reports, started)
     exported = ResultsStore(args.storage).export(args.reports / "results.parquet", spec.name)
+    _log(_demo_map(args, spec.name))
     _log(f"demo finished in {time.monotonic() - started:.0f} s; results store {args.storage}, copy {exported}")
     return 0
+
+
+def _demo_map(args: argparse.Namespace, study: str) -> str:
+    """The demo ends with a map: its best row on validation, exported, predicts a synthetic scene.
+    A store of trials trained before they kept their preprocessing gets the reason instead."""
+    from rmaunet.errors import RmaunetError
+    from rmaunet.mapping.demo import map_demo
+
+    try:
+        return map_demo(args.storage, study, args.reports, args.data.parent / "map")
+    except RmaunetError as exc:
+        return f"no map: {exc}"

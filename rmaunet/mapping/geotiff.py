@@ -224,11 +224,20 @@ def write_stack(
     return path
 
 
-def quicklook(scene: Path | str, mask_path: Path, target: Path, rgb: Sequence[int], max_side: int = 1024) -> Path:
+def quicklook(
+    scene: Path | str,
+    mask_path: Path,
+    target: Path,
+    rgb: Sequence[int],
+    max_side: int = 1024,
+    truth: np.ndarray | None = None,
+) -> Path:
     """A PNG of the scene in true colour with the mapped landslides in red, at most
-    `max_side` pixels a side (decimated reads: never the whole scene in memory)."""
+    `max_side` pixels a side (decimated reads: never the whole scene in memory); a known
+    landslide mask of the PNG's size (`truth`) is outlined in yellow."""
     import rasterio
     from PIL import Image
+    from scipy import ndimage
 
     with rasterio.open(scene) as ds:
         scale = max(ds.width, ds.height) / max_side
@@ -241,5 +250,7 @@ def quicklook(scene: Path | str, mask_path: Path, target: Path, rgb: Sequence[in
     picture = np.clip((bands - low) / np.maximum(high - low, 1e-12), 0, 1) ** (1 / 1.8)
     picture = np.where(finite, picture, 0).transpose(1, 2, 0)
     picture[mask] = 0.45 * picture[mask] + 0.55 * np.array([1.0, 0.1, 0.1])
+    if truth is not None and truth.shape == shape:
+        picture[truth & ~ndimage.binary_erosion(truth)] = (1.0, 0.9, 0.0)
     Image.fromarray((picture * 255 + 0.5).astype(np.uint8)).save(target)
     return target

@@ -41,7 +41,7 @@ def output_names(scene: str | Path) -> dict[str, str]:
     return {
         "probability": f"{stem}_probability.tif",
         "mask": f"{stem}_mask.tif",
-        "polygons": f"{stem}_landslides.geojson",
+        "geojson": f"{stem}_landslides.geojson",
     }
 
 
@@ -160,10 +160,11 @@ def predict_scene(
         "threshold": threshold,
         "landslide_pixels": landslide_pixels,
         "seconds": time.perf_counter() - started,
-        **{k: str(out / v) for k, v in names.items() if k != "polygons"},
+        "probability": str(out / names["probability"]),
+        "mask": str(out / names["mask"]),
     }
     if polygons:
-        found = geotiff.write_polygons(out / names["mask"], out / names["polygons"], {"scene": Path(str(scene)).name})
-        summary.update(polygons=found["polygons"], landslide_area=found["area"], geojson=str(out / names["polygons"]))
+        found = geotiff.write_polygons(out / names["mask"], out / names["geojson"], {"scene": Path(str(scene)).name})
+        summary.update(polygons=found["polygons"], landslide_area=found["area"], geojson=str(out / names["geojson"]))
     summary["windows_per_s"] = windows / summary["seconds"]
     return summary

@@ -44,30 +44,27 @@ def _fetch(scene: str, scratch: Path) -> Path:
     return target
 
 
-def _publish(local: Path, out: str) -> None:
-    """A scene's outputs from the scratch folder to `out` (a folder or a URI), streamed."""
-    storage = Storage(out)
+def _publish(local: Path, storage: Storage) -> None:
+    """A scene's outputs from the scratch folder to an object store, streamed."""
     for path in sorted(local.iterdir()):
         if not path.is_file():
-            continue
-        if storage.is_local:
-            storage.upload(path, path.name)
             continue
         with open(path, "rb") as source, storage.fs.open_output_stream(storage.path(path.name)) as sink:
             shutil.copyfileobj(source, sink, 16 << 20)
 
 
 def _one(exported: Exported, scene: str, out: str, options: dict[str, Any]) -> dict[str, Any]:
+    storage = Storage(out)
     with tempfile.TemporaryDirectory(prefix="rmaunet-predict-") as scratch:
         local_scene = _fetch(scene, Path(scratch))
-        staged = Path(scratch) / "out"
+        # A local --out is written in place; an object store's gets the finished files.
+        staged = storage.local if storage.local is not None else Path(scratch) / "out"
         summary = predict_scene(exported, local_scene, staged, **options)
-        _publish(staged, out)
-    storage = Storage(out)
+        if storage.local is None:
+            _publish(staged, storage)
     for key, name in output_names(scene).items():
         if key in summary:
             summary[key] = storage.uri_of(name)
-    summary["geojson"] = storage.uri_of(output_names(scene)["polygons"])
     summary["scene"] = scene
     return summary
 
