@@ -5,15 +5,15 @@ peak memory of a Sentinel-2-sized scene.
 
 1. Throughput on a `--scene`² synthetic 14-band scene: `predict_scene` (strips read once,
    windows preprocessed on a thread while the model predicts the previous strip, batched
-   model calls, COG outputs and polygons included) against the naive loop: the same
+   model calls, its two COGs written; polygons left out) against the naive loop: the same
    windows, the same blending, each window read, preprocessed and predicted on its own
-   (batch of one), the map kept whole in memory and written at the end. Both maps are
-   compared, so a fast-but-wrong path cannot pass.
+   (batch of one), the map kept whole in memory and not written. Both maps are compared,
+   so a fast-but-wrong path cannot pass.
 2. Peak resident memory (ru_maxrss) of `predict_scene` on a `--large`² scene (default
    10,980², one Sentinel-2 tile at 10 m), measured in a child process that does nothing
    else. The scene is a uint16 stack (reflectance × 10,000, as Sentinel-2 L2A ships it)
    written strip by strip from a repeated synthetic patch and read with --scale 0.001;
-   `--large 0` skips it. Target: under 4 GB.
+   polygons included; `--large 0` skips it. Target: under 4 GB.
 
 Without --model the network is an untrained U-Net of the demo's size (base 8, depth 3,
 64×64 windows): throughput depends on the architecture, not on the weights. The last
@@ -74,8 +74,8 @@ def write_scene(path: Path, side: int, uint16: bool) -> Path:
     return path
 
 
-def bench_model(tile: int, model_dir: str | None):  # noqa: ANN201 - Exported
-    """An exported model, or an untrained demo-sized one with identity normalisation."""
+def bench_model(tile: int, model_dir: str | None, base_filters: int = 8, depth: int = 3):  # noqa: ANN201
+    """An exported model, or an untrained U-Net (the demo's size by default) with identity normalisation."""
     from rmaunet.mapping.export import Exported, load_exported
 
     if model_dir:
@@ -86,7 +86,7 @@ def bench_model(tile: int, model_dir: str | None):  # noqa: ANN201 - Exported
     from rmaunet.models import build_model
 
     keras.utils.set_random_seed(0)
-    config = TrialConfig(base_filters=8, depth=3)
+    config = TrialConfig(base_filters=base_filters, depth=depth)
     bands = list(LANDSLIDE4SENSE.bands)
     inputs = {"dataset": "landslide4sense", "channels": bands, "bands": bands, "tile_size": tile}
     meta = {"inputs": {**inputs, "normalisation": None, "engineered_over": tile}, "threshold": 0.5}
@@ -123,18 +123,55 @@ def _large_child(args: argparse.Namespace) -> None:
     """Run in a child process: predict the large scene and report this process's peak RSS."""
     from rmaunet.mapping.predict import predict_scene
 
-    exported = bench_model(args.tile, args.model)
-    summary = predict_scene(exported, Path(args.child_scene), Path(args.child_out), scale=0.001, batch_size=64)
+    exported = bench_model(args.tile, args.model, args.base_filters, args.depth)
+    summary = predict_scene(
+        exported, Path(args.child_scene), Path(args.child_out), scale=0.001, batch_size=64, overlap=args.large_overlap
+    )
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({**summary, "peak_rss_gib": peak_kib / 2**20}))
 
 
+def throughput(args: argparse.Namespace, work: Path) -> dict:
+    """predict_scene against the naive loop on the same scene, model and windows."""
+    import rasterio
+
+    from rmaunet.mapping.predict import predict_scene
+
+    exported = bench_model(args.tile, args.model, args.base_filters, args.depth)
+    tile = exported.recipe.tile_size
+    overlap = tile // 4
+    scene = write_scene(work / "scene.tif", args.scene, uint16=False)
+    run = dict(overlap=overlap, progress=False, polygons=False)
+    predict_scene(exported, scene, work / "warm", **run)  # traces the model
+    t0 = time.perf_counter()
+    summary = predict_scene(exported, scene, work / "fast", **run)
+    fast_s = time.perf_counter() - t0
+    naive_map, naive_s = naive(exported, scene, overlap)
+    with rasterio.open(summary["probability"]) as ds:
+        gap = float(np.abs(ds.read(1) - naive_map).max())
+    windows = summary["windows"]
+    return {
+        "scene": [args.scene, args.scene],
+        "tile": tile,
+        "overlap": overlap,
+        "windows": windows,
+        "windows_per_s": windows / fast_s,
+        "naive_windows_per_s": windows / naive_s,
+        "speedup": naive_s / fast_s,
+        "max_abs_difference": gap,
+        "loadavg": os.getloadavg(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scene", type=int, default=2048, help="side of the throughput scene")
+    parser.add_argument("--scene", type=int, default=2048, help="side of the throughput scene (0: skip)")
     parser.add_argument("--large", type=int, default=10_980, help="side of the memory scene (0: skip)")
     parser.add_argument("--tile", type=int, default=64, help="window side (untrained model only)")
     parser.add_argument("--model", help="an exported model folder instead of the untrained demo-sized U-Net")
+    parser.add_argument("--base-filters", type=int, default=8, help="untrained U-Net's width")
+    parser.add_argument("--depth", type=int, default=3, help="untrained U-Net's depth")
+    parser.add_argument("--large-overlap", type=int, help="overlap on the large scene (default: a quarter tile)")
     parser.add_argument("--workdir", help="where the scenes go (default: a temporary folder)")
     parser.add_argument("--child-scene", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -143,45 +180,22 @@ def main() -> None:
         _large_child(args)
         return
 
-    import rasterio
-
-    from rmaunet.mapping.predict import predict_scene
-
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         work = Path(work)
-        exported = bench_model(args.tile, args.model)
-        tile = exported.recipe.tile_size
-        overlap = tile // 4
-        scene = write_scene(work / "scene.tif", args.scene, uint16=False)
-        predict_scene(exported, scene, work / "warm", overlap=overlap, progress=False)  # traces the model
-        t0 = time.perf_counter()
-        summary = predict_scene(exported, scene, work / "fast", overlap=overlap, progress=False)
-        fast_s = time.perf_counter() - t0
-        naive_map, naive_s = naive(exported, scene, overlap)
-        with rasterio.open(summary["probability"]) as ds:
-            gap = float(np.abs(ds.read(1) - naive_map).max())
-        windows = summary["windows"]
-        result = {
-            "bench": "predict",
-            "scene": [args.scene, args.scene],
-            "tile": tile,
-            "overlap": overlap,
-            "windows": windows,
-            "windows_per_s": windows / fast_s,
-            "naive_windows_per_s": windows / naive_s,
-            "speedup": naive_s / fast_s,
-            "max_abs_difference": gap,
-            "cpus": os.cpu_count(),
-            "loadavg": os.getloadavg(),
-            "python": platform.python_version(),
-        }
-        print(json.dumps(result), flush=True)
+        result: dict = {"bench": "predict", "cpus": os.cpu_count(), "python": platform.python_version()}
+        if args.scene:
+            result.update(throughput(args, work))
+            print(json.dumps(result), flush=True)
         if args.large:
             t0 = time.perf_counter()
             big = write_scene(work / "large.tif", args.large, uint16=True)
             result["large_write_s"] = time.perf_counter() - t0
             command = [sys.executable, __file__, "--child-scene", str(big), "--child-out", str(work / "large-out")]
-            command += ["--tile", str(args.tile)] + (["--model", args.model] if args.model else [])
+            command += ["--tile", str(args.tile), "--base-filters", str(args.base_filters), "--depth", str(args.depth)]
+            command += (["--model", args.model] if args.model else []) + (
+                ["--large-overlap", str(args.large_overlap)] if args.large_overlap is not None else []
+            )
+            result["loadavg_before_large"] = os.getloadavg()
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             child = json.loads(done.stdout.strip().splitlines()[-1])
             result["large"] = {

@@ -13,7 +13,17 @@ import numpy as np
 
 from rmaunet.datasets import LANDSLIDE4SENSE
 
-__all__ = ["trained_store", "raw_tiles", "split_test_tiles", "write_scene", "mosaic", "CRS", "ORIGIN", "PIXEL_M"]
+__all__ = [
+    "trained_store",
+    "untrained_model",
+    "raw_tiles",
+    "split_test_tiles",
+    "write_scene",
+    "mosaic",
+    "CRS",
+    "ORIGIN",
+    "PIXEL_M",
+]
 
 CRS = "EPSG:32645"  # UTM 45N: Nepal's Himalaya, a real projected CRS in metres
 ORIGIN = (600_000.0, 3_100_000.0)
@@ -48,6 +58,22 @@ def trained_store(data: Path, tmp: Path) -> Path:
         run_trial(planned.config, data, store.workspace(planned.trial_id).begin(planned.config.to_dict()).root)
         writer.trial_done(planned.trial_id)
     return tmp / "store"
+
+
+def untrained_model(out: Path, tile: int = 32) -> Path:
+    """A model folder with an untrained tiny U-Net and an identity input recipe: for tests of
+    where and how scenes are predicted, not of what the model learnt."""
+    import keras
+
+    from rmaunet.config import TrialConfig
+    from rmaunet.mapping.export import write_model_folder
+    from rmaunet.models import build_model
+
+    keras.utils.set_random_seed(0)
+    bands = list(LANDSLIDE4SENSE.bands)
+    inputs = {"dataset": "landslide4sense", "channels": bands, "bands": bands, "tile_size": tile}
+    meta = {"inputs": {**inputs, "normalisation": None, "engineered_over": tile}, "threshold": 0.5}
+    return write_model_folder(out, build_model(TrialConfig(base_filters=4, depth=2), len(bands), tile), meta)
 
 
 def raw_tiles(data: Path) -> np.ndarray:

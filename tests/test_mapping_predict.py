@@ -133,7 +133,7 @@ def _is_cog(path: Path) -> bool:
 
 def test_polygon_areas_sum_to_the_mask_area(trained, tmp_path):
     # Every landslide pixel is in exactly one polygon: areas add up to pixels × 100 m².
-    summary = predict_scene(trained["exported"], trained["scene"], tmp_path, threshold=0.3, progress=False)
+    summary = predict_scene(trained["exported"], trained["scene"], tmp_path, progress=False)
     mask, _ = _read(Path(summary["mask"]))
     features = json.loads(Path(summary["geojson"]).read_text())["features"]
     assert (mask == 1).sum() > 0 and len(features) == summary["polygons"] > 0
@@ -208,32 +208,3 @@ def test_demo_ends_with_a_map(trained, tmp_path):
     with Image.open(tmp_path / "reports" / QUICKLOOK) as png:
         assert png.size == (96, 96) and png.mode == "RGB"
     assert "best on validation" in line and (tmp_path / "work" / "map" / "scene_mask.tif").is_file()
-
-
-@pytest.mark.slow
-def test_scenes_on_ray_from_and_to_an_object_store(trained, tmp_path, s3_bucket):
-    # Two scenes in S3, one Ray task each on a local 2-CPU cluster, maps back in S3: the
-    # same maps as in this process.
-    import ray
-
-    from rmaunet.mapping.scenes import predict_scenes
-    from rmaunet.storage import Storage
-
-    bucket = Storage(s3_bucket)
-    with rasterio.open(trained["scene"]) as ds:
-        image = ds.read().transpose(1, 2, 0)
-    for name, picture in (("east", image), ("west", image[:, ::-1].copy())):
-        bucket.upload(write_scene(tmp_path / f"{name}.tif", picture), f"scenes/{name}.tif")
-    scenes = [f"{s3_bucket}/scenes/east.tif", f"{s3_bucket}/scenes/west.tif"]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # after the S3 variables
-    try:
-        summaries = predict_scenes(trained["model"], scenes, f"{s3_bucket}/maps", on_ray=True, log=lambda _m: None)
-    finally:
-        ray.shutdown()
-    assert [s["scene"] for s in summaries] == scenes and all(s["node"] for s in summaries)
-    assert bucket.child("maps").files() == sorted(
-        f"{n}_{kind}" for n in ("east", "west") for kind in ("landslides.geojson", "mask.tif", "probability.tif")
-    )
-    local = predict_scene(trained["exported"], tmp_path / "west.tif", tmp_path / "local", progress=False)
-    bucket.download("maps/west_mask.tif", tmp_path / "remote_mask.tif")
-    np.testing.assert_array_equal(_read(tmp_path / "remote_mask.tif")[0], _read(Path(local["mask"]))[0])

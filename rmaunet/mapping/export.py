@@ -36,7 +36,16 @@ from rmaunet.errors import StoreError
 from rmaunet.store import METRIC_NAMES, ResultsStore
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["choose_row", "export_model", "load_exported", "Exported", "MODEL_FILE", "PREPROCESS_FILE", "CARD_FILE"]
+__all__ = [
+    "choose_row",
+    "export_model",
+    "write_model_folder",
+    "load_exported",
+    "Exported",
+    "MODEL_FILE",
+    "PREPROCESS_FILE",
+    "CARD_FILE",
+]
 
 MODEL_FILE = "model.keras"
 PREPROCESS_FILE = "preprocess.json"
@@ -110,12 +119,18 @@ def export_model(
             )
         if not folder.best_weights.is_file():
             raise StoreError(f"trial {trial_id}: no {TrialFolder.BEST_WEIGHTS} in the store")
-        out.mkdir(parents=True, exist_ok=True)
         model = _rebuild(recipe, folder.best_weights)
-        model.save(out / MODEL_FILE)
     meta = _export_meta(recipe, chosen, best)
-    (out / PREPROCESS_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    write_model_folder(out, model, meta)
     (out / CARD_FILE).write_text(model_card(meta, int(model.count_params())))
+    return out
+
+
+def write_model_folder(out: Path, model: Any, meta: dict[str, Any]) -> Path:
+    """model.keras and preprocess.json: what `load_exported` and `rmaunet predict` read."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / MODEL_FILE)
+    (out / PREPROCESS_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
     return out
 
 

@@ -102,7 +102,8 @@ def predict_scenes(
     import ray
 
     load_exported(model)  # refuse a wrong model folder here, in one line, not in every task
-    files = {name: (model / name).read_bytes() for name in (MODEL_FILE, PREPROCESS_FILE, CARD_FILE)}
+    names = [name for name in (MODEL_FILE, PREPROCESS_FILE, CARD_FILE) if (model / name).is_file()]
+    files = {name: (model / name).read_bytes() for name in names}
     gpus = ray.cluster_resources().get("GPU", 0)
     task = ray.remote(_remote_one).options(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=1)
     shared = ray.put(files)
