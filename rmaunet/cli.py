@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     import rmaunet
     from rmaunet import maintenance_cli, study_cli
     from rmaunet.data import cli as data_cli
+    from rmaunet.mapping import cli as mapping_cli
     from rmaunet.reporting import cli as report_cli
 
     parser = Parser(
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_cli.register(sub)
     study_cli.register_demo(sub)
     maintenance_cli.register(sub)
+    mapping_cli.register(sub)
     return parser
 
 

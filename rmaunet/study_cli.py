@@ -506,5 +506,18 @@ def _demo(args: argparse.Namespace) -> int:
     report_dir = _report_dir(args, spec.name)
     _summarise(spec, args.storage, report_dir, started)
     exported = ResultsStore(args.storage).export(report_dir / "results.parquet", spec.name)
+    _log(_demo_map(args, spec.name, report_dir))
     _log(f"demo finished in {time.monotonic() - started:.0f} s; results store {args.storage}, copy {exported}")
     return 0
+
+
+def _demo_map(args: argparse.Namespace, study: str, report_dir: Path) -> str:
+    """The demo ends with a map: its best row on validation, exported, predicts a synthetic scene.
+    A store of trials trained before they kept their preprocessing gets the reason instead."""
+    from rmaunet.errors import RmaunetError
+    from rmaunet.mapping.demo import map_demo
+
+    try:
+        return map_demo(args.storage, study, report_dir, args.data.parent / "map")
+    except RmaunetError as exc:
+        return f"no map: {exc}"

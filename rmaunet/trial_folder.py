@@ -8,6 +8,8 @@ no other code spells a file name of a trial. Layout under the folder:
     best.weights.h5         the weights of the selected epoch
     val_probs.npz           validation / test probability maps (uint8, round(255 p)) with
     test_probs.npz          their masks: any threshold is scored later without a model
+    preprocess.json         what applying the model needs: bands, normalisation, tile size,
+                            thresholds, config, data fingerprint, commit (rmaunet.mapping)
     history.json            per-epoch rows (data-parallel trials)
     sync.json               every rank's weight digest per epoch (data-parallel trials)
     checkpoint/             the last epoch's state, for resuming (see EpochCheckpoint)
@@ -39,6 +41,7 @@ class TrialFolder:
     RESULT = "result.json"
     BEST_WEIGHTS = "best.weights.h5"
     HISTORY = "history.json"
+    PREPROCESS = "preprocess.json"
     SYNC = "sync.json"
     CHECKPOINT = "checkpoint"
     RAY_TRAIN = "ray_train"
@@ -73,6 +76,10 @@ class TrialFolder:
         return self.root / self.HISTORY
 
     @property
+    def preprocess(self) -> Path:
+        return self.root / self.PREPROCESS
+
+    @property
     def sync(self) -> Path:
         return self.root / self.SYNC
 
@@ -95,7 +102,13 @@ class TrialFolder:
 
     def outputs(self) -> tuple[Path, ...]:
         """What a finished trial keeps, result.json last (copying in this order keeps it the marker)."""
-        return (self.best_weights, self.history, *(self.probabilities(s) for s in SPLITS), self.result)
+        return (
+            self.best_weights,
+            self.history,
+            *(self.probabilities(s) for s in SPLITS),
+            self.preprocess,
+            self.result,
+        )
 
     # ------------------------------------------------------------------ reads / writes
     def create(self) -> TrialFolder:
@@ -117,6 +130,16 @@ class TrialFolder:
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic.write_json(self.config, config, sort_keys=True)
+
+    def write_preprocess(self, recipe: dict[str, Any]) -> None:
+        atomic.write_json(self.preprocess, recipe, sort_keys=True)
+
+    def read_preprocess(self) -> dict[str, Any] | None:
+        """What applying the trial's model needs, or None for a trial trained before it was kept."""
+        if not self.preprocess.is_file():
+            return None
+        recipe = json.loads(self.preprocess.read_text())
+        return recipe if isinstance(recipe, dict) else None
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         atomic.write_json(self.history, history)

@@ -62,6 +62,7 @@ def test_studies_and_reporting_meet_only_in_the_store() -> None:
     real, _ = _imports()
     assert "reporting" not in real["studies"] and "studies" not in real["reporting"]
     assert "training" not in real["reporting"] and "store" in real["reporting"] and "store" in real["studies"]
+    assert "studies" not in real["mapping"] and "store" in real["mapping"]  # mapping reads the store, not the engine
 
 
 def test_the_layers_below_studies_never_import_ray_tune_and_the_model_layers_no_ray() -> None:

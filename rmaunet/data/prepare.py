@@ -87,6 +87,7 @@ class Splits:
     norm_std: np.ndarray | None = None
     nan_pixels: int = 0  # non-finite input values replaced while reading
     test_groups: tuple[str, ...] | None = None  # each test tile's region (config.split_groups), for the bootstrap
+    source_size: int = 0  # the side of the tiles as read (before a crop): engineered bands are computed over it
 
     def __post_init__(self) -> None:
         for part in ("train", "val", "test"):
@@ -331,6 +332,7 @@ def prepare_splits(config: TrialConfig, root: Path | str) -> Splits:
         norm_std=None if moments is None else moments[1],
         nan_pixels=nan_pixels,
         test_groups=_test_groups(config, test_pool, test),
+        source_size=int(dev.sources[0].images.shape[1]),
     )
 
 

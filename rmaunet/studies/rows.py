@@ -10,14 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from rmaunet import thresholds as threshold_rules
 from rmaunet.config import TUNED
+from rmaunet.provenance import provenance
 from rmaunet.store import CONFIG_PREFIX, DETECTION_METRIC_NAMES, METRIC_NAMES, ResultsStore
 from rmaunet.studies.expand import PlannedRow
 from rmaunet.studies.plan import StudyPlan, usable
@@ -165,22 +163,3 @@ def gpu_count(accelerator: str) -> int:
     """'2x NVIDIA H100' -> 2; 'CPU' -> 0 (the accelerator string a trial records)."""
     head = accelerator.split("x ", 1)[0]
     return int(head) if head.isdigit() else 0
-
-
-def provenance() -> dict[str, Any]:
-    """The code and package versions that wrote a row."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, str | None] = {}
-    for name in ("rmaunet", "tensorflow", "keras", "ray", "numpy", "optuna"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"git_commit": commit or os.environ.get("RMAUNET_GIT_COMMIT", "unknown"), "versions": versions}

@@ -39,7 +39,7 @@ from rmaunet.config import TrialConfig
 from rmaunet.errors import ConfigError
 from rmaunet.training.checkpoint import fresh_state
 from rmaunet.training.evaluation import best_over_thresholds, make_predictor, selection_score
-from rmaunet.training.result import TrialResult
+from rmaunet.training.result import TrialResult, write_preprocess
 from rmaunet.trial_folder import SPLITS, TrialFolder
 
 __all__ = [
@@ -429,6 +429,7 @@ class TrialLoop:
             pred = self.predict(getattr(splits, f"x_{split}"), config.batch_size)
             folder.save_probabilities(split, pred.get("mask"), getattr(splits, f"y_{split}"), pred.get("detection"))
         decided = thresholds.decide(folder, config)
+        write_preprocess(folder, config, splits, decided)
         scores = thresholds.scores_at(folder, (decided["threshold"],))[decided["threshold"]]
         det = thresholds.detection_scores_at(folder, decided["det_threshold"])
         history = state["history"]

@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["TrialResult", "write_result"]
+if TYPE_CHECKING:
+    from rmaunet.config import TrialConfig
+    from rmaunet.data.prepare import Splits
+
+__all__ = ["TrialResult", "write_result", "write_preprocess"]
 
 
 @dataclass
@@ -50,6 +54,29 @@ def write_result(folder: TrialFolder, result: TrialResult, node: str | None = No
     """result.json marks a finished trial: written last, atomically, with where it ran."""
     folder.write_result(
         {**result.to_dict(), "node": node or socket.gethostname(), "accelerator": _accelerator(), **extra}
+    )
+
+
+def write_preprocess(folder: TrialFolder, config: TrialConfig, splits: Splits, decided: dict[str, Any]) -> None:
+    """preprocess.json: everything applying the trial's model needs (rmaunet.mapping), kept
+    beside its weights so a finished trial is self-contained: the input recipe (channels,
+    bands in order, tile size, training statistics), the thresholds chosen with their
+    protocol, the config, the data it trained on and the code that trained it."""
+    from rmaunet.data.recipe import InputRecipe
+    from rmaunet.provenance import provenance
+
+    folder.write_preprocess(
+        {
+            "format": 1,
+            "inputs": InputRecipe.from_splits(config.dataset, splits).to_dict(),
+            "threshold": decided["threshold"],
+            "threshold_protocol": str(decided["threshold_protocol"]),
+            "det_threshold": decided["det_threshold"],
+            "select": config.select,
+            "config": config.to_dict(),
+            "data_fingerprint": splits.fingerprint,
+            **provenance(),
+        }
     )
 
 

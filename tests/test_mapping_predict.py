@@ -1,0 +1,210 @@
+"""Export a trained row and map GeoTIFF scenes with it: real weights, real rasters.
+
+One tiny study is trained in-process once for the module (tests/mapping_helpers.py). Its
+test tiles are stitched into a GeoTIFF mosaic with a real projected CRS (UTM 45N) and
+known masks, so a scene prediction can be compared with the trial's own tile-level maps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rasterio = pytest.importorskip("rasterio")
+
+from mapping_helpers import CRS, PIXEL_M, mosaic, split_test_tiles, trained_store, write_scene  # noqa: E402
+
+from rmaunet.cli import main  # noqa: E402
+from rmaunet.config import TrialConfig  # noqa: E402
+from rmaunet.data.synthetic import landslide4sense_image, make_scene  # noqa: E402
+from rmaunet.mapping.export import export_model, load_exported  # noqa: E402
+from rmaunet.mapping.predict import predict_scene  # noqa: E402
+from rmaunet.metrics import segmentation_scores  # noqa: E402
+from rmaunet.store import ResultsStore  # noqa: E402
+
+COLUMNS = 4  # the mosaic is the test tiles, 4 a row
+
+
+@pytest.fixture(scope="module")
+def trained(l4s_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("mapping")
+    store = trained_store(l4s_small, tmp)
+    model = export_model(store, "mapping", tmp / "model", row="baseline")
+    exported = load_exported(model)
+    row = ResultsStore(store).read("mapping").iloc[0]
+    folder = ResultsStore(store).trial(row["trial_id"])
+    config = TrialConfig.from_dict(json.loads(folder.config.read_text()))
+    raw, inputs, masks = split_test_tiles(config, l4s_small, exported.recipe)
+    n = len(raw) // COLUMNS * COLUMNS
+    scene = write_scene(tmp / "mosaic.tif", mosaic(raw[:n], COLUMNS))
+    stored_mask, stored_u8 = folder.load_probabilities("test")
+    return {
+        "tmp": tmp,
+        "store": store,
+        "model": model,
+        "exported": exported,
+        "scene": scene,
+        "n": n,
+        "inputs": inputs[:n],
+        "masks": masks[:n],
+        "stored": (stored_mask[:n], stored_u8[:n]),
+        "row": row,
+    }
+
+
+def _read(path: Path) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as ds:
+        return ds.read(1), {"crs": ds.crs, "transform": ds.transform, "nodata": ds.nodata, "driver": ds.driver}
+
+
+def test_without_overlap_the_map_is_the_tile_predictions(trained, tmp_path):
+    # Windows on the tile grid, no blending: each window of the map is the model on that tile.
+    summary = predict_scene(trained["exported"], trained["scene"], tmp_path, overlap=0, progress=False)
+    prob, _ = _read(Path(summary["probability"]))
+    expected = trained["exported"].model.predict(trained["inputs"], verbose=0)["mask"][..., 0]
+    np.testing.assert_allclose(prob, mosaic(expected, COLUMNS), atol=1e-6)
+
+
+def test_export_load_predict_round_trip_gives_the_stored_test_maps(trained, tmp_path):
+    # The exported model and recipe reproduce the trial's own test probabilities (stored as round(255 p)).
+    summary = predict_scene(trained["exported"], trained["scene"], tmp_path, overlap=0, progress=False)
+    prob, _ = _read(Path(summary["probability"]))
+    stored_mask, stored_u8 = trained["stored"]
+    gap = np.abs(prob * 255.0 - mosaic(stored_u8, COLUMNS).astype(np.float64))
+    assert gap.max() <= 0.5 + 1e-3, f"largest gap {gap.max():.4f}/255"
+    assert np.array_equal(mosaic(stored_mask, COLUMNS), mosaic(trained["masks"], COLUMNS))
+
+
+def _f1(exported, scene: Path, out: Path, truth: np.ndarray, overlap: int | None) -> float:
+    summary = predict_scene(exported, scene, out, overlap=overlap, progress=False, polygons=False)
+    prob, _ = _read(Path(summary["probability"]))
+    return segmentation_scores(truth[None], prob[None], exported.threshold)["f1"]
+
+
+def test_blended_windows_leave_no_seam(trained, tmp_path):
+    # A continuous synthetic scene cut into the model's tiles and stitched back: with
+    # overlapping, blended windows the map scores at least as well as the tiles predicted
+    # one by one (overlap 0, proven equal to the tile predictions above), within half an F1 point.
+    exported = trained["exported"]
+    scene = make_scene(np.random.default_rng(3), 256, True, 0.04)
+    path = write_scene(tmp_path / "scene.tif", landslide4sense_image(scene))
+    tiles_f1 = _f1(exported, path, tmp_path / "tiles", scene.mask, overlap=0)
+    blended_f1 = _f1(exported, path, tmp_path / "blended", scene.mask, overlap=None)
+    # The stitched test tiles are independent scenes: a window across their edges sees a
+    # neighbour that never bordered it in training. Reported, not asserted.
+    truth = mosaic(trained["masks"], COLUMNS)
+    mosaic_tiles = _f1(exported, trained["scene"], tmp_path / "mt", truth, overlap=0)
+    mosaic_blended = _f1(exported, trained["scene"], tmp_path / "mb", truth, overlap=None)
+    print(
+        f"\nF1 at threshold {exported.threshold:g}: continuous scene tiles {100 * tiles_f1:.2f} -> blended "
+        f"{100 * blended_f1:.2f}; mosaic of test tiles {100 * mosaic_tiles:.2f} -> blended {100 * mosaic_blended:.2f}"
+    )
+    assert blended_f1 >= tiles_f1 - 0.005
+
+
+def test_outputs_keep_crs_transform_and_nodata(trained, tmp_path):
+    # COGs on the scene's grid; nodata and NaN input pixels stay nodata in both maps.
+    with rasterio.open(trained["scene"]) as ds:
+        image = ds.read().transpose(1, 2, 0)
+        transform = ds.transform
+    image[5:15, 40:60, 3] = np.nan
+    image[50:60, 10:20, :] = -9999.0
+    scene = write_scene(tmp_path / "holes.tif", image, nodata=-9999.0)
+    summary = predict_scene(trained["exported"], scene, tmp_path / "out", progress=False)
+    prob, prob_meta = _read(Path(summary["probability"]))
+    mask, mask_meta = _read(Path(summary["mask"]))
+    for meta in (prob_meta, mask_meta):
+        assert meta["crs"].to_string() == CRS and meta["transform"] == transform
+    assert _is_cog(Path(summary["probability"])) and _is_cog(Path(summary["mask"]))
+    holes = np.zeros(prob.shape, bool)
+    holes[5:15, 40:60] = holes[50:60, 10:20] = True
+    assert np.isnan(prob[holes]).all() and np.isfinite(prob[~holes]).all()
+    assert (mask[holes] == 255).all() and set(np.unique(mask[~holes])) <= {0, 1}
+
+
+def _is_cog(path: Path) -> bool:
+    with rasterio.open(path) as ds:
+        return ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"  # what GDAL's COG driver writes
+
+
+def test_polygon_areas_sum_to_the_mask_area(trained, tmp_path):
+    # Every landslide pixel is in exactly one polygon: areas add up to pixels × 100 m².
+    summary = predict_scene(trained["exported"], trained["scene"], tmp_path, progress=False)
+    mask, _ = _read(Path(summary["mask"]))
+    features = json.loads(Path(summary["geojson"]).read_text())["features"]
+    assert (mask == 1).sum() > 0 and len(features) == summary["polygons"] > 0
+    total = sum(f["properties"]["area"] for f in features)
+    assert total == pytest.approx((mask == 1).sum() * PIXEL_M * PIXEL_M)
+
+
+def _refused(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    return err
+
+
+def test_unusable_scenes_are_refused_in_one_line(trained, tmp_path, capsys):
+    # Wrong band count, a missing band, no CRS, complex numbers, not a raster: one line, exit 2, nothing written.
+    image = np.zeros((40, 40, 14), np.float32)
+    without_dem = [f"B{i}" for i in range(1, 13)] + ["slope"]
+    cases = {
+        "ten_bands": (write_scene(tmp_path / "ten.tif", image[..., :10], names=[""] * 10), "10 bands without"),
+        "no_dem": (write_scene(tmp_path / "nodem.tif", image[..., :13], names=without_dem), "no band dem"),
+        "no_crs": (write_scene(tmp_path / "nocrs.tif", image, crs=None), "no CRS"),
+        "complex": (write_scene(tmp_path / "complex.tif", image.astype(np.complex64)), "not real numbers"),
+    }
+    (tmp_path / "text.tif").write_text("not a raster")
+    cases["text"] = (tmp_path / "text.tif", "not a readable raster")
+    for name, (scene, expected) in cases.items():
+        out = tmp_path / f"out-{name}"
+        err = _refused(["predict", str(trained["model"]), str(scene), "--out", str(out)], capsys)
+        assert expected in err, (name, err)
+        assert not out.exists() or not any(out.rglob("*.tif")), name
+
+
+def test_bands_flag_names_an_undescribed_raster(trained, tmp_path, capsys):
+    # Without band descriptions, --bands says which raster band is which (here: reversed order).
+    with rasterio.open(trained["scene"]) as ds:
+        image = ds.read().transpose(1, 2, 0)
+    names = list(trained["exported"].recipe.channels)
+    scene = write_scene(tmp_path / "reversed.tif", image[..., ::-1], names=[""] * len(names))
+    argv = ["predict", str(trained["model"]), str(scene), "--out", str(tmp_path / "r"), "--overlap", "0"]
+    assert main([*argv, "--bands", ",".join(names[::-1])]) == 0
+    direct = predict_scene(trained["exported"], trained["scene"], tmp_path / "d", overlap=0, progress=False)
+    by_name = _read(tmp_path / "r" / "reversed_probability.tif")[0]
+    np.testing.assert_array_equal(by_name, _read(Path(direct["probability"]))[0])
+    _refused([*argv, "--bands", "B1,B2"], capsys)
+
+
+def test_export_best_picks_on_validation_and_old_trials_say_why(trained, tmp_path, capsys):
+    # --best takes the row with the best mean validation score; a trial without preprocess.json is one line.
+    rows = ResultsStore(trained["store"]).read("mapping")
+    assert main(["export", str(trained["store"]), "--study", "mapping", "--best", "--out", str(tmp_path / "b")]) == 0
+    meta = json.loads((tmp_path / "b" / "preprocess.json").read_text())
+    assert meta["metrics"]["val"]["f1"] == rows["val_f1"].max()
+    card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    assert meta["trial_id"] in card and "never" in card and "| test (" in card
+    old = tmp_path / "old"
+    shutil.copytree(trained["store"], old)
+    for recipe in old.glob("trials/*/preprocess.json"):
+        recipe.unlink()
+    argv = ["export", str(old), "--study", "mapping", "--row", "baseline", "--out", str(tmp_path / "o")]
+    err = _refused(argv, capsys)
+    assert "no preprocess.json" in err
+
+
+def test_demo_ends_with_a_map(trained, tmp_path):
+    # The demo's last step: best row exported, a synthetic scene mapped, its quick-look beside the table.
+    from PIL import Image
+
+    from rmaunet.mapping.demo import QUICKLOOK, map_demo
+
+    line = map_demo(trained["store"], "mapping", tmp_path / "reports", tmp_path / "work", size=96)
+    with Image.open(tmp_path / "reports" / QUICKLOOK) as png:
+        assert png.size == (96, 96) and png.mode == "RGB"
+    assert "best on validation" in line and (tmp_path / "work" / "map" / "scene_mask.tif").is_file()

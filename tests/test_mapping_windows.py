@@ -1,0 +1,65 @@
+"""Windows over a scene and their blending: pure NumPy, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rmaunet.errors import ConfigError
+from rmaunet.mapping.windows import StripBlender, blend_weights, offsets
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap", "expected"),
+    [
+        (96, 32, 0, [0, 32, 64]),  # exact tiling
+        (100, 32, 0, [0, 32, 64, 68]),  # the last window moves back to end at the edge
+        (96, 32, 8, [0, 24, 48, 64]),
+        (20, 32, 8, [0]),  # a scene smaller than a window: one (padded) window
+    ],
+)
+def test_offsets_cover_the_axis(length, tile, overlap, expected):
+    # Every pixel is inside some window, and no window starts past the edge.
+    assert offsets(length, tile, overlap) == expected
+
+
+def test_overlap_must_leave_a_stride():
+    with pytest.raises(ConfigError, match="overlap"):
+        offsets(100, 32, 32)
+
+
+def test_blend_weights_are_smooth_positive_and_flat_inside():
+    # 1 in the middle, a monotone ramp to a small positive value at the edge, symmetric.
+    w = blend_weights(32, 8)
+    assert w.min() > 0 and w[8:24, 8:24].min() == 1.0
+    assert np.all(np.diff(w[16, :9]) >= 0) and np.allclose(w, w[::-1, ::-1])
+    assert np.array_equal(blend_weights(32, 0), np.ones((32, 32), np.float32))
+
+
+def _blend(height, width, tile, overlap, predict):
+    """Run StripBlender over a scene the way predict_scene does; returns the stitched map."""
+    blender = StripBlender(height, width, tile, overlap)
+    out = np.full((height, width), np.nan, np.float32)
+    rows = blender.rows
+    for i, row in enumerate(rows):
+        blender.add(row, np.stack([predict(row, col) for col in blender.columns]))
+        for top, prob in blender.finish(rows[i + 1] if i + 1 < len(rows) else None):
+            assert np.isnan(out[top : top + len(prob)]).all()  # each row leaves exactly once
+            out[top : top + len(prob)] = prob
+    return out
+
+
+@pytest.mark.parametrize(("height", "width", "overlap"), [(96, 128, 0), (100, 70, 8), (40, 20, 8)])
+def test_windows_agreeing_on_a_scene_reproduce_it(height, width, overlap):
+    # When every window predicts the same underlying field, blending gives back that field.
+    field = np.random.default_rng(0).random((height + 32, width + 32)).astype(np.float32)
+    out = _blend(height, width, 32, overlap, lambda r, c: field[r : r + 32, c : c + 32])
+    np.testing.assert_allclose(out, field[:height, :width], rtol=1e-6)
+
+
+def test_blending_weighs_a_window_centre_over_its_edge():
+    # Two windows disagree (0 and 1) on their overlap: the blend moves smoothly from one to the other.
+    out = _blend(32, 56, 32, 8, lambda r, c: np.full((32, 32), float(c > 0), np.float32))
+    row = out[16]
+    assert row[0] == 0 and row[-1] == 1
+    assert np.all(np.diff(row) >= 0) and 0 < row[28] < 1
