@@ -148,11 +148,11 @@ def _table(w: Workspace, rows: list[dict[str, object]]) -> list[str]:
 
     path = w.root / "results.parquet"
     pd.DataFrame(rows).to_parquet(path, index=False)
-    return ["report", str(path), "--out", str(w.report), "--no-figures"]
+    return ["report", str(path), "--reports", str(w.report), "--no-figures"]
 
 
 def _report_of_store(w: Workspace, *extra: str) -> list[str]:
-    return ["report", str(w.store), "--out", str(w.report), "--no-figures", *extra]
+    return ["report", str(w.store), "--reports", str(w.report), "--no-figures", *extra]
 
 
 def _fifo(path: Path) -> None:
@@ -386,12 +386,12 @@ def cases() -> list[Case]:
             )[2],
         )
     )
-    add(Case("report /dev/zero", "special files", lambda w: ["report", "/dev/zero", "--out", str(w.report)]))
+    add(Case("report /dev/zero", "special files", lambda w: ["report", "/dev/zero", "--reports", str(w.report)]))
     add(
         Case(
             "report a FIFO .csv",
             "special files",
-            lambda w: (_fifo(w.root / "r.csv"), ["report", str(w.root / "r.csv"), "--out", str(w.report)])[1],
+            lambda w: (_fifo(w.root / "r.csv"), ["report", str(w.root / "r.csv"), "--reports", str(w.report)])[1],
         )
     )
 
@@ -457,7 +457,7 @@ def cases() -> list[Case]:
             lambda w: (
                 _store_with_row(w),
                 w.extra["f"].write_text("x"),
-                ["report", str(w.store), "--out", str(w.extra["f"]), "--no-figures"],
+                ["report", str(w.store), "--reports", str(w.extra["f"]), "--no-figures"],
             )[2],
         )
     )
@@ -465,14 +465,14 @@ def cases() -> list[Case]:
         Case(
             "report --out /dev/null",
             "report",
-            lambda w: (_store_with_row(w), ["report", str(w.store), "--out", "/dev/null", "--no-figures"])[1],
+            lambda w: (_store_with_row(w), ["report", str(w.store), "--reports", "/dev/null", "--no-figures"])[1],
         )
     )
     add(
         Case(
             "report --out on a full disk",
             "report",
-            lambda w: (_store_with_row(w), ["report", str(w.store), "--out", str(w.root / "full" / "out")])[1],
+            lambda w: (_store_with_row(w), ["report", str(w.store), "--reports", str(w.root / "full" / "out")])[1],
             wrapper="tmpfs",
         )
     )
@@ -507,7 +507,7 @@ def cases() -> list[Case]:
             lost=_both_reports,
         )
     )
-    add(Case("report store ''", "report", lambda w: ["report", "", "--out", str(w.report)]))
+    add(Case("report store ''", "report", lambda w: ["report", "", "--reports", str(w.report)]))
     add(
         Case(
             "legal: report a store",

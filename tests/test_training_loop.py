@@ -167,7 +167,11 @@ def test_a_trial_under_a_real_memory_limit_is_recorded_as_out_of_memory(tmp_path
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        # oneDNN's kernels, which TensorFlow turns on by default only on CPUs with AVX512-VNNI /
+        # BF16 / AMX: without them (an AVX2-only AMD EPYC here) the failed allocation is a
+        # std::bad_alloc in Eigen's code that std::terminate()s the process, and no Python code
+        # can record it (Tune sees the process die). With them it reaches Python as MemoryError.
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "1"},
     )
     assert "STATUS failed out of memory" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     saved = json.loads((tmp_path / "trial" / "result.json").read_text())

@@ -167,7 +167,8 @@ def render_latex(table: Table, label: str = "", style: str = "float", scale: boo
 
     The float is measured before it is placed: set in \\small it is a `table` when it fits the
     column; otherwise it is set in \\footnotesize with narrower column gaps, and stays a
-    `table` if that fits, else becomes a `table*` across both columns of a two-column paper.
+    `table` if that fits, else becomes a `table*` across both columns of a two-column paper
+    (in \\scriptsize with narrower gaps still, if even the page width is too narrow for it).
     Fonts are never scaled unless `scale` is asked for (many venues refuse scaled tables):
     then a table wider than its line is shrunk to fit.
     """
@@ -189,6 +190,9 @@ def render_latex(table: Table, label: str = "", style: str = "float", scale: boo
         r"\sbox{\rmaunetTableBox}{\small\rmaunetTabular}%",
         r"\ifdim\wd\rmaunetTableBox>\columnwidth",
         r"\sbox{\rmaunetTableBox}{\footnotesize\setlength{\tabcolsep}{3pt}\rmaunetTabular}%",
+        r"\fi",
+        r"\ifdim\wd\rmaunetTableBox>\textwidth",
+        r"\sbox{\rmaunetTableBox}{\scriptsize\setlength{\tabcolsep}{2pt}\rmaunetTabular}%",
         r"\fi",
         r"\setlength{\rmaunetTableWidth}{\wd\rmaunetTableBox}%",
         r"\ifdim\rmaunetTableWidth>\columnwidth",
