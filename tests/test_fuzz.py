@@ -483,7 +483,8 @@ def test_hostile_report_inputs_end_in_one_line(tmp_path):
             table = table.with_suffix(".csv")
             df.to_csv(table, index=False)
         out = str(_pick(rng, [tmp_path / f"out{case}"], outs, 0.2))
-        argv = ["report", str(table), "--reports", out, "--no-figures", "--format", str(_pick(rng, formats[:3], formats))]
+        fmt = str(_pick(rng, formats[:3], formats))
+        argv = ["report", str(table), "--reports", out, "--no-figures", "--format", fmt]
         code, stderr = run_cli(argv)
         assert_clean_exit(code, stderr, f"case {case}: {rows} {argv[2:]}", "")
         if code == 0:  # every study got its own report: none overwrote another

@@ -298,7 +298,7 @@ def _table(tmp_path: Path, rows: list[dict]) -> str:
         ([{"study": "s", "row": "r", "test_f1": "high"}], [], "test_f1 holds 1 value(s) that are not numbers"),
         ([{"study": "a/b", "row": "r", "test_f1": 0.5}, {"study": "a_b", "row": "r", "test_f1": 0.6}], [], "share"),
         ([{"study": "s", "row": "r", "test_f1": 0.5}], ["--format", ""], "names no format"),
-        ([{"study": "s", "row": "r", "test_f1": 0.5}], ["--reports", "/dev/null"], "must be a folder, and this is not one"),
+        ([{"study": "s", "row": "r", "test_f1": 0.5}], ["--reports", "/dev/null"], "must be a folder"),
     ],
 )
 def test_hostile_report_inputs(tmp_path, rows, extra, says):
