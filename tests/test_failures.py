@@ -235,7 +235,7 @@ def test_failing_trial_reports_its_cause_on_the_driver(l4s_small, tmp_path, monk
     driver_output = capfd.readouterr()
 
     [error] = [m for m in messages if m.startswith("  error")]
-    assert error.startswith("  error  Doomed baseline on ")
+    assert error.startswith("  error  Doomed baseline (seed 0) on ")
     assert "the trial died (RuntimeError: injected failure after epoch 1 (RMAUNET_FAIL_AFTER_EPOCH)); retrying" in error
     assert list(ResultsStore(tmp_path / "store").read("fails")["status"]) == ["ok"]
     # Ray prefixes a worker's lines with "(task pid=…)" on the driver, in colour.
