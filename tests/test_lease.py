@@ -198,7 +198,7 @@ def test_two_drivers_never_train_a_trial_twice_and_a_killed_ones_study_is_taken_
         time.sleep(2)
     assert heir.returncode == 0, heir.stdout[-3000:] + heir.stderr[-3000:]
     assert "taking over study 'two' from host" in heir.stdout and "its heartbeat stopped" in heir.stdout
-    assert "1 trainings to run, 1 reused" in heir.stdout
+    assert "1 training to run, 1 reused" in heir.stdout
     rows = ResultsStore(storage).read("two")
     assert len(rows) == 2 and set(rows["status"]) == {"ok"} and not lease.exists()
     for tid, mtime in finished.items():  # trained once: kept, not retrained
