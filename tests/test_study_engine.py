@@ -193,7 +193,7 @@ def test_three_node_cluster_loses_no_trial_when_a_node_dies(l4s_small, tmp_path)
         worker = threading.Thread(target=run_study, args=(spec, l4s_small, storage), kwargs={"log": messages.append})
         worker.start()
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not any("epoch 1 " in m for m in messages):
+        while time.monotonic() < deadline and not any("epoch 1/" in m for m in messages):
             time.sleep(0.5)
         cluster.remove_node(doomed, allow_graceful=False)
         worker.join(timeout=900)
