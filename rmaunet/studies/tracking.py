@@ -62,6 +62,19 @@ class MLflowTracking(tune.Callback):
         self.client: Any = None
         self.experiment_id = ""
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks with the experiment's state: the settings travel; the
+        queue, the thread and the client (locks, a connection) are made again where needed."""
+        return {
+            "tracking_uri": self.tracking_uri,
+            "experiment": self.experiment,
+            "storage": self.storage,
+            "label": self.label,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
     # ------------------------------------------------------------------ the writer thread
     def _start(self) -> None:
         if self.thread is not None:
