@@ -79,7 +79,7 @@ def test_wandb_without_its_package_says_which_extra_to_install():
 
 
 @pytest.mark.slow
-def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(l4s_small, tmp_path):
+def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(l4s_small, tmp_path, monkeypatch):
     # --mlflow (rmaunet.studies.tracking): the study is the experiment, each training a run
     # holding its row, varied fields and identity, one metric point per epoch, the selected
     # epoch's test metrics and its weights as an artifact, and none of Tune's bookkeeping.
@@ -88,6 +88,7 @@ def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow 3 refuses a new file store (./mlruns) by default
+    monkeypatch.chdir(tmp_path)  # a SQLite store's artifacts go to ./mlruns
     spec = load_spec(_two_row_spec(tmp_path, "tracked"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -118,7 +119,7 @@ def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(
         assert {"best.weights.h5", "config.json", "result.json"} <= artifacts
 
 
-def test_mlflow_tracking_logs_off_tunes_loop_what_a_reader_wants(tmp_path):
+def test_mlflow_tracking_logs_off_tunes_loop_what_a_reader_wants(tmp_path, monkeypatch):
     # Without Ray training: Tune's events for one trial, as the driver sees them. The run gets
     # the row, seed and identity as parameters, per-epoch curves (no bookkeeping), the selected
     # epoch's test metrics, the trial's files as artifacts, and a report run with the table.
@@ -137,6 +138,7 @@ def test_mlflow_tracking_logs_off_tunes_loop_what_a_reader_wants(tmp_path):
     folder.write_result({"status": "ok"})
     folder.best_weights.write_bytes(b"weights")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # a SQLite store's artifacts go to ./mlruns
     tracking = MLflowTracking(uri, "study", str(store))
     trial = SimpleNamespace(
         trial_id="t1", config={"rmaunet_trial_id": "a" * 16, "row": "IoU", "seed": 2, "loss": "iou"}, last_result={}
