@@ -95,8 +95,18 @@ class Cluster:
         )
         assert out.returncode == 0, out.stderr[-3000:]
         alive = json.loads(out.stdout.strip().splitlines()[-1])
-        assert len(alive) >= count, f"{alive}; logs in {self.root}"
+        assert len(alive) >= count, f"{alive}; {self.exited()}; logs in {self.root}"
         return alive
+
+    def exited(self) -> str:
+        """Which node processes have ended, each with its log's last lines (the root folder
+        goes with the test, so the reason must be in the failure message)."""
+        gone = []
+        for name, proc in self.nodes.items():
+            if proc.poll() is not None:
+                tail = (self.root / f"{name}.log").read_text(errors="replace")[-1500:]
+                gone.append(f"node {name} exited with status {proc.returncode}: {tail}")
+        return "; ".join(gone) or "every node process still running"
 
     def kill(self, name: str) -> None:
         """The node is lost: every process it started dies at once, nothing shuts down cleanly."""
