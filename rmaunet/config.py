@@ -74,6 +74,14 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 NORMALISATIONS = ("train_stats", "official", "none")
 # The threshold protocol that chooses the decision threshold on validation, per trial.
 TUNED = "tuned"
+# The thresholds a tuned protocol and checkpoint selection choose among (rmaunet.thresholds
+# re-exports it as GRID). 0.05 steps, with 0.01 steps below 0.05 and above 0.95: a
+# class-balanced focal loss puts its best threshold near 0.05, and a grid that stopped there
+# could not tell whether the optimum lay below it (the demo's Focal & IoU trials chose its
+# edge). Stored maps are uint8, so 0.01 apart is still distinct.
+THRESHOLD_GRID = (
+    (0.01, 0.02, 0.03, 0.04) + tuple(round(0.05 * k, 2) for k in range(1, 20)) + (0.96, 0.97, 0.98, 0.99)
+)
 # Validation metrics a trial may select its checkpoint by (a spec's `select: val_<metric>`).
 SELECT_METRICS = ("f1", "miou", "iou", "precision", "recall")
 
@@ -291,7 +299,9 @@ class TrialConfig:
 
 
 def _selection_rule(threshold: float | str) -> str:
-    return "best_over_thresholds" if threshold == TUNED else f"at_threshold_{float(threshold):g}"
+    if threshold == TUNED:  # the grid is part of the rule: another grid may keep another epoch
+        return f"best_over_thresholds_{THRESHOLD_GRID[0]:g}-{THRESHOLD_GRID[-1]:g}_by_{len(THRESHOLD_GRID)}"
+    return f"at_threshold_{float(threshold):g}"
 
 
 def _freeze(value: Any) -> Any:

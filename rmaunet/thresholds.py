@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from rmaunet.config import TUNED, TrialConfig
+from rmaunet.config import THRESHOLD_GRID, TUNED, TrialConfig
 from rmaunet.trial_folder import SPLITS, TrialFolder
 
 __all__ = [
@@ -31,8 +31,8 @@ __all__ = [
 
 # The pixel metrics every threshold is scored with (rmaunet.metrics.segmentation_scores).
 SCORED_METRICS = ("precision", "recall", "f1", "iou", "miou")
-# The thresholds a tuned protocol and checkpoint selection choose among.
-GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
+# The thresholds a tuned protocol and checkpoint selection choose among (see config).
+GRID = THRESHOLD_GRID
 
 
 def scores_at(folder: TrialFolder, thresholds: Sequence[float]) -> dict[float, dict[str, float]]:

@@ -20,7 +20,7 @@ def test_the_epoch_note_names_the_threshold_that_chose_each_rows_epoch() -> None
     notes = one_factor_table(rows).notes
     assert (
         "Weights: each trial's epoch chosen on validation by F1 (epoch 4–5 of 6): judged at its best threshold of "
-        "the 0.05–0.95 grid for Tuned; judged at its fixed threshold (0.5) for At 0.5." in notes
+        "the 0.01–0.99 grid for Tuned; judged at its fixed threshold (0.5) for At 0.5." in notes
     )
 
 
@@ -36,7 +36,7 @@ def test_threshold_table_compares_against_half_and_says_what_is_a_candidate() ->
         "Decision threshold: each row applies one fixed candidate (0.4, 0.5, 0.95) to the same trained models; "
         "none is tuned per row." in table.notes
     )
-    assert any("judged at its best threshold of the 0.05–0.95 grid" in n for n in table.notes)
+    assert any("judged at its best threshold of the 0.01–0.99 grid" in n for n in table.notes)
     # A spec's report baseline (a threshold) moves it.
     from rmaunet.reporting.inputs import ReportOptions
 
