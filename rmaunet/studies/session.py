@@ -63,17 +63,26 @@ def connect_ray(address: str | None, log: Log) -> bool:
         return False
     # address="local": a runtime of our own. Without it Ray joins the cluster a `ray start` on
     # this machine last recorded (/tmp/ray/ray_current_cluster), someone else's perhaps.
-    ray.init(
-        address="local",
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        log_to_driver=True,
-        runtime_env=runtime_env,
-        **quiet,
-    )
+    # Ray warns in a timestamped line of its own which token-auth mode the runtime took; the
+    # line below says it among ours instead.
+    auth_setup = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = auth_setup.level
+    auth_setup.setLevel(logging.ERROR)
+    try:
+        ray.init(
+            address="local",
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=True,
+            runtime_env=runtime_env,
+            **quiet,
+        )
+    finally:
+        auth_setup.setLevel(level)
     cpus = int(ray.cluster_resources().get("CPU", 0))
     node = ray.get_runtime_context().get_node_id()[:8]
-    log(f"started a local Ray runtime (dashboard on 127.0.0.1, {cpus} CPUs) {node}")
+    auth = "token auth" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else "no token auth"
+    log(f"started a local Ray runtime (dashboard on 127.0.0.1, {auth}, {cpus} CPUs) {node}")
     return True
 
 
