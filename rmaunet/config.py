@@ -79,9 +79,7 @@ TUNED = "tuned"
 # class-balanced focal loss puts its best threshold near 0.05, and a grid that stopped there
 # could not tell whether the optimum lay below it (the demo's Focal & IoU trials chose its
 # edge). Stored maps are uint8, so 0.01 apart is still distinct.
-THRESHOLD_GRID = (
-    (0.01, 0.02, 0.03, 0.04) + tuple(round(0.05 * k, 2) for k in range(1, 20)) + (0.96, 0.97, 0.98, 0.99)
-)
+THRESHOLD_GRID = (0.01, 0.02, 0.03, 0.04) + tuple(round(0.05 * k, 2) for k in range(1, 20)) + (0.96, 0.97, 0.98, 0.99)
 # Validation metrics a trial may select its checkpoint by (a spec's `select: val_<metric>`).
 SELECT_METRICS = ("f1", "miou", "iou", "precision", "recall")
 
