@@ -401,9 +401,23 @@ class TrialWorkspace:
         self.remote.write_bytes(TrialFolder.CRASHES, json.dumps({"crashes": crashes}).encode())
         return len(crashes)
 
+    def record_attempt(self) -> int:
+        """Count one attempt starting from the store's last checkpoint epoch; returns how many
+        attempts in a row, this one included, started from that same epoch (those before it
+        lost their process or node before another epoch's checkpoint landed). `finish` clears it."""
+        state = _parse_result(self.remote.read_bytes(self.STATE)) or {}
+        epoch = state["epoch"] if isinstance(state.get("epoch"), int) else 0
+        record = _parse_result(self.remote.read_bytes(TrialFolder.ATTEMPTS)) or {}
+        before = record.get("attempts") if record.get("epoch") == epoch else 0
+        attempts = (before if isinstance(before, int) else 0) + 1
+        self.remote.write_bytes(TrialFolder.ATTEMPTS, json.dumps({"epoch": epoch, "attempts": attempts}).encode())
+        return attempts
+
     def finish(self) -> None:
         """Upload the finished trial (result.json last), then drop its checkpoint from the store."""
-        self.remote.delete(TrialFolder.CRASHES)  # a finished trial starts a new count if it is ever trained again
+        # A finished trial starts new counts if it is ever trained again.
+        self.remote.delete(TrialFolder.CRASHES)
+        self.remote.delete(TrialFolder.ATTEMPTS)
         if self.local:
             return
         for path in (self.folder.sync, *self.folder.outputs()):

@@ -14,6 +14,7 @@ no other code spells a file name of a trial. Layout under the folder:
     sync.json               every rank's weight digest per epoch (data-parallel trials)
     checkpoint/             the last epoch's state, for resuming (see EpochCheckpoint)
     crashes.json            why each attempt that raised ended, until the trial finishes
+    attempts.json           attempts in a row that started from the same checkpoint epoch
     ray_train/              Ray Train's own run folder (data-parallel trials)
 
 This module imports neither TensorFlow nor Ray.
@@ -46,6 +47,7 @@ class TrialFolder:
     CHECKPOINT = "checkpoint"
     RAY_TRAIN = "ray_train"
     CRASHES = "crashes.json"  # attempts that ended in an exception (rmaunet.training.trial.crash_budget)
+    ATTEMPTS = "attempts.json"  # attempts without a new epoch (rmaunet.training.trial.no_progress_verdict)
     FAILURE_MARKER = ".failure-injected"  # fault injection in tests: fail once, not on every retry
     # Inside a checkpoint folder (the trial's own, or one Ray Train checkpoint per epoch).
     CHECKPOINT_WEIGHTS = "last.weights.h5"

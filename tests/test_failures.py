@@ -117,6 +117,32 @@ def test_an_error_that_repeats_becomes_the_trials_failure_on_its_third_attempt(t
     assert workspace.remote.read_bytes("crashes.json") is None  # finished: the count is cleared
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_attempts_lost_without_a_new_epoch_end_in_a_verdict(tmp_path, where, request):
+    # A process the OOM killer takes raises nothing in the trial; Tune retries it without limit.
+    # Each attempt counts itself in the store at its start: the count restarts when an epoch's
+    # checkpoint lands, and past NO_PROGRESS_LIMIT lost attempts from one epoch the trial fails.
+    from rmaunet.training.trial import NO_PROGRESS_LIMIT, no_progress_verdict
+
+    workspace = _workspace(tmp_path, where, request)
+    store = workspace.store
+
+    def attempt(node: str) -> bool:
+        return no_progress_verdict(workspace.folder, workspace.record_attempt, workspace.finish, node)
+
+    for _ in range(NO_PROGRESS_LIMIT):
+        assert not attempt("node-a")
+    workspace.remote.write_bytes(workspace.STATE, json.dumps({"epoch": 2}).encode())  # an epoch landed
+    for _ in range(NO_PROGRESS_LIMIT):
+        assert not attempt("node-a")
+    assert store.finished_trial("t" * 16) is None
+    assert attempt("node-b")
+    verdict = store.finished_trial("t" * 16)
+    assert verdict["status"] == "failed" and verdict["node"] == "node-b"
+    assert verdict["reason"].startswith(f"no epoch finished in {NO_PROGRESS_LIMIT} attempts in a row")
+    assert workspace.remote.read_bytes("attempts.json") is None  # finished: the count is cleared
+
+
 @pytest.mark.parametrize(
     "error",
     [

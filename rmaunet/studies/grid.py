@@ -38,7 +38,7 @@ def train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], s
     from rmaunet.data.staging import local_data
     from rmaunet.studies.progress import FINISHED
     from rmaunet.training.quiet import quiet_worker
-    from rmaunet.training.trial import configure_threads, crash_budget, run_trial
+    from rmaunet.training.trial import configure_threads, crash_budget, no_progress_verdict, run_trial
 
     quiet_worker()
     tid = tune_config[TRIAL_KEY]
@@ -52,6 +52,8 @@ def train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], s
         tune.report(report_numbers(row))
 
     try:
+        if no_progress_verdict(folder, workspace.record_attempt, workspace.finish, node_name()):
+            return
         # An exception that repeats is recorded as the trial's failure on its CRASH_LIMIT-th attempt.
         with crash_budget(folder, workspace.record_crash, workspace.finish, node_name()):
             if config.num_workers > 1:

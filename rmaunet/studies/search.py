@@ -187,7 +187,7 @@ def _train_sample(
     from rmaunet.studies.progress import FINISHED
     from rmaunet.studies.session import node_name, report_final, report_numbers
     from rmaunet.training.quiet import quiet_worker
-    from rmaunet.training.trial import configure_threads, crash_budget, run_trial
+    from rmaunet.training.trial import configure_threads, crash_budget, no_progress_verdict, run_trial
 
     quiet_worker()
     config = apply_params(TrialConfig.from_dict(base), params)
@@ -209,12 +209,13 @@ def _train_sample(
         folder = workspace.begin(config.to_dict())
         # An exception that repeats is recorded as the trial's failure on its CRASH_LIMIT-th attempt.
         result = {"status": "failed"}
-        with crash_budget(folder, workspace.record_crash, workspace.finish, node_name()):
-            local = local_data(data_dir, config.dataset, fingerprint)
-            result = run_trial(
-                config, local, folder.root, report=report, node=node_name(), on_checkpoint=workspace.save_checkpoint
-            ).to_dict()
-            workspace.finish()
+        if not no_progress_verdict(folder, workspace.record_attempt, workspace.finish, node_name()):
+            with crash_budget(folder, workspace.record_crash, workspace.finish, node_name()):
+                local = local_data(data_dir, config.dataset, fingerprint)
+                result = run_trial(
+                    config, local, folder.root, report=report, node=node_name(), on_checkpoint=workspace.save_checkpoint
+                ).to_dict()
+                workspace.finish()
     try:
         if result["status"] == "ok":
             threshold = float(result["threshold"])

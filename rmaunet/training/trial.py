@@ -21,7 +21,15 @@ from rmaunet.training.loop import TrialLoop, maybe_inject_failure, wants_determi
 from rmaunet.training.result import TrialResult, write_result
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["TrialResult", "run_trial", "configure_threads", "crash_budget", "CRASH_LIMIT"]
+__all__ = [
+    "TrialResult",
+    "run_trial",
+    "configure_threads",
+    "crash_budget",
+    "no_progress_verdict",
+    "CRASH_LIMIT",
+    "NO_PROGRESS_LIMIT",
+]
 
 Reporter = Callable[[dict[str, Any]], None]
 
@@ -30,6 +38,11 @@ Reporter = Callable[[dict[str, Any]], None]
 # attempt, and Ray Tune, which retries a trial after a lost node or process without limit
 # (rmaunet.studies.session), would otherwise retry it for ever.
 CRASH_LIMIT = 3
+# Attempts before this one that may start from the same checkpoint epoch. Each of them lost
+# its process or node before another epoch finished (the OOM killer, preemption after
+# preemption, a node that cannot write the store): Tune retries such losses without limit,
+# since none raises in the trial, so the trial bounds them itself.
+NO_PROGRESS_LIMIT = 5
 # Failures of the infrastructure, not of the trial: raised to Tune, never counted. (A killed
 # process or a lost node raises nothing in the trial at all: Tune sees the actor die.)
 _INFRASTRUCTURE = (StoreError, ConnectionError, TimeoutError)
@@ -191,6 +204,28 @@ def crash_budget(
             raise
         write_result(folder, TrialResult.failed(f"crashed on {crashes} attempts; the last: {reason}", 0), node)
         publish()
+
+
+def no_progress_verdict(
+    folder: TrialFolder, record_attempt: Callable[[], int], publish: Callable[[], None], node: str | None = None
+) -> bool:
+    """At the start of an attempt: counts it (`record_attempt`, kept in the store where every
+    node's attempts add up). When NO_PROGRESS_LIMIT attempts before it started from the same
+    checkpoint without finishing another epoch, writes the trial's failed verdict into
+    `folder`, hands it to the store (`publish`) and returns True: do not train again."""
+    try:
+        attempts = record_attempt()
+    except StoreError:
+        return False  # the count cannot be kept while the store fails: not a verdict on the trial
+    if attempts <= NO_PROGRESS_LIMIT:
+        return False
+    reason = (
+        f"no epoch finished in {attempts - 1} attempts in a row: each lost its process or node "
+        "(out of memory, preempted, or unable to reach the store; see the Ray logs of its nodes)"
+    )
+    write_result(folder, TrialResult.failed(reason, 0), node)
+    publish()
+    return True
 
 
 def configure_threads() -> None:
