@@ -58,8 +58,10 @@ lint: setup
 fuzz: setup
 	RMAUNET_FUZZ_N=$(FUZZ_N) $(PY) -m pytest -ra tests/test_fuzz.py
 
+# Each benchmark's figures, with the machine and load they were measured on, go to
+# bench/results/NAME.json (bench/record.py); the README quotes those files.
 bench: setup
-	for b in bench/*.py; do $(PY) $$b || exit 1; done
+	for b in $(filter-out bench/record.py,$(wildcard bench/*.py)); do $(PY) bench/record.py $$(basename $$b .py) || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .coverage build *.egg-info
