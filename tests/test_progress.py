@@ -52,7 +52,8 @@ def test_a_finished_training_line_gives_its_epochs_and_validation_score():
     progress.on_trial_result(0, [a], a, {"epoch": 3, "val_f1": 0.61})
     a.last_result = {FINISHED: 1, "status_ok": 1, "final_val_f1": 0.634}
     progress.on_trial_complete(0, [a], a)
-    assert lines[-1].startswith("  done   Focal (seed 2): 3/3 epochs, val f1 63.40  [1/1] no result yet")
+    # No row written yet (the fake writer has none): no "best so far" clause.
+    assert lines[-1].startswith("  done   Focal (seed 2): 3/3 epochs, val f1 63.40  [1/1] about")
 
 
 def test_a_failed_verdict_is_counted_and_said():

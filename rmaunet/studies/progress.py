@@ -107,10 +107,11 @@ class Progress(tune.Callback):
             + (f"{100 * score:.2f}" if isinstance(score, (int, float)) else "n/a")
         )
         best = self.writer.best
-        best_text = f"best so far {best[1]!r} val {metric} {100 * best[0]:.2f}" if best else "no result yet"
+        # A threshold study writes its rows once every training is done: no best row before that.
+        best_text = f" best so far {best[1]!r} val {metric} {100 * best[0]:.2f};" if best else ""
         state = "done  " if finished else "stop  "
         self.log(
-            f"  {state} {self.label(trial)}: {outcome}  [{self.finished}/{self.total}] {best_text}; {self.eta(trials)}"
+            f"  {state} {self.label(trial)}: {outcome}  [{self.finished}/{self.total}]{best_text} {self.eta(trials)}"
         )
         self._update(trials)
 
