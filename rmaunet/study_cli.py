@@ -391,12 +391,14 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _print_changes(spec) -> None:
     """What --set and --seeds changed, and the rows an override does not reach."""
+    from rmaunet.errors import plural
+
     if not spec.changes():
         return
     print(f"  [changed] {spec.changes()} (recorded in the store with the study's results)")
     for key, labels in spec.rows_keeping_their_own().items():
         shown = ", ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
-        print(f"  [changed] {key}: not in {shown}, which set their own")
+        print(f"  [changed] {key} does not reach {shown}: {plural(len(labels), 'row')} with {key} of its own")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -119,16 +119,17 @@ def test_a_trial_is_reused_only_at_the_values_it_was_trained_with(tmp_path):
 def test_the_api_applies_overrides_to_a_loaded_spec_as_the_command_line_does(l4s_small, tmp_path, capsys):
     store = tmp_path / "store"
     smoke = rmaunet.load_spec("demo", smoke=True)
-    plan = rmaunet.plan_study(smoke, l4s_small, store, overrides={"epochs": 2}, seeds=[1])
+    plan = rmaunet.plan_study(smoke, l4s_small, store, overrides={"epochs": 2, "attention": "se"}, seeds=[1])
     # Read again from its file with --smoke kept: 3 rows × seed 1 at 2 epochs and --smoke's width.
     assert [(p.seed, p.config.epochs, p.config.base_filters) for p in plan.planned] == [(1, 2, 4)] * 3
-    assert plan.spec.changes() == "epochs=2; seeds 1"
+    assert plan.spec.changes() == "epochs=2, attention=se; seeds 1"
 
     args = ["study", "plan", "demo", "--smoke", "--data", str(l4s_small), "--storage", str(store)]
-    assert main([*args, "--set", "epochs=2", "--seeds", "1"]) == 0
+    assert main([*args, "--set", "epochs=2", "--set", "attention=se", "--seeds", "1"]) == 0
     out = capsys.readouterr().out
     assert "3 rows × 1 seed = 3 results" in out
-    assert "  [changed] epochs=2; seeds 1 (recorded in the store with the study's results)" in out
+    assert "  [changed] epochs=2, attention=se; seeds 1 (recorded in the store with the study's results)" in out
+    assert "  [changed] attention does not reach U-Net & multi-head attention: 1 row with attention of its own" in out
     assert [line.split(" trial ")[1].split(",")[0] for line in out.splitlines() if "[train]" in line] == [
         p.trial_id for p in plan.planned
     ]
