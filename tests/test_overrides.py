@@ -51,9 +51,13 @@ def test_every_row_inherits_an_override_but_a_row_that_sets_the_key_keeps_its_ow
 
 
 def test_a_nested_key_changes_one_entry_of_the_base_s_mapping():
-    # The rmaunet preset's loss_params is {alpha: 0.5}: setting gamma keeps alpha.
-    spec = load_spec(bundled_spec("paper_table9_threshold"), overrides={"loss_params.gamma": 3}, build_checks=False)
-    assert dict(spec.base.loss_params) == {"alpha": 0.5, "gamma": 3}
+    # The rmaunet preset's loss_params is {alpha: 0.5}: setting gamma, then smooth, keeps alpha.
+    overrides = {"loss_params.gamma": 3, "loss_params.smooth": 1}
+    spec = load_spec(bundled_spec("paper_table9_threshold"), overrides=overrides, build_checks=False)
+    assert dict(spec.base.loss_params) == {"alpha": 0.5, "gamma": 3, "smooth": 1}
+    # The loss check (it builds the loss) names the flag too, not the row that inherits the parameter.
+    with pytest.raises(SpecError, match=r"^--set loss_params.alphx=1: base: loss cross_entropy: unknown parameter"):
+        load_spec(TABLE4, overrides={"loss_params.alphx": 1})
 
 
 def test_smoke_keeps_what_the_command_line_set():

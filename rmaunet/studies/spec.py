@@ -194,10 +194,12 @@ class _Context:
 
 
 class _FlagContext(_Context):
-    """A refusal caused by --set points at the assignment, not at a line of the file."""
+    """A refusal caused by --set points at the assignment, not at a line of the file. Its
+    deferred checks (the overridden loss) run with the spec's own, in order."""
 
-    def __init__(self, path: Path, overrides: Mapping[str, Any]) -> None:
-        super().__init__(path)
+    def __init__(self, spec: _Context, overrides: Mapping[str, Any]) -> None:
+        super().__init__(spec.path)
+        self.deferred = spec.deferred
         self.overrides = overrides
 
     def fail(self, where: Any, reason: str, key: Any = None) -> SpecError:
@@ -247,7 +249,7 @@ def load_spec(
     `overrides` (--set) replace keys of its `base`, `seeds` (--seeds) its seeds, before any
     row is built; a refusal of either names the flag."""
     path = Path(path)
-    overrides = dict(overrides or {})
+    overrides = {str(key): value for key, value in (overrides or {}).items()}
     ctx = _Context(path)
     doc = read_yaml(path, "spec")
     if not isinstance(doc, dict):
@@ -299,7 +301,7 @@ def load_spec(
     smoke_values = {**SMOKE_OVERRIDES, **_section(ctx, doc, "smoke")}
     _config(ctx, doc, smoke_values, base, "smoke")
     if overrides:
-        flags = _FlagContext(path, overrides)
+        flags = _FlagContext(ctx, overrides)
         base = _overridden(flags, base_values, base)
         dataset = base.dataset
         # What --set names stays as set: the command line's explicit value outranks --smoke's.
@@ -432,6 +434,7 @@ def _overridden(ctx: _FlagContext, values: dict, base: TrialConfig) -> TrialConf
     values = dict(values)
     effective = base.to_dict()  # a nested key starts from the value the base has (a preset's loss_params)
     allowed = override_keys()
+    changed: set[str] = set()
     for key, value in ctx.overrides.items():
         top, *inner = key.split(".")
         if top in _NOT_OVERRIDABLE:
@@ -442,15 +445,17 @@ def _overridden(ctx: _FlagContext, values: dict, base: TrialConfig) -> TrialConf
             raise ctx.fail(None, f"unknown key {_SHORT.repr(top)} of the base config ({hint})", top)
         if not inner:
             values[top] = value
+            changed.add(top)
             continue
-        # After `--set loss_params={…}`, `--set loss_params.alpha=…` changes that mapping.
-        tree = node = copy.deepcopy(values[top] if top in ctx.overrides else effective.get(top))
+        # After `--set loss_params={…}` or `.alpha=…`, `--set loss_params.gamma=…` changes that mapping.
+        tree = node = copy.deepcopy(values[top] if top in changed else effective.get(top))
         for part in inner[:-1]:
             node = node.setdefault(part, {}) if isinstance(node, dict) else None
         if not isinstance(node, dict):
             raise ctx.fail(None, f"{key}: the base's {top} is not a mapping ({_SHORT.repr(effective.get(top))})", top)
         node[inner[-1]] = value
         values[top] = tree
+        changed.add(top)
     return _config(ctx, {}, values, None, "base")
 
 
