@@ -31,6 +31,7 @@ from rmaunet.errors import SpecError
 
 __all__ = [
     "read_yaml",
+    "parse_yaml",
     "read_regular_file",
     "LineDict",
     "is_safe_name",
@@ -171,17 +172,28 @@ def read_yaml(path: Path | str, what: str = "spec") -> Any:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise SpecError(f"{path}:{line}: {what} is not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, where: str, *, lines: bool = True) -> Any:
+    """YAML text parsed by read_yaml's rules (YAML 1.2 scalars, no duplicate keys, bounded
+    aliases); SpecError `where[:line]: reason`, without the line for `lines=False` (a
+    command-line value such as --set's)."""
+
+    def at(line: int) -> str:
+        return f"{where}:{line}" if lines else where
+
     try:
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.reader.ReaderError as exc:  # a control character: no mark, a position
         line = text[: exc.position].count("\n") + 1
-        raise SpecError(f"{path}:{line}: invalid YAML (control character #x{exc.character:02x})") from None
+        raise SpecError(f"{at(line)}: invalid YAML (control character #x{exc.character:02x})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SpecError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        place = at(mark.line + 1) if mark else where
+        raise SpecError(f"{place}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
     except RecursionError:
-        raise SpecError(f"{path}: invalid YAML (nested too deeply)") from None
+        raise SpecError(f"{where}: invalid YAML (nested too deeply)") from None
 
 
 def read_regular_file(path: Path, what: str, limit: int, error: type[Exception] = SpecError) -> bytes:

@@ -46,6 +46,7 @@ def _study_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="shrink the study to CPU minutes (small widths, crops, few tiles, one epoch, cpu=1,gpu=0 per trial)",
     )
+    _override_args(p)
     p.add_argument(
         "--resources",
         metavar="cpu=N,gpu=N[,workers=N]",
@@ -64,6 +65,26 @@ def _study_args(p: argparse.ArgumentParser) -> None:
         help="Ray cluster address (default: RAY_ADDRESS, else this machine, where a local Ray runtime runs). "
         "Before anything starts, every row's request is compared with what the cluster's nodes and node "
         "types offer: a row no node can hold is refused (exit 2)",
+    )
+
+
+def _override_args(p: argparse.ArgumentParser) -> None:
+    """--set and --seeds: the spec changed without editing it, recorded with the study's results."""
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the spec's base config, every row inheriting it (repeatable; a nested key "
+        "with dots; the value read as in the spec's YAML), e.g. --set epochs=5 --set batch_size=8 --set "
+        "loss_params.alpha=0.3. A row that sets the key itself keeps its own value; the store records the "
+        "overrides, trials are reused only at the same values, and the report names them",
+    )
+    p.add_argument(
+        "--seeds",
+        metavar="S[,S…]",
+        help="train these seeds instead of the spec's `seeds:`, e.g. --seeds 0,1,2 (a list, not a count: "
+        "--seeds 3 is the one seed 3); trials of seeds already in the store are reused",
     )
 
 
@@ -249,14 +270,6 @@ def _report_dir(args: argparse.Namespace, study: str) -> Path | None:
     return None if args.reports is None else args.reports / slug(study)
 
 
-def _keep_spec(spec, storage: Path | str, *, smoke: bool, synthetic: bool) -> None:
-    """The store keeps the spec the study runs with: `rmaunet report STORE` draws the same report from it."""
-    from rmaunet.reporting.inputs import spec_record
-    from rmaunet.store import ResultsStore
-
-    ResultsStore(storage).write_spec(spec.name, spec_record(spec, smoke=smoke, synthetic=synthetic))
-
-
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -318,13 +331,14 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    """The spec with the command line's --smoke, --resources and --max-concurrent applied."""
+    """The spec with the command line's --smoke, --set, --seeds, --resources and --max-concurrent applied."""
     import dataclasses
 
     from rmaunet.errors import ConfigError
-    from rmaunet.studies.spec import MAX_BUDGET, load_spec
+    from rmaunet.studies.spec import MAX_BUDGET, load_spec, parse_seeds, parse_set
 
-    spec = load_spec(args.spec, smoke=args.smoke)
+    seeds = None if args.seeds is None else parse_seeds(args.seeds)
+    spec = load_spec(args.spec, smoke=args.smoke, overrides=parse_set(args.set), seeds=seeds)
     if args.resources is not None:
         spec = dataclasses.replace(spec, resources=_resources_arg(args.resources, spec.resources))
     if args.max_concurrent is not None:
@@ -365,6 +379,7 @@ def _plan(args: argparse.Namespace) -> int:
         check_requests(spec, capacity)
         plan = plan_study(spec, _data_arg(args.data), args.storage)
         print(plan.summary())
+        _print_changes(spec)
         print(plan.capacity_line(capacity))
         if spec.kind == "search":
             print(f"  [search] each sampled trial asks {trial_requests(spec)[0][1]}")
@@ -374,18 +389,30 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_changes(spec) -> None:
+    """What --set and --seeds changed, and the rows an override does not reach."""
+    from rmaunet.errors import plural
+
+    if not spec.changes():
+        return
+    print(f"  [changed] {spec.changes()} (recorded in the store with the study's results)")
+    for key, labels in spec.rows_keeping_their_own().items():
+        shown = ", ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
+        print(f"  [changed] {key} does not reach {shown}: {plural(len(labels), 'row')} with {key} of its own")
+
+
 def _run(args: argparse.Namespace) -> int:
+    from rmaunet.api import run_study
     from rmaunet.studies.preflight import check_mlflow_uri, check_ray_address
-    from rmaunet.studies.runner import run_study
     from rmaunet.studies.session import tracking_callbacks
 
     spec = _load(args)
     check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))  # seconds, not a wait forever in ray.init
     check_mlflow_uri(args.mlflow)
-    _keep_spec(spec, args.storage, smoke=args.smoke, synthetic=False)
     callbacks = tracking_callbacks(
         spec.name, mlflow=args.mlflow, wandb=args.wandb, factories=args.tune_callback, storage=str(args.storage)
     )
+    _print_changes(spec)
     started = time.monotonic()
     console = Console()
     try:
@@ -485,9 +512,9 @@ def _summarise(
 
 def _demo(args: argparse.Namespace) -> int:
 
+    from rmaunet.api import run_study
     from rmaunet.data.synthetic import write_landslide4sense
     from rmaunet.store import ResultsStore
-    from rmaunet.studies.runner import run_study
     from rmaunet.studies.spec import load_spec
 
     started = time.monotonic()
@@ -497,10 +524,9 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         _log(f"using the synthetic dataset already in {args.data}")
     spec = load_spec(args.spec)
-    _keep_spec(spec, args.storage, smoke=False, synthetic=True)
     console = Console()
     try:
-        run_study(spec, args.data, args.storage, log=console)
+        run_study(spec, args.data, args.storage, synthetic=True, log=console)
     finally:
         console.close()
     report_dir = _report_dir(args, spec.name)

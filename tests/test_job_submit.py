@@ -51,7 +51,8 @@ def ray_head():
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
-    # Submit the smoke demo as a Ray job, wait for SUCCEEDED, and find its rows in the results store.
+    # Submit the smoke demo as a Ray job, wait for SUCCEEDED, and find its rows in the results store:
+    # with --set and --seeds, which reach the trials on the cluster and are kept with the spec.
     from rmaunet.data.synthetic import write_landslide4sense
     from rmaunet.specs import bundled_spec
     from rmaunet.store import ResultsStore
@@ -72,6 +73,10 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
         "jobs/ablation.py",
         "search_spaces/demo.yaml",
         "--smoke",
+        "--set",
+        "epochs=2",
+        "--seeds",
+        "1",
         "--data",
         str(data),
         "--storage",
@@ -105,12 +110,14 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
 
     rows = ResultsStore(storage).read("demo")
     demo = load_spec(bundled_spec("demo"), smoke=True)
-    assert len(rows) == len(demo.rows) * len(demo.seeds) and set(rows["status"]) == {"ok"}
+    assert len(rows) == len(demo.rows) and set(rows["status"]) == {"ok"}  # 3 trainings, not the spec's 9
+    assert set(rows["seed"]) == {1} and set(rows["cfg_epochs"]) == {2} and set(rows["epochs_run"]) == {2}
+    assert ResultsStore(storage).read_spec("demo")["overrides"] == "epochs=2; seeds 1"
     assert rows["row"].tolist()[0] == "U-Net & Cross Entropy (baseline)"
     for metric in ("val_f1", "val_precision", "val_recall", "val_iou", "val_miou", "wall_s"):
         assert rows[metric].notna().all(), metric
     assert "trainings to run" in logs
-    assert json.loads(rows["history"].iloc[0])[0]["epoch"] == 1
+    assert [h["epoch"] for h in json.loads(rows["history"].iloc[0])] == [1, 2]
 
 
 def test_ablation_job_takes_exactly_the_study_run_options():

@@ -213,17 +213,19 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_report_from_the_store_is_byte_identical_to_the_run_report(tmp_path: Path) -> None:
     # `study run --reports A` keeps its spec in the store and draws A/<study>/; `rmaunet report STORE
     # --reports B` later, with the spec's folder gone, draws B/<study>/ byte for byte the same: the
-    # spec's caption, Table XI's published reference rows from its `report:` section, the smoke mark.
+    # spec's caption, Table XI's published reference rows from its `report:` section, the smoke mark
+    # and what --set / --seeds changed of the spec.
+    from rmaunet.api import _keep_spec
     from rmaunet.studies.spec import load_spec
-    from rmaunet.study_cli import _keep_spec, _summarise
+    from rmaunet.study_cli import _summarise
 
     spec_dir = tmp_path / "specs"
     spec_dir.mkdir()
     for name in ("paper_table11_datasets.yaml", "table11_references.csv"):
         (spec_dir / name).write_bytes((REPO / "search_spaces" / name).read_bytes())
-    spec = load_spec(spec_dir / "paper_table11_datasets.yaml", smoke=True)
+    spec = load_spec(spec_dir / "paper_table11_datasets.yaml", smoke=True, overrides={"batch_size": 4}, seeds=[0, 1])
     store = tmp_path / "store"
-    _keep_spec(spec, store, smoke=True, synthetic=True)  # what `study run` does before training
+    _keep_spec(spec, store, synthetic=True)  # what `study run` does before training
     results = ResultsStore(store)
     for i, (row, dataset) in enumerate(zip(spec.rows, ("landslide4sense", "nepal", "bijie"))):
         for seed in spec.seeds:
@@ -241,7 +243,11 @@ def test_report_from_the_store_is_byte_identical_to_the_run_report(tmp_path: Pat
     assert not differ, f"differ: {differ}"
     table = run["table.md"].decode()
     assert "| Nepal | ResNet \\[38\\] | 60.00 | 55.00 | 65.00 | n/a |" in table
-    assert table.startswith("**Smoke run on synthetic data (--smoke: tiny model, few tiles, one epoch)")
+    assert table.startswith(
+        "**Smoke run on synthetic data (--smoke: tiny model, few tiles, one epoch): a pipeline check, not a result; "
+        "spec changed on the command line: batch\\_size=4; seeds 0, 1"
+    )
+    assert "spec changed on the command line: batch\\_size=4; seeds 0, 1" in run["table.tex"].decode()
     assert "RMAU-NET on Landslide4Sense, Nepal and Bijie" in table
 
 

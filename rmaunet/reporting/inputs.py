@@ -61,6 +61,7 @@ class ReportOptions:
     latex_scale: bool = False  # shrink a table wider than its column (opt-in: venues refuse scaled fonts)
     smoke: bool = False  # the study ran with --smoke: every output says it is a pipeline check, not a result
     synthetic: bool = False  # the study ran on synthetic data: every output says so
+    overrides: str = ""  # what --set / --seeds changed of the spec ("epochs=5; seeds 0, 1"): every output says so
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in _METRICS]
@@ -302,8 +303,8 @@ def spec_record(spec: Any, *, smoke: bool, synthetic: bool) -> dict[str, Any]:
 
     The spec's own text, so a report made later from the store alone reads the same caption,
     baseline and `report:` section; its reference rows resolved (the file they name sits beside
-    the spec, which the store does not have); and how the study ran (--smoke, synthetic data),
-    which every table and figure of its report states.
+    the spec, which the store does not have); and how the study ran (--smoke, synthetic data,
+    what --set and --seeds changed of the spec), which every table and figure of its report states.
     """
     import yaml
 
@@ -318,6 +319,7 @@ def spec_record(spec: Any, *, smoke: bool, synthetic: bool) -> dict[str, Any]:
         "references": references if "references" in ((yaml.safe_load(text) or {}).get("report") or {}) else None,
         "smoke": smoke,
         "synthetic": synthetic,
+        "overrides": spec.changes(),
     }
 
 
@@ -334,8 +336,17 @@ def options_from_record(record: Mapping[str, Any], base: ReportOptions | None = 
         raise StoreError(f"{where}: not a mapping")
     if record.get("references") is not None and isinstance(doc.get("report"), dict):
         doc["report"] = {**doc["report"], "references": list(record["references"])}
-    options = options_from_spec(doc, base)
-    return replace(options, smoke=bool(record.get("smoke")), synthetic=bool(record.get("synthetic")))
+    return _how_it_ran(options_from_spec(doc, base), record)
+
+
+def _how_it_ran(options: ReportOptions, record: Mapping[str, Any]) -> ReportOptions:
+    """Facts of the run a kept spec record states, whatever spec file the report reads."""
+    return replace(
+        options,
+        smoke=bool(record.get("smoke")),
+        synthetic=bool(record.get("synthetic")),
+        overrides=str(record.get("overrides") or ""),
+    )
 
 
 def study_options(
@@ -352,7 +363,7 @@ def study_options(
     if spec is not None:
         options = options_from_spec(spec, base)
         if record is not None:  # how it ran is a fact of the run, not of the spec file
-            options = replace(options, smoke=bool(record.get("smoke")), synthetic=bool(record.get("synthetic")))
+            options = _how_it_ran(options, record)
     elif record is not None:
         options = options_from_record(record, base)
     else:

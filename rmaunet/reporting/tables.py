@@ -209,11 +209,17 @@ def _any_bold(body: Sequence[Sequence[Cell]], skip: int = 1) -> bool:
 
 
 def run_mark(options: ReportOptions) -> str:
-    """What every caption and figure of a smoke or synthetic run says first ("" for a real run)."""
+    """What every caption and figure of a smoke or synthetic run, or of a spec changed on the
+    command line (--set, --seeds), says first ("" for a real run of the spec as written)."""
     if options.smoke:
         data = " on synthetic data" if options.synthetic else ""
-        return f"Smoke run{data} (--smoke: tiny model, few tiles, one epoch): a pipeline check, not a result"
-    return "Synthetic data" if options.synthetic else ""
+        mark = f"Smoke run{data} (--smoke: tiny model, few tiles, one epoch): a pipeline check, not a result"
+    else:
+        mark = "Synthetic data" if options.synthetic else ""
+    if options.overrides:
+        changed = f"spec changed on the command line: {options.overrides}"
+        mark = f"{mark}; {changed}" if mark else changed[0].upper() + changed[1:]
+    return mark
 
 
 def _format_p(p_value: float) -> str:

@@ -22,24 +22,44 @@ reason (`SpecError`).
       - {label: "Multiple heads", remove: {heads: single}}
     thresholds: [0.4, 0.5, 0.95] # kind threshold: post-processing of `base`, zero training
     space: {…}, budget: 20       # kind search (see rmaunet.studies.search)
+
+The command line changes a spec without editing it: `--set KEY=VALUE` overrides a key of
+`base` (dotted for a nested mapping, `loss_params.alpha=0.3`) and `--seeds 0,1` its seeds
+(`load_spec(overrides=…, seeds=…)`). They apply before the rows are built, so every row
+inherits them (a row that sets the key itself keeps its own value) and every trial's identity
+includes them: a trial trained with `epochs=5` is never reused for 20.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
 import functools
+import json
 import math
+import re
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rmaunet.config import PRESETS, TrialConfig
 from rmaunet.errors import ConfigError, SpecError
-from rmaunet.safe_input import SAFE_NAME, LineDict, is_safe_name, read_yaml
+from rmaunet.safe_input import SAFE_NAME, LineDict, is_safe_name, parse_yaml, read_yaml
 from rmaunet.training.quiet import native_stderr_held_back
 
-__all__ = ["StudySpec", "Row", "load_spec", "KINDS", "SMOKE_OVERRIDES", "RESOURCE_LIMITS"]
+__all__ = [
+    "StudySpec",
+    "Row",
+    "load_spec",
+    "parse_set",
+    "parse_seeds",
+    "override_keys",
+    "KINDS",
+    "SMOKE_OVERRIDES",
+    "RESOURCE_LIMITS",
+]
 
 KINDS = ("table", "ladder", "loco", "threshold", "search")
 TOP_KEYS = {
@@ -96,6 +116,13 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "batch_size": 8,
 }
 
+# Config fields that --set may not override, and why: one trial's seed is the study's seeds,
+# and the selection metric is the study's (its top-level `select:`), not the base's.
+_NOT_OVERRIDABLE = {
+    "seed": "the seeds are the study's: use --seeds (e.g. --seeds 0,1,2)",
+    "select": "the selection metric is the study's: edit the spec's top-level `select:`",
+}
+
 
 @dataclass(frozen=True)
 class Row:
@@ -121,9 +148,35 @@ class StudySpec:
     scheduler: str = "asha"
     max_concurrent: int | None = None
     description: str = ""
+    smoke: bool = False  # shrunk by --smoke
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set: base keys (dotted when nested) -> values
+    seeds_given: bool = False  # `seeds` came from --seeds, not from the spec
+
+    def changes(self) -> str:
+        """What the command line changed of the spec: "epochs=5, batch_size=8; seeds 0, 1" ("" for nothing)."""
+        parts = [", ".join(f"{key}={_value_text(value)}" for key, value in self.overrides.items())]
+        if self.seeds_given:
+            parts.append(f"seeds {', '.join(map(str, self.seeds))}")
+        return "; ".join(part for part in parts if part)
+
+    def rows_keeping_their_own(self) -> dict[str, list[str]]:
+        """Per --set key, the rows that set that key themselves (a table row's `set`, a ladder
+        step, loco's `full`) and so keep their own value: the override is the base's."""
+        base = self.base.to_dict()
+        keeping: dict[str, list[str]] = {}
+        for key in self.overrides:
+            if self.kind == "search" and key.split(".")[0] in self.space:
+                keeping[key] = ["the search's space"]
+                continue
+            labels = [r.label for r in self.rows if _lookup(r.config.to_dict(), key) != _lookup(base, key)]
+            if labels:
+                keeping[key] = labels
+        return keeping
 
 
 class _Context:
+    """Where a refusal points: the spec file and line of the value."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         # Checks that build losses (and so import TensorFlow): run last, once the rest of
@@ -140,10 +193,63 @@ class _Context:
         return SpecError(f"{loc}: {reason}")
 
 
-def load_spec(path: Path | str, *, smoke: bool = False, build_checks: bool = True) -> StudySpec:
+class _FlagContext(_Context):
+    """A refusal caused by --set points at the assignment, not at a line of the file. Its
+    deferred checks (the overridden loss) run with the spec's own, in order."""
+
+    def __init__(self, spec: _Context, overrides: Mapping[str, Any]) -> None:
+        super().__init__(spec.path)
+        self.deferred = spec.deferred
+        self.overrides = overrides
+
+    def fail(self, where: Any, reason: str, key: Any = None) -> SpecError:
+        named = [k for k in self.overrides if k.split(".")[0] == key] or list(self.overrides)
+        return SpecError(f"{' '.join(f'--set {k}={_value_text(self.overrides[k])}' for k in named)}: {reason}")
+
+
+def override_keys() -> tuple[str, ...]:
+    """The keys `--set` may override: the base config's fields and `preset`."""
+    return tuple(sorted({"preset", *TrialConfig.field_names()} - set(_NOT_OVERRIDABLE)))
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items -> {KEY: value}. A value reads as it would in the spec (YAML 1.2):
+    `epochs=5` is 5, `learning_rate=1e-4` a number, `crop=null` nothing, `loss=focal` text,
+    `loss_params={alpha: 0.3}` a mapping. The keys and values are checked by load_spec."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"--set {item}: expected KEY=VALUE, e.g. --set epochs=5")
+        if key in overrides:
+            raise SpecError(f"--set {item}: {key} is set twice")
+        overrides[key] = parse_yaml(text, f"--set {item}", lines=False)
+    return overrides
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """`--seeds 0,1,2` -> (0, 1, 2); their range and uniqueness are checked by load_spec."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(re.fullmatch(r"[0-9]{1,10}", item) for item in items):
+        raise SpecError(f"--seeds {text}: expected integers in [0, {MAX_SEED}] separated by commas, e.g. --seeds 0,1,2")
+    return tuple(int(item) for item in items)
+
+
+def load_spec(
+    path: Path | str,
+    *,
+    smoke: bool = False,
+    build_checks: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> StudySpec:
     """Read and validate a spec. `build_checks=False` skips the checks that build models and
-    losses (TensorFlow; seconds each): for listing specs already known to be valid."""
+    losses (TensorFlow; seconds each): for listing specs already known to be valid.
+    `overrides` (--set) replace keys of its `base`, `seeds` (--seeds) its seeds, before any
+    row is built; a refusal of either names the flag."""
     path = Path(path)
+    overrides = {str(key): value for key, value in (overrides or {}).items()}
     ctx = _Context(path)
     doc = read_yaml(path, "spec")
     if not isinstance(doc, dict):
@@ -194,12 +300,27 @@ def load_spec(path: Path | str, *, smoke: bool = False, build_checks: bool = Tru
     # Checked with or without --smoke: a typo there should not wait for the first smoke run.
     smoke_values = {**SMOKE_OVERRIDES, **_section(ctx, doc, "smoke")}
     _config(ctx, doc, smoke_values, base, "smoke")
+    if overrides:
+        flags = _FlagContext(ctx, overrides)
+        base = _overridden(flags, base_values, base)
+        dataset = base.dataset
+        # What --set names stays as set: the command line's explicit value outranks --smoke's.
+        overridden = {key.split(".")[0] for key in overrides}
+        smoke_values = {key: value for key, value in smoke_values.items() if key not in overridden}
+        if smoke:
+            _config(flags, {}, smoke_values, base, "smoke")
 
-    seeds = doc.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds):
-        raise ctx.fail(doc, f"seeds: expected a non-empty list of integers in [0, {MAX_SEED}]", "seeds")
-    if len(set(seeds)) != len(seeds):
-        raise ctx.fail(doc, "seeds: each seed may appear once", "seeds")
+    seeds_given = seeds is not None
+    if seeds is None:
+        seeds = doc.get("seeds", [0])
+        problem = _seeds_problem(seeds)
+        if problem:
+            raise ctx.fail(doc, f"seeds: {problem}", "seeds")
+    else:
+        problem = _seeds_problem(seeds)
+        if problem:
+            shown = ",".join(map(str, seeds)) if isinstance(seeds, (list, tuple)) else _SHORT.repr(seeds)
+            raise SpecError(f"--seeds {shown}: {problem}")
     resources = _resources(ctx, doc)
 
     rows: list[Row] = []
@@ -292,7 +413,64 @@ def load_spec(path: Path | str, *, smoke: bool = False, build_checks: bool = Tru
         scheduler=str(doc.get("scheduler", "asha")),
         max_concurrent=max_concurrent,
         description=description,
+        smoke=smoke,
+        overrides=overrides,
+        seeds_given=seeds_given,
     )
+
+
+def _seeds_problem(seeds: Any) -> str:
+    """Why `seeds` cannot be a study's seeds ("" when they can)."""
+    if not isinstance(seeds, (list, tuple)) or not seeds or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds):
+        return f"expected a non-empty list of integers in [0, {MAX_SEED}]"
+    if len(set(seeds)) != len(seeds):
+        return "each seed may appear once"
+    return ""
+
+
+def _overridden(ctx: _FlagContext, values: dict, base: TrialConfig) -> TrialConfig:
+    """The spec's base (its `base:` values, already valid) with --set applied, checked as a
+    whole: a key by name (with the close match), a value by the config's own rules."""
+    values = dict(values)
+    effective = base.to_dict()  # a nested key starts from the value the base has (a preset's loss_params)
+    allowed = override_keys()
+    changed: set[str] = set()
+    for key, value in ctx.overrides.items():
+        top, *inner = key.split(".")
+        if top in _NOT_OVERRIDABLE:
+            raise ctx.fail(None, _NOT_OVERRIDABLE[top], top)
+        if top not in allowed:
+            close = difflib.get_close_matches(top, allowed, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(allowed)}"
+            raise ctx.fail(None, f"unknown key {_SHORT.repr(top)} of the base config ({hint})", top)
+        if not inner:
+            values[top] = value
+            changed.add(top)
+            continue
+        # After `--set loss_params={…}` or `.alpha=…`, `--set loss_params.gamma=…` changes that mapping.
+        tree = node = copy.deepcopy(values[top] if top in changed else effective.get(top))
+        for part in inner[:-1]:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise ctx.fail(None, f"{key}: the base's {top} is not a mapping ({_SHORT.repr(effective.get(top))})", top)
+        node[inner[-1]] = value
+        values[top] = tree
+        changed.add(top)
+    return _config(ctx, {}, values, None, "base")
+
+
+def _value_text(value: Any) -> str:
+    """A value as --set would take it: text as is, anything else as YAML's flow style reads it."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _lookup(values: Mapping[str, Any], key: str) -> Any:
+    """values["a"]["b"] for key "a.b"; None where the path ends early."""
+    for part in key.split("."):
+        if not isinstance(values, Mapping):
+            return None
+        values = values.get(part)
+    return values
 
 
 def _is_int(value: Any) -> bool:
