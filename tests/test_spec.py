@@ -178,7 +178,6 @@ def test_malformed_specs_are_refused_with_line(tmp_path, text, line, message):
 
 def test_alias_bomb_is_refused_in_bounded_time_and_memory(tmp_path):
     # A few hundred bytes of nested aliases (9**9 nodes expanded) are refused, not expanded.
-    import time
     import tracemalloc
 
     levels = [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
@@ -186,13 +185,12 @@ def test_alias_bomb_is_refused_in_bounded_time_and_memory(tmp_path):
     path = _write(tmp_path, bomb + "\n" + BASE)
     assert path.stat().st_size < 600
     tracemalloc.start()
-    started = time.perf_counter()
     expected = r"spec.yaml:\d+: invalid YAML \(more than 20000 values once aliases are expanded\)"
     with pytest.raises(SpecError, match=expected):
         load_spec(path)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert time.perf_counter() - started < 5 and peak < 50 * 2**20
+    assert peak < 50 * 2**20  # refused before expanding: no clock, which a busy machine would slow
 
 
 def test_small_aliases_and_merge_keys_still_work(tmp_path):
