@@ -73,6 +73,13 @@ class TransientStoreError(StoreError):
     never recorded as the trial's failure."""
 
 
+class RayStartError(RmaunetError):
+    """A local Ray runtime did not come up (Ray gives its node 30 s, which a busy machine can
+    exceed); nothing was trained, so the study did not finish: exit status 1."""
+
+    exit_status = 1
+
+
 class StudyBusyError(StoreError):
     """Another driver holds the study's lease (rmaunet.store.StudyLease): it is running it now."""
 

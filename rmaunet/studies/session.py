@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from rmaunet.errors import ConfigError
+from rmaunet.errors import ConfigError, RayStartError
 from rmaunet.storage import Storage
 from rmaunet.studies.capacity import Capacity, TrialRequest, connected_cluster, this_machine
 from rmaunet.studies.spec import StudySpec
@@ -69,13 +69,16 @@ def connect_ray(address: str | None, log: Log) -> bool:
     level = auth_setup.level
     auth_setup.setLevel(logging.ERROR)
     try:
-        ray.init(
-            address="local",
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=True,
-            runtime_env=runtime_env,
-            **quiet,
+        _start_local_runtime(
+            dict(
+                address="local",
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                log_to_driver=True,
+                runtime_env=runtime_env,
+                **quiet,
+            ),
+            log,
         )
     finally:
         auth_setup.setLevel(level)
@@ -84,6 +87,41 @@ def connect_ray(address: str | None, log: Log) -> bool:
     auth = "token auth" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else "no token auth"
     log(f"started a local Ray runtime (dashboard on 127.0.0.1, {auth}, {cpus} CPUs) {node}")
     return True
+
+
+# Ray gives a new node 30 s to register (a constant in ray._private.node); a loaded machine
+# can take longer. Each try starts afresh, after stopping what the failed one started.
+LOCAL_START_TRIES = 3
+
+
+def _start_local_runtime(init_kwargs: dict[str, Any], log: Log) -> None:
+    import psutil
+    import ray
+
+    me = psutil.Process()
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        before = {child.pid for child in me.children(recursive=True)}
+        try:
+            ray.init(**init_kwargs)
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if "timed out during startup" not in str(exc):
+                raise
+            for child in me.children(recursive=True):  # the half-started node's GCS, raylet, agents
+                if child.pid not in before:
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+            ray.shutdown()
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            if attempt == LOCAL_START_TRIES:
+                raise RayStartError(
+                    f"a local Ray runtime did not start in {LOCAL_START_TRIES} tries of Ray's 30 s "
+                    f"(load average {load:.1f}): try again when the machine is less busy"
+                ) from None
+            log(
+                f"the local Ray runtime did not start within Ray's 30 s (load average {load:.1f}); "
+                f"trying again ({attempt + 1} of {LOCAL_START_TRIES})"
+            )
 
 
 class ray_session:  # noqa: N801 - used as a `with` statement
