@@ -264,6 +264,9 @@ def test_failing_trial_reports_its_cause_on_the_driver(l4s_small, tmp_path, monk
     assert error.startswith("  error  Doomed baseline (seed 0) on ")
     assert "the trial died (RuntimeError: injected failure after epoch 1 (RMAUNET_FAIL_AFTER_EPOCH)); retrying" in error
     assert list(ResultsStore(tmp_path / "store").read("fails")["status"]) == ["ok"]
+    # Retried from its checkpoint: epoch 2 trained once more, epoch 1 not again.
+    [result] = [json.loads(p.read_text()) for p in (tmp_path / "store" / "trials").glob("*/result.json")]
+    assert result["resumed_from"] == 1 and [h["epoch"] for h in result["history"]] == [1, 2]
     # Ray prefixes a worker's lines with "(task pid=…)" on the driver, in colour.
     plain = re.sub(r"\x1b\[[0-9;]*m", "", driver_output.out + driver_output.err)
     assert re.search(r"\(speak pid=\d+\) worker says hello to the driver", plain)

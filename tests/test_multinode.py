@@ -7,7 +7,8 @@ and rmaunet cache), a results store and a dataset reachable only through an S3 s
 One test, in phases that share the cluster (starting one costs half a minute here):
 1. a table study with two one-worker rows and one 2-worker data-parallel row (its workers
    one on each worker node) finishes with every row in the bucket; a rerun trains nothing;
-2. a search keeps its Optuna study in PostgreSQL, read back with optuna.load_study;
+2. a search keeps its Optuna study in PostgreSQL, read back with optuna.load_study; a rerun
+   spends none of its budget;
 3. a worker node killed mid-trial: the trial resumes on the other node from the last
    checkpoint in the bucket, the epoch counter going on where it stopped.
 The figures (nodes, trials, rows, resumed epochs, wall times) are printed at the end.
@@ -238,7 +239,12 @@ def test_a_study_on_nodes_that_share_no_disk_keeps_everything_in_the_bucket(
     study = optuna.load_study(study_name="mn_search", storage=postgres_url)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert len(store.read("mn_search")) == 2
+    assert not any(k.startswith("optuna") for k in _keys(storage))  # not the SQLite default in the store
     figures["search_trials_in_postgres"] = len(study.trials)
+    # The same command again spends none of the budget: the study in the server says it is spent.
+    log = _finish(cluster, _driver(cluster, search, data, storage, "--optuna-storage", postgres_url), "mn_search")
+    assert "2 of 2 trials done, 0 to run" in log
+    assert len(optuna.load_study(study_name="mn_search", storage=postgres_url).trials) == 2
 
     # 3. A worker node lost mid-trial: the trial goes on on the other node from the bucket.
     resume = _spec(

@@ -1,4 +1,6 @@
-"""The study engine on real Ray: reuse, resume after a killed driver, a simulated cluster."""
+"""The study engine on real Ray: reuse, a threshold study from stored maps, resume after a killed
+driver, a search, Tune's own restore. (A lost node: tests/test_multinode.py; a killed trial
+process: tests/test_failures.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -66,35 +67,49 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def shared_study(local_ray, l4s_small, tmp_path_factory):
+    """One table study trained once for the module's tests (two rows, one training at a time),
+    and its IoU row trained alone in a store of its own."""
+    folder = tmp_path_factory.mktemp("shared")
+    rows = [("CE", ""), ("IoU", "{loss: iou}")]
+    spec = load_spec(_spec(folder, "shared", rows, extra="max_concurrent: 1"))
+    alone = load_spec(_spec(folder, "alone", [("IoU", "{loss: iou}")]))
+    messages: list[str] = []
+    try:
+        plan = run_study(spec, l4s_small, folder / "a", log=messages.append)
+        run_study(alone, l4s_small, folder / "b", log=messages.append)
+    except BaseException:
+        print("\n".join(messages[-60:]))  # the driver's lines, in the failure's captured output
+        raise
+    return {"folder": folder, "spec": spec, "plan": plan, "store": folder / "a", "alone": folder / "b"}
+
+
 @pytest.mark.slow
-def test_rerun_trains_nothing_and_a_new_row_trains_only_itself(local_ray, l4s_small, tmp_path):
+def test_rerun_trains_nothing_and_a_new_row_trains_only_itself(shared_study, l4s_small):
     # Dedup by identity: a finished study reruns nothing; an added row (and a second table
     # sharing a config) trains only what is new.
-    storage = tmp_path / "store"
-    first = _spec(tmp_path, "losses", [("CE", ""), ("IoU", "{loss: iou}")])
-    run_study(load_spec(first), l4s_small, storage, log=lambda m: None)
-    rows = ResultsStore(storage).read("losses")
+    storage, folder = shared_study["store"], shared_study["folder"]
+    rows = ResultsStore(storage).read("shared")
     assert len(rows) == 2 and set(rows["status"]) == {"ok"}
 
-    again = plan_study(load_spec(first), l4s_small, storage)
+    again = plan_study(shared_study["spec"], l4s_small, storage)
     assert again.to_train == [] and len(again.finished) == 2
 
-    grown = _spec(tmp_path, "losses", [("CE", ""), ("IoU", "{loss: iou}"), ("Focal", "{loss: focal}")])
+    grown = _spec(folder, "shared", [("CE", ""), ("IoU", "{loss: iou}"), ("Focal", "{loss: focal}")])
     plan = plan_study(load_spec(grown), l4s_small, storage)
     assert [p.label for p in plan.to_train] == ["Focal"]
 
-    other = _spec(tmp_path, "other_table", [("same as CE", ""), ("Tversky", "{loss: tversky}")])
+    other = _spec(folder, "other_table", [("same as CE", ""), ("Tversky", "{loss: tversky}")])
     plan = plan_study(load_spec(other), l4s_small, storage)
     assert [p.label for p in plan.to_train] == ["Tversky"]
 
 
 @pytest.mark.slow
-def test_threshold_study_costs_no_training(local_ray, l4s_small, tmp_path):
+def test_threshold_study_costs_no_training(shared_study, l4s_small, tmp_path):
     # Table IX from the stored probabilities of an existing training: zero trainings, one row
     # per threshold, the chosen threshold picked on validation.
-    storage = tmp_path / "store"
-    table = _spec(tmp_path, "base", [("CE", "")])
-    run_study(load_spec(table), l4s_small, storage, log=lambda m: None)
+    storage = shared_study["store"]
     spec_path = tmp_path / "th.yaml"
     spec_path.write_text(f"name: th\nkind: threshold\nbase: {TINY_BASE}\nthresholds: [0.2, 0.5, 0.8]\n")
     spec = load_spec(spec_path)
@@ -172,66 +187,6 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
 
 
 @pytest.mark.slow
-def test_three_node_cluster_loses_no_trial_when_a_node_dies(l4s_small, tmp_path):
-    # Trials spread over simulated nodes; removing one mid-study loses no trial (Tune retries it).
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()  # this test brings its own (simulated) cluster
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    doomed = cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, log_to_driver=False)
-    try:
-        spec = load_spec(
-            _spec(
-                tmp_path, "cluster", [(f"lr {i}", f"{{learning_rate: {0.0004 * (i + 1)}}}") for i in range(5)], epochs=3
-            )
-        )
-        storage = tmp_path / "store"
-        messages: list[str] = []
-        worker = threading.Thread(target=run_study, args=(spec, l4s_small, storage), kwargs={"log": messages.append})
-        worker.start()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not any("epoch 1/" in m for m in messages):
-            time.sleep(0.5)
-        cluster.remove_node(doomed, allow_graceful=False)
-        worker.join(timeout=900)
-        assert not worker.is_alive()
-        rows = ResultsStore(storage).read("cluster")
-        assert len(rows) == 5 and set(rows["status"]) == {"ok"}, messages[-20:]
-        assert rows["row"].is_unique
-        assert any("error" in m for m in messages), "no trial was running on the removed node"
-        nodes = {json.loads(json.dumps(n)) for n in rows["node"]}
-        assert len(nodes) >= 2, nodes
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-@pytest.mark.slow
-def test_trial_killed_mid_run_is_retried_from_its_checkpoint(l4s_small, tmp_path, monkeypatch):
-    # A trial that dies after epoch 2 of 4 is retried by Tune and goes on from epoch 3.
-    import ray
-
-    ray.shutdown()
-    monkeypatch.setenv("RMAUNET_FAIL_AFTER_EPOCH", "2")  # inherited by the local runtime's workers
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        spec = load_spec(_spec(tmp_path, "retry", [("CE", "")], epochs=4))
-        messages: list[str] = []
-        run_study(spec, l4s_small, tmp_path / "store", log=messages.append)
-    finally:
-        ray.shutdown()
-    rows = ResultsStore(tmp_path / "store").read("retry")
-    assert len(rows) == 1 and rows["status"].iloc[0] == "ok"
-    result = json.loads(next((tmp_path / "store" / "trials").glob("*/result.json")).read_text())
-    assert result["resumed_from"] == 2
-    assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
-    assert any("error" in m for m in messages)
-
-
-@pytest.mark.slow
 def test_search_runs_optuna_with_asha_and_resumes_its_budget(local_ray, l4s_small, tmp_path):
     # A seeded TPE + ASHA search: every sampled config gets a row (finished or stopped), the
     # Optuna study lives in SQLite in the store, and a rerun spends no more of the budget.
@@ -264,21 +219,7 @@ def test_search_runs_optuna_with_asha_and_resumes_its_budget(local_ray, l4s_smal
 
 
 @pytest.mark.slow
-def test_a_study_row_can_train_data_parallel(local_ray, l4s_small, tmp_path):
-    # resources.workers = 2: the Tune trial drives a 2-worker Ray Train group; the row lands as usual.
-    path = _spec(tmp_path, "dp", [("CE", "")])
-    path.write_text(path.read_text().replace("resources: {cpu: 1}", "resources: {cpu: 1, workers: 2}"))
-    spec = load_spec(path)
-    storage = tmp_path / "store"
-    run_study(spec, l4s_small, storage, log=lambda m: None)
-    rows = ResultsStore(storage).read("dp")
-    assert len(rows) == 1 and rows["status"].iloc[0] == "ok", rows[["status", "reason"]]
-    sync = json.loads((storage / "trials" / rows["trial_id"].iloc[0] / "sync.json").read_text())
-    assert sync  # the per-epoch weight digests of both ranks were compared
-
-
-@pytest.mark.slow
-def test_tune_results_show_the_varied_fields_and_hold_each_trials_best_weights(local_ray, l4s_small, tmp_path):
+def test_tune_results_show_the_varied_fields_and_hold_each_trials_best_weights(shared_study):
     # The experiment in the store's tune/ restores with Tuner.restore and the public trainable,
     # as Ray documents: each trial's config shows its row and the field the rows vary (and the
     # seed) beside our identity, get_dataframe() its selected validation scores, and the best
@@ -287,17 +228,15 @@ def test_tune_results_show_the_varied_fields_and_hold_each_trials_best_weights(l
 
     from rmaunet import study_trainable
 
-    spec = load_spec(_spec(tmp_path, "tuned", [("CE", ""), ("IoU", "{loss: iou}")], epochs=1))
-    storage = tmp_path / "store"
-    plan = run_study(spec, l4s_small, storage, log=lambda m: None)
-    tuner = tune.Tuner.restore(str(storage / "tune" / "tuned"), trainable=study_trainable(storage, "tuned"))
+    storage, plan = shared_study["store"], shared_study["plan"]
+    tuner = tune.Tuner.restore(str(storage / "tune" / "shared"), trainable=study_trainable(storage, "shared"))
     results = tuner.fit()  # every trial finished: restoring trains nothing, and returns the results
     assert {r.config["rmaunet_trial_id"] for r in results} == set(plan.unique)
     assert {r.config["loss"] for r in results} == {"cross_entropy", "iou"}
     assert {r.config["seed"] for r in results} == {0}
     frame = results.get_dataframe()
     assert set(frame["config/row"]) == {"CE", "IoU"} and frame["val_f1"].notna().all()
-    stored = ResultsStore(storage).read("tuned").set_index("row")["val_f1"]
+    stored = ResultsStore(storage).read("shared").set_index("row")["val_f1"]
     assert dict(zip(frame["config/row"], frame["val_f1"])) == pytest.approx(stored.to_dict())
     best = results.get_best_result("final_val_f1", "max")
     with best.checkpoint.as_directory() as folder:
@@ -306,21 +245,17 @@ def test_tune_results_show_the_varied_fields_and_hold_each_trials_best_weights(l
 
 
 @pytest.mark.slow
-def test_trials_run_one_after_another_in_one_process_with_the_results_of_a_fresh_one(local_ray, l4s_small, tmp_path):
+def test_trials_run_one_after_another_in_one_process_with_the_results_of_a_fresh_one(shared_study):
     # Ray Tune reuses a node's trial process (no second process start, no second TensorFlow
     # import), and a trial trained after another in that process scores exactly as it does alone.
     from ray import tune
 
     from rmaunet.studies.grid import train_one
 
-    shared = load_spec(_spec(tmp_path, "shared", [("CE", ""), ("IoU", "{loss: iou}")], extra="max_concurrent: 1"))
-    alone = load_spec(_spec(tmp_path, "alone", [("IoU", "{loss: iou}")]))
-    run_study(shared, l4s_small, tmp_path / "a", log=lambda m: None)
-    run_study(alone, l4s_small, tmp_path / "b", log=lambda m: None)
-
-    results = tune.Tuner.restore(str(tmp_path / "a" / "tune" / "shared"), trainable=train_one).get_results()
+    a, b = shared_study["store"], shared_study["alone"]
+    results = tune.Tuner.restore(str(a / "tune" / "shared"), trainable=train_one).get_results()
     assert len({r.metrics["pid"] for r in results}) == 1  # both trials in one process
     metrics = ["val_f1", "test_f1", "test_miou", "threshold"]
-    after_another = ResultsStore(tmp_path / "a").read("shared").set_index("row").loc["IoU", metrics]
-    by_itself = ResultsStore(tmp_path / "b").read("alone").set_index("row").loc["IoU", metrics]
+    after_another = ResultsStore(a).read("shared").set_index("row").loc["IoU", metrics]
+    by_itself = ResultsStore(b).read("alone").set_index("row").loc["IoU", metrics]
     assert after_another.tolist() == by_itself.tolist()
