@@ -9,6 +9,11 @@ PYTEST_ARGS ?=
 # measured 91.6 % on a fresh clone).
 COV_FLOOR ?= 85
 FUZZ_N ?= 2000
+# The suite runs on this many processes, each taking whole test files (module-scoped Ray
+# runtimes stay in one process). Most of a test's time is waiting (Ray starting, subprocesses,
+# servers), so two processes keep two cores busier than one. TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: setup demo test test-fast lint fuzz bench clean latex postgres
 
@@ -44,10 +49,10 @@ demo: setup
 	$(PY) -m rmaunet demo --data $(DEMO_DIR)/data --storage $(DEMO_DIR)/results --reports reports
 
 test: setup latex postgres lint
-	$(PY) -m pytest -ra --cov=rmaunet --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)
+	$(PY) -m pytest -ra $(XDIST) --cov=rmaunet --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -ra -m 'not slow' $(PYTEST_ARGS)
+	$(PY) -m pytest -ra $(XDIST) -m 'not slow' $(PYTEST_ARGS)
 
 # ruff: lint and format (configured in pyproject.toml).
 lint: setup

@@ -72,3 +72,11 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(reason)
     with postgres_server() as url:
         yield url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with slow end-to-end tests first, each file's tests in their own order. Under
+    `make test` each process takes whole files (pytest-xdist --dist loadfile): the longest
+    files at the end would leave one process working alone while the other waits."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
