@@ -56,8 +56,11 @@ def _part_sums(height, width, tile, overlap, rows, predict):
     for i, row in enumerate(rows):
         blender.add(row, np.stack([predict(row, col) for col in blender.columns]))
         pieces += blender.finish(rows[i + 1] if i + 1 < len(rows) else None)
-    total = np.concatenate([p[1] for p in pieces])
-    return pieces[0][0], total, np.concatenate([p[2] for p in pieces]), np.zeros(total.shape, bool)
+    total, weight = (np.concatenate([p[k] for p in pieces]) for k in (1, 2))
+    sums = [total, weight, np.zeros(total.shape, bool)]
+    for array in sums:
+        array.flags.writeable = False  # as Ray's object store hands them back
+    return pieces[0][0], *sums
 
 
 @pytest.mark.parametrize(("height", "width", "overlap"), [(96, 128, 0), (100, 70, 8), (40, 20, 8)])

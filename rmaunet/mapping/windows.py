@@ -115,9 +115,9 @@ def merge_parts(parts: Iterable[Sums]) -> Iterator[Sums]:
         if held is not None:
             h_top, h_total, h_weight, h_invalid = held
             shared = h_top + len(h_total) - top  # rows both parts cover
-            if shared > 0:
-                total[:shared] = h_total[-shared:] + total[:shared]
-                weight[:shared] = h_weight[-shared:] + weight[:shared]
+            if shared > 0:  # new arrays: a part from Ray's object store is read-only
+                total = np.concatenate([h_total[-shared:] + total[:shared], total[shared:]])
+                weight = np.concatenate([h_weight[-shared:] + weight[:shared], weight[shared:]])
             own = top - h_top
             yield h_top, h_total[:own], h_weight[:own], h_invalid[:own]
         held = (top, total, weight, invalid)
