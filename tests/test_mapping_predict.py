@@ -200,6 +200,14 @@ def test_bands_flag_names_an_undescribed_raster(trained, tmp_path, capsys):
     _refused([*argv, "--bands", "B1,B2"], capsys)
 
 
+def test_rows_per_task_needs_ray(trained, tmp_path, capsys, monkeypatch):
+    # Splitting a scene's windows into tasks needs a cluster to send them to: one line, exit 2.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    argv = ["predict", str(trained["model"]), str(trained["scene"]), "--out", str(tmp_path / "o")]
+    assert "--rows-per-task" in _refused([*argv, "--rows-per-task", "4"], capsys)
+    assert not (tmp_path / "o").exists()
+
+
 def test_export_best_picks_on_validation_and_old_trials_say_why(trained, tmp_path, capsys):
     # --best takes the row with the best mean validation score; a trial without preprocess.json is one line.
     rows = ResultsStore(trained["store"]).read("mapping")

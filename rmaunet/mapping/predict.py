@@ -2,10 +2,11 @@
 
 For each scene: the raster bands the model reads are found by name (rmaunet.mapping.geotiff),
 the scene is read a row of GeoTIFF blocks at a time and cut into row strips of windows
-(rmaunet.mapping.windows), each window goes through the trial's own input recipe (rmaunet.data.recipe) and the model in
-batches, overlapping predictions are blended, and finished rows go to disk. Reading and
-preprocessing the next strip runs on a thread while the model predicts the current one.
-Memory follows a few block rows and strips (their height × the scene's width), not the scene.
+(rmaunet.mapping.windows), each window goes through the trial's own input recipe
+(rmaunet.data.recipe) and the model in batches, overlapping predictions are blended, and
+finished rows go to disk. Reading and preprocessing the next strip runs on a thread while
+the model predicts the current one. Memory follows a few block rows and strips (their
+height × the scene's width), not the scene.
 
 Outputs, beside each other in --out, named after the scene:
 
