@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rmaunet.errors import ConfigError
-from rmaunet.mapping.windows import StripBlender, blend_weights, offsets
+from rmaunet.mapping.windows import StripBlender, blend_weights, blended, merge_parts, offsets, split_rows
 
 
 @pytest.mark.parametrize(
@@ -43,10 +43,24 @@ def _blend(height, width, tile, overlap, predict):
     rows = blender.rows
     for i, row in enumerate(rows):
         blender.add(row, np.stack([predict(row, col) for col in blender.columns]))
-        for top, prob in blender.finish(rows[i + 1] if i + 1 < len(rows) else None):
-            assert np.isnan(out[top : top + len(prob)]).all()  # each row leaves exactly once
-            out[top : top + len(prob)] = prob
+        for top, total, weight in blender.finish(rows[i + 1] if i + 1 < len(rows) else None):
+            assert np.isnan(out[top : top + len(total)]).all()  # each row leaves exactly once
+            out[top : top + len(total)] = blended(total, weight)
     return out
+
+
+def _part_sums(height, width, tile, overlap, rows, predict):
+    """One part's finished sums, as a Ray task returns them: (top, total, weight, nodata)."""
+    blender = StripBlender(height, width, tile, overlap, rows)
+    pieces = []
+    for i, row in enumerate(rows):
+        blender.add(row, np.stack([predict(row, col) for col in blender.columns]))
+        pieces += blender.finish(rows[i + 1] if i + 1 < len(rows) else None)
+    total, weight = (np.concatenate([p[k] for p in pieces]) for k in (1, 2))
+    sums = [total, weight, np.zeros(total.shape, bool)]
+    for array in sums:
+        array.flags.writeable = False  # as Ray's object store hands them back
+    return pieces[0][0], *sums
 
 
 @pytest.mark.parametrize(("height", "width", "overlap"), [(96, 128, 0), (100, 70, 8), (40, 20, 8)])
@@ -63,3 +77,22 @@ def test_blending_weighs_a_window_centre_over_its_edge():
     row = out[16]
     assert row[0] == 0 and row[-1] == 1
     assert np.all(np.diff(row) >= 0) and 0 < row[28] < 1
+
+
+@pytest.mark.parametrize(("height", "overlap", "per_part"), [(200, 8, 2), (200, 20, 1), (150, 0, 3), (100, 8, 9)])
+def test_parts_blended_apart_merge_into_the_whole_blend(height, overlap, per_part):
+    # Window rows split into parts (one per Ray task), blended apart, merged: the one-process map.
+    rng = np.random.default_rng(1)
+    windows = {}
+
+    def predict(r, c):  # windows disagree on their overlaps, as a model's do
+        return windows.setdefault((r, c), rng.random((32, 32), np.float32))
+
+    whole = _blend(height, 70, 32, overlap, predict)
+    shares = split_rows(offsets(height, 32, overlap), per_part)
+    parts = [_part_sums(height, 70, 32, overlap, rows, predict) for rows in shares]
+    out = np.full((height, 70), np.nan, np.float32)
+    for top, total, weight, _ in merge_parts(parts):
+        assert np.isnan(out[top : top + len(total)]).all()
+        out[top : top + len(total)] = blended(total, weight)
+    np.testing.assert_allclose(out, whole, atol=1e-6)

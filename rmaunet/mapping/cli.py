@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Predict whole multi-band GeoTIFF scenes window by window (overlapping, blended) and write a "
             "probability map and a mask (Cloud-Optimised GeoTIFFs with the scene's CRS and transform) and "
             "landslide polygons (GeoJSON with areas) per scene. On a Ray cluster (--address, RAY_ADDRESS, "
-            "or inside `ray job submit`) the scenes are shared out as Ray tasks."
+            "or inside `ray job submit`) the scenes are shared out as Ray tasks, or with --rows-per-task "
+            "each scene's windows are."
         ),
     )
     predict.add_argument("model", type=Path, help="model folder written by `rmaunet export`")
@@ -57,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--batch-size", type=int, default=32, help="windows per model call")
     predict.add_argument("--address", help="Ray cluster address: predict the scenes as Ray tasks")
+    predict.add_argument(
+        "--rows-per-task",
+        type=int,
+        help="on Ray: split each scene's windows into tasks of this many window rows (a few large scenes), "
+        "instead of one task per scene (many scenes)",
+    )
     predict.add_argument("--json", action="store_true", help="print the scenes' summaries as JSON")
     predict.set_defaults(func=_predict)
 
@@ -78,9 +85,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from rmaunet.errors import ConfigError
     from rmaunet.mapping.scenes import predict_scenes
 
     on_ray = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    if args.rows_per_task is not None and (not on_ray or args.rows_per_task < 1):
+        raise ConfigError("--rows-per-task: a number of window rows (1 or more), on Ray (--address or RAY_ADDRESS)")
     if on_ray:
         import ray
 
@@ -92,7 +102,9 @@ def _predict(args: argparse.Namespace) -> int:
         "scale": args.scale,
         "batch_size": args.batch_size,
     }
-    summaries = predict_scenes(args.model, args.scenes, args.out, on_ray=on_ray, **options)
+    summaries = predict_scenes(
+        args.model, args.scenes, args.out, on_ray=on_ray, rows_per_task=args.rows_per_task, **options
+    )
     if args.json:
         print(json.dumps(summaries))
     return 0

@@ -4,7 +4,8 @@
 score is exported, a synthetic Landslide4Sense-like scene larger than any training tile is
 written as a GeoTIFF (UTM 45N, 10 m pixels, named bands), predicted window by window, and
 its quick-look (true colour, mapped landslides in red, the scene's true landslides outlined
-in yellow) goes beside the table.
+in yellow) goes beside the table. It runs in the demo's own process, the first there to
+load TensorFlow: its start-up lines are held back as in a trial's process.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def map_demo(store: Path | str, study: str, reports: Path, work: Path, size: int
     from rasterio.transform import from_origin
 
     from rmaunet.metrics import segmentation_scores
+    from rmaunet.training.quiet import quiet_worker
+
+    quiet_worker()  # before anything imports TensorFlow
 
     model = export_model(store, study, work / "model", best=True)
     exported = load_exported(model)

@@ -23,13 +23,16 @@ Test scores are reported, never used to choose.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from rmaunet.errors import StoreError
@@ -275,6 +278,22 @@ class Exported:
     @property
     def threshold(self) -> float:
         return float(self.meta["threshold"])
+
+    @functools.cached_property
+    def mask_probabilities(self) -> Callable[[np.ndarray], np.ndarray]:
+        """(N, tile, tile, bands) model input -> (N, tile, tile) mask probabilities: one traced
+        function for any batch size, made once per loaded model (tracing takes seconds: a
+        function made per scene or per batch size would trace again)."""
+        import tensorflow as tf
+
+        recipe = self.recipe
+        spec = tf.TensorSpec([None, recipe.tile_size, recipe.tile_size, len(recipe.bands)], tf.float32)
+
+        @tf.function(input_signature=[spec])
+        def forward(batch):  # noqa: ANN001, ANN202 - a traced TensorFlow function
+            return self.model(batch, training=False)["mask"][..., 0]
+
+        return lambda x: forward(tf.convert_to_tensor(x, tf.float32)).numpy()
 
 
 def load_exported(folder: Path | str) -> Exported:

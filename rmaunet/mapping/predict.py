@@ -1,11 +1,12 @@
 """`rmaunet predict`: an exported model over whole GeoTIFF scenes.
 
 For each scene: the raster bands the model reads are found by name (rmaunet.mapping.geotiff),
-the scene is read one row strip of windows at a time (rmaunet.mapping.windows), each
-window goes through the trial's own input recipe (rmaunet.data.recipe) and the model in
-batches, overlapping predictions are blended, and finished rows go to disk. Reading and
-preprocessing the next strip runs on a thread while the model predicts the current one.
-Memory follows the strip (tile size × scene width), not the scene.
+the scene is read a row of GeoTIFF blocks at a time and cut into row strips of windows
+(rmaunet.mapping.windows), each window goes through the trial's own input recipe
+(rmaunet.data.recipe) and the model in batches, overlapping predictions are blended, and
+finished rows go to disk. Reading and preprocessing the next strip runs on a thread while
+the model predicts the current one. Memory follows a few block rows and strips (their
+height × the scene's width), not the scene.
 
 Outputs, beside each other in --out, named after the scene:
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ import numpy as np
 from rmaunet.errors import DataError
 from rmaunet.mapping import geotiff
 from rmaunet.mapping.export import Exported
-from rmaunet.mapping.windows import StripBlender
+from rmaunet.mapping.windows import StripBlender, Sums, blended, offsets
 
-__all__ = ["predict_scene", "Progress", "output_names", "DEFAULT_OVERLAP"]
+__all__ = ["predict_scene", "row_sums", "Split", "Progress", "output_names", "DEFAULT_OVERLAP"]
 
 DEFAULT_OVERLAP = 0.25  # of the tile size
 
@@ -66,19 +67,59 @@ class Progress:
                 self.stream.write("\n")
         elif int(10 * share) > self.shown:
             self.shown = int(10 * share)
-            self.stream.write(f"{self.label}: {100 * share:.0f}% ({done}/{self.total} strips, eta {eta:.0f} s)\n")
+            self.stream.write(f"{self.label}: {100 * share:.0f}% ({done}/{self.total} rows, eta {eta:.0f} s)\n")
         self.stream.flush()
 
 
-def _forward(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The mask head's probabilities of a batch: one traced function for the model."""
-    import tensorflow as tf
+def row_sums(
+    exported: Exported,
+    ds: Any,
+    rows: Sequence[int],
+    *,
+    indexes: Sequence[int],
+    overlap: int,
+    scale: float,
+    batch_size: int,
+) -> Iterator[Sums]:
+    """The blending sums of window rows `rows` of an open scene (all of them, or one Ray
+    task's part), finished rows first. The next strip is read and preprocessed on a thread
+    while the model predicts the current one."""
+    recipe = exported.recipe
+    tile = recipe.tile_size
+    blender = StripBlender(ds.height, ds.width, tile, overlap, rows)
+    columns = blender.columns
+    reader = geotiff.RowReader(ds, indexes, tile)
 
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
-        return model(batch, training=False)["mask"]
+    def load(row: int) -> tuple[np.ndarray, np.ndarray]:
+        """One strip's windows as model input, and the strip's nodata pixels."""
+        raw = reader.read(row, tile)
+        h = raw.shape[1]
+        invalid = geotiff.invalid_pixels(ds, indexes, raw)
+        raw *= np.float32(scale)
+        raw[:, invalid] = np.nan  # nodata feeds the model as the readers' fill value (0)
+        windows = np.full((len(columns), tile, tile, len(indexes)), np.nan, np.float32)
+        for k, col in enumerate(columns):
+            part = raw[:, :, col : col + tile]
+            windows[k, :h, : part.shape[2]] = part.transpose(1, 2, 0)
+        return recipe.model_input(windows), invalid
 
-    return lambda x: forward(tf.constant(x)).numpy()[..., 0]
+    forward = exported.mask_probabilities
+    rows = blender.rows
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(load, rows[0])
+        for i, row in enumerate(rows):
+            x, invalid = pending.result()
+            following = rows[i + 1] if i + 1 < len(rows) else None
+            if following is not None:
+                pending = pool.submit(load, following)
+            probs = np.concatenate([forward(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
+            blender.add(row, probs)
+            for top, total, weight in blender.finish(following):
+                yield top, total, weight, invalid[: len(total)]
+
+
+Split = Callable[[Sequence[int], dict[str, Any]], Iterator[Sums]]
+"""Window rows and row_sums' settings -> the scene's finished sums, computed elsewhere (Ray tasks)."""
 
 
 def predict_scene(
@@ -93,10 +134,12 @@ def predict_scene(
     scale: float = 1.0,
     progress: bool = True,
     polygons: bool = True,
+    split: Split | None = None,
 ) -> dict[str, Any]:
-    """Map one scene into `out` (see the module docstring); returns a summary."""
+    """Map one scene into `out` (see the module docstring); returns a summary. With `split`,
+    the window rows are predicted there (rmaunet.mapping.scenes: Ray tasks) and only
+    written here."""
     import rasterio  # noqa: F401 - fail here, not inside a thread, without the dependency
-    from rasterio.windows import Window
 
     recipe = exported.recipe
     if not isinstance(exported.model.output, dict) or "mask" not in exported.model.output:
@@ -104,48 +147,25 @@ def predict_scene(
     tile = recipe.tile_size
     overlap = int(round(DEFAULT_OVERLAP * tile)) if overlap is None else int(overlap)
     threshold = exported.threshold if threshold is None else float(threshold)
-    forward = _forward(exported.model)
     names = output_names(scene)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with geotiff.gdal_env(), geotiff.open_scene(scene) as ds, tempfile.TemporaryDirectory(dir=out) as scratch:
         indexes = geotiff.band_indexes(ds, recipe.channels, bands)
-        blender = StripBlender(ds.height, ds.width, tile, overlap)
-        rows, columns = blender.rows, blender.columns
-
-        def load(row: int) -> tuple[np.ndarray, np.ndarray]:
-            """One strip's windows as model input, and the strip's nodata pixels."""
-            h = min(tile, ds.height - row)
-            raw = ds.read(indexes, window=Window(0, row, ds.width, h), out_dtype="float32")
-            invalid = geotiff.invalid_pixels(ds, indexes, raw)
-            raw *= np.float32(scale)
-            raw[:, invalid] = np.nan  # nodata feeds the model as the readers' fill value (0)
-            windows = np.full((len(columns), tile, tile, len(indexes)), np.nan, np.float32)
-            for k, col in enumerate(columns):
-                part = raw[:, :, col : col + tile]
-                windows[k, :h, : part.shape[2]] = part.transpose(1, 2, 0)
-            return recipe.model_input(windows), invalid
-
+        rows, columns = offsets(ds.height, tile, overlap), offsets(ds.width, tile, overlap)
+        settings = {"indexes": indexes, "overlap": overlap, "scale": scale, "batch_size": batch_size}
+        sums = split(rows, settings) if split is not None else row_sums(exported, ds, rows, **settings)
         writer = geotiff.StripWriter(ds, Path(scratch) / "probability.tif", Path(scratch) / "mask.tif")
-        bar = Progress(len(rows), Path(str(scene)).name) if progress and len(rows) > 8 else None
+        bar = Progress(ds.height, Path(str(scene)).name) if progress and len(rows) > 8 else None
         landslide_pixels = 0
         try:
-            with ThreadPoolExecutor(1) as pool:
-                pending = pool.submit(load, rows[0])
-                for i, row in enumerate(rows):
-                    x, invalid = pending.result()
-                    following = rows[i + 1] if i + 1 < len(rows) else None
-                    if following is not None:
-                        pending = pool.submit(load, following)
-                    probs = np.concatenate([forward(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
-                    blender.add(row, probs)
-                    for top, prob in blender.finish(following):
-                        bad = invalid[: len(prob)]
-                        mask = np.where(bad, geotiff.MASK_NODATA, prob >= threshold).astype(np.uint8)
-                        landslide_pixels += int((mask == 1).sum())
-                        writer.write(top, np.where(bad, np.float32(np.nan), prob), mask)
-                    if bar is not None:
-                        bar.update(i + 1)
+            for top, total, weight, bad in sums:
+                prob = blended(total, weight)
+                mask = np.where(bad, geotiff.MASK_NODATA, prob >= threshold).astype(np.uint8)
+                landslide_pixels += int((mask == 1).sum())
+                writer.write(top, np.where(bad, np.float32(np.nan), prob), mask)
+                if bar is not None:
+                    bar.update(top + len(prob))
         finally:
             writer.close()
         geotiff.to_cog(Path(scratch) / "probability.tif", out / names["probability"])

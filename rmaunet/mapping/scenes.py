@@ -1,4 +1,4 @@
-"""Many scenes: in this process, or one Ray task per scene across a cluster.
+"""Many scenes: in this process, one Ray task per scene, or one large scene's windows as Ray tasks.
 
 Scenes and the output folder may be local paths or object-store URIs (s3://, gs://;
 rmaunet.storage): a remote scene is streamed to a local scratch file before it is read
@@ -8,18 +8,30 @@ the output folder once written. With Ray (`--address`, RAY_ADDRESS, or inside
 needs the driver's disk; a task asks for one GPU where the cluster has GPUs, else one CPU.
 Outputs to a local folder then land on the node that ran the task: give a cluster a URI
 or a folder every node mounts.
+
+A few large scenes (`rows_per_task`, the CLI's --rows-per-task) are split instead: each
+scene's window rows go out in parts of that many rows, one Ray task a part, all parts
+queued at once; each task reads its rows' blocks only and returns its rows' blending sums
+(not probabilities), and this process adds the sums of the rows two parts share, then
+writes the maps (rmaunet.mapping.windows.merge_parts): the same map as one process draws.
+A task's scene must be readable where it runs: a URI (each task streams it to its node's
+scratch), or a path every node mounts.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from rmaunet.mapping import geotiff
 from rmaunet.mapping.export import CARD_FILE, MODEL_FILE, PREPROCESS_FILE, Exported, load_exported
-from rmaunet.mapping.predict import output_names, predict_scene
+from rmaunet.mapping.predict import Split, output_names, predict_scene, row_sums
+from rmaunet.mapping.windows import Sums, merge_parts, split_rows
 from rmaunet.storage import Storage, is_uri
 
 __all__ = ["predict_scenes"]
@@ -69,17 +81,49 @@ def _one(exported: Exported, scene: str, out: str, options: dict[str, Any]) -> d
     return summary
 
 
+def _from_files(files: dict[str, bytes]) -> Exported:
+    """An exported model sent by value (a task's node need not see the driver's disk)."""
+    with tempfile.TemporaryDirectory(prefix="rmaunet-model-") as folder:
+        for name, data in files.items():
+            (Path(folder) / name).write_bytes(data)
+        return load_exported(folder)
+
+
 def _remote_one(files: dict[str, bytes], scene: str, out: str, options: dict[str, Any]) -> dict[str, Any]:
     """A Ray task: the model from its files, then one scene."""
     import socket
 
-    with tempfile.TemporaryDirectory(prefix="rmaunet-model-") as folder:
-        for name, data in files.items():
-            (Path(folder) / name).write_bytes(data)
-        exported = load_exported(folder)
-        summary = _one(exported, scene, out, {**options, "progress": False})
+    summary = _one(_from_files(files), scene, out, {**options, "progress": False})
     summary["node"] = socket.gethostname()
     return summary
+
+
+def _remote_part(files: dict[str, bytes], scene: str, rows: list[int], settings: dict[str, Any]) -> Sums:
+    """A Ray task: the blending sums of some window rows of one scene, as one block of rows."""
+    exported = _from_files(files)
+    with tempfile.TemporaryDirectory(prefix="rmaunet-part-") as scratch:
+        with geotiff.gdal_env(), geotiff.open_scene(_fetch(scene, Path(scratch))) as ds:
+            pieces = list(row_sums(exported, ds, rows, **settings))
+    top = pieces[0][0]
+    total, weight, invalid = (np.concatenate([piece[k] for piece in pieces]) for k in (1, 2, 3))
+    return top, total, weight, invalid
+
+
+def _ray_split(task: Any, files: Any, scene: str, rows_per_task: int) -> Split:
+    """predict_scene's `split`: the scene's window rows as Ray tasks, their sums merged here."""
+
+    def split(rows: Sequence[int], settings: dict[str, Any]) -> Iterator[Sums]:
+        import ray
+
+        pending = [task.remote(files, scene, part, settings) for part in split_rows(rows, rows_per_task)]
+
+        def in_order() -> Iterator[Sums]:
+            while pending:
+                yield ray.get(pending.pop(0))  # the object leaves the store once merged
+
+        return merge_parts(in_order())
+
+    return split
 
 
 def predict_scenes(
@@ -88,10 +132,12 @@ def predict_scenes(
     out: str,
     *,
     on_ray: bool = False,
+    rows_per_task: int | None = None,
     log: Log = print,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """Map every scene (see the module docstring); returns one summary per scene, in order."""
+    """Map every scene (see the module docstring); returns one summary per scene, in order.
+    On Ray, `rows_per_task` splits each scene's window rows into tasks of that many rows."""
     if not on_ray:
         exported = load_exported(model)
         summaries = []
@@ -101,12 +147,20 @@ def predict_scenes(
         return summaries
     import ray
 
-    load_exported(model)  # refuse a wrong model folder here, in one line, not in every task
+    exported = load_exported(model)  # refuse a wrong model folder here, in one line, not in every task
     names = [name for name in (MODEL_FILE, PREPROCESS_FILE, CARD_FILE) if (model / name).is_file()]
-    files = {name: (model / name).read_bytes() for name in names}
+    shared = ray.put({name: (model / name).read_bytes() for name in names})
     gpus = ray.cluster_resources().get("GPU", 0)
+    if rows_per_task:
+        # One scene after another, each spread over the cluster; this process writes the maps.
+        task = ray.remote(_remote_part).options(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=1)
+        summaries = []
+        for scene in scenes:
+            split = _ray_split(task, shared, scene, rows_per_task)
+            summaries.append(_one(exported, scene, out, {**options, "split": split}))
+            log(_describe(summaries[-1]) + f" in parts of {rows_per_task} window rows")
+        return summaries
     task = ray.remote(_remote_one).options(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=1)
-    shared = ray.put(files)
     pending = {task.remote(shared, scene, out, options): scene for scene in scenes}
     done: dict[str, dict[str, Any]] = {}
     while pending:

@@ -8,18 +8,20 @@ least context, decides a pixel another window sees in its middle. Without overla
 weight is 1 and the map is the windows' predictions themselves.
 
 `StripBlender` keeps only the rows still open: a window row's rows above the next window
-row are final and leave; memory is a few tile heights times the scene's width.
+row are final and leave; memory is a few tile heights times the scene's width. It keeps
+weighted sums, not probabilities, so consecutive parts of one scene's window rows, blended
+apart (Ray tasks), add up to the whole scene's blend (`merge_parts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from rmaunet.errors import ConfigError
 
-__all__ = ["offsets", "blend_weights", "StripBlender"]
+__all__ = ["offsets", "blend_weights", "blended", "StripBlender", "Sums", "split_rows", "merge_parts"]
 
 _MIN_WEIGHT = 1e-3  # the window's own edge still counts where no other window reaches
 
@@ -47,15 +49,30 @@ def blend_weights(tile: int, overlap: int) -> np.ndarray:
     return np.outer(line, line).astype(np.float32)
 
 
-class StripBlender:
-    """Weighted sums of window predictions for the open rows; finished rows come out."""
+Sums = tuple[int, np.ndarray, np.ndarray, np.ndarray]
+"""Finished scene rows: (first scene row, Σ weight × probability, Σ weight, nodata), each (rows, width)."""
 
-    def __init__(self, height: int, width: int, tile: int, overlap: int) -> None:
+
+def blended(total: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The blended probabilities of weighted sums (every covered pixel has a positive weight)."""
+    return total / np.maximum(weight, np.float32(1e-12))
+
+
+class StripBlender:
+    """Weighted sums of window predictions for the open rows; finished rows come out.
+
+    `rows` is the window rows this blender sees (default: all of the scene's); a part of
+    them (a Ray task's share of one scene) ends at its last window's bottom, and its border
+    rows carry only its own windows' share of the sums, for `merge_parts` to complete.
+    """
+
+    def __init__(self, height: int, width: int, tile: int, overlap: int, rows: Sequence[int] | None = None) -> None:
         self.height, self.width, self.tile = height, width, tile
-        self.rows = offsets(height, tile, overlap)
+        self.rows = offsets(height, tile, overlap) if rows is None else list(rows)
         self.columns = offsets(width, tile, overlap)
         self.weights = blend_weights(tile, overlap)
-        self.top = 0  # the scene row of the buffers' first row
+        self.top = self.rows[0]  # the scene row of the buffers' first row
+        self.end = min(self.rows[-1] + tile, height)  # below the last window
         self.total = np.zeros((tile, width), np.float32)
         self.weight = np.zeros((tile, width), np.float32)
 
@@ -64,20 +81,45 @@ class StripBlender:
         h = min(self.tile, self.height - row)
         w = min(self.tile, self.width)
         r = row - self.top
+        weights = self.weights[:h, :w]
         for col, prob in zip(self.columns, probs):
-            weights = self.weights[:h, :w]
             self.total[r : r + h, col : col + w] += prob[:h, :w] * weights
             self.weight[r : r + h, col : col + w] += weights
 
-    def finish(self, next_row: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    def finish(self, next_row: int | None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """The rows final once every window before `next_row` (None: the last) is added:
-        (first scene row, blended probabilities)."""
-        end = self.height if next_row is None else next_row
+        (first scene row, weighted sum, weight sum)."""
+        end = self.end if next_row is None else next_row
         n = end - self.top
         if n <= 0:
             return
-        prob = self.total[:n] / np.maximum(self.weight[:n], np.float32(1e-12))
-        yield self.top, prob
+        yield self.top, self.total[:n].copy(), self.weight[:n].copy()
         self.total = np.concatenate([self.total[n:], np.zeros((n, self.width), np.float32)])
         self.weight = np.concatenate([self.weight[n:], np.zeros((n, self.width), np.float32)])
         self.top = end
+
+
+def split_rows(rows: Sequence[int], per_part: int) -> list[list[int]]:
+    """Consecutive window rows, `per_part` at most in each part."""
+    if per_part < 1:
+        raise ConfigError(f"window rows per task: {per_part} must be at least 1")
+    return [list(rows[k : k + per_part]) for k in range(0, len(rows), per_part)]
+
+
+def merge_parts(parts: Iterable[Sums]) -> Iterator[Sums]:
+    """The sums of consecutive parts of one scene (each over its own window rows, in row
+    order) as finished rows: a part's rows that the next part's windows also cover get that
+    part's share added before they leave, so the result is the whole scene's blend."""
+    held: Sums | None = None
+    for top, total, weight, invalid in parts:
+        if held is not None:
+            h_top, h_total, h_weight, h_invalid = held
+            shared = h_top + len(h_total) - top  # rows both parts cover
+            if shared > 0:  # new arrays: a part from Ray's object store is read-only
+                total = np.concatenate([h_total[-shared:] + total[:shared], total[shared:]])
+                weight = np.concatenate([h_weight[-shared:] + weight[:shared], weight[shared:]])
+            own = top - h_top
+            yield h_top, h_total[:own], h_weight[:own], h_invalid[:own]
+        held = (top, total, weight, invalid)
+    if held is not None:
+        yield held
