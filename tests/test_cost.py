@@ -200,3 +200,19 @@ def test_study_plan_prints_the_cost_and_the_calibration(l4s_small, tmp_path, cap
     assert "cost of" not in capsys.readouterr().out
     assert main([*args, "--gpu", "K80"]) == 2
     assert "--gpu K80: unknown GPU" in capsys.readouterr().err
+
+
+# A search is costed as its budget of trainings at the base config, one row, on its trials' request.
+def test_a_search_is_its_budget_at_the_base_config(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text(
+        "name: s\nkind: search\nbase: {preset: baseline, base_filters: 4, depth: 2}\nresources: {cpu: 2}\n"
+        "budget: 5\nspace:\n  learning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n"
+    )
+    spec = load_spec(path)
+    plan = StudyPlan(spec, [], ResultsStore(tmp_path / "store"), {"landslide4sense": tmp_path}, {})
+    footprint = ModelFootprint(params=10, trainable=10, flops=10**9, activation_bytes=10)
+    costs = [TrainingCost("search trials", spec.base, SIZES, 1, footprint, None) for _ in range(spec.budget)]
+    report = cost_report(plan, costs, Capacity("test", live=(NodeType("n", {"CPU": 4}, 1),)))
+    assert any(line.split()[:3] == ["search", "trials", "5"] for line in report.splitlines())
+    assert "wall time on the cluster (test): not estimated" in report  # CPU trials, nothing calibrated

@@ -59,7 +59,11 @@ __all__ = [
 GIB = 2**30
 UTILISATION = 0.4  # of a GPU's dense peak: what a well-fed U-Net training step reaches, roughly
 RESERVE_GIB = 1.0
-CALIBRATION_BATCH = 8  # at most: the per-image rate of a CPU hardly changes above it, the seconds do
+# A calibration step holds at most CALIBRATION_BATCH images and, above one image, at most
+# CALIBRATION_STEP_FLOPS of work: a CPU's per-image rate hardly changes with the batch, the
+# seconds do (one full-width U-Net image at 128 px is 84 GFLOP a step).
+CALIBRATION_BATCH = 8
+CALIBRATION_STEP_FLOPS = 20e9
 
 
 @dataclass(frozen=True)
@@ -213,14 +217,16 @@ def calibrate(
     steps: int = 2,
     threads: int | None = None,
 ) -> Calibration:
-    """Time `steps` training steps of the config's model on this machine after as many to
-    warm up (tracing), through the trial's own loss, optimizer and augmentation pipeline,
-    on random tiles. Seconds for small models; cached per model and batch size. `threads`:
+    """Time `steps` training steps of the config's model on this machine after one to warm
+    up (tracing), through the trial's own loss, optimizer and augmentation pipeline, on
+    random tiles, at `batch` images a step (default: the config's, within the limits above).
+    Seconds; cached per model and batch size. `threads`:
     TensorFlow's thread pools, as a trial of that many CPUs sets them (only possible before
     this process first runs TensorFlow; the calibration says what it ran with)."""
     _set_threads(threads)
     built = _built(config, num_bands, size)
-    batch = batch or min(config.batch_size, CALIBRATION_BATCH)
+    affordable = int(CALIBRATION_STEP_FLOPS // (3 * max(built.footprint.flops, 1)))
+    batch = batch or max(min(config.batch_size, CALIBRATION_BATCH, affordable), 1)
     if (batch, steps) not in built.calibrations:
         built.calibrations[(batch, steps)] = _time_steps(built, config, batch, steps)
     return built.calibrations[(batch, steps)]
@@ -263,14 +269,14 @@ def _time_steps(built: _Built, config: TrialConfig, batch: int, steps: int) -> C
         return loss
 
     started = time.perf_counter()
-    train_epoch(step, dataset)  # the first pass traces the step
+    train_epoch(step, dataset.take(1))  # the first step traces the step and the pipeline
     warm = time.perf_counter()
-    _, _, seen = train_epoch(step, dataset)
+    _, timed, seen = train_epoch(step, dataset)
     steady = time.perf_counter() - warm
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
     return Calibration(
         flops_per_s=3 * built.footprint.flops * seen / steady,
-        start_s=max(warm - started - steady, 0.0),
+        start_s=max(warm - started - steady / timed, 0.0),
         threads=threads,
         images=seen,
     )

@@ -70,21 +70,25 @@ class StudyPlan:
 
     def costs(self, *, calibrated: bool = True) -> list[TrainingCost]:
         """The trainings still to run, costed (rmaunet.studies.cost); a search: its budget of
-        trainings at the base config (the values it samples may change each one's cost)."""
+        trainings, each costed at the base config (the values it samples may change its cost)."""
         from rmaunet.data import split_sizes
         from rmaunet.data.bands import resolve_bands
         from rmaunet.studies.cost import training_costs
 
         if self.spec.kind == "search":
-            rows = [("search trials (at the base config)", self.spec.base, 1)] * self.spec.budget
+            (label, _), *_ = trial_requests(self.spec)  # "search trials": one row, as its request
+            rows = [(label, self.spec.base, 1)] * self.spec.budget
         else:
             rows = [(p.label, p.config, self.request(p).workers) for p in self.to_train]
+        sizes: dict[TrialConfig, dict[str, int]] = {}  # a search's budget repeats one config
         trainings = []
         for label, config, workers in rows:
             summary = self.data_summary(config)
+            if config not in sizes:
+                sizes[config] = split_sizes(config, summary)
             side = min(summary.tile_shape[0], config.crop or summary.tile_shape[0])
             bands = len(resolve_bands(config.bands, config.dataset))
-            trainings.append((label, config, split_sizes(config, summary), bands, side, workers))
+            trainings.append((label, config, sizes[config], bands, side, workers))
         # Calibrated with the thread pools of a trial of the spec's CPUs (rmaunet.training.trial.configure_threads).
         threads = max(int(self.spec.resources["cpu"]), 1)
         return training_costs(trainings, calibrated=calibrated, threads=threads)
@@ -288,17 +292,17 @@ def _wall_line(plan: StudyPlan, costs: list[TrainingCost], capacity: Capacity, g
     """The study's wall time on the cluster: per request, its trainings' time spread over the
     trials that run at once (never less than its longest training). A trial asking a GPU is
     timed on `gpu`; one on CPUs at this machine's calibrated rate (when calibrated)."""
-    requests = {label: request for label, request in trial_requests(plan.spec)}
+    requests = dict(trial_requests(plan.spec))  # by row label (a search's trials: costs() labels them so)
     cap = plan.spec.max_concurrent
     groups: dict[TrialRequest, list[float]] = {}
     for cost in costs:
-        request = requests.get(cost.label, next(iter(requests.values())))
+        request = requests[cost.label]
         if request.gpu > 0:
             seconds: float | None = cost.gpu_seconds(gpu, utilisation) / request.workers
         else:
             seconds = cost.cpu_seconds()
         if seconds is None:
-            return "wall time on the cluster: not estimated (CPU trials and no calibration: drop --no-calibrate)"
+            return f"wall time on the cluster ({capacity.source}): not estimated (CPU trials, no calibration)"
         groups.setdefault(request, []).append(seconds)
     wall, parts = 0.0, []
     for request, times in groups.items():
