@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 GOAL = 0.30  # |predicted / measured - 1| at most
+# On a heavily loaded machine a local Ray's raylet can miss Ray's fixed 30 s to register.
+RAY_STARTS = 3
 BASE = {
     "preset": "baseline",
     "base_filters": 8,
@@ -85,8 +87,19 @@ def main() -> None:
         calibration_s = time.monotonic() - t0
         predicted = {(c.label, c.config.seed): c.cpu_seconds() or 0.0 for c in costs}
 
-        t0 = time.monotonic()
-        run_study(spec, data, store, log=log)
+        for attempt in range(1, RAY_STARTS + 1):
+            t0 = time.monotonic()
+            try:
+                run_study(spec, data, store, log=log)
+                break
+            except Exception as exc:  # Ray's own: a raylet that did not register within its fixed 30 s
+                if "timed out during startup" not in str(exc) or attempt == RAY_STARTS:
+                    raise
+                log(f"local Ray did not start (attempt {attempt}, load {load()}): trying again in a fresh store")
+                import ray
+
+                ray.shutdown()
+                store = work / f"store{attempt + 1}"
         study_wall_s = time.monotonic() - t0
         rows = ResultsStore(store).read(spec.name).drop_duplicates("trial_id")
         measured = {(str(r["row"]), int(r["seed"])): float(r["wall_s"]) for _, r in rows.iterrows()}
@@ -112,6 +125,7 @@ def main() -> None:
         "tracing_s_per_training": round(first.start_s, 1),
         "threads": first.threads,
         "study_wall_s": round(study_wall_s, 1),
+        "ray_starts": attempt,
         "per_training": per_training,
         "cpus": os.cpu_count(),
         "load_avg_before": load_before,
