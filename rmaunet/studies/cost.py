@@ -21,7 +21,8 @@ Conventions (printed with every cost table, so a reader can redo the arithmetic)
   the GPU has none).
 - This machine: `calibrate` times a few training steps of the row's model (its loss, its
   augmentation pipeline) and gives the effective FLOP/s; a training's predicted time is its
-  FLOPs at that rate plus the first step's tracing, once per training.
+  FLOPs at that rate plus the tracing of its training step and its validation forward pass,
+  once per training.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class Calibration:
     """This machine's effective training rate for one model, as measured."""
 
     flops_per_s: float  # training FLOPs (3 × forward per image) per second, steady state
-    start_s: float  # what the first steps cost beyond the steady rate (tracing): once per training
+    start_s: float  # the first training step's and validation's tracing beyond the steady rate: once per training
     threads: int  # TensorFlow's intra-op threads it ran with
     images: int  # images timed
 
@@ -246,6 +247,7 @@ def _time_steps(built: _Built, config: TrialConfig, batch: int, steps: int) -> C
 
     from rmaunet.data.pipeline import make_dataset
     from rmaunet.training import precision
+    from rmaunet.training.evaluation import make_predictor
     from rmaunet.training.loop import make_loss, train_epoch
 
     model = built.model
@@ -273,10 +275,17 @@ def _time_steps(built: _Built, config: TrialConfig, batch: int, steps: int) -> C
     warm = time.perf_counter()
     _, timed, seen = train_epoch(step, dataset)
     steady = time.perf_counter() - warm
+    # Validation traces its own forward function once per training (rmaunet.training.evaluation).
+    predict = make_predictor(model)
+    traced = time.perf_counter()
+    predict(images[:batch], batch)
+    again = time.perf_counter()
+    predict(images[:batch], batch)
+    predict_trace = max((again - traced) - (time.perf_counter() - again), 0.0)
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
     return Calibration(
         flops_per_s=3 * built.footprint.flops * seen / steady,
-        start_s=max(warm - started - steady / timed, 0.0),
+        start_s=max(warm - started - steady / timed, 0.0) + predict_trace,
         threads=threads,
         images=seen,
     )
