@@ -173,6 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     _study_args(plan)
+    _cost_args(plan)
     plan.set_defaults(func=_plan)
 
     listing = study_sub.add_parser(
@@ -194,6 +195,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     _storage_arg(status, positional=True)
     status.add_argument("--study", help="only this study (default: every study run into the store)")
     status.set_defaults(func=_status)
+
+
+def _cost_args(p: argparse.ArgumentParser) -> None:
+    from rmaunet.studies.cost import DEFAULT_GPU, GPUS
+
+    cost = p.add_argument_group(
+        "cost", "FLOPs, peak memory per trial, GPU-hours and wall time of the trainings to run (rmaunet.studies.cost)"
+    )
+    cost.add_argument(
+        "--gpu",
+        metavar="NAME",
+        help=f"judge each trial's memory against this GPU ({', '.join(GPUS)}; default: the cluster's own "
+        f"GPU type where its nodes declare one, else {DEFAULT_GPU})",
+    )
+    cost.add_argument("--no-cost", action="store_true", help="skip the cost table (it builds each distinct model once)")
+    cost.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="skip timing a few training steps of each model on this machine's CPU (seconds per model)",
+    )
 
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
@@ -386,6 +407,8 @@ def _plan(args: argparse.Namespace) -> int:
         for p in plan.planned:
             state = "reuse" if p.trial_id in plan.finished else "train"
             print(f"  [{state}] {p.label} (seed {p.seed}) trial {p.trial_id}, asks {plan.request(p)}")
+        if not args.no_cost:
+            _print_cost(plan, capacity, args)
     return 0
 
 
@@ -399,6 +422,14 @@ def _print_changes(spec) -> None:
     for key, labels in spec.rows_keeping_their_own().items():
         shown = ", ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
         print(f"  [changed] {key} does not reach {shown}: {plural(len(labels), 'row')} with {key} of its own")
+
+
+def _print_cost(plan, capacity, args: argparse.Namespace) -> None:
+    from rmaunet.studies.cost import gpu_named
+    from rmaunet.studies.plan import cost_report
+
+    gpu = gpu_named(args.gpu) if args.gpu else None  # a typo fails before any model is built
+    print(cost_report(plan, plan.costs(calibrated=not args.no_calibrate), capacity, gpu))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -204,7 +204,7 @@ def test_study_plan_prints_each_rows_request_and_the_capacity_with_the_overrides
 ):
     spec = _spec(tmp_path, "{cpu: 4, gpu: 1}")
     args = ["study", "plan", str(spec), "--data", str(l4s_small), "--storage", str(tmp_path / "store")]
-    assert main([*args, "--resources", "cpu=1,gpu=0", "--max-concurrent", "1"]) == 0
+    assert main([*args, "--resources", "cpu=1,gpu=0", "--max-concurrent", "1", "--no-cost"]) == 0
     out = capsys.readouterr().out
     assert "capacity: this machine: nodes 1 × cpu=2,gpu=0; trials at once: 1 of cpu=1,gpu=0 (max_concurrent 1)" in out
     assert out.count(", asks cpu=1,gpu=0") == 2

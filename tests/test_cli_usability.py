@@ -87,7 +87,7 @@ def test_storage_and_data_default_to_the_environment(capsys, monkeypatch, l4s_sm
     # With $RMAUNET_DATA and $RMAUNET_STORAGE set, `study plan demo --smoke` needs no flag at all.
     monkeypatch.setenv("RMAUNET_DATA", str(l4s_small))
     monkeypatch.setenv("RMAUNET_STORAGE", str(tmp_path / "store"))
-    code, out, err = _main(capsys, "study", "plan", "demo", "--smoke")
+    code, out, err = _main(capsys, "study", "plan", "demo", "--smoke", "--no-cost")
     assert code == 0, err
     assert "demo (table): 3 rows × 3 seeds = 9 results; 9 trainings to run" in out
 

@@ -291,10 +291,12 @@ def test_study_plan_takes_a_data_uri(data_uri: str, tmp_path: Path, monkeypatch:
     # `rmaunet study plan SPEC --data s3://…` plans from the object store, also as NAME=URI.
     monkeypatch.setenv("RMAUNET_CACHE_DIR", str(tmp_path / "cache"))
     spec = "search_spaces/demo.yaml"
-    out = _cli("study", "plan", spec, "--data", data_uri, "--storage", str(tmp_path / "store"))
+    out = _cli("study", "plan", spec, "--data", data_uri, "--storage", str(tmp_path / "store"), "--no-cost")
     assert out.returncode == 0, out.stderr
     assert "9 trainings to run" in out.stdout
-    named = _cli("study", "plan", spec, "--data", f"{DATASET}={data_uri}", "--storage", str(tmp_path / "store"))
+    named = _cli(
+        "study", "plan", spec, "--data", f"{DATASET}={data_uri}", "--storage", str(tmp_path / "store"), "--no-cost"
+    )
     assert named.returncode == 0 and named.stdout == out.stdout, named.stderr
 
 

@@ -142,7 +142,7 @@ def test_mutated_specs_end_in_one_line_or_success(tmp_path, data_folders):
         name = rng.choice(sorted(originals))
         text, applied = _mutate_spec(originals[name], rng)
         spec.write_bytes(text)
-        argv = ["study", "plan", str(spec), "--storage", str(store)]
+        argv = ["study", "plan", str(spec), "--storage", str(store), "--no-cost"]
         for folder in data_folders:
             argv += ["--data", folder]
         if rng.random() < 0.3:
@@ -359,7 +359,7 @@ def test_filesystem_oddities_in_data_end_in_one_line(tmp_path, small_l4s):
         kinds[made[0]] += 1
         must_refuse = made[1]
         for argv in (
-            ["study", "plan", str(spec), "--data", str(folder), "--storage", str(tmp_path / "store")],
+            ["study", "plan", str(spec), "--data", str(folder), "--storage", str(tmp_path / "store"), "--no-cost"],
             ["data", "check", str(folder), "--dataset", "landslide4sense"],
         ):
             code, stderr = run_cli(argv)

@@ -209,6 +209,7 @@ def test_wheel_installs_and_plans_a_bundled_spec_outside_the_repository(tmp_path
             str(data),
             "--storage",
             str(tmp_path / "store"),
+            "--no-cost",
         ],
         cwd=outside,
         env=env,

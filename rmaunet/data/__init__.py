@@ -21,6 +21,7 @@ from rmaunet.data.prepare import (
     fingerprint,
     open_reader,
     prepare_splits,
+    split_sizes,
     validate_data,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "prepare_splits",
     "validate_data",
     "check_trainable",
+    "split_sizes",
     "DataSummary",
     "fingerprint",
     "READERS",

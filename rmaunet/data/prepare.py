@@ -49,6 +49,7 @@ __all__ = [
     "prepare_splits",
     "validate_data",
     "check_trainable",
+    "split_sizes",
     "DataSummary",
     "fingerprint",
     "fingerprint_of",
@@ -281,8 +282,7 @@ def check_trainable(config: TrialConfig, data: DataSummary) -> None:
             f"{data.root}: tiles of {side[0]}×{side[1]} pixels{cropped} cannot train backbone {config.backbone!r} "
             f"at depth {config.depth}: each side must be a multiple of {multiple}"
         )
-    parts, test = _split_indices(config, data.labels, data.test_tiles)  # a grouped split: sizes by tile, approximately
-    sizes = {"train": len(parts["train"]), "validation": len(parts["val"]), "test": len(test)}
+    sizes = split_sizes(config, data)
     if not all(sizes.values()):
         shown = ", ".join(f"{name} {n}" for name, n in sizes.items())
         raise DataError(f"{data.root}: {len(data.labels)} tiles are too few for train / validation / test ({shown})")
@@ -291,6 +291,13 @@ def check_trainable(config: TrialConfig, data: DataSummary) -> None:
             f"{data.root}: {sizes['train']} training tiles are fewer than batch_size {config.batch_size} "
             f"(of {len(data.labels)} tiles; lower batch_size or add tiles)"
         )
+
+
+def split_sizes(config: TrialConfig, data: DataSummary) -> dict[str, int]:
+    """Tiles in train / validation / test for `config` on this data, from `validate_data`'s
+    summary without reading a tile (a grouped split: its sizes by tile, approximately)."""
+    parts, test = _split_indices(config, data.labels, data.test_tiles)
+    return {"train": len(parts["train"]), "validation": len(parts["val"]), "test": len(test)}
 
 
 def prepare_splits(config: TrialConfig, root: Path | str) -> Splits:

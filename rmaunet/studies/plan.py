@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmaunet.errors import DataError, plural
 from rmaunet.storage import is_uri
 from rmaunet.store import ResultsStore
 from rmaunet.studies.capacity import UNBOUNDED, Capacity, TrialRequest, trial_requests
+from rmaunet.studies.cost import DEFAULT_GPU, GIB, GPUS, RESERVE_GIB, UTILISATION, Gpu, TrainingCost, cluster_gpu
 from rmaunet.studies.expand import PlannedRow, expand
 from rmaunet.studies.spec import StudySpec
 
-__all__ = ["StudyPlan", "plan_study", "resolve_data", "usable"]
+if TYPE_CHECKING:  # the data layer imports NumPy and the readers; annotations only
+    from rmaunet.config import TrialConfig
+    from rmaunet.data import DataSummary
+
+__all__ = ["StudyPlan", "plan_study", "resolve_data", "usable", "cost_report"]
 
 
 def usable(result: dict[str, Any] | None) -> bool:
@@ -46,6 +51,47 @@ class StudyPlan:
         self.unique = unique
         self.finished = {tid for tid in unique if usable(store.finished_trial(tid))}
         self.to_train = [p for tid, p in unique.items() if tid not in self.finished]
+        self._summaries: dict[tuple[str, tuple[str, ...], int | None], DataSummary] = {}
+
+    def data_summary(self, config: TrialConfig) -> DataSummary:
+        """What `validate_data` learnt of the data `config` reads: every file read once, per
+        distinct set of raw channels and tile limit (staged into this node's cache first when
+        the data is under a URI: what a trial on this node reads)."""
+        from rmaunet.data import validate_data
+        from rmaunet.data.bands import resolve_bands
+        from rmaunet.data.staging import local_data
+        from rmaunet.datasets import dataset_info
+
+        name = config.dataset
+        key = (name, dataset_info(name).channels(resolve_bands(config.bands, name)), config.max_tiles)
+        if key not in self._summaries:
+            self._summaries[key] = validate_data(config, local_data(self.data[name], name, self.fingerprints[name]))
+        return self._summaries[key]
+
+    def costs(self, *, calibrated: bool = True) -> list[TrainingCost]:
+        """The trainings still to run, costed (rmaunet.studies.cost); a search: its budget of
+        trainings, each costed at the base config (the values it samples may change its cost)."""
+        from rmaunet.data import split_sizes
+        from rmaunet.data.bands import resolve_bands
+        from rmaunet.studies.cost import training_costs
+
+        if self.spec.kind == "search":
+            (label, _), *_ = trial_requests(self.spec)  # "search trials": one row, as its request
+            rows = [(label, self.spec.base, 1)] * self.spec.budget
+        else:
+            rows = [(p.label, p.config, self.request(p).workers) for p in self.to_train]
+        sizes: dict[TrialConfig, dict[str, int]] = {}  # a search's budget repeats one config
+        trainings = []
+        for label, config, workers in rows:
+            summary = self.data_summary(config)
+            if config not in sizes:
+                sizes[config] = split_sizes(config, summary)
+            side = min(summary.tile_shape[0], config.crop or summary.tile_shape[0])
+            bands = len(resolve_bands(config.bands, config.dataset))
+            trainings.append((label, config, sizes[config], bands, side, workers))
+        # Calibrated with the thread pools of a trial of the spec's CPUs (rmaunet.training.trial.configure_threads).
+        threads = max(int(self.spec.resources["cpu"]), 1)
+        return training_costs(trainings, calibrated=calibrated, threads=threads)
 
     def manifest(self) -> dict[str, Any]:
         """What `rmaunet study status` reads back: every planned (row, seed) and its trial."""
@@ -152,20 +198,147 @@ def plan_study(
 def check_study_data(spec: StudySpec, plan: StudyPlan) -> None:
     """Read what the trainings still to run will read (trials already in the store read
     nothing), once per distinct set of raw channels and tile limit, and refuse a config
-    that would fail on that data in every trial (tile size against depth, too few tiles).
-    Data under a URI is staged into this node's cache first and the copy read: what a
-    trial on this node reads."""
-    from rmaunet.data import DataSummary, check_trainable, validate_data
-    from rmaunet.data.bands import resolve_bands
-    from rmaunet.data.staging import local_data
-    from rmaunet.datasets import dataset_info
+    that would fail on that data in every trial (tile size against depth, too few tiles)."""
+    from rmaunet.data import check_trainable
 
     configs = [p.config for p in plan.to_train] if spec.kind != "search" else [spec.base]
-    summaries: dict[tuple[str, tuple[str, ...], int | None], DataSummary] = {}
     for config in configs:
-        channels = dataset_info(config.dataset).channels(resolve_bands(config.bands, config.dataset))
-        key = (config.dataset, channels, config.max_tiles)
-        if key not in summaries:
-            name = config.dataset
-            summaries[key] = validate_data(config, local_data(plan.data[name], name, plan.fingerprints[name]))
-        check_trainable(config, summaries[key])
+        check_trainable(config, plan.data_summary(config))
+
+
+# --------------------------------------------------------------------------- the cost table
+def cost_report(
+    plan: StudyPlan,
+    costs: list[TrainingCost],
+    capacity: Capacity,
+    gpu: Gpu | None = None,
+    utilisation: float = UTILISATION,
+) -> str:
+    """`rmaunet study plan`'s cost of the trainings still to run: per row and in total their
+    FLOPs, peak memory per trial (flagged where it exceeds the GPU judged against: `gpu`, else
+    the cluster's own GPU type, else DEFAULT_GPU), GPU-hours on each of GPUS at `utilisation`,
+    the time on this machine's CPU where calibrated, and the wall time on `capacity`. The
+    conventions behind each figure (rmaunet.studies.cost) are printed under the table."""
+    if not costs:
+        return "cost: nothing to train (every training this study needs is in the store)"
+    nodes = [t.resources for t in (*capacity.scalable, *capacity.live)]
+    found = cluster_gpu(nodes)
+    judged = gpu or found or GPUS[DEFAULT_GPU]
+    source = "--gpu" if gpu else ("the cluster's accelerator_type" if found else "default")
+    rows: dict[str, list[TrainingCost]] = {}
+    for cost in costs:
+        rows.setdefault(cost.label, []).append(cost)
+    calibrated = all(c.calibration is not None for c in costs)
+
+    header = ["row", "trainings", "GFLOP/img", "FLOPs", "memory/trial @batch", f"fits {judged.name}"]
+    header += list(GPUS) + (["this CPU"] if calibrated else [])
+    table, over = [header], []
+    for label, group in [*rows.items(), ("total", costs)]:
+        memory = max(c.memory_bytes for c in group)
+        fits = all(c.fits(judged) for c in group)
+        if label != "total" and not fits:
+            over.append(label)
+        line = [
+            label,
+            str(len(group)),
+            f"{group[0].footprint.flops / 1e9:.3g}" if label != "total" else "",
+            _flop_count(sum(c.flops for c in group)),
+            _bytes(memory) + (f" @{group[0].batch_per_worker}" if label != "total" else ""),
+            "yes" if fits else "NO",
+        ]
+        line += [_duration(sum(c.gpu_seconds(g, utilisation) for c in group)) for g in GPUS.values()]
+        if calibrated:
+            line.append(_duration(sum(c.cpu_seconds() or 0.0 for c in group)))
+        table.append(line)
+
+    precisions = sorted({c.config.precision for c in costs})
+    lines = [
+        f"cost of the {plural(len(costs), 'training')} to run (GPU columns: time on one GPU at "
+        f"{100 * utilisation:g} % of its peak" + ("; this CPU: as calibrated below):" if calibrated else "):"),
+        *_aligned(table),
+    ]
+    if over:
+        lines.append(
+            f"! over {judged.name}'s {judged.memory_gib:g} GiB (less {RESERVE_GIB:g} GiB reserve; GPU from {source}): "
+            f"{', '.join(repr(label) for label in over)}: lower batch_size, use mixed precision or a larger GPU"
+        )
+    else:
+        lines.append(f"every trial fits {judged.name}'s {judged.memory_gib:g} GiB (GPU from {source})")
+    lines.append(
+        f"GPU-hours at {100 * utilisation:g} % of each GPU's dense datasheet peak for precision "
+        f"{', '.join(precisions)} (float32: TF32 where the GPU has it; mixed: FP16/BF16 tensor cores)"
+    )
+    lines.append(_wall_line(plan, costs, capacity, judged, utilisation))
+    if calibrated:
+        first = costs[0].calibration
+        assert first is not None
+        total = sum(c.cpu_seconds() or 0.0 for c in costs)
+        threads = plural(first.threads, "TensorFlow thread")
+        lines.append(
+            f"this machine: {first.flops_per_s / 1e9:.3g} GFLOP/s effective ({threads}, "
+            f"{plural(first.images, 'image')} timed, +{first.start_s:.1f} s tracing per training): "
+            f"{_duration(total)} of training one after another"
+        )
+    lines += [
+        "FLOPs per training = forward FLOPs/img × (3 × train tiles × epochs + validation tiles × epochs + every tile "
+        "once for the final scoring)",
+        "memory/trial @batch = params × 4 B + trainable × 12 B (gradients, Adam) [+ 2 B mixed precision] "
+        "+ batch × forward activations per image",
+    ]
+    return "\n".join(lines)
+
+
+def _wall_line(plan: StudyPlan, costs: list[TrainingCost], capacity: Capacity, gpu: Gpu, utilisation: float) -> str:
+    """The study's wall time on the cluster: per request, its trainings' time spread over the
+    trials that run at once (never less than its longest training). A trial asking a GPU is
+    timed on `gpu`; one on CPUs at this machine's calibrated rate (when calibrated)."""
+    requests = dict(trial_requests(plan.spec))  # by row label (a search's trials: costs() labels them so)
+    cap = plan.spec.max_concurrent
+    groups: dict[TrialRequest, list[float]] = {}
+    for cost in costs:
+        request = requests[cost.label]
+        if request.gpu > 0:
+            seconds: float | None = cost.gpu_seconds(gpu, utilisation) / request.workers
+        else:
+            seconds = cost.cpu_seconds()
+        if seconds is None:
+            return f"wall time on the cluster ({capacity.source}): not estimated (CPU trials, no calibration)"
+        groups.setdefault(request, []).append(seconds)
+    wall, parts = 0.0, []
+    for request, times in groups.items():
+        fit = capacity.trials_at_once(request)
+        at_once = max(min(fit, cap) if cap else fit, 1)
+        wall += max(max(times), sum(times) / at_once)
+        where = f"on {gpu.name} at {100 * utilisation:g} %" if request.gpu > 0 else "at this machine's CPU rate"
+        parts.append(f"{_many(at_once)} of {request} at once, {_duration(sum(times) / len(times))} each {where}")
+    return f"wall time on the cluster ({capacity.source}): {'; '.join(parts)}: about {_duration(wall)}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _flop_count(flops: float) -> str:
+    for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops / 1e9:.3g} GFLOP"
+
+
+def _bytes(count: float) -> str:
+    return f"{count / GIB:.2f} GiB" if count >= GIB else f"{count / 2**20:.0f} MiB"
+
+
+def _aligned(table: list[list[str]]) -> list[str]:
+    """Columns padded for a terminal: the first left-aligned, the figures right-aligned."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return [
+        "  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in table
+    ]

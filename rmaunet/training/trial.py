@@ -228,13 +228,14 @@ def no_progress_verdict(
     return True
 
 
-def configure_threads() -> None:
-    """Match TensorFlow's thread pools to the CPUs Ray gave this process.
+def configure_threads(count: int | None = None) -> None:
+    """Match TensorFlow's thread pools to the CPUs Ray gave this process (or `count`: what
+    a cost calibration times a trial's step with).
 
     Ray sets OMP_NUM_THREADS to the trial's CPU count; TensorFlow ignores it and would
     start one thread per core in every concurrent trial, oversubscribing the node.
     """
-    n = os.environ.get("OMP_NUM_THREADS")
+    n = str(count) if count is not None else os.environ.get("OMP_NUM_THREADS")
     if not n or not n.isdigit():
         return
     import tensorflow as tf
