@@ -470,7 +470,7 @@ def _study_from_rows(rows: pd.DataFrame, metric: str) -> Any:
     groups = sorted(group_rows(ok), key=lambda g: int(g.label.removeprefix("trial ")) if g.label[6:].isdigit() else 0)
     for g in groups:
         value = g.stats(f"val_{metric}").mean
-        first = values.loc[g.frame.index[0]]
+        first = values.iloc[g.position]  # its position in `ok`, whose index has gaps where rows failed
         if math.isnan(value) or first.isna().any():
             continue
         chosen = {
