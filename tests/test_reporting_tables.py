@@ -400,3 +400,29 @@ def test_landslide_iou_is_a_metric_with_its_definition() -> None:
         "F1 and IoU (landslide): of the landslide class, from pixel counts summed over the test split." in table.details
     )
     assert any(n.startswith("mIoU: mean of the landslide and background IoU; not comparable") for n in table.details)
+
+
+def test_search_parameters_belong_to_their_own_trial_when_trials_failed() -> None:
+    # A failed trial is left out; each shown trial keeps its own parameters (they were taken by
+    # index, which a failed row shifts, and a failed first trial raised KeyError).
+    rows = pd.DataFrame(
+        [
+            result_row(
+                "s",
+                "search",
+                f"t{i}",
+                i,
+                0,
+                0.6 + i / 100,
+                cfg_learning_rate=10.0 ** -(i + 2),
+                status="failed" if i in (0, 2) else "ok",
+            )
+            for i in range(5)
+        ]
+    )
+    table = search_table(rows)
+    assert [[c.text for c in row[:2]] for row in table.rows] == [
+        ["trial 4", "1e-06"],
+        ["trial 3", "1e-05"],
+        ["trial 1", "0.001"],
+    ]

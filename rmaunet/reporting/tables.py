@@ -72,6 +72,7 @@ __all__ = [
     "searched_values",
     "format_parameter",
     "label_search_trials",
+    "shown_search_rows",
     "run_mark",
     "METRIC_LABELS",
 ]
@@ -726,8 +727,7 @@ def search_table(
     ok = ok_rows(rows)
     groups = _require_rows(rows)
     metric = options.selection_metric
-    ranked = sorted(groups, key=lambda g: -_nan_low(g.stats(f"val_{metric}").mean))
-    shown = ranked[:top]
+    shown = _best_trials(groups, metric)[:top]
     values = searched_values(ok)
     params = list(values.columns)
     metric_cols = [("val", metric), *(("test", m) for m in options.metrics)]
@@ -762,6 +762,22 @@ def search_table(
     align = "l" + "r" * (len(header) - 1)
     caption = _caption(title, options, rows)
     return Table(header, body, caption=caption, notes=notes, details=metric_notes(options.metrics), align=align)
+
+
+def _best_trials(groups: list[RowGroup], metric: str) -> list[RowGroup]:
+    """A search's trials ranked on validation `metric`, best first (ties, and NaN last, keep their order)."""
+    return sorted(groups, key=lambda g: -_nan_low(g.stats(f"val_{metric}").mean))
+
+
+def shown_search_rows(rows: pd.DataFrame, options: ReportOptions, top: int = SEARCH_TOP) -> pd.DataFrame:
+    """The successful rows of the trials the search table shows (its `top` best on validation),
+    as given, in their order: what a per-trial figure can draw legibly (a panel or a line per
+    trial of a 10,000-trial search took hours and showed nothing)."""
+    ok = ok_mask(rows).to_numpy()
+    groups = group_rows(label_search_trials(rows)[ok])
+    shown = _best_trials(groups, options.selection_metric)[:top]
+    positions = np.concatenate([g.frame.index.to_numpy() for g in shown]) if shown else np.array([], int)
+    return rows.iloc[np.sort(np.flatnonzero(ok)[positions])]
 
 
 def _nan_low(value: float) -> float:
