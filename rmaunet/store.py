@@ -218,19 +218,34 @@ class ResultsStore:
     def read(self, study: str | None = None) -> pd.DataFrame:
         rows = self.storage.child("rows")
         folders = [safe_name(study, "study")] if study else rows.folders()
-        frames = []
-        for folder in folders:
-            if self.root is not None:
-                atomic.sweep(self.root / "rows" / folder)  # a killed writer's leftovers, once they are old
-            frames.append(self._read_folder(folder))
-        frames = [f for f in frames if not f.empty]
+        frames = [f for f in map(self._read_swept, folders) if not f.empty]
         if not frames:
             return pd.DataFrame(columns=list(COLUMNS))
         df = _one_type_per_column(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
         if study:
             df = df[df["study"] == study]
-        sort = [c for c in ("study", "row_index", "seed", "threshold") if c in df.columns]
-        return df.sort_values(sort, kind="stable").reset_index(drop=True)
+        return _in_table_order(df)
+
+    def read_studies(self) -> dict[str, pd.DataFrame]:
+        """Every study's rows, each as `read(study)` gives them (a column's type settled by its
+        own folder's rows), every folder read once: a report of the whole store read it twice,
+        once to find the studies and once per study."""
+        studies: dict[str, pd.DataFrame] = {}
+        for folder in self.storage.child("rows").folders():
+            df = self._read_swept(folder)
+            if df.empty:
+                continue
+            if "study" not in df.columns:
+                raise StoreError(f"{self.storage.uri_of(f'rows/{folder}')}: results rows have no `study` column")
+            df = _one_type_per_column(df)
+            for study in df["study"].dropna().unique():
+                studies[study] = _in_table_order(df[df["study"] == study])
+        return studies
+
+    def _read_swept(self, folder: str) -> pd.DataFrame:
+        if self.root is not None:
+            atomic.sweep(self.root / "rows" / folder)  # a killed writer's leftovers, once they are old
+        return self._read_folder(folder)
 
     def write_plan(self, study: str, plan: dict[str, Any]) -> None:
         """What a run of `study` planned: each (row, seed) and its trial, for `study status`."""
@@ -691,6 +706,11 @@ def _read_rows(rows: Storage, names: list[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=[_ROW_FILE])
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _in_table_order(df: pd.DataFrame) -> pd.DataFrame:
+    sort = [c for c in ("study", "row_index", "seed", "threshold") if c in df.columns]
+    return df.sort_values(sort, kind="stable").reset_index(drop=True)
 
 
 def _one_type_per_column(df: pd.DataFrame) -> pd.DataFrame:

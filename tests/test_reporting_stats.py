@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 from scipy.stats import ttest_rel
 
-from rmaunet.reporting.stats import detectable_difference, holm_adjust, paired_test, seed_stats, tile_bootstrap
+from rmaunet.reporting.stats import (
+    detectable_difference,
+    grouped_seed_stats,
+    holm_adjust,
+    paired_test,
+    seed_stats,
+    tile_bootstrap,
+)
 
 
 @pytest.mark.parametrize(
@@ -27,6 +34,20 @@ def test_seed_stats_mean_sample_std_and_count(values: list[float], mean: float, 
     assert stats.n == n
     np.testing.assert_allclose([stats.mean, stats.std], [mean, std], equal_nan=True)
     assert stats.missing == (n == 0)
+
+
+def test_grouped_seed_stats_equal_seed_stats_of_each_slice_to_the_bit() -> None:
+    # Slices of 0 to 300 values (numpy sums more than 8, and more than 128, in blocks), NaN among
+    # them, at three scales: every mean, std and n is what seed_stats gives that slice alone.
+    rng = np.random.default_rng(0)
+    sizes = np.concatenate([rng.integers(0, 6, 300), rng.integers(0, 300, 60)])
+    values = rng.normal(0.6, 0.1, sizes.sum()) * rng.choice([1e-3, 1.0, 1e3], sizes.sum())
+    values[rng.random(values.size) < 0.1] = math.nan
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    expected = [seed_stats(values[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    got = grouped_seed_stats(values, bounds)
+    # assert_array_equal: exact equality, NaN equal to NaN
+    np.testing.assert_array_equal([(s.n, s.mean, s.std) for s in got], [(s.n, s.mean, s.std) for s in expected])
 
 
 def test_paired_test_matches_scipy_over_shared_seeds_only() -> None:

@@ -12,12 +12,14 @@ from test_reporting_support import result_row, table_rows, with_tile_counts
 from rmaunet.errors import SpecError, StoreError
 from rmaunet.reporting.inputs import ReferenceRow, ReportOptions
 from rmaunet.reporting.tables import (
+    SEARCH_TOP,
     build_table,
     choose_layout,
     cross_dataset_table,
     ladder_table,
     one_factor_table,
     search_table,
+    shown_search_rows,
     threshold_table,
 )
 from rmaunet.reporting.tabular import Table
@@ -400,3 +402,45 @@ def test_landslide_iou_is_a_metric_with_its_definition() -> None:
         "F1 and IoU (landslide): of the landslide class, from pixel counts summed over the test split." in table.details
     )
     assert any(n.startswith("mIoU: mean of the landslide and background IoU; not comparable") for n in table.details)
+
+
+def test_search_parameters_belong_to_their_own_trial_when_trials_failed() -> None:
+    # A failed trial is left out; each shown trial keeps its own parameters (they were taken by
+    # index, which a failed row shifts, and a failed first trial raised KeyError).
+    rows = pd.DataFrame(
+        [
+            result_row(
+                "s",
+                "search",
+                f"t{i}",
+                i,
+                0,
+                0.6 + i / 100,
+                cfg_learning_rate=10.0 ** -(i + 2),
+                status="failed" if i in (0, 2) else "ok",
+            )
+            for i in range(5)
+        ]
+    )
+    table = search_table(rows)
+    assert [[c.text for c in row[:2]] for row in table.rows] == [
+        ["trial 4", "1e-06"],
+        ["trial 3", "1e-05"],
+        ["trial 1", "0.001"],
+    ]
+
+
+def test_per_trial_figures_of_a_search_take_the_trials_its_table_shows() -> None:
+    # 25 trials, one failed: the figures get the rows of the 20 best on validation, in their own order.
+    rows = pd.DataFrame(
+        [
+            result_row(
+                "s", "search", f"t{i}", i, 0, 0.5, val_f1=(i * 7 % 25) / 100, status="failed" if i == 3 else "ok"
+            )
+            for i in range(25)
+        ]
+    )
+    shown = shown_search_rows(rows, ReportOptions())
+    expected = sorted((i for i in range(25) if i != 3), key=lambda i: -(i * 7 % 25))[:SEARCH_TOP]
+    assert shown["row"].tolist() == [f"t{i}" for i in sorted(expected)]
+    assert shown.index.tolist() == sorted(expected)

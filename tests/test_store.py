@@ -174,3 +174,18 @@ def test_a_column_with_text_and_numbers_still_exports(tmp_path: Path):
     store.write_row({**_row(1), "cfg_threshold": "tuned"})
     out = store.export(tmp_path / "s.parquet", "s")
     assert list(pd.read_parquet(out)["cfg_threshold"]) == ["0.5", "tuned"]
+
+
+def test_read_studies_gives_each_study_as_reading_it_alone(tmp_path: Path):
+    # One pass over the store gives every study exactly as read(study) does, each column typed
+    # by that study's own rows (here cfg_threshold is text in one study, numbers in the other).
+    store = ResultsStore(tmp_path)
+    for i in range(3):
+        store.write_row({**_row(i), "study": "a", "cfg_threshold": 0.5})
+        store.write_row({**_row(i), "study": "b", "cfg_threshold": "tuned" if i else 0.5})
+    studies = store.read_studies()
+    assert list(studies) == ["a", "b"]
+    for name, rows in studies.items():
+        pd.testing.assert_frame_equal(rows, store.read(name))
+    assert studies["a"]["cfg_threshold"].tolist() == [0.5] * 3
+    assert studies["b"]["cfg_threshold"].tolist() == ["0.5", "tuned", "tuned"]

@@ -94,10 +94,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from rmaunet.errors import SpecError, StoreError
-    from rmaunet.reporting.inputs import load_references, load_results, options_from_spec
+    from rmaunet.reporting.inputs import load_references, load_studies, options_from_spec
     from rmaunet.reporting.report import render_study
     from rmaunet.safe_input import read_yaml, slug
-    from rmaunet.store import is_uri
 
     # The strict reader first (UTF-8, no duplicate keys, bounded aliases): what it accepts,
     # the plain YAML parsing behind options_from_spec / load_references reads safely.
@@ -123,26 +122,20 @@ def run_report(args: argparse.Namespace) -> int:
     if args.reports.exists() and not args.reports.is_dir():
         raise StoreError(f"{args.reports}: --reports must be a folder, and this is not one")
 
-    df = load_results(args.store, study)
-    if "study" not in df.columns:
-        raise StoreError(f"{args.store}: results rows have no `study` column")
+    studies = load_studies(args.store, study)
     # The study name comes from the data: as a folder name it must stay inside --reports, and
     # two studies must not share one (a/b and a_b would overwrite each other's report).
     folders: dict[str, str] = {}
-    for name in sorted(df["study"].unique(), key=str):
+    for name in studies:
         other = folders.setdefault(slug(name), str(name))
         if other != str(name):
             raise StoreError(f"{args.store}: studies {other!r} and {name!r} would share the report folder {slug(name)}")
-    from_store = is_uri(str(args.store)) or Path(args.store).is_dir()
-    for name, rows in df.groupby("study", sort=True):
-        if from_store and study is None:
-            # Read alone, as `study run` reads it: a column's type then depends on this study's rows only.
-            rows = load_results(args.store, str(name))
+    for name, rows in studies.items():
         try:
             paths = render_study(
                 args.store,
                 str(name),
-                rows.reset_index(drop=True),
+                rows,
                 args.reports / slug(name),
                 spec=args.spec,
                 changes=changes,

@@ -19,6 +19,7 @@ __all__ = [
     "ReportOptions",
     "ReferenceRow",
     "load_results",
+    "load_studies",
     "normalise_results",
     "load_references",
     "options_from_spec",
@@ -109,6 +110,23 @@ def load_results(path: Path | str, study: str | None = None) -> pd.DataFrame:
     if df.empty:
         raise StoreError(f"{path}: no results rows" + (f" for study {study!r}" if study else ""))
     return df.reset_index(drop=True)
+
+
+def load_studies(path: Path | str, study: str | None = None) -> dict[str, pd.DataFrame]:
+    """Each study's rows by name (sorted), or `study`'s alone. From a store, each study is read
+    as `study run` reads it (a column's type settled by its own rows), every row file once."""
+    from rmaunet.store import ResultsStore, is_uri
+
+    if study is None and str(path).strip() and (is_uri(str(path)) or Path(path).is_dir()):
+        studies = ResultsStore(str(path) if is_uri(str(path)) else Path(path)).read_studies()
+        if not studies:
+            raise StoreError(f"{path}: no results rows")
+    else:
+        df = load_results(path, study)
+        if "study" not in df.columns:
+            raise StoreError(f"{path}: results rows have no `study` column")
+        studies = {name: rows.reset_index(drop=True) for name, rows in df.groupby("study", sort=True)}
+    return dict(sorted(studies.items(), key=lambda item: str(item[0])))
 
 
 def normalise_results(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:

@@ -30,6 +30,7 @@ from rmaunet.errors import StoreError
 from rmaunet.reporting.inputs import ReportOptions, parse_json_list
 from rmaunet.reporting.tables import (
     METRIC_LABELS,
+    SEARCH_TOP,
     RowGroup,
     baseline_group,
     baseline_name,
@@ -40,6 +41,7 @@ from rmaunet.reporting.tables import (
     ok_rows,
     run_mark,
     searched_values,
+    shown_search_rows,
     study_name,
     threshold_of,
 )
@@ -470,7 +472,7 @@ def _study_from_rows(rows: pd.DataFrame, metric: str) -> Any:
     groups = sorted(group_rows(ok), key=lambda g: int(g.label.removeprefix("trial ")) if g.label[6:].isdigit() else 0)
     for g in groups:
         value = g.stats(f"val_{metric}").mean
-        first = values.loc[g.frame.index[0]]
+        first = values.iloc[g.position]  # its position in `ok`, whose index has gaps where rows failed
         if math.isnan(value) or first.isna().any():
             continue
         chosen = {
@@ -588,12 +590,18 @@ def write_figures(rows: pd.DataFrame, layout: str, options: ReportOptions, out_d
     """Every figure that suits the layout and the data present (a figure with nothing to draw is skipped)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[WrittenFigure | None] = []
+    per_trial, note = rows, ""
     if layout in ("one_factor", "ladder"):
         figures.append(ablation_plot(rows, options, out_dir))
     elif layout == "search":
         figures += search_figures(rows, options, out_dir)
-    figures += [
-        threshold_curve(rows, replace(options, layout=layout), out_dir),
-        learning_curves(rows, out_dir, options=options),
+        per_trial = shown_search_rows(rows, options)
+        trials = len(group_rows(label_search_trials(ok_rows(rows))))
+        if trials > SEARCH_TOP:
+            note = f" Drawn for the {SEARCH_TOP} trials the table shows, best on validation (of {trials})."
+    per_trial_figures = [
+        threshold_curve(per_trial, replace(options, layout=layout), out_dir),
+        learning_curves(per_trial, out_dir, options=options),
     ]
+    figures += [replace(f, caption=f.caption + note) for f in per_trial_figures if f is not None]
     return [replace(f, caption=_marked(f.caption, options)) for f in figures if f is not None]

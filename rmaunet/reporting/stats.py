@@ -19,6 +19,7 @@ __all__ = [
     "PairedTest",
     "BootstrapInterval",
     "seed_stats",
+    "grouped_seed_stats",
     "paired_test",
     "holm_adjust",
     "detectable_difference",
@@ -77,6 +78,30 @@ def seed_stats(values: pd.Series | np.ndarray | list[float]) -> SeedStats:
         return SeedStats(math.nan, math.nan, 0)
     std = float(arr.std(ddof=1)) if arr.size > 1 else math.nan
     return SeedStats(float(arr.mean()), std, int(arr.size))
+
+
+def grouped_seed_stats(values: np.ndarray, bounds: np.ndarray) -> list[SeedStats]:
+    """`seed_stats` of each slice `values[bounds[i]:bounds[i + 1]]`, for all slices at once.
+
+    A table of 50,000 rows called seed_stats 50,000 times per column; here the slices with
+    the same number of values are stacked into one array and reduced along its rows, which
+    numpy sums exactly as it sums one slice, so every mean and std is the same to the last bit.
+    """
+    values = np.asarray(values, dtype=float)
+    bounds = np.asarray(bounds, dtype=np.intp)
+    groups = len(bounds) - 1
+    present = ~np.isnan(values)
+    kept = values[present]
+    counts = np.bincount(np.repeat(np.arange(groups), np.diff(bounds))[present], minlength=groups)
+    starts = np.cumsum(counts) - counts
+    mean, std = np.full(groups, math.nan), np.full(groups, math.nan)
+    for n in np.unique(counts[counts > 0]):
+        which = np.flatnonzero(counts == n)
+        block = kept[starts[which, None] + np.arange(n)]
+        mean[which] = block.mean(axis=1)
+        if n > 1:
+            std[which] = block.std(axis=1, ddof=1)
+    return [SeedStats(float(m), float(s), int(c)) for m, s, c in zip(mean.tolist(), std.tolist(), counts.tolist())]
 
 
 def paired_test(baseline: pd.Series, other: pd.Series) -> PairedTest | None:

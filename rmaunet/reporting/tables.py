@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from rmaunet.reporting.stats import (
     BootstrapInterval,
     PairedTest,
     SeedStats,
+    grouped_seed_stats,
     holm_adjust,
     paired_test,
     seed_stats,
@@ -50,6 +52,7 @@ from rmaunet.reporting.tabular import Cell, HeaderGroup, Table
 
 __all__ = [
     "RowGroup",
+    "GroupedRows",
     "group_rows",
     "baseline_group",
     "ok_rows",
@@ -69,6 +72,7 @@ __all__ = [
     "searched_values",
     "format_parameter",
     "label_search_trials",
+    "shown_search_rows",
     "run_mark",
     "METRIC_LABELS",
 ]
@@ -81,23 +85,39 @@ SEARCH_TOP = 20
 _COUNTS_TOLERANCE = 5e-4  # a stored metric may be rounded; half a hundredth of a point is not a disagreement
 
 
-@dataclass
 class RowGroup:
-    """One table row: its label and its successful results, one per seed."""
+    """One table row: its label and its successful results, one per seed.
 
-    label: str
-    frame: pd.DataFrame
-    _intervals: dict[str, BootstrapInterval | None] = field(default_factory=dict, repr=False)
+    A slice of its table's `GroupedRows`, which computes each statistic for every row of the
+    table at once: per row, pandas work cost milliseconds, and a search of 50,000 trials minutes.
+    """
+
+    def __init__(self, label: str, rows: GroupedRows, number: int) -> None:
+        self.label = label
+        self.grouped = rows
+        self.number = number  # which slice of `grouped`
+        self._intervals: dict[str, BootstrapInterval | None] = {}
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """Its results rows, indexed by their position in the frame grouped."""
+        return self.grouped.frame_of(self.number)
+
+    @property
+    def position(self) -> int:
+        """Where its first row is in the frame grouped."""
+        return self.grouped.position(self.number)
 
     def values(self, column: str) -> pd.Series:
         """The column per seed (a seed stored twice, e.g. a rerun, counts once)."""
-        if column not in self.frame.columns:
-            return pd.Series(dtype=float)
-        values = pd.to_numeric(self.frame[column], errors="coerce")
-        return values.groupby(self.frame["seed"].to_numpy()).mean()
+        return self.grouped.seed_values(self.number, column)
 
     def stats(self, column: str) -> SeedStats:
-        return seed_stats(self.values(column))
+        return self.grouped.stats(column)[self.number]
+
+    def cells(self, column: str) -> pd.Series:
+        """Its rows' cells of `column` (empty when no row has the column)."""
+        return self.grouped.cells(self.number, column)
 
     def interval(self, metric: str) -> BootstrapInterval | None:
         """The tile bootstrap interval of a test metric for a row with one seed; None otherwise.
@@ -110,16 +130,14 @@ class RowGroup:
         return self._intervals[metric]
 
     def _bootstrap(self, metric: str) -> BootstrapInterval | None:
-        if metric not in BOOTSTRAP_METRICS or "test_tile_counts" not in self.frame.columns:
+        if metric not in BOOTSTRAP_METRICS or "test_tile_counts" not in self.grouped.frame.columns:
             return None
         if self.stats(f"test_{metric}").n != 1:
             return None
-        counts = next((c for c in map(parse_json_list, self.frame["test_tile_counts"]) if c), None)
+        counts = next((c for c in map(parse_json_list, self.cells("test_tile_counts")) if c), None)
         if counts is None:
             return None
-        groups = None
-        if "test_tile_groups" in self.frame.columns:
-            groups = next((g for g in map(parse_json_list, self.frame["test_tile_groups"]) if g), None)
+        groups = next((g for g in map(parse_json_list, self.cells("test_tile_groups")) if g), None)
         try:
             interval = tile_bootstrap(counts, metric, groups=groups)
         except ValueError:
@@ -137,7 +155,82 @@ class RowGroup:
         return interval
 
     def first(self, column: str) -> Any:
-        return self.frame[column].iloc[0] if column in self.frame.columns and len(self.frame) else None
+        cells = self.cells(column)
+        return cells.iloc[0] if len(cells) else None
+
+
+class GroupedRows:
+    """A table's rows put in group order once, each table row a slice of them, and each
+    column's statistics computed for all the slices together (grouped_seed_stats), then kept."""
+
+    def __init__(self, rows: pd.DataFrame, number: np.ndarray) -> None:
+        """`rows` (index 0..n-1) and the table row (0, 1, …) each of them belongs to."""
+        order = np.argsort(number, kind="stable")
+        self.frame = rows.iloc[order]
+        self.groups = int(number.max()) + 1 if len(number) else 0
+        self.bounds = np.searchsorted(number[order], np.arange(self.groups + 1))
+        self._numeric: dict[str, np.ndarray] = {}
+        self._stats: dict[str, list[SeedStats]] = {}
+
+    def frame_of(self, group: int) -> pd.DataFrame:
+        return self.frame.iloc[self.bounds[group] : self.bounds[group + 1]]
+
+    def position(self, group: int) -> int:
+        return int(self.frame.index[self.bounds[group]])
+
+    def cells(self, group: int, column: str) -> pd.Series:
+        if column not in self.frame.columns:
+            return pd.Series(dtype=object)
+        return self.frame[column].iloc[self.bounds[group] : self.bounds[group + 1]]
+
+    @cached_property
+    def _by_seed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[int]]:
+        """The rows that have a seed, by group then seed (stable), as the per-seed groupby of one
+        group orders them: their positions, each group's bounds among them, their seeds, and
+        the groups where a seed repeats (a rerun), whose per-seed means take pandas' own path."""
+        codes, seeds = pd.factorize(self.frame["seed"].to_numpy(), sort=True)
+        group = np.repeat(np.arange(self.groups), np.diff(self.bounds))
+        order = np.lexsort((codes, group))
+        order = order[codes[order] >= 0]  # a groupby by seed leaves rows without one out
+        group, codes = group[order], codes[order]
+        repeated = (group[1:] == group[:-1]) & (codes[1:] == codes[:-1])
+        bounds = np.searchsorted(group, np.arange(self.groups + 1))
+        return order, bounds, np.asarray(seeds)[codes], set(group[1:][repeated].tolist())
+
+    def numeric(self, column: str) -> np.ndarray:
+        if column not in self._numeric:
+            values = pd.to_numeric(self.frame[column], errors="coerce")
+            self._numeric[column] = values.to_numpy(dtype=float, na_value=np.nan)
+        return self._numeric[column]
+
+    def seed_values(self, group: int, column: str) -> pd.Series:
+        """`column` per seed of one group (sorted by seed), the mean of a seed's rows."""
+        if column not in self.frame.columns:
+            return pd.Series(dtype=float)
+        order, bounds, seeds, reruns = self._by_seed
+        if group in reruns:
+            return self._rerun_values(group, column)
+        rows = slice(bounds[group], bounds[group + 1])
+        return pd.Series(self.numeric(column)[order[rows]], index=seeds[rows])
+
+    def stats(self, column: str) -> list[SeedStats]:
+        """`seed_stats` of `column` per seed, for every group."""
+        if column not in self._stats:
+            if column not in self.frame.columns:
+                self._stats[column] = [seed_stats([])] * self.groups
+            else:
+                order, bounds, _, reruns = self._by_seed
+                stats = grouped_seed_stats(self.numeric(column)[order], bounds)
+                for group in reruns:
+                    stats[group] = seed_stats(self._rerun_values(group, column))
+                self._stats[column] = stats
+        return self._stats[column]
+
+    def _rerun_values(self, group: int, column: str) -> pd.Series:
+        """A group whose seeds repeat: the mean per seed as pandas computes it (for such
+        groups its summation is not numpy's)."""
+        values = pd.to_numeric(self.cells(group, column), errors="coerce")
+        return values.groupby(self.cells(group, "seed").to_numpy()).mean()
 
 
 def ok_mask(rows: pd.DataFrame) -> pd.Series:
@@ -152,30 +245,25 @@ def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def group_rows(rows: pd.DataFrame, by: tuple[str, ...] = ()) -> list[RowGroup]:
-    """Rows in table order (spec's row_index, then first appearance), grouped by label (and `by`)."""
+    """Rows in table order (spec's row_index, then first appearance), grouped by label (and `by`).
+
+    Rows match a group by their keys as text (a label 1 and "1" are one row).
+    """
     rows = rows.reset_index(drop=True)
     keys = [*by, "row"]
-    order = rows.assign(_pos=range(len(rows)))
-    if "row_index" in order.columns:
-        order["_ri"] = pd.to_numeric(order["row_index"], errors="coerce").fillna(math.inf)
-    else:
-        order["_ri"] = 0
-    firsts = order.groupby(keys, sort=False, dropna=False).agg(ri=("_ri", "min"), pos=("_pos", "min")).reset_index()
-    firsts = firsts.sort_values(["ri", "pos"], kind="stable")
-    # Rows match a group by their keys as text (a label 1 and "1" are one row). The rows are
-    # put in group order once and each group is a slice of them: a mask, or a take, per group
-    # made a 50,000-trial search quadratic, then minutes of copies.
-    grouped = rows[keys].astype(str).groupby(keys, sort=False)
-    number = grouped.ngroup().to_numpy()
-    order = np.argsort(number, kind="stable")
-    in_order = rows.iloc[order]
-    bounds = np.searchsorted(number[order], np.arange(number.max() + 2 if len(number) else 1))
-    first = {(key if isinstance(key, tuple) else (key,)): index[0] for key, index in grouped.indices.items()}
-    groups = []
-    for _, key in firsts.iterrows():
-        g = number[first[tuple(str(key[k]) for k in keys)]]
-        groups.append(RowGroup(str(key["row"]), in_order.iloc[bounds[g] : bounds[g + 1]]))
-    return groups
+    text = rows[keys].astype(str)
+    number = text.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()  # by first appearance
+    if not len(number):
+        return []
+    index = pd.to_numeric(rows["row_index"], errors="coerce").fillna(math.inf) if "row_index" in rows.columns else 0
+    lowest = pd.Series(index, index=rows.index, dtype=float).groupby(number).min().to_numpy()
+    in_table = np.argsort(lowest, kind="stable")  # ties keep the order of first appearance
+    place = np.empty_like(in_table)
+    place[in_table] = np.arange(len(in_table))
+    _, firsts = np.unique(number, return_index=True)
+    labels = text["row"].to_numpy()[firsts[in_table]]
+    grouped = GroupedRows(rows, place[number])
+    return [RowGroup(str(label), grouped, k) for k, label in enumerate(labels)]
 
 
 # ------------------------------------------------------------------ formatting
@@ -265,10 +353,7 @@ def baseline_group(groups: list[RowGroup], options: ReportOptions, study: str) -
             return group
     if isinstance(wanted, int):
         for group in groups:
-            if (
-                "row_index" in group.frame.columns
-                and (pd.to_numeric(group.frame["row_index"], errors="coerce") == wanted).any()
-            ):
+            if (pd.to_numeric(group.cells("row_index"), errors="coerce") == wanted).any():
                 return group
     raise SpecError(
         f"report baseline {wanted!r} is not a row of study {study!r} (rows: {', '.join(g.label for g in groups)})"
@@ -401,7 +486,7 @@ def _techniques(groups: list[RowGroup]) -> dict[int, list[str]]:
     steps = {}
     for g in groups:
         seen: dict[str, None] = {}
-        for cell in g.frame["steps"] if "steps" in g.frame.columns else []:
+        for cell in g.cells("steps"):
             seen.update(dict.fromkeys(str(s) for s in parse_json_list(cell)))
         steps[id(g)] = list(seen)
     return steps
@@ -457,10 +542,9 @@ def _same_number(value: float, wanted: Any) -> bool:
 
 def threshold_of(group: RowGroup) -> float:
     """The row's decision threshold: its `threshold` column, else its label; NaN for "None"."""
-    if "threshold" in group.frame.columns:
-        values = pd.to_numeric(group.frame["threshold"], errors="coerce").dropna()
-        if len(values):
-            return float(values.iloc[0])
+    values = pd.to_numeric(group.cells("threshold"), errors="coerce").dropna()
+    if len(values):
+        return float(values.iloc[0])
     try:
         return float(group.label)
     except ValueError:
@@ -649,8 +733,7 @@ def search_table(
     ok = ok_rows(rows)
     groups = _require_rows(rows)
     metric = options.selection_metric
-    ranked = sorted(groups, key=lambda g: -_nan_low(g.stats(f"val_{metric}").mean))
-    shown = ranked[:top]
+    shown = _best_trials(groups, metric)[:top]
     values = searched_values(ok)
     params = list(values.columns)
     metric_cols = [("val", metric), *(("test", m) for m in options.metrics)]
@@ -658,7 +741,8 @@ def search_table(
     header += [f"{'Val.' if split == 'val' else 'Test'} {metric_label(m)}" for split, m in metric_cols]
     several = any(g.stats(f"val_{metric}").n > 1 for g in shown)
     header += ["n"] if several else []
-    columns = {p: format_parameter([values.loc[g.frame.index[0], p] for g in shown]) for p in params}
+    # The groups' positions are in `ok` (not its index: failed rows leave gaps in that).
+    columns = {p: format_parameter([values[p].iloc[g.position] for g in shown]) for p in params}
     stats = {(id(g), s, m): g.stats(f"{s}_{m}") for g in shown for s, m in metric_cols}
     best = {(s, m): _best_printed([stats[id(g), s, m] for g in shown], options) for s, m in metric_cols}
     body = []
@@ -684,6 +768,22 @@ def search_table(
     align = "l" + "r" * (len(header) - 1)
     caption = _caption(title, options, rows)
     return Table(header, body, caption=caption, notes=notes, details=metric_notes(options.metrics), align=align)
+
+
+def _best_trials(groups: list[RowGroup], metric: str) -> list[RowGroup]:
+    """A search's trials ranked on validation `metric`, best first (ties, and NaN last, keep their order)."""
+    return sorted(groups, key=lambda g: -_nan_low(g.stats(f"val_{metric}").mean))
+
+
+def shown_search_rows(rows: pd.DataFrame, options: ReportOptions, top: int = SEARCH_TOP) -> pd.DataFrame:
+    """The successful rows of the trials the search table shows (its `top` best on validation),
+    as given, in their order: what a per-trial figure can draw legibly (a panel or a line per
+    trial of a 10,000-trial search took hours and showed nothing)."""
+    ok = ok_mask(rows).to_numpy()
+    groups = group_rows(label_search_trials(rows)[ok])
+    shown = _best_trials(groups, options.selection_metric)[:top]
+    positions = np.concatenate([g.frame.index.to_numpy() for g in shown]) if shown else np.array([], int)
+    return rows.iloc[np.sort(np.flatnonzero(ok)[positions])]
 
 
 def _nan_low(value: float) -> float:
