@@ -129,7 +129,7 @@ def test_the_api_applies_overrides_to_a_loaded_spec_as_the_command_line_does(l4s
     assert plan.spec.changes() == "epochs=2, attention=se; seeds 1"
 
     args = ["study", "plan", "demo", "--smoke", "--data", str(l4s_small), "--storage", str(store)]
-    assert main([*args, "--set", "epochs=2", "--set", "attention=se", "--seeds", "1"]) == 0
+    assert main([*args, "--set", "epochs=2", "--set", "attention=se", "--seeds", "1", "--no-cost"]) == 0
     out = capsys.readouterr().out
     assert "3 rows × 1 seed = 3 results" in out
     assert "  [changed] epochs=2, attention=se; seeds 1 (recorded in the store with the study's results)" in out
