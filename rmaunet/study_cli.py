@@ -427,8 +427,10 @@ def _print_changes(spec) -> None:
 def _print_cost(plan, capacity, args: argparse.Namespace) -> None:
     from rmaunet.studies.cost import gpu_named
     from rmaunet.studies.plan import cost_report
+    from rmaunet.training.quiet import quiet_worker
 
     gpu = gpu_named(args.gpu) if args.gpu else None  # a typo fails before any model is built
+    quiet_worker()  # the models are built here: TensorFlow's start-up lines stay off the terminal
     print(cost_report(plan, plan.costs(calibrated=not args.no_calibrate), capacity, gpu))
 
 
