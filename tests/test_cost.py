@@ -216,3 +216,25 @@ def test_a_search_is_its_budget_at_the_base_config(tmp_path):
     report = cost_report(plan, costs, Capacity("test", live=(NodeType("n", {"CPU": 4}, 1),)))
     assert any(line.split()[:3] == ["search", "trials", "5"] for line in report.splitlines())
     assert "wall time on the cluster (test): not estimated" in report  # CPU trials, nothing calibrated
+
+
+# Trials start largest first, so the longest are not left to run last on an idle cluster.
+def test_a_study_starts_its_costliest_trainings_first(l4s_small, tmp_path):
+    from rmaunet.studies.grid import _longest_first
+    from rmaunet.studies.plan import plan_study
+
+    spec = tmp_path / "mixed.yaml"
+    spec.write_text(
+        "name: mixed\nkind: table\n"
+        "base: {preset: baseline, base_filters: 4, depth: 2, epochs: 2, batch_size: 4, augment: []}\n"
+        "resources: {cpu: 1}\nseeds: [0, 1]\nrows:\n  - {label: A}\n  - {label: B, set: {loss: iou}}\n"
+        "  - {label: wide, set: {base_filters: 8}}\n"
+    )
+    plan = plan_study(load_spec(spec), l4s_small, tmp_path / "store")
+    entries = {p.trial_id: {"label": p.label} for p in plan.to_train}
+    order = [e["label"] for e in _longest_first(plan, entries, print).values()]
+    assert order == ["wide", "wide", "A", "A", "B", "B"]  # the rest in plan order
+    same = plan_study(load_spec(spec), l4s_small, tmp_path / "store")
+    same.to_train = [p for p in same.to_train if p.label != "wide"]
+    kept = {p.trial_id: {"label": p.label} for p in same.to_train}
+    assert _longest_first(same, kept, print) is kept  # one architecture: nothing to cost

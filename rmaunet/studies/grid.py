@@ -173,6 +173,30 @@ def study_trainable(storage: str | Storage, study: str) -> Any:
     return _trainable(entries, store.storage.uri)
 
 
+def _longest_first(plan: StudyPlan, entries: dict[str, dict[str, Any]], log: Log) -> dict[str, dict[str, Any]]:
+    """The trainings in order of their FLOPs, largest first (stable: plan order among equals).
+    Trials start in this order, so the longest do not run last, one at a time, on a cluster
+    the others have left idle. Costed only when the trainings differ in what costs
+    (architecture, input, epochs, tiles); an estimate that fails leaves the plan's order."""
+    from rmaunet.studies.cost import MODEL_FIELDS
+
+    def shape(config: TrialConfig) -> tuple:
+        return tuple(getattr(config, n) for n in (*MODEL_FIELDS, "bands", "crop", "epochs", "max_tiles", "dataset"))
+
+    if len({shape(p.config) for p in plan.to_train}) < 2:
+        return entries
+    from rmaunet.training.quiet import quiet_worker
+
+    try:
+        quiet_worker()  # models are built here, in the driver
+        costs = plan.costs(calibrated=False)
+    except Exception as exc:  # noqa: BLE001 - an order is an optimisation, never a reason to stop a study
+        log(f"trainings start in plan order (no cost estimate: {type(exc).__name__}: {exc})")
+        return entries
+    flops = {p.trial_id: cost.flops for p, cost in zip(plan.to_train, costs)}
+    return dict(sorted(entries.items(), key=lambda item: -flops.get(item[0], 0.0)))
+
+
 def run_grid(
     spec: StudySpec,
     plan: StudyPlan,
@@ -188,7 +212,7 @@ def run_grid(
 
     from rmaunet.studies.progress import Progress
 
-    entries = trial_entries(spec, plan)
+    entries = _longest_first(plan, trial_entries(spec, plan), log)
     # Recorded for study_trainable: Tuner.restore needs the very trainable the Tuner ran.
     ResultsStore(storage).write_plan(spec.name, {**plan.manifest(), "trainings": entries})
     params = tune_params(plan)
