@@ -10,10 +10,11 @@ PYTEST_ARGS ?=
 COV_FLOOR ?= 85
 FUZZ_N ?= 2000
 # The suite runs on this many processes, each taking whole test files (module-scoped Ray
-# runtimes stay in one process). Most of a test's time is waiting (Ray starting, subprocesses,
-# servers), so two processes keep two cores busier than one. TEST_WORKERS=0 runs it serially.
+# runtimes stay in one process), the longest files first (tests/conftest.py). Most of a
+# test's time is waiting (Ray starting, subprocesses, servers), so two processes keep two
+# cores busier than one. TEST_WORKERS=0 runs it serially.
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: setup demo test test-fast lint fuzz bench clean latex postgres
 

@@ -74,9 +74,33 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+# The longest files first, as measured (`--durations`): started last, one of them leaves the
+# other process idle while it finishes alone.
+LONGEST_FIRST = (
+    "test_multinode.py",
+    "test_study_engine.py",
+    "test_training_distributed.py",
+    "test_failures.py",
+    "test_job_submit.py",
+    "test_bench_overhead.py",
+    "test_cluster_up.py",
+    "test_object_store.py",
+    "test_tracking.py",
+    "test_mapping_cluster.py",
+    "test_lease.py",
+    "test_learning.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files with slow end-to-end tests first, each file's tests in their own order. Under
-    `make test` each process takes whole files (pytest-xdist --dist loadfile): the longest
-    files at the end would leave one process working alone while the other waits."""
+    """The longest files first, then other files with slow end-to-end tests, then the rest;
+    each file's tests in their own order. Under `make test` each process takes whole files
+    (pytest-xdist --dist loadfile --no-loadscope-reorder: this order, not xdist's by test count)."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        if item.path.name in LONGEST_FIRST:
+            return (0, LONGEST_FIRST.index(item.path.name))
+        return (1, 0) if item.path in slow_files else (2, 0)
+
+    items.sort(key=rank)
