@@ -14,9 +14,10 @@ an exponentially growing, randomised pause (AWS's "full jitter"), a bounded numb
 TransientStoreError, which a trial raises for Ray Tune to retry (never a recorded failure).
 A missing object, a refused permission or an invalid request is never retried.
 
-Writes are all-or-nothing for readers: an object is stored by one PUT, so a reader sees
-the whole object or none; a local file is written under a temporary name and renamed
-(rmaunet.atomic). Names starting with rmaunet.atomic.TMP_PREFIX are never listed.
+Writes are all-or-nothing for readers: an object is stored by one PUT, and a read checks
+that it got one whole version of it (Storage._read_one_version); a local file is written
+under a temporary name and renamed (rmaunet.atomic). Names starting with
+rmaunet.atomic.TMP_PREFIX are never listed.
 
 This module imports neither TensorFlow nor Ray.
 """
@@ -46,6 +47,7 @@ T = TypeVar("T")
 RETRY_ATTEMPTS = 6
 _SDK_ATTEMPTS = 4  # the AWS SDK's own tries of each request within one of ours (pauses 25, 50, 100 ms)
 _FIRST_PAUSE_S = 0.25
+_TORN_READ_ATTEMPTS = 5  # reads of an object replaced while each is under way, before giving up
 _MAX_PAUSE_S = 4.0
 # How the AWS SDK under pyarrow words a failure that may pass (its error names, curl's, the
 # HTTP status it got) ...
@@ -170,6 +172,8 @@ class Storage:
                 return stream.read()
 
         try:
+            if not self.is_local:
+                return self._retried("read", rel, lambda: self._read_one_version(rel, read))
             return self._retried("read", rel, read)
         except FileNotFoundError:
             return None
@@ -177,6 +181,33 @@ class Storage:
             if self.is_local and self.local is not None and not (self.local / rel).exists():
                 return None
             raise StoreError(f"{self.uri_of(rel)}: cannot read ({_one_line(exc)})") from None
+
+    def _read_one_version(self, rel: str, read: Callable[[], bytes]) -> bytes:
+        """`read()` of an object, checked to be one whole version of it.
+
+        pyarrow reads an object as a HEAD (its size) and then GETs of byte ranges up to that
+        size. An object replaced between the two (a checkpoint's state.json saved again while
+        another process reads it) comes back cut to the old size, or short: parts of two
+        versions' worth, never an error. So the size and modification time are looked up
+        before and after the read, and the bytes kept only when both looks agree with each
+        other and with what was read; otherwise the read is done again. What is left is a
+        version written and replaced twice within the store's one-second clock, with the
+        first one's size."""
+        import pyarrow.fs as pafs
+
+        path = self.path(rel)
+        for _ in range(_TORN_READ_ATTEMPTS):
+            before = self.fs.get_file_info(path)
+            if before.type != pafs.FileType.File:
+                raise FileNotFoundError(path)
+            data = read()
+            after = self.fs.get_file_info(path)
+            if len(data) == before.size == after.size and before.mtime_ns == after.mtime_ns:
+                return data
+            log.info("rmaunet storage: %s changed while it was read; reading it again", self.uri_of(rel))
+        raise TransientStoreError(
+            f"{self.uri_of(rel)}: cannot read one whole version, replaced during each of {_TORN_READ_ATTEMPTS} reads"
+        )
 
     def exists(self, rel: str) -> bool:
         import pyarrow.fs as pafs

@@ -6,6 +6,8 @@ an S3 "503 SlowDown" answer, or a connection dropped without an answer (after th
 was read: the client cannot know whether it took effect). Failures are bounded: never more
 than `max_in_a_row` in a row, so a client that retries that many times always gets through.
 `seen` and `failed` count requests; the proxy runs in a thread of the test's process.
+`before_forward(method, path, headers)`, when given, is called before each request is sent
+on: a test's way to change the store between two requests of one read.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import http.client
 import random
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -28,8 +31,17 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgra
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, fraction: float, *, seed: int = 0, max_in_a_row: int = 2) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        fraction: float,
+        *,
+        seed: int = 0,
+        max_in_a_row: int = 2,
+        before_forward: Callable[[str, str, dict[str, str]], None] | None = None,
+    ) -> None:
         parts = urlsplit(upstream)
+        self.before_forward = before_forward
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.fraction, self.max_in_a_row = fraction, max_in_a_row
         self.seen = self.failed = self.dropped = self.slow_downs = 0
@@ -117,6 +129,8 @@ class FaultProxy:
                         self.wfile.write(_SLOW_DOWN)
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                if proxy.before_forward is not None:
+                    proxy.before_forward(self.command, self.path, headers)
                 if "Transfer-Encoding" in self.headers:
                     headers["Content-Length"] = str(len(body))
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)

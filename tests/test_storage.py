@@ -120,3 +120,34 @@ def test_a_missing_bucket_is_not_retried(s3_bucket: str, caplog) -> None:
     with pytest.raises(StoreError) as raised:
         Storage("s3://no-such-bucket-rmaunet/x").write_bytes("a", b"1")
     assert not isinstance(raised.value, TransientStoreError) and not caplog.records
+
+
+@pytest.mark.parametrize("grows", [True, False], ids=["replaced by a longer version", "by a shorter one"])
+def test_a_read_that_races_a_replacement_gets_one_whole_version(
+    grows: bool, s3_bucket: str, s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    # pyarrow reads an object as a HEAD (its size), then a GET of that many bytes. The proxy
+    # replaces the object between the two, once: the read used to return the new version cut
+    # to the old size (CI: a checkpoint's state.json read while the trial saved the next epoch,
+    # "Unterminated string"). Now it notices and reads again, getting the new version whole.
+    import json
+
+    from fault_proxy import FaultProxy
+
+    short, long = json.dumps({"epoch": 1}).encode(), json.dumps({"epoch": 2, "history": list(range(50))}).encode()
+    old, new = (short, long) if grows else (long, short)
+    direct = Storage(f"{s3_bucket}/st")  # moto's own endpoint, not the proxy
+    direct.write_bytes("state.json", old)
+    replaced: list[str] = []
+
+    def replace_before_the_first_ranged_get(method: str, path: str, headers: dict[str, str]) -> None:
+        if method == "GET" and path.split("?")[0].endswith("/st/state.json") and not replaced:
+            replaced.append(next((v for k, v in headers.items() if k.lower() == "range"), ""))
+            direct.write_bytes("state.json", new)
+
+    caplog.set_level("INFO", logger="rmaunet.storage")
+    with FaultProxy(s3_endpoint["AWS_ENDPOINT_URL"], 0.0, before_forward=replace_before_the_first_ranged_get) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        assert Storage(f"{s3_bucket}/st").read_bytes("state.json") == new
+    assert replaced == [f"bytes=0-{len(old) - 1}"]  # the race happened: a GET of the old size
+    assert any("changed while it was read; reading it again" in r.getMessage() for r in caplog.records)
