@@ -85,12 +85,12 @@ def run_study(
     callbacks: Sequence[Any] = (),
     take_over: bool = False,
 ) -> StudyPlan:
-    """Keep the spec in the store (its text, --smoke, what `overrides` and `seeds` changed:
-    what `rmaunet report STORE` draws its captions from), then plan, reuse, train the rest on
-    Ray Tune and write every row (`rmaunet study run`). `synthetic=True`: the data is
-    synthetic, and every output of its report says so."""
+    """Plan, reuse, train the rest on Ray Tune and write every row (`rmaunet study run`).
+    Once this driver holds the study's lease and the plan has read the data, the store keeps
+    the spec (its text, --smoke, what `overrides` and `seeds` changed: what `rmaunet report
+    STORE` draws its captions from); a refused run writes nothing. `synthetic=True`: the
+    data is synthetic, and every output of its report says so."""
     spec = _overridden(spec, overrides, seeds)
-    _keep_spec(spec, storage, synthetic=synthetic)
     return _run_study(
         spec,
         data,
@@ -100,6 +100,7 @@ def run_study(
         optuna_storage=optuna_storage,
         callbacks=callbacks,
         take_over=take_over,
+        spec_record=_spec_record(spec, synthetic=synthetic),
     )
 
 
@@ -127,8 +128,9 @@ def _overridden(
     return dataclasses.replace(again, resources=spec.resources, max_concurrent=spec.max_concurrent)
 
 
-def _keep_spec(spec: StudySpec, storage: Path | str, *, synthetic: bool) -> None:
-    """The store keeps the spec the study runs with: `rmaunet report STORE` draws the same report from it."""
+def _spec_record(spec: StudySpec, *, synthetic: bool) -> dict[str, Any]:
+    """What the store keeps of the spec the study runs with: `rmaunet report STORE` draws the
+    same report from it."""
     from rmaunet.reporting.inputs import spec_record
 
-    ResultsStore(storage).write_spec(spec.name, spec_record(spec, smoke=spec.smoke, synthetic=synthetic))
+    return spec_record(spec, smoke=spec.smoke, synthetic=synthetic)

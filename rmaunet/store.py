@@ -505,10 +505,13 @@ class StudyLease:
     that long, overwrite a lease another driver has just verified; each then holds it until
     its next heartbeat finds the other's token and reports the lease lost (`lost`). Clocks
     of the hosts must agree to well within `ttl_s` (heartbeats carry the writer's time).
+    A driver taken over may beat once more over the new lease (its check, then our write, then
+    its write): the taker writes again when it finds the lease it replaced (`_settle`).
     """
 
     TTL_S = 60.0
     SETTLE_S = 1.0
+    TAKE_OVER_WRITES = 3  # a replaced driver's heartbeat can land over a take-over this often
     LOCK = ".lock"
 
     def __init__(
@@ -543,9 +546,11 @@ class StudyLease:
 
     def acquire(self, take_over: bool = False) -> None:
         """Take the lease or raise StudyBusyError naming its holder; start the heartbeat."""
+        replaced = None  # the driver whose lease this one replaces, if any
         with self._exclusive():
             held = self.current()
             if held is not None and held.get("owner") != self.token:
+                replaced = held.get("owner")
                 if not (take_over or _expired(held)):
                     raise StudyBusyError(
                         f"study {self.study!r} is being run by another driver: {_describe_lease(held)}; "
@@ -556,15 +561,28 @@ class StudyLease:
                 self.log(f"taking over study {self.study!r} from {_describe_lease(held)} ({why})")
             self.storage.write_bytes(self.name, json.dumps(self.record()).encode())
         if not self.storage.is_local:
-            time.sleep(self.SETTLE_S)
-            landed = self.current()
-            if landed is None or landed.get("owner") != self.token:
-                raise StudyBusyError(
-                    f"study {self.study!r}: another driver took its lease at the same moment: "
-                    f"{_describe_lease(landed) if landed else 'its lease vanished'}"
-                )
+            self._settle(replaced)
         self._beat = threading.Thread(target=self._heartbeat, name=f"lease-{self.study}", daemon=True)
         self._beat.start()
+
+    def _settle(self, replaced: str | None) -> None:
+        """On an object store: read the lease back after SETTLE_S; ours must have landed.
+        A driver being taken over may beat once between its check and its write, over ours
+        (it stops at its next beat, when it reads ours): that is not a second taker, so ours
+        is written again, a bounded number of times. Any other owner won the race."""
+        for attempt in range(1, self.TAKE_OVER_WRITES + 1):
+            time.sleep(self.SETTLE_S)
+            landed = self.current()
+            if landed is not None and landed.get("owner") == self.token:
+                return
+            if replaced is None or landed is None or landed.get("owner") != replaced:
+                break
+            if attempt < self.TAKE_OVER_WRITES:
+                self.storage.write_bytes(self.name, json.dumps(self.record()).encode())
+        raise StudyBusyError(
+            f"study {self.study!r}: another driver took its lease at the same moment: "
+            f"{_describe_lease(landed) if landed else 'its lease vanished'}"
+        )
 
     def verify(self) -> None:
         """Raise StudyBusyError unless this driver still holds the lease (before acting for the

@@ -392,10 +392,12 @@ def _resources_arg(text: str, resources: dict[str, float]) -> dict[str, float]:
 
 def _plan(args: argparse.Namespace) -> int:
     from rmaunet.studies.capacity import check_requests, trial_requests
+    from rmaunet.studies.cost import gpu_named
     from rmaunet.studies.runner import plan_study
     from rmaunet.studies.session import study_cluster
 
     spec = _load(args)
+    gpu = gpu_named(args.gpu) if args.gpu else None  # a typo is refused before anything is planned
     with study_cluster(args.address, _log) as capacity:
         check_requests(spec, capacity)
         plan = plan_study(spec, _data_arg(args.data), args.storage)
@@ -408,7 +410,7 @@ def _plan(args: argparse.Namespace) -> int:
             state = "reuse" if p.trial_id in plan.finished else "train"
             print(f"  [{state}] {p.label} (seed {p.seed}) trial {p.trial_id}, asks {plan.request(p)}")
         if not args.no_cost:
-            _print_cost(plan, capacity, args)
+            _print_cost(plan, capacity, gpu, calibrated=not args.no_calibrate)
     return 0
 
 
@@ -424,14 +426,12 @@ def _print_changes(spec) -> None:
         print(f"  [changed] {key} does not reach {shown}: {plural(len(labels), 'row')} with {key} of its own")
 
 
-def _print_cost(plan, capacity, args: argparse.Namespace) -> None:
-    from rmaunet.studies.cost import gpu_named
+def _print_cost(plan, capacity, gpu, *, calibrated: bool) -> None:
     from rmaunet.studies.plan import cost_report
     from rmaunet.training.quiet import quiet_worker
 
-    gpu = gpu_named(args.gpu) if args.gpu else None  # a typo fails before any model is built
     quiet_worker()  # the models are built here: TensorFlow's start-up lines stay off the terminal
-    print(cost_report(plan, plan.costs(calibrated=not args.no_calibrate), capacity, gpu))
+    print(cost_report(plan, plan.costs(calibrated=calibrated), capacity, gpu))
 
 
 def _run(args: argparse.Namespace) -> int:

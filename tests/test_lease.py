@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from local_ray import start_local_ray
 
 from rmaunet.errors import StudyBusyError
 from rmaunet.store import ResultsStore, StudyLease
@@ -88,6 +89,36 @@ def test_the_heartbeat_keeps_a_lease_alive_and_notices_a_take_over(store: Result
         first.release()  # not its lease any more: it leaves it alone
 
 
+def test_a_take_over_outlasts_the_replaced_drivers_beat_landing_over_it(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a bucket there is no conditional write: the driver being taken over can beat between
+    # its check and its write, over the new lease. That is the holder's last beat, not a second
+    # taker: the take-over writes again. (A folder store decides under flock: no such window.)
+    monkeypatch.setattr(StudyLease, "SETTLE_S", 0.2)
+    store = ResultsStore(s3_bucket + "/store")
+    first = StudyLease(store, "demo", ttl_s=3600)  # its own heartbeat stays quiet in this test
+    first.acquire()
+    second = StudyLease(store, "demo")
+    write = second.storage.write_bytes
+    beats: list[str] = []
+
+    def then_the_first_beats(name: str, data: bytes) -> None:
+        write(name, data)
+        if not beats:
+            beats.append(name)
+            write(name, json.dumps(first.record()).encode())
+
+    monkeypatch.setattr(second.storage, "write_bytes", then_the_first_beats)
+    try:
+        with second.hold(take_over=True):
+            assert beats == ["demo.json"] and second.current()["owner"] == second.token
+            with pytest.raises(StudyBusyError, match="no longer holds its lease"):
+                first.verify()
+    finally:
+        first.release()
+
+
 def test_of_drivers_starting_at_once_exactly_one_gets_the_lease(store: ResultsStore) -> None:
     # Four drivers race for one study: one wins, three are refused.
     start = threading.Barrier(4)
@@ -115,17 +146,25 @@ def test_of_drivers_starting_at_once_exactly_one_gets_the_lease(store: ResultsSt
 
 def test_study_run_is_refused_before_it_plans_or_trains(store: ResultsStore, l4s_small: Path, tmp_path, capsys) -> None:
     # `rmaunet study run` of a study another driver holds: exit status 3, one line naming the
-    # holder, nothing planned, trained or written (no Ray started: it would take seconds).
+    # holder, nothing planned, trained or written (no Ray started: it would take seconds), not
+    # even its spec over the running driver's (whose report reads it). Once the lease is free,
+    # a run refused for a missing data folder (exit 2) writes nothing either.
     from rmaunet.cli import main
 
     spec = tmp_path / "busy.yaml"
     spec.write_text(TINY_SPEC)
+    running = {"spec_text": "the running driver's spec", "overrides": ""}
+    store.write_spec("busy", running)
     with StudyLease(store, "busy").hold():
         code = main(["study", "run", str(spec), "--data", str(l4s_small), "--storage", store.storage.uri])
     err = capsys.readouterr().err.strip()
     assert code == 3 and len(err.splitlines()) == 1
     assert err.startswith("rmaunet: error: study 'busy' is being run by another driver: host ")
     assert store.storage.walk("trials") == [] and store.storage.walk("rows") == []
+    assert store.read_spec("busy") == running
+    code = main(["study", "run", str(spec), "--data", str(tmp_path / "nope"), "--storage", store.storage.uri])
+    assert code == 2 and "nope" in capsys.readouterr().err
+    assert store.read_spec("busy") == running and store.storage.walk("rows") == []
 
 
 @pytest.mark.slow
@@ -151,7 +190,7 @@ def test_two_drivers_never_train_a_trial_twice_and_a_killed_ones_study_is_taken_
     import ray
 
     ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray()
     request.addfinalizer(ray.shutdown)
     address = ray.get_runtime_context().gcs_address
 

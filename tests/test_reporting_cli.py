@@ -215,7 +215,7 @@ def test_report_from_the_store_is_byte_identical_to_the_run_report(tmp_path: Pat
     # --reports B` later, with the spec's folder gone, draws B/<study>/ byte for byte the same: the
     # spec's caption, Table XI's published reference rows from its `report:` section, the smoke mark
     # and what --set / --seeds changed of the spec.
-    from rmaunet.api import _keep_spec
+    from rmaunet.api import _spec_record
     from rmaunet.studies.spec import load_spec
     from rmaunet.study_cli import _summarise
 
@@ -225,8 +225,8 @@ def test_report_from_the_store_is_byte_identical_to_the_run_report(tmp_path: Pat
         (spec_dir / name).write_bytes((REPO / "search_spaces" / name).read_bytes())
     spec = load_spec(spec_dir / "paper_table11_datasets.yaml", smoke=True, overrides={"batch_size": 4}, seeds=[0, 1])
     store = tmp_path / "store"
-    _keep_spec(spec, store, synthetic=True)  # what `study run` does before training
     results = ResultsStore(store)
+    results.write_spec(spec.name, _spec_record(spec, synthetic=True))  # what `study run` does before training
     for i, (row, dataset) in enumerate(zip(spec.rows, ("landslide4sense", "nepal", "bijie"))):
         for seed in spec.seeds:
             results.write_row(

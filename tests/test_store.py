@@ -4,6 +4,7 @@ import multiprocessing as mp
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from rmaunet.store import ResultsStore
 
@@ -127,6 +128,7 @@ def _reader(root: str, seconds: float, out: str) -> None:
     Path(out).write_text(f"{reads} {failures}")
 
 
+@pytest.mark.slow
 def test_a_store_survives_killed_writers_and_concurrent_readers(tmp_path: Path):
     # Writers SIGKILLed mid-write and readers reading all the while: no read fails, no
     # completed row is lost, and the killed writers' leftovers never show as rows.

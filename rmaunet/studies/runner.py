@@ -36,12 +36,15 @@ def run_study(
     optuna_storage: str | None = None,
     callbacks: Sequence[Any] = (),
     take_over: bool = False,
+    spec_record: Mapping[str, Any] | None = None,
 ) -> StudyPlan:
     """Plan, reuse, train what is missing on Ray Tune, and write every results row.
 
     `callbacks`: Tune callbacks added to the progress printer, e.g. experiment tracking
     (`rmaunet.studies.session.tracking_callbacks`: MLflow, W&B, your own). `take_over`: run
-    even while another driver holds the study's lease (one known to be dead).
+    even while another driver holds the study's lease (one known to be dead). `spec_record`:
+    what the store keeps of the spec (ResultsStore.write_spec), written once this driver holds
+    the lease and the plan has read the data: a refused run leaves the record it found.
     """
     from rmaunet.studies.capacity import check_requests
     from rmaunet.studies.session import study_cluster
@@ -53,7 +56,7 @@ def run_study(
     with study_cluster(address, log) as capacity:
         check_requests(spec, capacity)
         with StudyLease(store, spec.name, log=log).hold(take_over) as lease:
-            plan = _run(spec, data, store, lease, capacity, address, log, optuna_storage, callbacks)
+            plan = _run(spec, data, store, lease, capacity, address, log, optuna_storage, callbacks, spec_record)
     if lease.lost is not None:
         log(f"study {spec.name!r}: another driver took the study over while this one ran; its rows stand")
     return plan
@@ -69,8 +72,11 @@ def _run(
     log: Callable[[str], None],
     optuna_storage: str | None,
     callbacks: Sequence[Any],
+    spec_record: Mapping[str, Any] | None,
 ) -> StudyPlan:
     plan = plan_study(spec, data, store.storage)
+    if spec_record is not None:
+        store.write_spec(spec.name, dict(spec_record))
     log(plan.summary())
     log(plan.capacity_line(capacity))
     store.write_plan(spec.name, plan.manifest())
