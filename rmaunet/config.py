@@ -37,6 +37,7 @@ __all__ = [
     "AUGMENTATIONS",
     "PRECISIONS",
     "NORMALISATIONS",
+    "LR_SCHEDULES",
     "SELECT_METRICS",
     "TUNED",
     "POST_TRAINING_FIELDS",
@@ -45,6 +46,7 @@ __all__ = [
     "DEEPLAB_RATES",
     "aspp_rates",
     "aspp_too_small",
+    "learning_rate_at",
 ]
 
 # The catalogue of names a spec may use. Each registry (rmaunet.losses, rmaunet.models)
@@ -72,6 +74,9 @@ BACKBONES = ("unet", "deeplabv3", "mobilenetv3", "efficientnetv2")
 AUGMENTATIONS = ("rotation", "cutmix")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 NORMALISATIONS = ("train_stats", "official", "none")
+# How the learning rate moves over the epochs (learning_rate_at): held, or cosine-decayed
+# from `learning_rate` in epoch 1 towards 0 after the last, so the curves settle by the end.
+LR_SCHEDULES = ("constant", "cosine")
 # The threshold protocol that chooses the decision threshold on validation, per trial.
 TUNED = "tuned"
 # The thresholds a tuned protocol and checkpoint selection choose among (rmaunet.thresholds
@@ -145,6 +150,7 @@ class TrialConfig:
     loss_params: tuple[tuple[str, Any], ...] = ()
     l2: float = 1e-4
     learning_rate: float = 4e-4
+    lr_schedule: str = "constant"
     epochs: int = 30
     batch_size: int = 16
     seed: int = 0
@@ -189,6 +195,7 @@ class TrialConfig:
         _choice("backbone", self.backbone, BACKBONES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("normalisation", self.normalisation, NORMALISATIONS)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for a in self.augment:
             _choice("augment", a, AUGMENTATIONS)
         if not isinstance(self.bands, str) or not self.bands.strip():
@@ -281,8 +288,12 @@ class TrialConfig:
             d["detection_selection"] = _selection_rule(self.det_threshold)
         if self.max_tiles is not None:
             d["tile_subset"] = "seeded_random"  # once the first N in file order: another set of tiles
+        # Fields added later leave out their defaults: every trial made before they existed
+        # keeps its identity (and stays reusable).
         if self.split_groups is None:
-            d.pop("split_groups")  # keeps the identity of every trial made before the field existed
+            d.pop("split_groups")
+        if self.lr_schedule == "constant":
+            d.pop("lr_schedule")
         return d
 
     @property
@@ -294,6 +305,14 @@ class TrialConfig:
     @property
     def loss_kwargs(self) -> dict[str, Any]:
         return dict(self.loss_params)
+
+
+def learning_rate_at(config: TrialConfig, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (1-based) under config.lr_schedule. A function of
+    the epoch alone, so a resumed trial and every data-parallel rank use the same one."""
+    if config.lr_schedule == "cosine":
+        return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    return config.learning_rate
 
 
 def _selection_rule(threshold: float | str) -> str:

@@ -39,6 +39,20 @@ def test_hash_ignores_workers_but_not_training_fields_or_the_epoch_rule():
     assert base.replace(loss="iou").training_hash != base.training_hash
 
 
+def test_the_learning_rate_schedule_is_a_training_field_left_out_of_the_hash_at_its_default():
+    # Trials made before lr_schedule existed keep their identity (a pinned hash of the paper's
+    # baseline); a cosine schedule is another training; a typo is one error naming the choices.
+    from rmaunet.config import learning_rate_at
+
+    assert TrialConfig().training_hash == TrialConfig(lr_schedule="constant").training_hash == "ae6d8319949a7ccc"
+    cosine = TrialConfig(lr_schedule="cosine", learning_rate=1e-3, epochs=10)
+    assert cosine.training_hash != cosine.replace(lr_schedule="constant").training_hash
+    assert learning_rate_at(cosine, 1) == 1e-3 and learning_rate_at(cosine, 6) == pytest.approx(5e-4)
+    assert learning_rate_at(cosine.replace(lr_schedule="constant"), 9) == 1e-3
+    with pytest.raises(ConfigError, match="lr_schedule.*cosine"):
+        TrialConfig(lr_schedule="cosin")
+
+
 def test_loss_params_order_does_not_change_identity():
     # Mappings are normalised, so YAML key order cannot split one trial into two.
     a = TrialConfig(loss="tversky", loss_params={"alpha": 0.3, "beta": 0.7})

@@ -66,6 +66,21 @@ def test_the_split_note_follows_the_recorded_grouping() -> None:
     assert any(n.startswith("Splits: whole regions held out") for n in one_factor_table(grouped).notes)
 
 
+# A decayed learning rate is stated (it is why late epochs change little), per row when rows differ;
+# the paper's constant rate, and rows recorded before the field existed, get no note.
+def test_the_schedule_note_names_a_cosine_decay_and_its_rows() -> None:
+    rows = table_rows([[0.60], [0.70]], ["Constant", "Cosine"], seeds=(0,)).assign(cfg_learning_rate=2e-3)
+    assert not any(n.startswith("Learning rate") for n in one_factor_table(rows).notes)
+    mixed = rows.assign(cfg_lr_schedule=["constant", "cosine"])
+    assert "Learning rate: 0.002 in the first epoch, cosine-decayed towards 0 after the last for Cosine." in (
+        one_factor_table(mixed).notes
+    )
+    every = rows.assign(cfg_lr_schedule="cosine")
+    assert "Learning rate: 0.002 in the first epoch, cosine-decayed towards 0 after the last." in (
+        one_factor_table(every).notes
+    )
+
+
 # DeepLab-V3 rows get their ASPP rates, and a warning when the input is too small for them.
 def test_deeplab_rows_state_their_rates_and_too_small_inputs() -> None:
     rows = table_rows([[0.60], [0.70]], ["U-Net", "DeepLab-V3"], seeds=(0,))

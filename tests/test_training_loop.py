@@ -16,6 +16,7 @@ from rmaunet.trial_folder import TrialFolder
 TINY = dict(base_filters=4, depth=2, epochs=3, batch_size=8, augment=())
 
 
+@pytest.mark.slow
 def test_test_is_scored_with_the_selected_epochs_weights(l4s_small: Path, tmp_path: Path, monkeypatch) -> None:
     # Selection forced onto epoch 1 of 3: the stored maps and test metrics must come from
     # best.weights.h5 (epoch 1), not from the weights the loop ended with.
@@ -44,6 +45,7 @@ def test_test_is_scored_with_the_selected_epochs_weights(l4s_small: Path, tmp_pa
     assert np.abs(stored.astype(int) - expected.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_a_fixed_threshold_trial_keeps_its_best_epoch_there_and_its_maps_reproduce_its_metrics(
     l4s_small: Path, tmp_path: Path
 ) -> None:
@@ -65,6 +67,7 @@ def test_a_fixed_threshold_trial_keeps_its_best_epoch_there_and_its_maps_reprodu
     assert scores["val_miou"] == pytest.approx(result.val["miou"])
 
 
+@pytest.mark.slow
 def test_out_of_memory_ends_the_trial_as_failed_with_its_reason(l4s_small: Path, tmp_path: Path, monkeypatch) -> None:
     import tensorflow as tf
 
@@ -153,6 +156,7 @@ print("STATUS", result.status, result.reason)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to size the memory limit")
+@pytest.mark.slow
 def test_a_trial_under_a_real_memory_limit_is_recorded_as_out_of_memory(tmp_path: Path) -> None:
     # No mock: the process gets 1.5 GB of address space for a model whose activations need more.
     import subprocess
@@ -178,6 +182,7 @@ def test_a_trial_under_a_real_memory_limit_is_recorded_as_out_of_memory(tmp_path
     assert saved["status"] == "failed" and saved["reason"].startswith("out of memory")
 
 
+@pytest.mark.slow
 def test_a_trial_killed_during_its_final_scoring_only_scores_on_rerun(l4s_small: Path, tmp_path: Path, monkeypatch):
     # The last epoch's checkpoint is saved before the final scoring: a rerun after a kill
     # there trains nothing more and writes the result (it once returned no result at all).
@@ -201,3 +206,31 @@ def test_a_trial_killed_during_its_final_scoring_only_scores_on_rerun(l4s_small:
     result = run_trial(config, l4s_small, tmp_path)
     assert result.status == "ok" and result.resumed_from == 2 and [h["epoch"] for h in result.history] == [1, 2]
     assert json.loads(TrialFolder(tmp_path).result.read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_saving_reuses_kerass_attribute_skipsets_and_writes_the_same_weights(tmp_path: Path) -> None:
+    # Keras 3.15 caches these sets under another key than it reads: without the workaround
+    # every save_weights rebuilds them (a throw-away Layer per layer walked).
+    import h5py
+    import keras
+    from keras.src.saving import saving_lib
+
+    from rmaunet.models import build_model
+    from rmaunet.training.loop import _cache_saving_skipsets
+
+    keras.utils.clear_session()
+    model = build_model(TrialConfig(**TINY), 14, 32)
+    model.save_weights(tmp_path / "plain.weights.h5")
+    _cache_saving_skipsets()
+    assert saving_lib.get_attr_skipset("Layer") is saving_lib.get_attr_skipset("Layer")
+    model.save_weights(tmp_path / "cached.weights.h5")
+
+    def contents(path: Path) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        with h5py.File(path) as f:
+            f.visititems(lambda key, o: found.setdefault(key, o[()].tobytes() if isinstance(o, h5py.Dataset) else b""))
+        return found
+
+    plain = contents(tmp_path / "plain.weights.h5")
+    assert plain and plain == contents(tmp_path / "cached.weights.h5")

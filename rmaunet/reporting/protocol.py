@@ -89,8 +89,21 @@ def protocol_notes(rows: pd.DataFrame) -> list[str]:
         fixed = "cfg_det_threshold" in rows.columns and (rows["cfg_det_threshold"].astype(str) != TUNED).all()
         how = "fixed" if fixed else "chosen per trial on validation by detection F1"
         notes.append(f"Detection threshold: {how} ({_span(det)}).")
-    notes += _epoch_notes(rows) + _split_notes(rows) + _backbone_notes(rows)
+    notes += _epoch_notes(rows) + _schedule_notes(rows) + _split_notes(rows) + _backbone_notes(rows)
     return notes
+
+
+def _schedule_notes(rows: pd.DataFrame) -> list[str]:
+    """The learning-rate schedule when a row decays it (rmaunet.config.learning_rate_at):
+    why a trial's late epochs change little. Nothing for the constant rate of the paper."""
+    if "cfg_lr_schedule" not in rows.columns:
+        return []
+    cosine = rows[rows["cfg_lr_schedule"].astype(str) == "cosine"]
+    if cosine.empty:
+        return []
+    who = "" if len(cosine) == len(rows) else " for " + ", ".join(dict.fromkeys(cosine["row"].astype(str)))
+    start = _span(_numbers(cosine, "cfg_learning_rate"))
+    return [f"Learning rate: {start} in the first epoch, cosine-decayed towards 0 after the last{who}."]
 
 
 def _epoch_notes(rows: pd.DataFrame) -> list[str]:

@@ -171,7 +171,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- driver
 def _make_forwarder(sink: Any) -> Any:
     """A Ray Train callback (runs in the controller process) that ships every epoch's
-    per-rank metrics to the driver through a Ray queue."""
+    per-rank metrics to the driver through a Ray queue, and every failure of the worker
+    group (a list of rows: a report; a dict: the failing ranks' errors)."""
     from ray.train.v2.api.callback import UserCallback
 
     class _Forward(UserCallback):
@@ -180,6 +181,12 @@ def _make_forwarder(sink: Any) -> Any:
 
         def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
             self._queue.put([dict(m) for m in metrics])
+
+        def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+            # Ray restarts the group after this (up to max_failures), from the last epoch's
+            # checkpoint or, before the first one, from scratch: invisible in the results
+            # unless recorded here.
+            self._queue.put({str(rank): _last_line(error) for rank, error in sorted(worker_exceptions.items())})
 
     return _Forward(sink)
 
@@ -267,6 +274,7 @@ def run_data_parallel(
     thread = threading.Thread(target=fit, name="rmaunet-data-parallel", daemon=True)
     thread.start()
     sync: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []  # worker group failures, each followed by a restart or the end
     try:
         while True:
             try:
@@ -274,6 +282,9 @@ def run_data_parallel(
             except queue_module.Empty:  # ray.util.queue.Empty subclasses it
                 if not thread.is_alive() and sink.empty():
                     break
+                continue
+            if isinstance(ranks, dict):
+                failures.append({"after_epoch": sync[-1]["epoch"] if sync else 0, "ranks": ranks})
                 continue
             ranks = sorted(ranks, key=lambda m: m.get("rank", 0))
             sync.append(
@@ -296,10 +307,10 @@ def run_data_parallel(
     folder.write_sync(sync)
 
     if "error" in outcome:
-        return _failed(folder, describe_failure(outcome["error"]), sync, started)
+        return _failed(folder, describe_failure(outcome["error"]), sync, failures, started)
     result = outcome["result"]
     if getattr(result, "error", None) is not None:
-        return _failed(folder, describe_failure(result.error), sync, started)
+        return _failed(folder, describe_failure(result.error), sync, failures, started)
     out_of_sync = drifted_epochs(sync)
     with result.checkpoint.as_directory() as ckpt_dir:
         final = TrialFolder(ckpt_dir)
@@ -313,7 +324,7 @@ def run_data_parallel(
     if out_of_sync:
         trial.status, trial.reason = "failed", f"workers out of sync after epochs {out_of_sync}"
     # Keep where rank 0 ran ("node", "accelerator"), not where this driver runs.
-    folder.write_result({**values, **trial.to_dict(), "num_workers": num_workers})
+    folder.write_result({**values, **trial.to_dict(), "num_workers": num_workers, "worker_failures": failures})
     return trial
 
 
@@ -322,10 +333,18 @@ def drifted_epochs(sync: list[dict[str, Any]]) -> list[int]:
     return [s["epoch"] for s in sync if len(set(s["weights_sha256"])) != 1]
 
 
-def _failed(folder: TrialFolder, reason: str, sync: list[dict[str, Any]], started: float) -> TrialResult:
+def _failed(
+    folder: TrialFolder, reason: str, sync: list[dict[str, Any]], failures: list[dict[str, Any]], started: float
+) -> TrialResult:
     trial = TrialResult.failed(reason, len(sync), wall_s=time.perf_counter() - started)
-    write_result(folder, trial)
+    write_result(folder, trial, worker_failures=failures)
     return trial
+
+
+def _last_line(error: BaseException) -> str:
+    """A worker's error in one line: the last line of its traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -333,11 +352,7 @@ def describe_failure(exc: BaseException) -> str:
     (the last line of its traceback, e.g. "ResourceExhaustedError: OOM when allocating")."""
     failures = getattr(exc, "worker_failures", None)
     if failures:
-        parts = []
-        for rank, error in sorted(failures.items()):
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            parts.append(f"rank {rank}: {lines[-1] if lines else type(error).__name__}")
-        text = "; ".join(parts)
+        text = "; ".join(f"rank {rank}: {_last_line(error)}" for rank, error in sorted(failures.items()))
     else:
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
     # The same wording as run_trial, so a study can count out-of-memory trials by reason.

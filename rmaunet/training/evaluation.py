@@ -36,6 +36,9 @@ def make_predictor(model: Any) -> Predict:
         return {k: outputs[k] for k in OUTPUTS if k in outputs}
 
     def predict(x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        # One trace for every batch size of these tiles (a split's last batch is smaller);
+        # later calls with such tiles reuse it.
+        forward.get_concrete_function(tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)))
         parts: dict[str, list[np.ndarray]] = {}
         for i in range(0, len(x), batch_size):
             for key, value in forward(tf.constant(x[i : i + batch_size])).items():

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rmaunet.config import TrialConfig
+from rmaunet.config import TrialConfig, learning_rate_at
 from rmaunet.errors import ConfigError
 from rmaunet.training.checkpoint import fresh_state
 from rmaunet.training.evaluation import best_over_thresholds, make_predictor, selection_score
@@ -203,6 +203,26 @@ def make_loss(config: TrialConfig) -> Callable:
     return objective
 
 
+def _cache_saving_skipsets() -> None:
+    """Make Keras's per-type attribute skip-sets of save_weights cached, as it means them to be.
+
+    Keras 3.15 stores them under `saving_attr_skipset_<type>` but looks them up under
+    `saving_attr_skiplist_<type>`, so every save builds a throw-away Layer per layer it walks:
+    0.6 s of a demo model's 0.8 s checkpoint, paid every epoch. The sets stored here are the
+    ones it computes itself, so the files are the same. Keras's state is per thread and
+    `clear_session` drops it: called where a trial's model is built.
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+    except ImportError:  # another Keras layout: saving is only slower
+        return
+    for obj_type in ("Operation", "Layer", "Functional", "Optimizer"):
+        key = f"saving_attr_skiplist_{obj_type}"
+        if global_state.get_global_attribute(key) is None:
+            global_state.set_global_attribute(key, saving_lib.get_attr_skipset(obj_type))
+
+
 def _flops(model: Any, say: Log) -> int:
     """FLOPs per image for GPU-utilisation figures; 0 (and a log line) if the profiler fails."""
     from rmaunet.models.cost import count_flops
@@ -265,9 +285,8 @@ class TrialLoop:
                 )
                 jit = False
             jit = jit and world == 1  # XLA cannot compile the collective ops of a multi-replica step
-            self.optimizer = optimizer = precision.wrap_optimizer(
-                keras.optimizers.Adam(learning_rate=config.learning_rate), config
-            )
+            self._adam = keras.optimizers.Adam(learning_rate=config.learning_rate)
+            self.optimizer = optimizer = precision.wrap_optimizer(self._adam, config)
             optimizer.build(model.trainable_variables)
         if world > 1:
             synchronize_batch_norm(model)
@@ -300,6 +319,7 @@ class TrialLoop:
             return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
 
         self.train_step = train_step
+        _cache_saving_skipsets()
 
     # ------------------------------------------------------------------ epochs
     def _epoch_data(self, epoch: int) -> tuple[Any, dict[str, str]]:
@@ -353,9 +373,17 @@ class TrialLoop:
         resumed_from = state["epoch"]
         if resumed_from:
             self.say(f"resuming after epoch {resumed_from}")
+            if self._dataset is not None:
+                # The one-rank dataset reshuffles and redraws its augmentation seeds at each
+                # pass (each iterator it makes): passes the killed process made must be made
+                # again, or epoch k+1 trains on epoch 1's order. Making an iterator draws them.
+                for _ in range(min(resumed_from, config.epochs)):
+                    iter(self._dataset)
         outcome: TrialResult | None = None
         for epoch in range(resumed_from + 1, config.epochs + 1):
             t0 = time.perf_counter()
+            learning_rate = learning_rate_at(config, epoch)
+            self._adam.learning_rate = learning_rate  # assigns the optimizer's variable
             dataset, shard = self._epoch_data(epoch)
             t_train = time.perf_counter()
             mean_loss, _, seen = train_epoch(self.train_step, dataset)
@@ -363,6 +391,8 @@ class TrialLoop:
             # The loss is reduced across replicas: every rank takes the same branch here.
             failed = not math.isfinite(mean_loss)
             row: dict[str, Any] = {"epoch": epoch, "loss": mean_loss}
+            if config.lr_schedule != "constant":
+                row["learning_rate"] = learning_rate
             if self.world > 1:
                 # Every rank's digest after every epoch: the driver fails a group that drifted apart.
                 row.update({"weights_sha256": self.weights_sha256(), **shard, "rank": self.rank})
