@@ -1,7 +1,7 @@
 """Reading a results store of many row files: `rmaunet report` on N rows, its time and peak memory.
 
     python bench/store_read.py [--rows 50000] [--studies 5] [--store DIR] [--keep] [--compacted]
-                               [--runs 3] [--figures]
+                               [--runs 3] [--figures] [--kind search|table|both]
 
 Writes N results rows (each its own Parquet file, as `study run` writes them: every
 column of rmaunet.store.COLUMNS, the config's cfg_* fields, JSON history and curves)
@@ -10,7 +10,9 @@ subprocess, measuring each run's wall time and peak resident memory (ru_maxrss):
 on the row files alone (a read compacts each study's rows into one file), then `--runs`
 times from the compacted copies, whose median it reports (the machine may be shared: the
 load average before and after is printed too). The issue's target: 50,000 rows within
-30 s and 1 GB.
+30 s and 1 GB, figures included, for a search (one trial per row) and a table (rows of three
+seeds, paired tests): `--kind both --figures` measures each kind in its own store, one after
+the other, and prints both under "kinds".
 
 The last line is one JSON object.
 """
@@ -145,32 +147,18 @@ def _loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--studies", type=int, default=5)
-    parser.add_argument("--store", type=Path, help="reuse (or keep) the store here instead of a temporary folder")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary store")
-    parser.add_argument(
-        "--compacted", action="store_true", help="measure the compacted read only (see fill_compacted), not the first"
-    )
-    parser.add_argument("--runs", type=int, default=3, help="reports from the compacted copies (their median counts)")
-    parser.add_argument(
-        "--kind", choices=KINDS, default="search", help="search: one trial per row; table: rows of 3 seeds each"
-    )
-    parser.add_argument("--figures", action="store_true", help="draw the figures too (default: tables only)")
-    args = parser.parse_args(argv)
-
+def _measure(args: argparse.Namespace, kind: str) -> dict[str, object]:
+    """Fill a store of `kind` (unless --store already holds the rows) and time its reports."""
     root = Path(tempfile.mkdtemp(prefix="store-read-"))
     store = args.store or root / "store"
     try:
         existing = sum(1 for _ in (store / "rows").rglob("*.parquet")) if (store / "rows").is_dir() else 0
         fill = fill_compacted if args.compacted else fill_store
-        fill_s = fill(store, args.rows, args.studies, args.kind) if existing != args.rows else 0.0
+        fill_s = fill(store, args.rows, args.studies, kind) if existing != args.rows else 0.0
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         command = [sys.executable, "-m", "rmaunet", "report", str(store), "--reports", str(root / "reports")]
         command += [] if args.figures else ["--no-figures"]
-        summary: dict[str, object] = {"rows": args.rows, "studies": args.studies, "kind": args.kind}
+        summary: dict[str, object] = {"rows": args.rows, "studies": args.studies, "kind": kind}
         summary["figures"] = args.figures
         summary["fill_s"] = round(fill_s, 1)
         summary["loadavg_before"] = _loadavg()
@@ -186,6 +174,34 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--studies", type=int, default=5)
+    parser.add_argument("--store", type=Path, help="reuse (or keep) the store here instead of a temporary folder")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary store")
+    parser.add_argument(
+        "--compacted", action="store_true", help="measure the compacted read only (see fill_compacted), not the first"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="reports from the compacted copies (their median counts)")
+    parser.add_argument(
+        "--kind",
+        choices=(*KINDS, "both"),
+        default="search",
+        help="search: one trial per row; table: rows of 3 seeds each; both: each in its own store",
+    )
+    parser.add_argument("--figures", action="store_true", help="draw the figures too (default: tables only)")
+    args = parser.parse_args(argv)
+
+    kinds = KINDS if args.kind == "both" else (args.kind,)
+    if args.store is not None and len(kinds) > 1:
+        parser.error("--store holds one kind of study: give --kind search or table with it")
+    measured = {kind: _measure(args, kind) for kind in kinds}
+    both = {"rows": args.rows, "figures": args.figures, "kinds": measured}
+    summary = measured[kinds[0]] if len(kinds) == 1 else both
     print(json.dumps(summary))
     return summary
 

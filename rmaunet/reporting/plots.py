@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from rmaunet.errors import StoreError
 from rmaunet.reporting.inputs import ReportOptions, parse_json_list
@@ -36,6 +37,7 @@ from rmaunet.reporting.tables import (
     baseline_name,
     choose_layout,
     choose_threshold_row,
+    first_table_rows,
     group_rows,
     label_search_trials,
     ok_rows,
@@ -67,6 +69,11 @@ _CHOSEN = {
     "zorder": 5,
 }
 _SPREAD_ALPHA = 0.2
+# An ablation plot names at most this many rows (and grows no taller): beyond, it numbers them.
+_LABELLED_ROWS = 40
+# A study of more than SEARCH_TOP table rows gets threshold panels for this many (20 panels took
+# seconds per format); small studies get a panel per row.
+_PANELS = 6
 
 
 @dataclass(frozen=True)
@@ -316,34 +323,40 @@ def ablation_plot(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) -> 
     if not metrics:
         return None
     base = baseline_group(groups, options, study_name(rows))
-    label_width = max(len(g.label) for g in groups)
-    fig = _new_figure(2.6 * len(metrics) + min(0.07 * label_width, 3.5), 1.3 + 0.38 * len(groups))
+    labelled = len(groups) <= _LABELLED_ROWS
+    label_width = max(len(g.label) for g in groups) if labelled else 0
+    fig = _new_figure(2.6 * len(metrics) + min(0.07 * label_width, 3.5), 1.3 + 0.38 * min(len(groups), _LABELLED_ROWS))
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     y = np.arange(len(groups))
     used_std = used_boot = False
     color = "C0"  # one colour in every panel: the legend's dot is each panel's dot
     for ax, metric in zip(axes, metrics):
-        for k, g in enumerate(groups):
-            s = g.stats(f"test_{metric}")
-            if s.missing:
-                continue
-            mean = s.mean * 100
-            if s.n > 1:
-                ax.errorbar(mean, k, xerr=s.std * 100, fmt="none", ecolor=color, capsize=3, linewidth=1.4)
-                used_std = True
-            elif (interval := g.interval(metric)) is not None:
-                ax.plot(
-                    [interval.low * 100, interval.high * 100], [k, k], color=color, linewidth=1.4, linestyle=(0, (2, 1))
-                )
-                used_boot = True
-            ax.plot(mean, k, "o", color=color, markersize=6, markeredgecolor="black", markeredgewidth=0.5, zorder=4)
+        # One artist per kind of mark, not per row: a table of 3,000 rows drew 9,000 artists.
+        mean, std, n, _ = _seed_curves(groups, f"test_{metric}")
+        spread = n > 1
+        if spread.any():
+            ax.errorbar(mean[spread], y[spread], xerr=std[spread], fmt="none", ecolor=color, capsize=3, linewidth=1.4)
+            used_std = True
+        intervals = [(k, i) for k in np.flatnonzero(n == 1).tolist() if (i := groups[k].interval(metric)) is not None]
+        if intervals:
+            segments = [[(i.low * 100, k), (i.high * 100, k)] for k, i in intervals]
+            ax.add_collection(LineCollection(segments, colors=color, linewidths=1.4, linestyles=[(0, (2, 1))]))
+            used_boot = True
+        present = n > 0
+        dot = {"markersize": 6, "markeredgecolor": "black", "markeredgewidth": 0.5, "zorder": 4}
+        ax.plot(mean[present], y[present], "o", color=color, **dot)
         b = base.stats(f"test_{metric}")
         if not b.missing:
             ax.axvline(b.mean * 100, color="grey", linestyle=":", linewidth=1, zorder=0)
         ax.set_title(f"test {METRIC_LABELS[metric]} (%)", fontsize="medium")
         ax.grid(axis="x", alpha=0.3)
         ax.margins(x=0.15)
-    axes[0].set_yticks(y, [g.label for g in groups])
+    if labelled:
+        axes[0].set_yticks(y, [g.label for g in groups])
+    else:  # too many rows to name: their numbers in the table, from 1
+        axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[0].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value + 1:.0f}"))
+        axes[0].set_ylabel("table row")
     axes[0].invert_yaxis()  # table order, top to bottom
     most = max(g.stats(f"test_{metrics[0]}").n for g in groups)
     value = "mean over seeds" if most > 1 else "value (one seed)"
@@ -450,44 +463,54 @@ def learning_curves(
 
 
 # ------------------------------------------------------------------ searches (Optuna's own plots)
-def _study_from_rows(rows: pd.DataFrame, metric: str) -> Any:
-    """An in-memory Optuna study holding the search's trials, so Optuna's plots apply to any
-    results table; each trial keeps the number the search table gives it (user attr `table_trial`)."""
-    import optuna
-
+def _row_trials(rows: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[tuple[RowGroup, float]]]:
+    """A search's trials from its results rows: the searched values of the successful rows, and
+    each trial (by its number in the table) with its validation `metric` and every parameter."""
     ok = label_search_trials(ok_rows(rows))
     values = searched_values(ok)
+    incomplete = values.isna().any(axis=1).to_numpy()  # by position in `ok`, whose index has gaps where rows failed
+    groups = sorted(group_rows(ok), key=lambda g: _table_number(g) or 0)
+    trials = [(g, g.stats(f"val_{metric}").mean) for g in groups]
+    return values, [(g, value) for g, value in trials if not math.isnan(value) and not incomplete[g.position]]
+
+
+def _table_number(group: RowGroup) -> int | None:
+    number = group.label.removeprefix("trial ")
+    return int(number) if number.isdigit() else None
+
+
+def _study_from_rows(name: str, values: pd.DataFrame, trials: Sequence[tuple[RowGroup, float]]) -> Any:
+    """An in-memory Optuna study holding the search's trials (`_row_trials`), so Optuna's plots
+    apply to any results table; each trial keeps the number the search table gives it (user attr
+    `table_trial`)."""
+    import optuna
+
     distributions = {}
-    for name in values.columns:
-        column = values[name].dropna()
+    for name_ in values.columns:
+        column = values[name_].dropna()
         numeric = pd.to_numeric(column, errors="coerce")
         if pd.api.types.is_bool_dtype(column) or numeric.isna().any():
-            distributions[name] = optuna.distributions.CategoricalDistribution(sorted(column.astype(str).unique()))
+            distributions[name_] = optuna.distributions.CategoricalDistribution(sorted(column.astype(str).unique()))
         elif (numeric == numeric.round()).all() and pd.api.types.is_integer_dtype(column):
-            distributions[name] = optuna.distributions.IntDistribution(int(numeric.min()), int(numeric.max()))
+            distributions[name_] = optuna.distributions.IntDistribution(int(numeric.min()), int(numeric.max()))
         else:
             low, high = float(numeric.min()), float(numeric.max())
-            distributions[name] = optuna.distributions.FloatDistribution(low, high, log=low > 0 and high / low >= 100)
-    study = optuna.create_study(direction="maximize", study_name=study_name(rows))
-    groups = sorted(group_rows(ok), key=lambda g: int(g.label.removeprefix("trial ")) if g.label[6:].isdigit() else 0)
-    for g in groups:
-        value = g.stats(f"val_{metric}").mean
-        first = values.iloc[g.position]  # its position in `ok`, whose index has gaps where rows failed
-        if math.isnan(value) or first.isna().any():
-            continue
+            distributions[name_] = optuna.distributions.FloatDistribution(low, high, log=low > 0 and high / low >= 100)
+    study = optuna.create_study(direction="maximize", study_name=name)
+    for g, value in trials:
         chosen = {
-            name: str(raw)
-            if isinstance(distributions[name], optuna.distributions.CategoricalDistribution)
-            else (int(raw) if isinstance(distributions[name], optuna.distributions.IntDistribution) else float(raw))
-            for name, raw in first.items()
+            key: str(raw)
+            if isinstance(distributions[key], optuna.distributions.CategoricalDistribution)
+            else (int(raw) if isinstance(distributions[key], optuna.distributions.IntDistribution) else float(raw))
+            for key, raw in values.iloc[g.position].items()
         }
-        number = g.label.removeprefix("trial ")
+        number = _table_number(g)
         study.add_trial(
             optuna.trial.create_trial(
                 params=chosen,
                 distributions={k: distributions[k] for k in chosen},
                 value=value,
-                user_attrs={"table_trial": int(number)} if number.isdigit() else {},
+                user_attrs={"table_trial": number} if number is not None else {},
             )
         )
     return study
@@ -515,11 +538,15 @@ def _importance_evaluator() -> Any:
     return FanovaImportanceEvaluator(seed=0)  # seeded: the same report twice draws the same bars
 
 
-def _history_figure(trials: Sequence[Any], options: ReportOptions, source: str, out_dir: Path) -> WrittenFigure:
+def _history_figure(
+    points: Sequence[tuple[int, float]], numbered: bool, options: ReportOptions, source: str, out_dir: Path
+) -> WrittenFigure:
     """The search's objective per trial (dots, %) and the best so far (a step line), drawn like
-    the report's other figures: integer trial numbers, the metric in percent."""
+    the report's other figures: integer trial numbers, the metric in percent. `points`: (trial
+    number, objective) of each complete trial; `numbered`: numbered as the search table numbers
+    them (else Optuna's numbers)."""
     metric = METRIC_LABELS.get(options.selection_metric, options.selection_metric)
-    points = sorted((t.user_attrs.get("table_trial", t.number), t.value * 100) for t in trials)
+    points = sorted((number, value * 100) for number, value in points)
     numbers, values = np.array([n for n, _ in points]), np.array([v for _, v in points])
     fig = _new_figure(6.0, 3.8)
     ax = fig.add_subplot()
@@ -529,7 +556,6 @@ def _history_figure(trials: Sequence[Any], options: ReportOptions, source: str, 
     ax.plot(numbers[best], values[best], color="C1", **_CHOSEN)
     # From the rows, trials are numbered as the search table numbers them; Optuna's storage
     # numbers them in the order they started, which the table cannot know.
-    numbered = all("table_trial" in t.user_attrs for t in trials)
     ax.set_xlabel("trial (as numbered in the table)" if numbered else "trial (Optuna's number)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"validation {metric} (%)")
@@ -559,18 +585,29 @@ def search_figures(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) ->
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if options.optuna_storage:
         study, source = _load_study(options, rows), f"Optuna storage {options.optuna_storage.split('://')[0]}"
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        points = [(t.user_attrs.get("table_trial", t.number), t.value) for t in complete]
+        numbered = all("table_trial" in t.user_attrs for t in complete)
+        searched = bool(complete) and bool(complete[0].params)
     else:
-        study, source = _study_from_rows(rows, options.selection_metric), "the results rows"
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        # The history needs each trial's number and value only: an Optuna study of 10,000 trials
+        # took seconds to build, so it is built only for the importances, when parameters vary.
+        study, source = None, "the results rows"
+        values, trials = _row_trials(rows, options.selection_metric)
+        numbers = [_table_number(g) for g, _ in trials]
+        points = [(k if n is None else n, value) for k, (n, (_, value)) in enumerate(zip(numbers, trials))]
+        numbered = all(n is not None for n in numbers)
+        searched = len(values.columns) > 0
     figures: list[WrittenFigure] = []
-    if not complete:
+    if not points:
         return figures
-    figures.append(_history_figure(complete, options, source, out_dir))
+    figures.append(_history_figure(points, numbered, options, source, out_dir))
     # Optuna's plots switch pyplot to its "ggplot" style globally; rc_context restores the
     # caller's style afterwards, so figures drawn later look like the rest of the report.
     with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-        if len(complete) >= 2 and complete[0].params:
+        if len(points) >= 2 and searched:
+            study = study or _study_from_rows(study_name(rows), values, trials)
             try:
                 ax = ovm.plot_param_importances(study, evaluator=_importance_evaluator())
             except (RuntimeError, ValueError):  # too few distinct trials for the evaluator
@@ -586,22 +623,36 @@ def search_figures(rows: pd.DataFrame, options: ReportOptions, out_dir: Path) ->
     return figures
 
 
+def _per_row(rows: pd.DataFrame, layout: str, options: ReportOptions, top: int) -> tuple[pd.DataFrame, str]:
+    """The rows a figure with a panel or a line per table row draws, and what its caption adds:
+    all of them up to SEARCH_TOP table rows; beyond, a search's `top` best trials on validation
+    (the first the table shows) or a table's first `top` rows. A line or a panel per row of a
+    study of thousands takes minutes and shows nothing."""
+    if layout == "search":
+        count = len(group_rows(label_search_trials(ok_rows(rows))))
+        if count <= SEARCH_TOP:
+            return rows, ""
+        return shown_search_rows(rows, options, top), f" Drawn for the {top} best trials on validation (of {count})."
+    count = len(group_rows(ok_rows(rows)))
+    if count <= SEARCH_TOP:
+        return rows, ""
+    return first_table_rows(rows, top), f" Drawn for the first {top} rows of the table (of {count})."
+
+
 def write_figures(rows: pd.DataFrame, layout: str, options: ReportOptions, out_dir: Path) -> list[WrittenFigure]:
     """Every figure that suits the layout and the data present (a figure with nothing to draw is skipped)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[WrittenFigure | None] = []
-    per_trial, note = rows, ""
     if layout in ("one_factor", "ladder"):
         figures.append(ablation_plot(rows, options, out_dir))
-    elif layout == "search":
+    if layout == "search":
         figures += search_figures(rows, options, out_dir)
-        per_trial = shown_search_rows(rows, options)
-        trials = len(group_rows(label_search_trials(ok_rows(rows))))
-        if trials > SEARCH_TOP:
-            note = f" Drawn for the {SEARCH_TOP} trials the table shows, best on validation (of {trials})."
-    per_trial_figures = [
-        threshold_curve(per_trial, replace(options, layout=layout), out_dir),
-        learning_curves(per_trial, out_dir, options=options),
-    ]
-    figures += [replace(f, caption=f.caption + note) for f in per_trial_figures if f is not None]
+    # A threshold table's curve has a point per row (its thresholds), not a panel per row: all rows.
+    panels, panels_note = (rows, "") if layout == "threshold" else _per_row(rows, layout, options, _PANELS)
+    lines, lines_note = _per_row(rows, layout, options, SEARCH_TOP)
+    threshold = threshold_curve(panels, replace(options, layout=layout), out_dir)
+    curves = learning_curves(lines, out_dir, options=options)
+    for figure, note in ((threshold, panels_note), (curves, lines_note)):
+        if figure is not None:
+            figures.append(replace(figure, caption=figure.caption + note))
     return [replace(f, caption=_marked(f.caption, options)) for f in figures if f is not None]

@@ -21,6 +21,7 @@ __all__ = [
     "seed_stats",
     "grouped_seed_stats",
     "paired_test",
+    "grouped_paired_tests",
     "holm_adjust",
     "detectable_difference",
     "tile_bootstrap",
@@ -105,28 +106,60 @@ def grouped_seed_stats(values: np.ndarray, bounds: np.ndarray) -> list[SeedStats
 
 
 def paired_test(baseline: pd.Series, other: pd.Series) -> PairedTest | None:
-    """Paired test over shared seeds (both Series indexed by seed); None with fewer than two pairs.
+    """Paired test over shared seeds (both Series indexed by seed, each seed once); None with fewer than two pairs.
 
     Pairing by seed removes the seed-to-seed variance both rows share (same data order and
     initialisation), which is what makes a small ablation difference detectable at all.
     """
-    both = pd.concat({"base": baseline, "other": other}, axis=1, join="inner").dropna()
-    n = len(both)
-    if n < 2:
-        return None
-    diffs = both["other"].to_numpy(float) - both["base"].to_numpy(float)
-    mean_diff, std_diff = float(diffs.mean()), float(diffs.std(ddof=1))
-    # A constant difference has zero variance and an undefined t statistic: no p at all
-    # (p = 0 would read as proof from two identical shifts).
-    if np.ptp(diffs) <= 1e-12 * max(1.0, float(np.abs(diffs).max())):
-        return PairedTest(math.nan, n, mean_diff, 0.0)
-    # Imported here: scipy.stats costs ~0.5 s and only the paired test needs it.
+    other = other.sort_index()
+    return grouped_paired_tests(baseline, other.to_numpy(float), other.index.to_numpy(), np.array([0, len(other)]))[0]
+
+
+def grouped_paired_tests(
+    baseline: pd.Series, values: np.ndarray, seeds: np.ndarray, bounds: np.ndarray
+) -> list[PairedTest | None]:
+    """`paired_test(baseline, …)` of each slice `values[bounds[i]:bounds[i + 1]]` (with the seeds
+    `seeds[…]`, each seed at most once per slice, ascending), for all slices at once.
+
+    A table of 3,000 rows ran 3,000 tests of a pandas join and a scipy call each (minutes for
+    50,000 results rows); here the slices with the same number of shared seeds are stacked and
+    tested in one call, each row reduced as numpy reduces one slice, so every p is the same.
+    """
+    values = np.asarray(values, dtype=float)
+    bounds = np.asarray(bounds, dtype=np.intp)
+    groups = len(bounds) - 1
+    where = pd.Index(baseline.index).get_indexer(np.asarray(seeds))  # -1: a seed the baseline lacks
+    base_values = np.where(where >= 0, baseline.to_numpy(float)[where], math.nan)
+    shared = ~np.isnan(values) & ~np.isnan(base_values)
+    other, base = values[shared], base_values[shared]
+    counts = np.bincount(np.repeat(np.arange(groups), np.diff(bounds))[shared], minlength=groups)
+    starts = np.cumsum(counts) - counts
+    tests: list[PairedTest | None] = [None] * groups
+    for n in np.unique(counts[counts > 1]):
+        which = np.flatnonzero(counts == n)
+        pairs = starts[which, None] + np.arange(n)
+        diffs = other[pairs] - base[pairs]
+        mean, std = diffs.mean(axis=1), diffs.std(axis=1, ddof=1)
+        # A constant difference has zero variance and an undefined t statistic: no p at all
+        # (p = 0 would read as proof from two identical shifts).
+        constant = np.ptp(diffs, axis=1) <= 1e-12 * np.maximum(1.0, np.abs(diffs).max(axis=1))
+        p = _paired_p_values(other[pairs], base[pairs])
+        for k, group in enumerate(which.tolist()):
+            if constant[k]:
+                tests[group] = PairedTest(math.nan, int(n), float(mean[k]), 0.0)
+            else:
+                tests[group] = PairedTest(float(p[k]), int(n), float(mean[k]), float(std[k]))
+    return tests
+
+
+def _paired_p_values(other: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Two-sided paired t-test p-value of each row of `other` against the same row of `base`."""
+    # Imported here: scipy.stats costs ~0.5 s and only the paired tests need it.
     from scipy.stats import ttest_rel
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(ttest_rel(both["other"].to_numpy(float), both["base"].to_numpy(float)).pvalue)
-    return PairedTest(p, n, mean_diff, std_diff)
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows of constant differences: their p is not used
+        return np.asarray(ttest_rel(other, base, axis=1).pvalue, dtype=float)
 
 
 def detectable_difference(tests: Sequence[PairedTest], level: float = SIGNIFICANCE_LEVEL) -> float:

@@ -41,6 +41,7 @@ from rmaunet.reporting.stats import (
     BootstrapInterval,
     PairedTest,
     SeedStats,
+    grouped_paired_tests,
     grouped_seed_stats,
     holm_adjust,
     paired_test,
@@ -73,6 +74,7 @@ __all__ = [
     "format_parameter",
     "label_search_trials",
     "shown_search_rows",
+    "first_table_rows",
     "run_mark",
     "METRIC_LABELS",
 ]
@@ -225,6 +227,17 @@ class GroupedRows:
                     stats[group] = seed_stats(self._rerun_values(group, column))
                 self._stats[column] = stats
         return self._stats[column]
+
+    def paired_tests(self, base: int, column: str) -> list[PairedTest | None]:
+        """`paired_test` of every group's `column` per seed against group `base`'s, all at once."""
+        baseline = self.seed_values(base, column)
+        if column not in self.frame.columns:
+            return [None] * self.groups
+        order, bounds, seeds, reruns = self._by_seed
+        tests = grouped_paired_tests(baseline, self.numeric(column)[order], seeds, bounds)
+        for group in reruns:
+            tests[group] = paired_test(baseline, self._rerun_values(group, column))
+        return tests
 
     def _rerun_values(self, group: int, column: str) -> pd.Series:
         """A group whose seeds repeat: the mean per seed as pandas computes it (for such
@@ -410,7 +423,8 @@ def _seed_table(
     # One test per compared row, Holm-adjusted over all of them: unadjusted, a table of ten
     # rows that all equal the baseline shows a "significant" one about four times in ten.
     column = f"test_{primary}"
-    tests = {id(g): paired_test(base.values(column), g.values(column)) for g in groups if g is not base}
+    every = base.grouped.paired_tests(base.number, column)
+    tests = {id(g): every[g.number] for g in groups if g is not base}
     done = [(key, test) for key, test in tests.items() if test is not None]
     adjusted = dict(zip((key for key, _ in done), holm_adjust([test.p_value for _, test in done])))
 
@@ -781,7 +795,18 @@ def shown_search_rows(rows: pd.DataFrame, options: ReportOptions, top: int = SEA
     trial of a 10,000-trial search took hours and showed nothing)."""
     ok = ok_mask(rows).to_numpy()
     groups = group_rows(label_search_trials(rows)[ok])
-    shown = _best_trials(groups, options.selection_metric)[:top]
+    return _rows_of(rows, ok, _best_trials(groups, options.selection_metric)[:top])
+
+
+def first_table_rows(rows: pd.DataFrame, top: int = SEARCH_TOP) -> pd.DataFrame:
+    """The successful rows of the table's first `top` rows (table order), as given, in their
+    order: what a figure with a panel or a line per table row can draw legibly."""
+    ok = ok_mask(rows).to_numpy()
+    return _rows_of(rows, ok, group_rows(rows[ok])[:top])
+
+
+def _rows_of(rows: pd.DataFrame, ok: np.ndarray, shown: Sequence[RowGroup]) -> pd.DataFrame:
+    """The rows of `shown` groups (grouped from `rows[ok]`) in `rows`' order."""
     positions = np.concatenate([g.frame.index.to_numpy() for g in shown]) if shown else np.array([], int)
     return rows.iloc[np.sort(np.flatnonzero(ok)[positions])]
 
