@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 __all__ = [
     "RmaunetError",
@@ -12,8 +13,10 @@ __all__ = [
     "StoreError",
     "one_line",
     "plural",
+    "aligned_columns",
     "without_password",
     "TransientStoreError",
+    "RayStartError",
     "StudyBusyError",
     "MAX_MESSAGE_CHARS",
 ]
@@ -32,6 +35,16 @@ def one_line(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """ "1 row", "3 rows": a count with its noun in agreement."""
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+def aligned_columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    """A table's rows as lines padded for a terminal: the first column left-aligned (labels),
+    the others right-aligned (figures), two spaces between."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
 
 
 def without_password(text: str) -> str:

@@ -20,8 +20,10 @@ from rmaunet.studies.capacity import Capacity, NodeType
 from rmaunet.studies.cost import (
     GIB,
     GPUS,
+    Calibration,
     ModelFootprint,
     TrainingCost,
+    batch_shapes,
     calibrate,
     cluster_gpu,
     gpu_named,
@@ -75,7 +77,7 @@ def test_mixed_precision_activations_are_half_width():
 
 # Memory grows with the batch by exactly one image's activations; mixed precision adds the half copies.
 def test_memory_estimate_grows_with_batch_size():
-    footprint = ModelFootprint(params=1000, trainable=900, flops=10**6, activation_bytes=5000)
+    footprint = ModelFootprint(params=1000, trainable=900, flops=10**6, activation_bytes=5000, pixels=64)
     one, two = peak_memory_bytes(footprint, "float32", 1), peak_memory_bytes(footprint, "float32", 2)
     assert one == 4 * 1000 + 12 * 900 + 5000 and two - one == 5000
     assert peak_memory_bytes(footprint, "mixed_float16", 1) == one + 2 * 900
@@ -113,8 +115,8 @@ def _plan(tmp_path: Path, resources: str = "{cpu: 1, gpu: 1}") -> StudyPlan:
 
 def _costs(plan: StudyPlan, wide_activations: int) -> list[TrainingCost]:
     """Each training of the plan with a hand-written footprint: the 'wide' row's activations as given."""
-    small = ModelFootprint(params=10**6, trainable=10**6, flops=10**9, activation_bytes=10**6)
-    wide = ModelFootprint(params=10**6, trainable=10**6, flops=10**9, activation_bytes=wide_activations)
+    small = ModelFootprint(params=10**6, trainable=10**6, flops=10**9, activation_bytes=10**6, pixels=1024)
+    wide = ModelFootprint(params=10**6, trainable=10**6, flops=10**9, activation_bytes=wide_activations, pixels=1024)
     return [
         TrainingCost(p.label, p.config, SIZES, 1, small if p.label == "small" else wide, None) for p in plan.to_train
     ]
@@ -168,14 +170,44 @@ def test_footprint_is_cached_per_architecture(tiny_footprint):
     assert tiny_footprint.activation_bytes > 4 * 32 * 32 * (14 + 4)
 
 
-# Calibration times real training steps of the tiny model (as `study plan` calls it: batch 4, 2 steps):
-# a positive rate over the images it timed, once per model and batch.
-def test_calibration_times_training_steps_of_the_model(tiny_footprint):
+# Calibration times what a training does with the tiny model (as `study plan` calls it: batch 4, 2 steps):
+# positive rates, its traces, saves and sweeps; once per model and batch.
+def test_calibration_times_what_a_training_does(tiny_footprint):
     measured = calibrate(TINY, 14, 32)
-    assert measured.images == 2 * 4 and measured.flops_per_s > 0 and measured.start_s >= 0 and measured.threads >= 1
+    assert measured.images == 2 * 4 and measured.flops_per_s > 0 and measured.forward_flops_per_s > 0
+    assert measured.step_trace_s > 0 and measured.save_s > 0 and measured.sweep_s_per_pixel > 0
+    assert measured.setup_s > 0 and measured.flop_count_s > 0 and measured.threads >= 1
     assert calibrate(TINY, 14, 32) is measured
-    cost = TrainingCost("tiny", TINY, SIZES, 1, tiny_footprint, measured)
-    assert cost.cpu_seconds() == pytest.approx(cost.flops / measured.flops_per_s + measured.start_s)
+    assert tiny_footprint.pixels == 32 * 32
+
+
+def _calibration(**seconds: float) -> Calibration:
+    """Every rate 1 FLOP/s and every fixed cost 0 s, but those given."""
+    rates = {"flops_per_s": 1.0, "forward_flops_per_s": 1.0}
+    costs = dict.fromkeys(("step_trace_s", "predict_trace_s", "save_s", "sweep_s_per_pixel", "setup_s"), 0.0)
+    return Calibration(**{**rates, **costs, "flop_count_s": 0.0, **seconds, "threads": 1, "images": 8})
+
+
+# A training on this CPU is what its loop does: steps at the step rate (3 × forward), validation every epoch and
+# the final scoring at the predictor's rate, one trace per batch shape, a checkpoint and a sweep every epoch.
+def test_cpu_time_counts_what_the_loop_does():
+    footprint = ModelFootprint(params=10, trainable=10, flops=1, activation_bytes=10, pixels=100)
+    config = TINY.replace(epochs=3, batch_size=4)  # 40 train tiles: 10 full batches; 5 validation: 4 and 1
+    parts = TrainingCost("t", config, SIZES, 1, footprint, _calibration()).cpu_parts()
+    assert parts is not None
+    assert parts["training steps"] == 3 * 40 * 3 and parts["prediction"] == 5 * 3 + 55
+    traced = _calibration(step_trace_s=10.0, predict_trace_s=1.0, save_s=2.0, sweep_s_per_pixel=0.001, setup_s=5.0)
+    parts = TrainingCost("t", config, SIZES, 1, footprint, traced).cpu_parts()
+    assert parts is not None
+    # The step traced once (batches of 4 only), the predictor twice (4, then 1: it relaxes the batch after).
+    assert parts["tracing"] == 10.0 + 2 * 1.0 and parts["checkpoints"] == 3 * 2.0
+    # Validation swept every epoch, and at the end: twice more (the choice, the scores) and test once.
+    assert parts["threshold sweeps"] == pytest.approx(0.001 * 100 * (5 * 5 + 10))
+    assert parts["setup and FLOP count"] == 5.0
+    # 42 train tiles leave a last batch of 2: a second shape the step is traced for.
+    uneven = TrainingCost("t", config, {**SIZES, "train": 42}, 1, footprint, traced).cpu_parts()
+    assert uneven is not None and uneven["tracing"] == 2 * 10.0 + 2 * 1.0
+    assert batch_shapes(42, 4) == {4, 2} and batch_shapes(40, 4) == {4} and batch_shapes(3, 4) == {3}
 
 
 # `rmaunet study plan` prints the table for the trainings to run, calibrated on this machine;
@@ -211,7 +243,7 @@ def test_a_search_is_its_budget_at_the_base_config(tmp_path):
     )
     spec = load_spec(path)
     plan = StudyPlan(spec, [], ResultsStore(tmp_path / "store"), {"landslide4sense": tmp_path}, {})
-    footprint = ModelFootprint(params=10, trainable=10, flops=10**9, activation_bytes=10)
+    footprint = ModelFootprint(params=10, trainable=10, flops=10**9, activation_bytes=10, pixels=1024)
     costs = [TrainingCost("search trials", spec.base, SIZES, 1, footprint, None) for _ in range(spec.budget)]
     report = cost_report(plan, costs, Capacity("test", live=(NodeType("n", {"CPU": 4}, 1),)))
     assert any(line.split()[:3] == ["search", "trials", "5"] for line in report.splitlines())

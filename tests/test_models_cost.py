@@ -41,6 +41,7 @@ def test_unet_flops_scale_with_pixels():
 
 
 # Wider, attention-bearing variants cost more than the baseline (a sanity order for Table VIII).
+@pytest.mark.slow
 def test_rmaunet_costs_more_than_baseline():
     base = model_cost(TrialConfig(base_filters=4, depth=2), 3, 32)
     full = model_cost(

@@ -9,6 +9,7 @@ import numpy as np
 
 from rmaunet.data.prepare import READERS, open_reader
 from rmaunet.datasets import dataset_info
+from rmaunet.errors import aligned_columns
 
 __all__ = ["SplitStats", "DatasetStats", "dataset_stats", "format_stats"]
 
@@ -134,10 +135,4 @@ def format_stats(stats: DatasetStats) -> str:
         )
         for s in stats.splits + ([stats.total()] if len(stats.splits) > 1 else [])
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [f"{stats.dataset} ({stats.root})"]
-    for row in [header, *rows]:
-        lines.append(
-            "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        )
-    return "\n".join(lines)
+    return "\n".join([f"{stats.dataset} ({stats.root})", *aligned_columns([header, *rows])])

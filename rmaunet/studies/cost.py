@@ -19,18 +19,29 @@ Conventions (printed with every cost table, so a reader can redo the arithmetic)
   float32 runs on TF32 tensor cores where the GPU has them (TensorFlow's default on Ampere
   and later), mixed_float16 on FP16 tensor cores, mixed_bfloat16 on BF16 ones (FP32 where
   the GPU has none).
-- This machine: `calibrate` times a few training steps of the row's model (its loss, its
-  augmentation pipeline) and gives the effective FLOP/s; a training's predicted time is its
-  FLOPs at that rate plus the tracing of its training step and its validation forward pass,
-  once per training.
+- This machine: `calibrate` times, on the row's model with a trial's thread pools, what a
+  training does: training steps (its loss, Adam, its augmentation pipeline), the predictor
+  that validation and the final scoring run, the first call of each (tracing), one epoch's
+  checkpoint and best weights, and a threshold sweep. A training's predicted time on this
+  CPU (`TrainingCost.cpu_parts`) is what its loop does with those: the training steps'
+  FLOPs at the step rate; validation every epoch and the final scoring of every split at
+  the predictor's rate; one tracing of the step per distinct training batch shape (a last,
+  smaller batch traces the step again) and of the predictor per distinct shape (at most
+  two: it then relaxes the batch dimension); a checkpoint and the best weights saved every
+  epoch; the threshold sweeps of validation every epoch and of the final scoring; building
+  the model and optimizer and the FLOP count each finished trial records. Not counted:
+  reading the data (`study plan` reads it once itself) and the start of the trial's
+  process (Ray's worker, the TensorFlow import), which a reused worker pays once.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rmaunet.config import TrialConfig
@@ -53,6 +64,7 @@ __all__ = [
     "training_flops",
     "peak_memory_bytes",
     "training_costs",
+    "batch_shapes",
     "gpu_named",
     "cluster_gpu",
 ]
@@ -143,12 +155,15 @@ class ModelFootprint:
     trainable: int
     flops: int  # one forward pass of one image
     activation_bytes: int  # per image, training-mode forward pass
+    pixels: int  # per image: what validation's threshold sweep scores
 
 
 @dataclass
 class _Built:
     footprint: ModelFootprint
     model: keras.Model
+    build_s: float  # building the model: every trial builds its own
+    flop_count_s: float  # counting its FLOPs: every finished trial records the count
     calibrations: dict[tuple[int, int], Calibration] = field(default_factory=dict)
 
 
@@ -172,13 +187,17 @@ def _built(config: TrialConfig, num_bands: int, size: int) -> _Built:
 
         previous = keras.mixed_precision.global_policy()
         precision.configure(config)  # the trial's dtype policy: activations at the dtypes it trains with
+        started = time.perf_counter()
         try:
             model = build_model(config, num_bands, size)
         finally:
             keras.mixed_precision.set_global_policy(previous)
+        built = time.perf_counter()
+        flops = count_flops(model)
+        counted = time.perf_counter()
         trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
-        footprint = ModelFootprint(int(model.count_params()), trainable, count_flops(model), activation_bytes(model))
-        _MODELS[key] = _Built(footprint, model)
+        footprint = ModelFootprint(int(model.count_params()), trainable, flops, activation_bytes(model), size * size)
+        _MODELS[key] = _Built(footprint, model, built - started, counted - built)
     return _MODELS[key]
 
 
@@ -202,12 +221,18 @@ def peak_memory_bytes(footprint: ModelFootprint, precision: str, batch: int) -> 
 # --------------------------------------------------------------------------- this machine
 @dataclass(frozen=True)
 class Calibration:
-    """This machine's effective training rate for one model, as measured."""
+    """This machine's rates and fixed costs for one model's training, as measured (seconds)."""
 
-    flops_per_s: float  # training FLOPs (3 × forward per image) per second, steady state
-    start_s: float  # the first training step's and validation's tracing beyond the steady rate: once per training
+    flops_per_s: float  # training steps: FLOPs (3 × forward per image) per second, steady state
+    forward_flops_per_s: float  # the predictor (validation, final scoring): forward FLOPs per second
+    step_trace_s: float  # a training step's first call at a new batch shape, beyond the step itself
+    predict_trace_s: float  # the predictor's first call at a new batch shape, beyond its work
+    save_s: float  # one epoch's checkpoint (weights, optimizer, state) and best weights
+    sweep_s_per_pixel: float  # validation's threshold sweep, per pixel scored
+    setup_s: float  # building the model and its optimizer
+    flop_count_s: float  # the FLOP count a finished trial records
     threads: int  # TensorFlow's intra-op threads it ran with
-    images: int  # images timed
+    images: int  # images timed in steady training steps
 
 
 def calibrate(
@@ -220,10 +245,11 @@ def calibrate(
 ) -> Calibration:
     """Time `steps` training steps of the config's model on this machine after one to warm
     up (tracing), through the trial's own loss, optimizer and augmentation pipeline, on
-    random tiles, at `batch` images a step (default: the config's, within the limits above).
-    Seconds; cached per model and batch size. `threads`:
-    TensorFlow's thread pools, as a trial of that many CPUs sets them (only possible before
-    this process first runs TensorFlow; the calibration says what it ran with)."""
+    random tiles, at `batch` images a step (default: the config's, within the limits above);
+    then the predictor on the same tiles after its own first call, one epoch's checkpoint,
+    and a threshold sweep. Cached per model and batch size. `threads`: TensorFlow's thread
+    pools, as a trial of that many CPUs sets them (only possible before this process first
+    runs TensorFlow; the calibration says what it ran with)."""
     _set_threads(threads)
     built = _built(config, num_bands, size)
     affordable = int(CALIBRATION_STEP_FLOPS // (3 * max(built.footprint.flops, 1)))
@@ -255,10 +281,12 @@ def _time_steps(built: _Built, config: TrialConfig, batch: int, steps: int) -> C
     rng = np.random.default_rng(0)
     images = rng.standard_normal((steps * batch, *shape), dtype=np.float32)
     masks = (rng.random((steps * batch, *shape[:2])) < 0.2).astype(np.float32)  # donors for cutmix
+    started = time.perf_counter()
     dataset = make_dataset(images, masks, batch, training=True, augment=config.augment, seed=0)
     objective = make_loss(config)
     optimizer = precision.wrap_optimizer(keras.optimizers.Adam(learning_rate=config.learning_rate), config)
     optimizer.build(model.trainable_variables)
+    setup_s = built.build_s + time.perf_counter() - started
 
     # TrialLoop's step with one worker (rmaunet.training.loop): forward, loss, backward, Adam.
     @tf.function(jit_compile=bool(config.xla) and getattr(objective, "supports_xla", True))
@@ -275,20 +303,61 @@ def _time_steps(built: _Built, config: TrialConfig, batch: int, steps: int) -> C
     warm = time.perf_counter()
     _, timed, seen = train_epoch(step, dataset)
     steady = time.perf_counter() - warm
-    # Validation traces its own forward function once per training (rmaunet.training.evaluation).
+    # Validation and the final scoring run the predictor (rmaunet.training.evaluation).
     predict = make_predictor(model)
     traced = time.perf_counter()
     predict(images[:batch], batch)
     again = time.perf_counter()
-    predict(images[:batch], batch)
-    predict_trace = max((again - traced) - (time.perf_counter() - again), 0.0)
+    predict(images, batch)
+    forward_s = time.perf_counter() - again
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
     return Calibration(
         flops_per_s=3 * built.footprint.flops * seen / steady,
-        start_s=max(warm - started - steady / timed, 0.0) + predict_trace,
+        forward_flops_per_s=built.footprint.flops * len(images) / forward_s,
+        step_trace_s=max(warm - started - steady / timed, 0.0),
+        predict_trace_s=max(again - traced - forward_s / steps, 0.0),
+        save_s=_time_save(model, optimizer, config),
+        sweep_s_per_pixel=_sweep_s_per_pixel(),
+        setup_s=setup_s,
+        flop_count_s=built.flop_count_s,
         threads=threads,
         images=seen,
     )
+
+
+def _time_save(model: keras.Model, optimizer: keras.optimizers.Optimizer, config: TrialConfig) -> float:
+    """Seconds of what a trial writes every epoch (rmaunet.training.trial): its checkpoint,
+    and the best weights (when the epoch is the best so far: counted every epoch)."""
+    import tempfile
+
+    from rmaunet.training.checkpoint import EpochCheckpoint, fresh_state
+    from rmaunet.trial_folder import TrialFolder
+
+    with tempfile.TemporaryDirectory(prefix="rmaunet-calibration-") as folder:
+        started = time.perf_counter()
+        EpochCheckpoint(Path(folder), config).save(model, optimizer, fresh_state())
+        model.save_weights(Path(folder) / TrialFolder.BEST_WEIGHTS)
+        return time.perf_counter() - started
+
+
+# The sweep's cost hardly depends on the model: timed once per process, on this many random pixels.
+SWEEP_PIXELS = 2**18
+
+
+@functools.cache
+def _sweep_s_per_pixel() -> float:
+    """Seconds per pixel of scoring a probability map at every threshold of the grid
+    (rmaunet.training.evaluation.best_over_thresholds: what validation runs every epoch)."""
+    import numpy as np
+
+    from rmaunet.training.evaluation import best_over_thresholds
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random(SWEEP_PIXELS) < 0.2).astype(np.float32).reshape(-1, 64, 64)
+    prob = rng.random(SWEEP_PIXELS, dtype=np.float32).reshape(-1, 64, 64)
+    started = time.perf_counter()
+    best_over_thresholds(truth, {"mask": prob}, "f1")
+    return (time.perf_counter() - started) / SWEEP_PIXELS
 
 
 # --------------------------------------------------------------------------- trainings
@@ -321,11 +390,39 @@ class TrainingCost:
     def gpu_seconds(self, gpu: Gpu, utilisation: float = UTILISATION) -> float:
         return self.flops / (gpu.peak_flops(self.config.precision) * utilisation)
 
+    def cpu_parts(self) -> dict[str, float] | None:
+        """Predicted seconds on this machine of each part of the training (module docstring;
+        None without a calibration)."""
+        c = self.calibration
+        if c is None:
+            return None
+        sizes, epochs, forward = self.sizes, self.config.epochs, self.footprint.flops
+        batch = self.batch_per_worker
+        train_shapes = batch_shapes(sizes["train"], batch)
+        if self.workers > 1:
+            train_shapes = {batch}  # a worker group's epochs drop the remainder (rmaunet.training.loop.epoch_order)
+        # The predictor runs at the config's batch size on rank 0, over validation, then every split.
+        predict_shapes = set().union(*(batch_shapes(n, self.config.batch_size) for n in sizes.values()))
+        swept = sizes["validation"] * (epochs + 2) + sizes["test"]  # every epoch; the choice, both splits at it
+        return {
+            "training steps": 3 * forward * sizes["train"] * epochs / c.flops_per_s,
+            "prediction": forward * (sizes["validation"] * epochs + sum(sizes.values())) / c.forward_flops_per_s,
+            "tracing": c.step_trace_s * len(train_shapes) + c.predict_trace_s * min(len(predict_shapes), 2),
+            "threshold sweeps": c.sweep_s_per_pixel * self.footprint.pixels * swept,
+            "checkpoints": c.save_s * epochs,
+            "setup and FLOP count": c.setup_s + c.flop_count_s,
+        }
+
     def cpu_seconds(self) -> float | None:
         """Predicted training time on this machine (None without a calibration)."""
-        if self.calibration is None:
-            return None
-        return self.flops / self.calibration.flops_per_s + self.calibration.start_s
+        parts = self.cpu_parts()
+        return None if parts is None else sum(parts.values())
+
+
+def batch_shapes(tiles: int, batch: int) -> set[int]:
+    """The batch sizes a pass over `tiles` at `batch` a step meets: a tf.function traces once
+    for each (the predictor relaxes the batch dimension after its second)."""
+    return {min(batch, tiles)} | ({tiles % batch} if tiles > batch and tiles % batch else set())
 
 
 def training_costs(

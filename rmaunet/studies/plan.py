@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmaunet.errors import DataError, plural
+from rmaunet.errors import DataError, aligned_columns, plural
 from rmaunet.storage import is_uri
 from rmaunet.store import ResultsStore
 from rmaunet.studies.capacity import UNBOUNDED, Capacity, TrialRequest, trial_requests
@@ -255,7 +255,7 @@ def cost_report(
     lines = [
         f"cost of the {plural(len(costs), 'training')} to run (GPU columns: time on one GPU at "
         f"{100 * utilisation:g} % of its peak" + ("; this CPU: as calibrated below):" if calibrated else "):"),
-        *_aligned(table),
+        *("  " + line for line in aligned_columns(table)),
     ]
     if over:
         lines.append(
@@ -270,14 +270,15 @@ def cost_report(
     )
     lines.append(_wall_line(plan, costs, capacity, judged, utilisation))
     if calibrated:
-        first = costs[0].calibration
-        assert first is not None
+        first, parts = costs[0].calibration, costs[0].cpu_parts()
+        assert first is not None and parts is not None
         total = sum(c.cpu_seconds() or 0.0 for c in costs)
         threads = plural(first.threads, "TensorFlow thread")
+        share = ", ".join(f"{name} {100 * seconds / sum(parts.values()):.0f} %" for name, seconds in parts.items())
         lines.append(
-            f"this machine: {first.flops_per_s / 1e9:.3g} GFLOP/s effective ({threads}, "
-            f"{plural(first.images, 'image')} timed, +{first.start_s:.1f} s tracing per training): "
-            f"{_duration(total)} of training one after another"
+            f"this machine: {first.flops_per_s / 1e9:.3g} GFLOP/s effective in training steps ({threads}, "
+            f"{plural(first.images, 'image')} timed): {_duration(total)} of training one after another "
+            f"(the first row's training: {share})"
         )
     lines += [
         "FLOPs per training = forward FLOPs/img × (3 × train tiles × epochs + validation tiles × epochs + every tile "
@@ -333,12 +334,3 @@ def _flop_count(flops: float) -> str:
 
 def _bytes(count: float) -> str:
     return f"{count / GIB:.2f} GiB" if count >= GIB else f"{count / 2**20:.0f} MiB"
-
-
-def _aligned(table: list[list[str]]) -> list[str]:
-    """Columns padded for a terminal: the first left-aligned, the figures right-aligned."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return [
-        "  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        for row in table
-    ]
