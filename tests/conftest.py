@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite's own Ray runtimes load 2 cores to 20 and more while they start: every local
+# runtime a test or a driver it spawns starts gets 6 of Ray's start-up windows, not 3.
+os.environ.setdefault("RMAUNET_RAY_START_TRIES", "6")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -10,6 +10,7 @@ import pytest
 
 rasterio = pytest.importorskip("rasterio")
 
+from local_ray import start_local_ray  # noqa: E402
 from mapping_helpers import untrained_model, write_scene  # noqa: E402
 
 from rmaunet.data.synthetic import landslide4sense_image, make_scene  # noqa: E402
@@ -40,6 +41,7 @@ def _same_blend(split_map: str | Path, whole_map: str | Path, threshold: float, 
         np.testing.assert_array_equal(there.read(1)[clear], here.read(1)[clear])
 
 
+@pytest.mark.slow
 def test_window_rows_split_into_parts_give_the_one_process_map(tmp_path):
     # What each Ray task of a split scene runs (_remote_part), here in this process, over
     # parts of 2 window rows (the last part ends at the scene's edge): the same map.
@@ -71,6 +73,7 @@ def test_window_rows_split_into_parts_give_the_one_process_map(tmp_path):
         assert (ds.read(1)[40:50, 10:30] == 255).all()
 
 
+@pytest.mark.slow
 def test_a_task_maps_a_scene_from_and_to_an_object_store(tmp_path, s3_bucket):
     # What each Ray task runs, in this process: the model's files by value, the scene
     # streamed from S3, its maps streamed back; the same map as a local prediction.
@@ -106,7 +109,7 @@ def test_scenes_on_ray_from_and_to_an_object_store(tmp_path, s3_bucket):
     model = untrained_model(tmp_path / "model")
     bucket = Storage(s3_bucket)
     scenes = _scenes_in_bucket(bucket, tmp_path)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # after the S3 variables
+    start_local_ray()  # after the S3 variables
     try:
         summaries = predict_scenes(model, scenes, f"{s3_bucket}/maps", on_ray=True, log=lambda _m: None)
         split = predict_scenes(model, scenes[1:], f"{s3_bucket}/split", on_ray=True, rows_per_task=1, log=print)

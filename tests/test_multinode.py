@@ -34,6 +34,7 @@ from ray_nodes import NODE_PORT_FLAGS, stop_processes
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
+NODE_START_TRIES = 3
 TINY = "{preset: baseline, base_filters: 4, depth: 2, crop: 32, max_tiles: 40, batch_size: 8, augment: []"
 WAIT_FOR_NODES = """
 import json, sys, time, ray
@@ -81,10 +82,24 @@ class Cluster:
             ]
         else:
             command += [f"--address={self.gcs}"]
-        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - the node's lifetime
-        self.nodes[name] = subprocess.Popen(
-            command, env=self.node_env(name), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        # Ray gives a node 30 s to register (its dashboard 60 s): on a loaded machine a node can
+        # miss it, and `ray start` exits. Each node is waited for until it says it started, and
+        # started afresh (what the failed try left stopped) up to 3 times, as rmaunet does.
+        log_path = self.root / f"{name}.log"
+        for attempt in range(1, NODE_START_TRIES + 1):
+            log = open(log_path, "ab")  # noqa: SIM115 - the node's lifetime
+            self.nodes[name] = proc = subprocess.Popen(
+                command, env=self.node_env(name), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                if b"Ray runtime started." in log_path.read_bytes():
+                    return
+                time.sleep(0.5)
+            if proc.poll() is None:
+                return  # still starting: wait_for judges it
+            assert attempt < NODE_START_TRIES, f"node {name} did not start in {attempt} tries: {self.exited()}"
+            stop_processes(self.temp(name))
 
     def wait_for(self, count: int) -> dict[str, float]:
         out = subprocess.run(

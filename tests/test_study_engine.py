@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from local_ray import start_local_ray
 
 from rmaunet.errors import plural
 from rmaunet.store import ResultsStore
@@ -62,7 +63,7 @@ def _descendants(pid: int) -> list[int]:
 def local_ray():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray()
     yield
     ray.shutdown()
 

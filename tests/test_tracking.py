@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from local_ray import start_local_ray
 from ports import free_port
 
 from rmaunet.errors import ConfigError
@@ -90,7 +91,7 @@ def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow 3 refuses a new file store (./mlruns) by default
     monkeypatch.chdir(tmp_path)  # a SQLite store's artifacts go to ./mlruns
     spec = load_spec(_two_row_spec(tmp_path, "tracked"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray()
     try:
         plan = run_study(
             spec,
@@ -119,6 +120,7 @@ def test_mlflow_gets_one_run_per_training_with_its_parameters_and_epoch_metrics(
         assert {"best.weights.h5", "config.json", "result.json"} <= artifacts
 
 
+@pytest.mark.slow
 def test_mlflow_tracking_logs_off_tunes_loop_what_a_reader_wants(tmp_path, monkeypatch):
     # Without Ray training: Tune's events for one trial, as the driver sees them. The run gets
     # the row, seed and identity as parameters, per-epoch curves (no bookkeeping), the selected
@@ -231,6 +233,7 @@ def _get_json(url: str, deadline: float) -> dict:
             time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_serves_a_search_study_over_http(tmp_path):
     # optuna-dashboard opens the search's SQLite study: its trials, states, values and
     # per-epoch intermediate values come back through the dashboard's HTTP API.
