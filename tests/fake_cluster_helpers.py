@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 from ports import free_port
-from ray_nodes import HEAD_PORT_FLAGS, stop_processes
+from ray_nodes import HEAD_PORT_FLAGS, run_ray_start, stop_processes
 
 __all__ = ["FAKE_HEAD_NODE_ID", "clean_copy", "ray_cli", "running_fake_cluster", "submit_job", "wait_for_job"]
 
@@ -101,8 +101,7 @@ def running_fake_cluster() -> Iterator[dict[str, Any]]:
     )
     try:
         for command in prepared["head_start_ray_commands"]:
-            started = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=180)
-            assert started.returncode == 0, started.stdout + started.stderr
+            run_ray_start(["bash", "-c", command], env=env, temp=folder / "ray")
         client = {k: v for k, v in env.items() if k != "RAY_FAKE_CLUSTER"}
         client.update({"RAY_ADDRESS": f"http://127.0.0.1:{ports['dashboard-port']}", "HOME": os.environ["HOME"]})
         token_path = folder / "ray-auth" / "auth_token"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from ports import free_port
-from ray_nodes import HEAD_PORT_FLAGS, stop_processes
+from ray_nodes import HEAD_PORT_FLAGS, run_ray_start, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -29,7 +30,12 @@ def ray_head():
     # collide with any other Ray runtime on the machine, and the job API then never comes up.
     ports = {name: free_port() for name in ("port", *HEAD_PORT_FLAGS)}
     dash = ports["dashboard-port"]
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    # A token of its own: ~/.ray/auth_token exists only once some earlier Ray runtime made it,
+    # and a machine's first `ray start --head` with token auth finds none and exits.
+    token = temp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     cmd = [
         str(BIN / "ray"),
         "start",
@@ -41,7 +47,7 @@ def ray_head():
         "--disable-usage-stats",
         *(f"--{name}={port}" for name, port in ports.items()),
     ]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
+    run_ray_start(cmd, env=env, temp=temp)
     try:
         yield {"address": f"http://127.0.0.1:{dash}", "env": env}
     finally:
@@ -120,6 +126,7 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     assert [h["epoch"] for h in json.loads(rows["history"].iloc[0])] == [1, 2]
 
 
+@pytest.mark.slow
 def test_ablation_job_takes_exactly_the_study_run_options():
     # jobs/ablation.py forwards to the CLI's own parser: its --help is `rmaunet study run --help`.
     def help_text(*args: str) -> str:
