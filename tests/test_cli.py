@@ -63,6 +63,7 @@ def test_bad_spec_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and str(spec) in lines[0] and "focl" in lines[0]
 
 
+@pytest.mark.slow
 def test_missing_data_folder_is_exit_2(tmp_path):
     # Pointing a study at a folder that does not exist is a user error, not a crash.
     out = _run(
@@ -78,6 +79,7 @@ def test_missing_data_folder_is_exit_2(tmp_path):
     assert out.returncode == 2 and "nope" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_refused_loss_params_leave_one_line_without_tensorflow_chatter(tmp_path):
     # Checking loss_params imports TensorFlow; its native start-up lines must not precede the error line.
     spec = tmp_path / "bad.yaml"

@@ -287,6 +287,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_study_plan_takes_a_data_uri(data_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `rmaunet study plan SPEC --data s3://…` plans from the object store, also as NAME=URI.
     monkeypatch.setenv("RMAUNET_CACHE_DIR", str(tmp_path / "cache"))
@@ -300,6 +301,7 @@ def test_study_plan_takes_a_data_uri(data_uri: str, tmp_path: Path, monkeypatch:
     assert named.returncode == 0 and named.stdout == out.stdout, named.stderr
 
 
+@pytest.mark.slow
 def test_study_plan_on_a_missing_bucket_is_one_line_and_exit_2(
     s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -128,6 +128,7 @@ def data_folders(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return [f"{name}={_write_fixture(name, root / name)}" for name in ("landslide4sense", "bijie", "nepal")]
 
 
+@pytest.mark.slow
 def test_mutated_specs_end_in_one_line_or_success(tmp_path, data_folders):
     # Byte flips, deleted / duplicated lines, swapped types, aliases, non-UTF-8: exit 0, or exit 2 + one line.
     rng = random.Random(20240611)
@@ -457,6 +458,7 @@ def _pick(rng: random.Random, clean: list[object], hostile: list[object], rate: 
     return rng.choice(hostile if rng.random() < rate else clean)
 
 
+@pytest.mark.slow
 def test_hostile_report_inputs_end_in_one_line(tmp_path):
     # Report tables with blank, listed or clashing labels, metric text, and odd --format / --out:
     # exit 0 with a folder per study, or exit 2 and one line.

@@ -26,6 +26,9 @@ from rmaunet.mapping.predict import predict_scene  # noqa: E402
 from rmaunet.metrics import segmentation_scores  # noqa: E402
 from rmaunet.store import ResultsStore  # noqa: E402
 
+# Every test maps with the study the module trains once (a minute): end-to-end, not fast.
+pytestmark = pytest.mark.slow
+
 COLUMNS = 4  # the mosaic is the test tiles, 4 a row
 
 

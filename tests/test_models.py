@@ -99,6 +99,7 @@ def test_registries_match_config_names(registry, names):
 # Each block × attention × heads × task variant of the U-Net predicts the documented outputs;
 # those of the covering array also round-trip.
 @pytest.mark.parametrize("block, attention, heads, task", _VARIANTS)
+@pytest.mark.slow
 def test_unet_variant_outputs_and_round_trip(block, attention, heads, task, tmp_path):
     config = TrialConfig(block=block, attention=attention, heads=heads, task=task, **TINY)
     model, batch = build_model(config, BANDS, SIZE), random_batch((2, SIZE, SIZE, BANDS))
@@ -120,6 +121,7 @@ def test_the_round_trip_variants_cover_every_pair_of_factor_values():
     "backbone",
     ["unet", "deeplabv3", "mobilenetv3", pytest.param("efficientnetv2", marks=pytest.mark.slow)],
 )
+@pytest.mark.slow
 def test_backbone_round_trip(backbone, tmp_path):
     config = TrialConfig(backbone=backbone, heads="multi_resolution", task="segmentation+detection", **TINY)
     out = run_model_round_trip(build_model(config, 5, SIZE), random_batch((2, SIZE, SIZE, 5)), tmp_path)
@@ -129,6 +131,7 @@ def test_backbone_round_trip(backbone, tmp_path):
 # DeepLab-V3 as published: ResNet-50 whose conv5 is atrous (stride 16 throughout, dilation 2),
 # ASPP with ReLU at the published rates scaled to the input, bilinear upsampling to full size.
 @pytest.mark.parametrize("size, rates", [(128, (2, 3, 5)), (64, (1, 2, 2))])
+@pytest.mark.slow
 def test_deeplabv3_is_aspp_on_atrous_resnet50(size, rates):
     model = build_model(TrialConfig(backbone="deeplabv3", **TINY), 14, size)
     assert model.get_layer("conv5_block3_out").output.shape[1:] == (size // 16, size // 16, 2048)
@@ -142,6 +145,7 @@ def test_deeplabv3_is_aspp_on_atrous_resnet50(size, rates):
 
 
 # The full RMAU-NET preset (Res-Conv + multi-head attention + multiple heads) builds for 23 bands and round-trips.
+@pytest.mark.slow
 def test_rmaunet_preset_round_trip(tmp_path):
     config = PRESETS["rmaunet"].replace(**TINY)
     assert (config.block, config.attention, config.heads) == ("res_conv", "mha", "multi_resolution")
@@ -228,6 +232,7 @@ def test_multi_resolution_mask_is_average_of_heads():
     ],
     ids=["rmaunet_both_tasks", "detection_only", "deeplabv3", "mobilenetv3", "efficientnetv2"],
 )
+@pytest.mark.slow
 def test_every_weight_gets_a_gradient(changes):
     import tensorflow as tf
 

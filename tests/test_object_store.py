@@ -66,6 +66,7 @@ def test_a_missing_bucket_fails_the_write_check_in_one_line(s3_bucket: str) -> N
         ResultsStore("s3://no-such-bucket-rmaunet/x").storage.check_writable()
 
 
+@pytest.mark.slow
 def test_a_trial_killed_on_one_node_resumes_on_another_from_the_store(
     s3_bucket: str, l4s_small: Path, tmp_path: Path, monkeypatch
 ) -> None:

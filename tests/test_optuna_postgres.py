@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from ports import free_port
 
 BUDGET = 3
@@ -28,6 +29,7 @@ def _study_run(spec: Path, data: Path, storage: Path, optuna_storage: str) -> su
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_unreachable_postgres_is_one_line_without_the_password(l4s_small, tmp_path):
     # No server at the URL's port: exit 2, one line naming the URL with its password masked, no traceback.
     url = f"postgresql://someone:s3cret@127.0.0.1:{free_port()}/optuna"

@@ -149,9 +149,9 @@ def test_help_shows_both_flags_with_an_example(capsys):
 
 
 def test_the_kept_spec_record_names_the_changes(tmp_path: Path):
-    from rmaunet.api import _keep_spec
+    from rmaunet.api import _spec_record
 
     spec = load_spec(TABLE4, overrides={"batch_size": 4}, seeds=[0], build_checks=False)
-    _keep_spec(spec, tmp_path, synthetic=False)
+    ResultsStore(tmp_path).write_spec(spec.name, _spec_record(spec, synthetic=False))
     record = ResultsStore(tmp_path).read_spec(spec.name)
     assert record is not None and record["overrides"] == "batch_size=4; seeds 0" and record["smoke"] is False

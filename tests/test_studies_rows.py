@@ -208,6 +208,7 @@ def test_a_trial_on_bad_data_fails_once_with_its_cause(l4s_small: Path, tmp_path
     assert json.loads((tmp_path / "trial" / "result.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_an_unreachable_object_store_is_one_line_not_a_local_folder(tmp_path: Path, capsys, monkeypatch) -> None:
     # `--storage s3://bucket/x` once became ./s3:/bucket/x on each node: now it is opened as
     # S3, and a bucket that cannot be reached is one line naming it, exit 2.
