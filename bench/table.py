@@ -5,7 +5,8 @@
 
 One row per bench/results/NAME.json (written by `python bench/record.py NAME`): the command,
 the benchmark's headline figures with their units, the machine, the load average before and
-after, the commit and the date, and a link to the JSON. Which figures are headline is stated
+after, the commit (with the record's `commit_note`, where one was added by hand: e.g. that the
+commit did not land) and the date, and a link to the JSON. Which figures are headline is stated
 here per benchmark (HEADLINES, from each benchmark's docstring); a result without an entry
 is refused, so a new benchmark cannot reach the README without its figures being chosen.
 """
@@ -215,7 +216,7 @@ def row(path: Path) -> str:
         headline(path.stem, record["result"]),
         f"{machine['cpu']}, {machine['cores']} cores, {gpus}",
         f"{before:.1f} → {after:.1f}",
-        f"`{record['commit']}`",
+        f"`{record['commit']}`" + (f" ({record['commit_note']})" if record.get("commit_note") else ""),
         date,
         f"[{path.name}](bench/results/{path.name})",
     ]

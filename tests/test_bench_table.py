@@ -63,6 +63,14 @@ def test_a_row_names_the_command_figures_machine_load_and_commit(tmp_path: Path)
     assert "| Test CPU, 2 cores, no GPU | 1.2 → 0.5 | `0123456789ab` | 2026-12-07 10:00 UTC |" in row
 
 
+def test_a_commit_note_added_to_a_record_is_shown_beside_its_commit(tmp_path: Path) -> None:
+    # A record measured at a commit that never landed says so where the commit is named.
+    result = {"windows_per_s": 147.4, "naive_windows_per_s": 71.2, "speedup": 2.07, "large": {"size": [10980, 10980]}}
+    path = tmp_path / "predict.json"
+    path.write_text(json.dumps(_record(result, commit_note="did not land")))
+    assert "| `0123456789ab` (did not land) | 2026-12-07 10:00 UTC |" in table.row(path)
+
+
 def test_targets_are_rendered_beside_their_figures() -> None:
     goals = {"pixel_f1_at_most": 0.45, "gap_at_least": 0.15}
     text = table.headline("synthetic_difficulty", {"pixel_f1": 0.377, "unet_f1": 0.765, "gap": 0.388, "goals": goals})
