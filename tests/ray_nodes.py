@@ -78,12 +78,13 @@ def run_ray_start(command: list[str], *, env: Mapping[str, str], temp: Path) -> 
     as rmaunet.studies.session does for a user's local runtime. Any other failure ends it.
     """
     tries = max(1, int(os.environ.get("RMAUNET_RAY_START_TRIES", "3")))
-    for attempt in range(1, tries + 1):
+    printed: list[str] = []  # each failed try's output
+    while len(printed) < tries:
         started = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=240)
         if started.returncode == 0:
             return started
-        printed = started.stdout + started.stderr
+        printed.append(started.stdout + started.stderr)
         stop_processes(temp)
-        if "timed out" not in printed:
+        if "timed out" not in printed[-1]:
             break  # not Ray's start-up window: the same again would fail the same way
-    raise AssertionError(f"ray start failed ({attempt} tries); the last printed:\n{printed}")
+    raise AssertionError(f"ray start failed ({len(printed)} tries); the last printed:\n{printed[-1]}")
