@@ -85,6 +85,7 @@ HEADLINES: dict[str, tuple[Figure, ...]] = {
         ),
         Figure("runs compared", "compared", fmt="d"),
         Figure("with their fault (raise, placement group removed)", "faults_happened", fmt="d"),
+        Figure("runs that failed (not compared)", "failed_runs", fmt="d"),
         Figure("ranks bit-identical", "ranks_agree"),
         Figure("highest load average", "load1_max", fmt=".1f"),
     ),
