@@ -15,6 +15,7 @@ from typing import Any
 
 from rmaunet.errors import ConfigError, RayStartError
 from rmaunet.storage import Storage
+from rmaunet.studies import worker_logs
 from rmaunet.studies.capacity import Capacity, TrialRequest, connected_cluster, this_machine
 from rmaunet.studies.spec import StudySpec
 from rmaunet.trial_folder import TrialFolder
@@ -46,7 +47,8 @@ def connect_ray(address: str | None, log: Log) -> bool:
     # at the niceness 15 Ray gives workers by default. `ray job submit` merges this with
     # the submission's own runtime env. Worker output reaches the driver (a failing trial's
     # traceback lands in the job's log), so TensorFlow's C++ start-up chatter is kept to
-    # errors unless the caller asked for more.
+    # errors unless the caller asked for more, and what workers print as Ray ends them is
+    # dropped (rmaunet.studies.worker_logs).
     runtime_env = {
         "env_vars": {**TRAINING_PROCESS_ENV, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     }
@@ -59,6 +61,7 @@ def connect_ray(address: str | None, log: Log) -> bool:
         except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:
             # An HTTP (job API) address in RAY_ADDRESS, a head that is down: Ray says which, in one line.
             raise ConfigError(f"{address}: cannot connect to the Ray cluster ({type(exc).__name__}: {exc})") from None
+        worker_logs.install()
         log(f"connected to Ray cluster at {address}")
         return False
     # address="local": a runtime of our own. Without it Ray joins the cluster a `ray start` on
@@ -82,6 +85,7 @@ def connect_ray(address: str | None, log: Log) -> bool:
         )
     finally:
         auth_setup.setLevel(level)
+    worker_logs.install()
     cpus = int(ray.cluster_resources().get("CPU", 0))
     node = ray.get_runtime_context().get_node_id()[:8]
     auth = "token auth" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else "no token auth"
