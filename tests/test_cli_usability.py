@@ -92,6 +92,17 @@ def test_storage_and_data_default_to_the_environment(capsys, monkeypatch, l4s_sm
     assert "demo (table): 3 rows × 3 seeds = 9 results; 9 trainings to run" in out
 
 
+def test_a_run_refused_for_a_missing_data_folder_leaves_no_store_behind(capsys, tmp_path):
+    # A new user's first mistake: one line naming the folder, exit 2, and no empty store
+    # (store marker, leases/) left where the results would have gone.
+    store = tmp_path / "store"
+    code, out, err = _main(
+        capsys, "study", "run", "demo", "--smoke", "--data", str(tmp_path / "nodata"), "--storage", str(store)
+    )
+    assert (code, err) == (2, f"rmaunet: error: {tmp_path / 'nodata'}: data folder not found\n")
+    assert not store.exists()
+
+
 def _store_with_every_state(root: Path) -> ResultsStore:
     """A store as a half-finished run leaves it: its plan, one trial done (and reused by the
     study), one failed, one with an epoch checkpoint only, one never started."""

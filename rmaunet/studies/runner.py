@@ -19,7 +19,7 @@ from typing import Any
 
 from rmaunet.storage import Storage
 from rmaunet.store import ResultsStore, StudyLease
-from rmaunet.studies.plan import StudyPlan, plan_study
+from rmaunet.studies.plan import StudyPlan, plan_study, resolve_data
 from rmaunet.studies.rows import RowWriter
 from rmaunet.studies.spec import StudySpec
 
@@ -49,6 +49,10 @@ def run_study(
     from rmaunet.studies.capacity import check_requests
     from rmaunet.studies.session import study_cluster
 
+    # A data folder that is not there (a typo, an unmounted disk): one line before the store is
+    # touched, so a refused first run leaves no empty store behind. What the data holds is read
+    # by the plan, under the lease.
+    resolve_data(spec, data)
     store = ResultsStore(storage)
     store.storage.check_writable()  # a missing bucket or folder permission: one line now, not after training
     # A row no node can hold would wait forever for one: refused now, before data is read or a
