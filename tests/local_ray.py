@@ -12,8 +12,16 @@ from typing import Any
 
 
 def start_local_ray(**init_kwargs: Any) -> None:
-    """ray.init(address="local", num_cpus=2, no dashboard, no worker logs; `init_kwargs` on top)."""
-    from rmaunet.studies.session import _start_local_runtime
+    """ray.init(address="local", num_cpus=2, no dashboard, no worker logs, the runtime env a
+    study's job runs with (its processes at normal priority, as the suite's own are: at Ray's
+    niceness 15 a trial's process got a few percent of a core beside them); `init_kwargs` on top."""
+    from rmaunet.studies.session import _start_local_runtime, job_runtime_env
 
-    kwargs = {"address": "local", "num_cpus": 2, "include_dashboard": False, "log_to_driver": False}
+    kwargs = {
+        "address": "local",
+        "num_cpus": 2,
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "runtime_env": job_runtime_env(),
+    }
     _start_local_runtime({**kwargs, **init_kwargs}, print)

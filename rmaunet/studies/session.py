@@ -22,6 +22,7 @@ from rmaunet.trial_folder import TrialFolder
 
 __all__ = [
     "connect_ray",
+    "job_runtime_env",
     "ray_session",
     "concurrency",
     "study_cluster",
@@ -35,23 +36,28 @@ __all__ = [
 Log = Callable[[str], None]
 
 
+def job_runtime_env() -> dict[str, Any]:
+    """The runtime env of a study's Ray job. Every process of the job (Tune's trial processes,
+    Ray Train's controller, which imports TensorFlow, and its workers) runs at normal priority,
+    not at the niceness 15 Ray gives workers by default: at 15, beside two busy processes
+    at 0, a Train controller was still importing TensorFlow after 6 minutes. `ray job submit`
+    merges this with the submission's own runtime env. Worker output reaches the driver (a
+    failing trial's traceback lands in the job's log), so TensorFlow's C++ start-up chatter
+    is kept to errors unless the caller asked for more, and what workers print as Ray ends
+    them is dropped (rmaunet.studies.worker_logs)."""
+    from rmaunet.training.distributed import TRAINING_PROCESS_ENV
+
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    return {"env_vars": {**TRAINING_PROCESS_ENV, "TF_CPP_MIN_LOG_LEVEL": level}}
+
+
 def connect_ray(address: str | None, log: Log) -> bool:
     """Connect to RAY_ADDRESS / `address`, or start a local runtime. True if we started it."""
     import ray
 
-    from rmaunet.training.distributed import TRAINING_PROCESS_ENV
-
     if ray.is_initialized():
         return False
-    # Every process of this job (Tune trials train in theirs) runs at normal priority, not
-    # at the niceness 15 Ray gives workers by default. `ray job submit` merges this with
-    # the submission's own runtime env. Worker output reaches the driver (a failing trial's
-    # traceback lands in the job's log), so TensorFlow's C++ start-up chatter is kept to
-    # errors unless the caller asked for more, and what workers print as Ray ends them is
-    # dropped (rmaunet.studies.worker_logs).
-    runtime_env = {
-        "env_vars": {**TRAINING_PROCESS_ENV, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    }
+    runtime_env = job_runtime_env()
     address = address or os.environ.get("RAY_ADDRESS")
     # Ray's own INFO lines ("Started a local Ray instance…") say what the next line of ours says.
     quiet = {"logging_level": logging.WARNING}
