@@ -15,7 +15,9 @@ and Ray Train restarts the group from the last epoch checkpoint, or from scratch
 - `pg_epoch2`: the driver removes the run's placement group `--delay` s after epoch 1's
   row arrives (mid-epoch 2: the restarted group replays epoch 2 from epoch 1's checkpoint);
 - `pg_epoch1[:S]`: the driver removes it S (default `--early`) s after the run starts,
-  before epoch 1's checkpoint: the group restarts from scratch.
+  before epoch 1's checkpoint. Ray Train does not restart the group then (its controller
+  fails); run_data_parallel raises WorkersLostError, and the bench runs the trial again,
+  as Tune would (`workers_lost` lists each such end).
 
 A variant ending in `@1` runs on one worker instead (`raise1@1`: the reference itself
 restarted), compared with the same reference.
@@ -87,7 +89,7 @@ def remove_run_placement_group(num_workers: int) -> str:
 
 
 def run(variant: str, config: TrialConfig, data: Path, out: Path, workers: int, delay: float, early: float) -> dict:
-    from rmaunet.training.distributed import run_data_parallel
+    from rmaunet.training.distributed import WorkersLostError, run_data_parallel
 
     fault: dict[str, Any] = {}
     timers: list[threading.Timer] = []
@@ -114,8 +116,16 @@ def run(variant: str, config: TrialConfig, data: Path, out: Path, workers: int, 
     started, load_start = time.perf_counter(), load1()
     if variant.startswith("pg_epoch1"):
         pull(float(variant.partition(":")[2] or early))
+    lost: list[str] = []
     try:
-        result = run_data_parallel(config, data, out, num_workers=workers, report=report)
+        while True:
+            try:
+                result = run_data_parallel(config, data, out, num_workers=workers, report=report)
+                break
+            except WorkersLostError as exc:  # Tune runs the trial again, which resumes: so does this
+                lost.append(str(exc))
+                if len(lost) == 3:
+                    raise
     finally:
         for timer in timers:
             timer.cancel()
@@ -126,6 +136,7 @@ def run(variant: str, config: TrialConfig, data: Path, out: Path, workers: int, 
         "status": result.status,
         "reason": result.reason,
         "resumed_from": result.resumed_from,
+        "workers_lost": lost,
         "worker_failures": json.loads((out / "result.json").read_text()).get("worker_failures"),
         "rows": [r["epoch"] for r in rows],
         "losses": [r["loss"] for r in rows],
@@ -152,7 +163,11 @@ def main() -> None:
     data = base / "l4s_small"
     if not data.exists():
         write_landslide4sense(data, n=60, seed=3, size=32)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from rmaunet.studies.session import job_runtime_env
+
+    # The runtime env a study's job gets: at Ray's default niceness of 15 the Train
+    # controller, which imports TensorFlow, waited minutes for a core under load.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=job_runtime_env())
     config = TrialConfig(**TINY)
     runs: list[dict[str, Any]] = []
     try:

@@ -140,6 +140,29 @@ def test_a_worker_failure_is_named_by_rank_and_cause(error: str, prefix: str) ->
     assert describe_failure(GroupError("workers failed")).startswith(prefix)
 
 
+def test_workers_the_cluster_took_away_are_the_clusters_error_and_named_by_their_cause() -> None:
+    # A run whose placement group was removed before its first checkpoint (a node lost early)
+    # ended in Ray Train's ControllerError, which Ray Train does not retry; its first line alone
+    # said nothing ("Training failed due to controller error:"). It is now a ConnectionError,
+    # the infrastructure's, which crash_budget passes to Tune uncounted; a controller error of
+    # another kind stays the trial's failure.
+    from ray import exceptions
+    from ray.train import ControllerError
+
+    from rmaunet.training.distributed import WorkersLostError, describe_failure, workers_lost
+    from rmaunet.training.trial import _INFRASTRUCTURE
+
+    removed = ControllerError(exceptions.ActorUnschedulableError("the placement group was removed"))
+    assert workers_lost(removed) and workers_lost(ControllerError(exceptions.ActorPlacementGroupRemoved()))
+    assert describe_failure(removed) == (
+        "data-parallel training failed: Training failed due to controller error: "
+        "The actor is not schedulable: the placement group was removed"
+    )
+    assert issubclass(WorkersLostError, _INFRASTRUCTURE)
+    assert not workers_lost(ControllerError(ValueError("callback raised")))
+    assert not workers_lost(exceptions.ActorUnschedulableError("not wrapped by Ray Train"))
+
+
 _OOM_SCRIPT = """
 import os, resource, sys
 from pathlib import Path

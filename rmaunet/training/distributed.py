@@ -38,7 +38,14 @@ from rmaunet.training.loop import TrialLoop, maybe_inject_failure, wants_determi
 from rmaunet.training.result import TrialResult, write_result
 from rmaunet.trial_folder import TrialFolder
 
-__all__ = ["run_data_parallel", "worker_env", "drifted_epochs", "describe_failure", "TRAINING_PROCESS_ENV"]
+__all__ = [
+    "run_data_parallel",
+    "worker_env",
+    "drifted_epochs",
+    "describe_failure",
+    "WorkersLostError",
+    "TRAINING_PROCESS_ENV",
+]
 
 Reporter = Callable[[dict[str, Any]], None]
 
@@ -46,6 +53,16 @@ Reporter = Callable[[dict[str, Any]], None]
 TRAINING_PROCESS_ENV = {"RAY_worker_niceness": "0"}
 
 _ABORT_WAIT_S = 120.0  # how long an aborted run may take to release its workers
+
+
+class WorkersLostError(ConnectionError):
+    """The run's workers lost their places on the cluster in a way Ray Train does not retry:
+    its controller could no longer schedule them (their placement group removed, a node
+    gone with them) before it could restart the group. The cluster's doing, not the trial's:
+    a ConnectionError, so rmaunet.training.trial.crash_budget passes it to Tune uncounted,
+    and Tune runs the trial again, which resumes from the run's last checkpoint. A trial
+    that keeps losing its workers without finishing another epoch is ended by
+    rmaunet.training.trial.no_progress_verdict."""
 
 
 def worker_env(use_gpu: bool, cpus_per_worker: int) -> dict[str, str]:
@@ -275,6 +292,7 @@ def run_data_parallel(
     thread.start()
     sync: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []  # worker group failures, each followed by a restart or the end
+    reported = 0  # the last epoch handed to `report`
     try:
         while True:
             try:
@@ -294,7 +312,10 @@ def run_data_parallel(
                     "data_sha256": [m.get("data_sha256", "") for m in ranks],
                 }
             )
-            if report is not None:
+            # A group Ray Train restarted replays the epochs after its last checkpoint: Tune
+            # (its schedulers, rmaunet's progress) hears of each epoch once, the first time.
+            if report is not None and ranks[0]["epoch"] > reported:
+                reported = ranks[0]["epoch"]
                 report({k: v for k, v in ranks[0].items() if k not in ("rank", "data_sha256", "weights_sha256")})
     except BaseException:
         # `report` raised (a scheduler stopping the trial, Ctrl-C): without the queue the
@@ -306,11 +327,12 @@ def run_data_parallel(
     ray.kill(sink.actor)
     folder.write_sync(sync)
 
-    if "error" in outcome:
-        return _failed(folder, describe_failure(outcome["error"]), sync, failures, started)
-    result = outcome["result"]
-    if getattr(result, "error", None) is not None:
-        return _failed(folder, describe_failure(result.error), sync, failures, started)
+    result = outcome.get("result")
+    error = outcome.get("error") or getattr(result, "error", None)
+    if error is not None:
+        if workers_lost(error):
+            raise WorkersLostError(describe_failure(error)) from None
+        return _failed(folder, describe_failure(error), sync, failures, started)
     out_of_sync = drifted_epochs(sync)
     with result.checkpoint.as_directory() as ckpt_dir:
         final = TrialFolder(ckpt_dir)
@@ -347,14 +369,26 @@ def _last_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
+def workers_lost(exc: BaseException) -> bool:
+    """Whether a run failed because Ray Train's controller could not place or keep its
+    workers (ControllerError around an actor the cluster could not schedule or lost)."""
+    from ray import exceptions
+
+    lost = (exceptions.ActorPlacementGroupRemoved, exceptions.ActorUnschedulableError, exceptions.RayActorError)
+    return type(exc).__name__ == "ControllerError" and isinstance(getattr(exc, "controller_failure", None), lost)
+
+
 def describe_failure(exc: BaseException) -> str:
     """One line naming what went wrong: for worker errors, each failing rank's own error
-    (the last line of its traceback, e.g. "ResourceExhaustedError: OOM when allocating")."""
+    (the last line of its traceback, e.g. "ResourceExhaustedError: OOM when allocating").
+    Otherwise the error's first line, and the next one too where the first only introduces
+    it (Ray Train's "Training failed due to controller error:")."""
     failures = getattr(exc, "worker_failures", None)
     if failures:
         text = "; ".join(f"rank {rank}: {_last_line(error)}" for rank, error in sorted(failures.items()))
     else:
-        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        text = " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
     # The same wording as run_trial, so a study can count out-of-memory trials by reason.
     prefix = "out of memory" if ("ResourceExhausted" in text or "OOM" in text) else "data-parallel training failed"
     return f"{prefix}: {text}"[:500]
