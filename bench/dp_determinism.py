@@ -15,9 +15,10 @@ and Ray Train restarts the group from the last epoch checkpoint, or from scratch
 - `pg_epoch2`: the driver removes the run's placement group `--delay` s after epoch 1's
   row arrives (mid-epoch 2: the restarted group replays epoch 2 from epoch 1's checkpoint);
 - `pg_epoch1[:S]`: the driver removes it S (default `--early`) s after the run starts,
-  before epoch 1's checkpoint. Ray Train does not restart the group then (its controller
-  fails); run_data_parallel raises WorkersLostError, and the bench runs the trial again,
-  as Tune would (`workers_lost` lists each such end).
+  before epoch 1's checkpoint. Under a load of 4-8 Ray Train's controller failed then
+  instead of restarting the group (on a quiet machine, 25 s in, it restarted it itself);
+  such an end raises WorkersLostError from run_data_parallel, and the bench runs the trial
+  again, as Tune would (`workers_lost` lists each such end).
 
 A variant ending in `@1` runs on one worker instead (`raise1@1`: the reference itself
 restarted), compared with the same reference.
