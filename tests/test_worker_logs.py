@@ -80,6 +80,30 @@ def test_a_systemexit_not_raised_by_rays_handler_and_a_traceback_that_never_ends
     assert _run([_batch(endless)]) == [(7, endless)]  # past 400 lines, no longer held back
 
 
+# An idle Ray worker (no task, no actor: "(pid=23273)") aborting in abseil, as a make test run printed it.
+IDLE_ABORT = [
+    "[mutex.cc : 1957] RAW: Check (v & (kMuWait | kMuWrWait)) != kMuWrWait failed: Lock: Mutex corrupt: "
+    "waiting writer with no waiters: 0x7f5a00000463",
+    "*** SIGABRT received at time=1796683524 on cpu 0 ***",
+    "PC: @     0x7f5af90a8eec  (unknown)  (unknown)",
+    "    @     0x7f5af905a050       7504  (unknown)",
+    "[2026-12-07 22:45:24,242 E 23273 23772] logging.cc:474: *** SIGABRT received at time=1796683524 on cpu 0 ***",
+    "Fatal Python error: Aborted",
+    "",
+    "Extension modules: msgpack._cmsgpack, google._upb._message, psutil._psutil_linux, yaml._yaml, ray._raylet",
+]
+
+
+def test_an_idle_workers_abseil_abort_is_one_line_and_a_busy_processs_crash_is_kept_whole() -> None:
+    idle = {"actor_name": "", "task_name": ""}
+    printed = _run([{**_batch(IDLE_ABORT[:3], pid=9), **idle}, {**_batch(IDLE_ABORT[3:], pid=9), **idle}])
+    [(pid, [line])] = printed
+    assert pid == 9 and line.startswith("a Ray worker that held no task aborted in abseil; nothing of the study")
+    assert "Mutex corrupt" in line
+    # The same dump from a trial's process is the trial's: every line reaches the user.
+    assert _run([_batch(IDLE_ABORT)]) == [(7, IDLE_ABORT)]
+
+
 def test_install_wraps_rays_own_printer_once_under_the_name_ray_removes_it_by() -> None:
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 

@@ -9,6 +9,11 @@ callback, Python prints that as "Exception ignored in: …" and a traceback endi
 "[mutex.cc : N] RAW: Lock blocking" as it goes. Neither says anything about the study, and
 a user reading them at the end of a finished study takes them for a failure. This filter
 drops exactly those and passes everything else on, in order.
+
+A Ray worker that holds no task or actor (an idle one Ray keeps or ends) can also abort in
+abseil as it goes ("[mutex.cc : N] RAW: Check … failed: … Mutex corrupt", then a crash
+dump of some 12 lines). Nothing of the study ran in it; its dump becomes one line saying so.
+A process running a task or an actor keeps its every line, a crash dump included.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ __all__ = ["ExitNoiseFilter", "install"]
 
 _TRACEBACK_START = ("Traceback (most recent call last):", "Exception ignored in")
 _ABSEIL_EXIT = re.compile(r"^\[mutex\.cc : \d+\] RAW: Lock blocking ")
+_ABSEIL_RAW = re.compile(r"^\[mutex\.cc : \d+\] RAW: ")
 # A traceback longer than this is passed on as it is, ended or not.
 _MAX_HELD = 400
 
@@ -43,12 +49,22 @@ class ExitNoiseFilter:
     def __init__(self, forward: Callable[[dict[str, Any]], None]) -> None:
         self.forward = forward
         self.held: dict[tuple[Any, bool], list[str]] = {}
+        self.aborted: set[Any] = set()  # idle workers whose abseil abort was summarised
 
     def __call__(self, data: dict[str, Any]) -> None:
         key = (data.get("pid"), bool(data.get("is_err")))
         held = self.held.pop(key, None)
+        idle = not (data.get("actor_name") or data.get("task_name"))
         out: list[str] = []
         for line in data.get("lines", []):
+            if idle and key[0] in self.aborted:
+                continue  # the rest of its crash dump
+            if idle and held is None and _ABSEIL_RAW.match(line) and not _ABSEIL_EXIT.match(line):
+                self.aborted.add(key[0])
+                out.append(
+                    f"a Ray worker that held no task aborted in abseil; nothing of the study ran in it ({line[:160]})"
+                )
+                continue
             if held is None:
                 if line.startswith(_TRACEBACK_START):
                     held = [line]
