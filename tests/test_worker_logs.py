@@ -98,7 +98,7 @@ def test_an_idle_workers_abseil_abort_is_one_line_and_a_busy_processs_crash_is_k
     idle = {"actor_name": "", "task_name": ""}
     printed = _run([{**_batch(IDLE_ABORT[:3], pid=9), **idle}, {**_batch(IDLE_ABORT[3:], pid=9), **idle}])
     [(pid, [line])] = printed
-    assert pid == 9 and line.startswith("a Ray worker that held no task aborted in abseil; nothing of the study")
+    assert pid == 9 and line.startswith("a Ray worker aborted in abseil while it held no task (")
     assert "Mutex corrupt" in line
     # The same dump from a trial's process is the trial's: every line reaches the user.
     assert _run([_batch(IDLE_ABORT)]) == [(7, IDLE_ABORT)]

@@ -12,8 +12,9 @@ drops exactly those and passes everything else on, in order.
 
 A Ray worker that holds no task or actor (an idle one Ray keeps or ends) can also abort in
 abseil as it goes ("[mutex.cc : N] RAW: Check … failed: … Mutex corrupt", then a crash
-dump of some 12 lines). Nothing of the study ran in it; its dump becomes one line saying so.
-A process running a task or an actor keeps its every line, a crash dump included.
+dump of some 12 lines). It held no task when it aborted (Ray names a worker's task only
+while the task runs, so such a worker may have run one before): its dump becomes one line
+saying so. A process running a task or an actor keeps its every line, a crash dump included.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from typing import Any
 __all__ = ["ExitNoiseFilter", "install"]
 
 _TRACEBACK_START = ("Traceback (most recent call last):", "Exception ignored in")
-_ABSEIL_EXIT = re.compile(r"^\[mutex\.cc : \d+\] RAW: Lock blocking ")
-_ABSEIL_RAW = re.compile(r"^\[mutex\.cc : \d+\] RAW: ")
+_ABSEIL_RAW = re.compile(r"^\[mutex\.cc : \d+\] RAW: (Lock blocking )?")
 # A traceback longer than this is passed on as it is, ended or not.
 _MAX_HELD = 400
 
@@ -59,16 +59,15 @@ class ExitNoiseFilter:
         for line in data.get("lines", []):
             if idle and key[0] in self.aborted:
                 continue  # the rest of its crash dump
-            if idle and held is None and _ABSEIL_RAW.match(line) and not _ABSEIL_EXIT.match(line):
+            abseil = _ABSEIL_RAW.match(line)
+            if idle and held is None and abseil and not abseil.group(1):
                 self.aborted.add(key[0])
-                out.append(
-                    f"a Ray worker that held no task aborted in abseil; nothing of the study ran in it ({line[:160]})"
-                )
+                out.append(f"a Ray worker aborted in abseil while it held no task ({line[:160]})")
                 continue
             if held is None:
                 if line.startswith(_TRACEBACK_START):
                     held = [line]
-                elif not _ABSEIL_EXIT.match(line):
+                elif not (abseil and abseil.group(1)):
                     out.append(line)
                 continue
             held.append(line)
