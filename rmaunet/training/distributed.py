@@ -373,9 +373,10 @@ def workers_lost(exc: BaseException) -> bool:
     """Whether a run failed because Ray Train's controller could not place or keep its
     workers (ControllerError around an actor the cluster could not schedule or lost)."""
     from ray import exceptions
+    from ray.train import ControllerError
 
     lost = (exceptions.ActorPlacementGroupRemoved, exceptions.ActorUnschedulableError, exceptions.RayActorError)
-    return type(exc).__name__ == "ControllerError" and isinstance(getattr(exc, "controller_failure", None), lost)
+    return isinstance(exc, ControllerError) and isinstance(exc.controller_failure, lost)
 
 
 def describe_failure(exc: BaseException) -> str:
