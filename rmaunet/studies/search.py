@@ -309,92 +309,100 @@ def run_search(
         storage.local.mkdir(parents=True, exist_ok=True)
     url = optuna_storage or f"sqlite:///{storage.local / 'optuna.db'}"
     rdb = _open_rdb(url)
-    study = optuna.create_study(study_name=spec.name, storage=rdb, direction="maximize", load_if_exists=True)
-    # A driver killed mid-search leaves RUNNING trials behind: they will never report. Only
-    # the lease holder may say so: another driver's RUNNING trials are alive, and failing them
-    # would lose their results to the sampler (Ray's OptunaSearch swallows the error).
-    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    if stale:
-        lease.verify()
-    for t in stale:
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-    finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=finished_states))
-    remaining = spec.budget - done
-    log(
-        f"Optuna study {spec.name!r} in {without_password(url)}: "
-        f"{done} of {spec.budget} trials done, {max(remaining, 0)} to run"
-    )
-    if remaining <= 0:
-        return
-
-    parsed = parse_space(spec.space, spec.base)
-    seed = spec.seeds[0]
-    base = spec.base.replace(seed=seed)
-    metric = writer.metric
-
-    def links(params: dict[str, Any]) -> dict[str, str]:
-        config = apply_params(base, params)
-        return {"rmaunet_trial_id": trial_id(config, plan.fingerprints[config.dataset]), "row": describe(params)}
-
-    searcher = _optuna_searcher(
-        links,
-        space=optuna_distributions(parsed),
-        metric="objective",
-        mode="max",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        study_name=spec.name,
-        storage=rdb,
-    )
-    scheduler = (
-        ASHAScheduler(
-            time_attr="epoch", metric="objective", mode="max", max_t=base.epochs + 1, grace_period=1, reduction_factor=3
+    try:  # a Python-API caller's process goes on: its pooled connections are closed here
+        study = optuna.create_study(study_name=spec.name, storage=rdb, direction="maximize", load_if_exists=True)
+        # A driver killed mid-search leaves RUNNING trials behind: they will never report. Only
+        # the lease holder may say so: another driver's RUNNING trials are alive, and failing them
+        # would lose their results to the sampler (Ray's OptunaSearch swallows the error).
+        stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if stale:
+            lease.verify()
+        for t in stale:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        done = len(study.get_trials(deepcopy=False, states=finished_states))
+        remaining = spec.budget - done
+        log(
+            f"Optuna study {spec.name!r} in {without_password(url)}: "
+            f"{done} of {spec.budget} trials done, {max(remaining, 0)} to run"
         )
-        if spec.scheduler == "asha"
-        else FIFOScheduler()
-    )
+        if remaining <= 0:
+            return
 
-    def on_complete(trial: Any, stopped: bool) -> None:
-        config = apply_params(base, trial.config)
-        tid = trial_id(config, plan.fingerprints[config.dataset])
-        index = done + len(writer.plan.planned)  # a search plan starts empty; add() appends
-        row = PlannedRow(index, describe(trial.config), seed, config, tid, ())
-        writer.add(row)
-        if stopped:
-            writer.stopped_row(row, trial.last_result or {})
-        else:
-            writer.trial_done(tid)
+        parsed = parse_space(spec.space, spec.base)
+        seed = spec.seeds[0]
+        base = spec.base.replace(seed=seed)
+        metric = writer.metric
 
-    trainable = tune.with_parameters(
-        _train_sample,
-        base=base.to_dict(),
-        fingerprint=plan.fingerprints[base.dataset],
-        data_dir=str(plan.data[base.dataset]),
-        storage=storage.uri,
-        metric=metric,
-    )
-    with ray_session(address, log):
-        tuner = make_tuner(
-            trainable,
-            {"CPU": spec.resources["cpu"], "GPU": spec.resources["gpu"]},
-            spec=spec,
-            storage=storage,
-            callbacks=[
-                Progress(
-                    writer,
-                    lambda trial: describe(trial.config),
-                    log,
-                    on_complete,
-                    total=remaining,
-                    epochs=lambda _trial: base.epochs,
+        def links(params: dict[str, Any]) -> dict[str, str]:
+            config = apply_params(base, params)
+            return {"rmaunet_trial_id": trial_id(config, plan.fingerprints[config.dataset]), "row": describe(params)}
+
+        searcher = _optuna_searcher(
+            links,
+            space=optuna_distributions(parsed),
+            metric="objective",
+            mode="max",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            study_name=spec.name,
+            storage=rdb,
+        )
+        scheduler = (
+            ASHAScheduler(
+                time_attr="epoch",
+                metric="objective",
+                mode="max",
+                max_t=base.epochs + 1,
+                grace_period=1,
+                reduction_factor=3,
+            )
+            if spec.scheduler == "asha"
+            else FIFOScheduler()
+        )
+
+        def on_complete(trial: Any, stopped: bool) -> None:
+            config = apply_params(base, trial.config)
+            tid = trial_id(config, plan.fingerprints[config.dataset])
+            index = done + len(writer.plan.planned)  # a search plan starts empty; add() appends
+            row = PlannedRow(index, describe(trial.config), seed, config, tid, ())
+            writer.add(row)
+            if stopped:
+                writer.stopped_row(row, trial.last_result or {})
+            else:
+                writer.trial_done(tid)
+
+        trainable = tune.with_parameters(
+            _train_sample,
+            base=base.to_dict(),
+            fingerprint=plan.fingerprints[base.dataset],
+            data_dir=str(plan.data[base.dataset]),
+            storage=storage.uri,
+            metric=metric,
+        )
+        with ray_session(address, log):
+            tuner = make_tuner(
+                trainable,
+                {"CPU": spec.resources["cpu"], "GPU": spec.resources["gpu"]},
+                spec=spec,
+                storage=storage,
+                callbacks=[
+                    Progress(
+                        writer,
+                        lambda trial: describe(trial.config),
+                        log,
+                        on_complete,
+                        total=remaining,
+                        epochs=lambda _trial: base.epochs,
+                    ),
+                    *callbacks,
+                ],
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    scheduler=scheduler,
+                    num_samples=remaining,
+                    max_concurrent_trials=concurrency(spec, workers=1, search=True),
                 ),
-                *callbacks,
-            ],
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=remaining,
-                max_concurrent_trials=concurrency(spec, workers=1, search=True),
-            ),
-        )
-        tuner.fit()
+            )
+            tuner.fit()
+    finally:
+        rdb.engine.dispose()
