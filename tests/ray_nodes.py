@@ -77,9 +77,9 @@ def run_ray_start(command: list[str], *, env: Mapping[str, str], temp: Path) -> 
     stopped and the node started afresh, up to RMAUNET_RAY_START_TRIES tries (conftest.py: 6),
     as rmaunet.studies.session does for a user's local runtime. Any other failure ends it.
     """
-    from rmaunet.studies.session import _start_tries  # the product's reading of the knob
+    from rmaunet.studies.session import start_tries  # the product's reading of the knob
 
-    tries = _start_tries()
+    tries = start_tries()
     printed: list[str] = []  # each failed try's output
     while len(printed) < tries:
         started = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=240)

@@ -51,8 +51,8 @@ def run_study(
 
     # A data folder that is not there (a typo, an unmounted disk): one line before the store is
     # touched, so a refused first run leaves no empty store behind. What the data holds is read
-    # by the plan, under the lease.
-    resolve_data(spec, data)
+    # by the plan, under the lease, from these resolved folders.
+    data = resolve_data(spec, data)
     store = ResultsStore(storage)
     store.storage.check_writable()  # a missing bucket or folder permission: one line now, not after training
     # A row no node can hold would wait forever for one: refused now, before data is read or a

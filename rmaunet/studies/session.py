@@ -107,7 +107,9 @@ def connect_ray(address: str | None, log: Log) -> bool:
 LOCAL_START_TRIES = 3
 
 
-def _start_tries() -> int:
+def start_tries() -> int:
+    """How many times a local Ray runtime (or a test's node) may try to start:
+    RMAUNET_RAY_START_TRIES, else LOCAL_START_TRIES."""
     text = os.environ.get("RMAUNET_RAY_START_TRIES", "").strip()
     return int(text) if text.isdigit() and int(text) > 0 else LOCAL_START_TRIES
 
@@ -122,7 +124,7 @@ def _start_local_runtime(init_kwargs: dict[str, Any], log: Log) -> None:
     import ray
 
     me = psutil.Process()
-    tries = _start_tries()
+    tries = start_tries()
     for attempt in range(1, tries + 1):
         before = {child.pid for child in me.children(recursive=True)}
         try:
