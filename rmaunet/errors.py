@@ -97,3 +97,14 @@ class StudyBusyError(StoreError):
     """Another driver holds the study's lease (rmaunet.store.StudyLease): it is running it now."""
 
     exit_status = 3
+
+
+def duration(seconds: float) -> str:
+    """ "4.2 s", "45 s", "12 min", "3.5 h": as precise as a person needs."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from rmaunet.studies.progress import FINISHED, Progress, _duration
+from rmaunet.errors import duration
+from rmaunet.studies.progress import FINISHED, Progress
 from rmaunet.study_cli import Console
 
 
@@ -93,6 +94,7 @@ def test_on_a_terminal_a_live_status_line_stays_under_the_log_lines():
     assert out.getvalue().endswith("\n")
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(45, "45 s"), (600, "10 min"), (4 * 3600, "4.0 h")])
+@pytest.mark.parametrize(("seconds", "text"), [(4.24, "4.2 s"), (45, "45 s"), (600, "10 min"), (4 * 3600, "4.0 h")])
 def test_durations_read_as_a_person_says_them(seconds, text):
-    assert _duration(seconds) == text
+    # One wording for the ETA and for study plan's cost table.
+    assert duration(seconds) == text

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmaunet.errors import DataError, aligned_columns, plural
+from rmaunet.errors import DataError, aligned_columns, duration, plural
 from rmaunet.storage import is_uri
 from rmaunet.store import ResultsStore
 from rmaunet.studies.capacity import UNBOUNDED, Capacity, TrialRequest, trial_requests
@@ -246,9 +246,9 @@ def cost_report(
             _bytes(memory) + (f" @{group[0].batch_per_worker}" if label != "total" else ""),
             "yes" if fits else "NO",
         ]
-        line += [_duration(sum(c.gpu_seconds(g, utilisation) for c in group)) for g in GPUS.values()]
+        line += [duration(sum(c.gpu_seconds(g, utilisation) for c in group)) for g in GPUS.values()]
         if calibrated:
-            line.append(_duration(sum(c.cpu_seconds() or 0.0 for c in group)))
+            line.append(duration(sum(c.cpu_seconds() or 0.0 for c in group)))
         table.append(line)
 
     precisions = sorted({c.config.precision for c in costs})
@@ -277,7 +277,7 @@ def cost_report(
         share = ", ".join(f"{name} {100 * seconds / sum(parts.values()):.0f} %" for name, seconds in parts.items())
         lines.append(
             f"this machine: {first.flops_per_s / 1e9:.3g} GFLOP/s effective in training steps ({threads}, "
-            f"{plural(first.images, 'image')} timed): {_duration(total)} of training one after another "
+            f"{plural(first.images, 'image')} timed): {duration(total)} of training one after another "
             f"(the first row's training: {share})"
         )
     lines += [
@@ -311,18 +311,8 @@ def _wall_line(plan: StudyPlan, costs: list[TrainingCost], capacity: Capacity, g
         at_once = max(min(fit, cap) if cap else fit, 1)
         wall += max(max(times), sum(times) / at_once)
         where = f"on {gpu.name} at {100 * utilisation:g} %" if request.gpu > 0 else "at this machine's CPU rate"
-        parts.append(f"{_many(at_once)} of {request} at once, {_duration(sum(times) / len(times))} each {where}")
-    return f"wall time on the cluster ({capacity.source}): {'; '.join(parts)}: about {_duration(wall)}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        parts.append(f"{_many(at_once)} of {request} at once, {duration(sum(times) / len(times))} each {where}")
+    return f"wall time on the cluster ({capacity.source}): {'; '.join(parts)}: about {duration(wall)}"
 
 
 def _flop_count(flops: float) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ray import tune
 
-from rmaunet.errors import plural
+from rmaunet.errors import duration, plural
 from rmaunet.studies.rows import RowWriter
 
 __all__ = ["Progress", "FINISHED"]
@@ -62,7 +62,7 @@ class Progress(tune.Callback):
         if not done:
             return "time left: after the first epoch"
         seconds = (time.monotonic() - self.started) / done * self._epochs_left(trials)
-        return f"about {_duration(seconds)} left"
+        return f"about {duration(seconds)} left"
 
     def _update(self, trials: list[Any]) -> None:
         if self.status is None:
@@ -131,15 +131,6 @@ class Progress(tune.Callback):
             f" rerun the study to try again. {source}" + "".join(f"\n      {line}" for line in tail)
         )
         self._update(trials)
-
-
-def _duration(seconds: float) -> str:
-    """ "45 s", "12 min", "3.5 h": as precise as a person needs."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 # How much of a failed trial's error the driver shows: the exception and the frames that raised it.
