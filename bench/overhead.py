@@ -3,7 +3,7 @@
 The bare run is one process doing `model.fit` of the trial's model with the trial's
 objective (every head, L2 terms), optimizer, batch size, precision and XLA setting, timing
 each epoch with a callback. The platform run is a Ray Tune trial that runs
-`run_data_parallel` (Ray Train TensorflowTrainer, MultiWorkerMirroredStrategy, custom
+`run_data_parallel` (Ray Train data-parallel trainer, MultiWorkerMirroredStrategy, custom
 step, per-epoch validation, checkpoint and report) with one worker that gets every core
 of the machine, like the bare process. They alternate, bare first and last (--rounds 2:
 bare, platform, bare, platform, bare), so a machine that speeds up or slows down during
@@ -160,7 +160,7 @@ def run_platform(
     name = f"overhead_w{num_workers}_run{run}"
     out = work / name
     tuner = tune.Tuner(
-        # A trial that only drives a TensorflowTrainer still needs a non-empty request.
+        # A trial that only drives a Ray Train run still needs a non-empty request.
         tune.with_resources(trial, {"CPU": 0.01}),
         param_space={
             "config": config.to_dict(),

@@ -55,6 +55,26 @@ def test_weights_digest_sees_one_flipped_bit_and_a_dtype_change() -> None:
     assert weights_digest(a) != weights_digest([a[0].astype(np.float64), a[1]])
 
 
+def test_the_backend_config_gives_each_worker_the_group_and_its_index_without_importing_tensorflow() -> None:
+    # Ray Train's controller unpickles the backend config: its module must not pull TensorFlow in.
+    # Nor does a data-parallel trial's own process, which quiets its loggers without it (grid.py).
+    import subprocess
+    import sys
+
+    from rmaunet.training.tf_backend import tf_config
+
+    assert tf_config(["10.0.0.1:5000", "10.0.0.2:5001"], 1) == {
+        "cluster": {"worker": ["10.0.0.1:5000", "10.0.0.2:5001"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    probe = "import logging, pickle, sys; from rmaunet.training.tf_backend import MultiWorkerTFConfig as C; "
+    probe += "from rmaunet.training.quiet import quiet_worker; pickle.loads(pickle.dumps(C())); "
+    probe += "quiet_worker(tensorflow=False); "
+    probe += "print('tensorflow' in sys.modules, logging.getLogger('ray.train').level == logging.WARNING)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False True", out.stderr[-2000:]
+
+
 def test_run_data_parallel_refuses_an_indivisible_batch_before_starting_ray(tmp_path: Path) -> None:
     from rmaunet.training.distributed import run_data_parallel
 
@@ -250,10 +270,42 @@ def dp_runs(ray_session: None, l4s_small: Path, tmp_path_factory: pytest.TempPat
     runs: dict[int, dict[str, Any]] = {}
     for workers in (2, 1):
         rows: list[dict[str, Any]] = []
+        controllers: dict[int, bool] = {}
+
+        def report(row: dict[str, Any], rows: list = rows, controllers: dict = controllers) -> None:
+            rows.append(row)
+            if not controllers:  # while the run's controller is alive: at its first epoch
+                controllers.update(_train_controllers())
+
         out = base / f"w{workers}"
-        result = run_data_parallel(TrialConfig(**TINY), l4s_small, out, num_workers=workers, report=rows.append)
-        runs[workers] = {"result": result, "rows": rows, "out": out}
+        result = run_data_parallel(TrialConfig(**TINY), l4s_small, out, num_workers=workers, report=report)
+        runs[workers] = {"result": result, "rows": rows, "out": out, "controllers": controllers}
     return runs
+
+
+def _train_controllers() -> dict[int, bool]:
+    """Ray Train's controller processes under this test process (its local Ray's workers),
+    each with whether it has TensorFlow's libraries loaded."""
+    import psutil
+
+    found: dict[int, bool] = {}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.cmdline()[:1] and proc.cmdline()[0].startswith("ray::TrainController"):
+                found[proc.pid] = any("tensorflow" in m.path for m in proc.memory_maps(grouped=True))
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_ray_trains_controller_runs_without_tensorflow(dp_runs: dict[int, dict[str, Any]]) -> None:
+    # The controller only starts and watches the workers: with Ray's TensorflowConfig it
+    # imported TensorFlow (ray.train.tensorflow's __init__), some 17 s of CPU and 600 MB per
+    # data-parallel trial; rmaunet's backend config (rmaunet.training.tf_backend) needs none.
+    controllers = dp_runs[2]["controllers"]
+    assert controllers, "no Ray Train controller found while the run reported"
+    assert not any(controllers.values()), controllers
 
 
 @pytest.mark.slow

@@ -40,11 +40,15 @@ def train_one(tune_config: dict[str, Any], *, plan: dict[str, dict[str, Any]], s
     from rmaunet.training.quiet import quiet_worker
     from rmaunet.training.trial import configure_threads, crash_budget, no_progress_verdict, run_trial
 
-    quiet_worker()
     tid = tune_config[TRIAL_KEY]
     entry = plan[tid]
     config = TrialConfig.from_dict(entry["config"])
-    configure_threads()
+    # A data-parallel trial's process only drives its Ray Train run: TensorFlow (some 17 s of
+    # CPU to import on a loaded 2-core node, 600 MB) is for its workers, not for it.
+    in_process = config.num_workers <= 1
+    quiet_worker(tensorflow=in_process)
+    if in_process:
+        configure_threads()
     workspace = ResultsStore(storage).workspace(tid)
     folder = workspace.begin(config.to_dict())
 
@@ -120,7 +124,7 @@ def trial_request(spec: StudySpec, config: TrialConfig) -> tuple[TrialConfig, di
     resources.workers) and the bundle its Tune trial asks for.
 
     A one-worker trial holds its CPUs / GPU itself. A data-parallel trial only drives a
-    TensorflowTrainer whose workers hold the real resources; Tune refuses an empty request,
+    Ray Train run whose workers hold the real resources; Tune refuses an empty request,
     and any CPU share (even 0.01) leaves a node one CPU short of the workers' whole CPUs,
     so it asks for a little memory instead."""
     workers = config.num_workers if config.num_workers > 1 else int(spec.resources["workers"])

@@ -1,4 +1,4 @@
-"""N workers, one trial: the training loop on Ray Train's TensorflowTrainer.
+"""N workers, one trial: the training loop on Ray Train's data-parallel trainer.
 
 Every worker runs `rmaunet.training.loop.TrialLoop` as rank r of N (how N workers train
 what one worker would is explained there). This module adds what a worker group needs
@@ -13,9 +13,10 @@ final weights differ from the 1-worker run's by 1e-5 of the distance one epoch m
 them and all ranks stay bit-identical; without it they differ by 0.34 of that distance
 and the ranks' weights no longer agree.
 
-Worker processes import ray.train.tensorflow, which imports TensorFlow before the train
-loop runs, so environment variables TensorFlow reads at import time are set through the
-run's `worker_runtime_env`, not inside the loop.
+Ray Train's controller gets rmaunet.training.tf_backend's backend config, not Ray's
+TensorflowConfig, whose package imports TensorFlow into the controller. Environment variables
+TensorFlow reads at import time are set through the run's `worker_runtime_env`, not inside
+the loop: a worker may have imported TensorFlow before the loop runs.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class _RayTrainIO:
 
 
 def _train_loop(loop_config: dict[str, Any]) -> None:
-    """Runs in every Ray Train worker (TF_CONFIG already set by Ray's TensorFlow backend)."""
+    """Runs in every Ray Train worker (TF_CONFIG already set: rmaunet.training.tf_backend)."""
     import ray.train
 
     from rmaunet.training.quiet import quiet_worker
@@ -239,8 +240,10 @@ def run_data_parallel(
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
     from ray.util.queue import Queue
+
+    from rmaunet.training.tf_backend import MultiWorkerTFConfig
 
     if config.batch_size % num_workers:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by num_workers = {num_workers}")
@@ -261,8 +264,9 @@ def run_data_parallel(
     resources: dict[str, float] = {"CPU": cpus_per_worker}
     if use_gpu:
         resources["GPU"] = 1
-    trainer = TensorflowTrainer(
+    trainer = DataParallelTrainer(
         _train_loop,
+        backend_config=MultiWorkerTFConfig(),
         train_loop_config={
             "config": config.to_dict(),
             "data_dir": data,

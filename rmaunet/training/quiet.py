@@ -58,15 +58,18 @@ def native_stderr_held_back() -> Iterator[None]:
 _quieted = False
 
 
-def quiet_worker() -> None:
+def quiet_worker(tensorflow: bool = True) -> None:
     """In a trial's process, once: the chatty loggers to their levels, then TensorFlow imported
     and its devices probed (where the CUDA lines come from) with native stderr held back.
-    A user who wants them back sets RMAUNET_WORKER_CHATTER=1."""
+    A user who wants them back sets RMAUNET_WORKER_CHATTER=1. `tensorflow` False: the loggers
+    only, for a process that never imports TensorFlow (one that drives a data-parallel run)."""
     global _quieted
     if _quieted or os.environ.get("RMAUNET_WORKER_CHATTER") == "1":
         return
     for name, level in CHATTY_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    if not tensorflow:
+        return
     with native_stderr_held_back():
         import tensorflow as tf
 
