@@ -1,6 +1,6 @@
 """A fake multi-node Ray cluster on this machine, as `ray up cluster.yaml` would bring it up:
 a token-authenticated head whose autoscaler starts worker nodes (Ray's fake multi-node
-provider, tests/fake_cluster.yaml), the job client's calls, and a teardown of only this
+provider, tests/fake_cluster.yaml), the job client's calls (tests/ray_jobs.py), and a teardown of only this
 cluster's processes. Shared by tests/test_cluster_up.py and tests/test_autoscale.py."""
 
 from __future__ import annotations
@@ -8,18 +8,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ports import free_port
+from ray_jobs import ray_cli, submit_job, wait_for_job
 from ray_nodes import HEAD_PORT_FLAGS, run_ray_start, stop_processes
 
 __all__ = ["FAKE_HEAD_NODE_ID", "clean_copy", "ray_cli", "running_fake_cluster", "submit_job", "wait_for_job"]
@@ -110,35 +109,3 @@ def running_fake_cluster() -> Iterator[dict[str, Any]]:
     finally:
         stop_processes(folder)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def ray_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def submit_job(submit_args: list[str], env: dict[str, str]) -> str:
-    """`ray job submit --no-wait …`, retried while the head's job agent is not up yet; the job's id."""
-    # The head's job agent registers a few seconds after `ray start` returns.
-    for _ in range(30):
-        submit = ray_cli(submit_args, env, timeout=300)
-        if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr:
-            break
-        time.sleep(4)
-    assert submit.returncode == 0, submit.stdout + submit.stderr
-    return re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr).group(0)
-
-
-def wait_for_job(job_id: str, env: dict[str, str], timeout: float) -> tuple[str | None, str]:
-    """The job's final state (succeeded, failed, was stopped; None if it ran past `timeout`,
-    then it is stopped) and its log."""
-    deadline = time.monotonic() + timeout
-    final = None
-    while time.monotonic() < deadline and final is None:
-        status = ray_cli(["job", "status", job_id], env, timeout=60)
-        match = re.search(rf"Job '{job_id}' (succeeded|failed|was stopped)", status.stdout + status.stderr)
-        final = match.group(1) if match else None
-        time.sleep(0 if final else 3)
-    logs = ray_cli(["job", "logs", job_id], env).stdout
-    if final is None:
-        ray_cli(["job", "stop", job_id], env)
-    return final, logs

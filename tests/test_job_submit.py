@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from ports import free_port
+from ray_jobs import submit_job, wait_for_job
 from ray_nodes import HEAD_PORT_FLAGS, run_ray_start, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +67,6 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
     storage = tmp_path / "results"
     env = {**ray_head["env"], "RAY_ADDRESS": ray_head["address"]}
     cmd = [
-        str(BIN / "ray"),
         "job",
         "submit",
         "--no-wait",
@@ -88,30 +86,8 @@ def test_ray_job_submit_runs_the_smoke_demo(ray_head, tmp_path):
         "--storage",
         str(storage),
     ]
-    # The head's job agent registers a few seconds after `ray start` returns (longer on a
-    # loaded machine); until then the API answers "No available agent to submit job".
-    for _ in range(30):
-        submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr:
-            break
-        time.sleep(4)
-    assert submit.returncode == 0, submit.stdout + submit.stderr
-    # The CLI colours its output: take the id alone, not the escape codes stuck to it.
-    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr).group(0)
-
-    deadline = time.monotonic() + 600
-    final = None
-    while time.monotonic() < deadline and final is None:
-        out = subprocess.run(
-            [str(BIN / "ray"), "job", "status", job_id], env=env, capture_output=True, text=True, timeout=60
-        )
-        # The CLI says "Job '<id>' succeeded" (or failed / was stopped) once the job has ended.
-        match = re.search(rf"Job '{job_id}' (succeeded|failed|was stopped)", out.stdout + out.stderr)
-        final = match.group(1) if match else None
-        time.sleep(0 if final else 3)
-    logs = subprocess.run(
-        [str(BIN / "ray"), "job", "logs", job_id], env=env, capture_output=True, text=True, timeout=60
-    ).stdout
+    job_id = submit_job(cmd, env)
+    final, logs = wait_for_job(job_id, env, timeout=600)
     assert final == "succeeded", f"{final}\n{logs[-4000:]}"
 
     rows = ResultsStore(storage).read("demo")
