@@ -6,6 +6,8 @@ import argparse
 import datetime as dt
 import time
 
+from rmaunet.errors import plural
+
 __all__ = ["register"]
 
 
@@ -55,7 +57,8 @@ def run_info(args: argparse.Namespace) -> int:
     from rmaunet.storage import cache_root
 
     listed = node_cache.entries()
-    print(f"{cache_root()}: {_size(sum(e.size for e in listed))} in {len(listed)} entries (cap {_cap()})")
+    entries = plural(len(listed), "entry", "entries")
+    print(f"{cache_root()}: {_size(sum(e.size for e in listed))} in {entries} (cap {_cap()})")
     for entry in listed:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
         state = "in use" if entry.in_use else ""
@@ -74,7 +77,8 @@ def run_prune(args: argparse.Namespace) -> int:
     left = sum(e.size for e in node_cache.entries())
     if args.dry_run:
         left -= sum(e.size for e in removed)
-    print(f"{verb} {len(removed)} entries ({_size(sum(e.size for e in removed))}); {_size(left)} left")
+    entries = plural(len(removed), "entry", "entries")
+    print(f"{verb} {entries} ({_size(sum(e.size for e in removed))}); {_size(left)} left")
     return 0
 
 

@@ -514,6 +514,7 @@ def _summarise(
     optuna_storage: str | None = None,
     callbacks: list | None = None,
 ) -> None:
+    from rmaunet.errors import plural
     from rmaunet.reporting.report import render_study
     from rmaunet.store import ResultsStore, safe_name
 
@@ -521,7 +522,8 @@ def _summarise(
     store = ResultsStore(storage)
     rows = store.read(study)
     exported = store.export_study(study)
-    _log(f"{study}: {len(rows)} results rows in {time.monotonic() - started:.0f} s; store {store}, table {exported}")
+    took = time.monotonic() - started
+    _log(f"{study}: {plural(len(rows), 'results row')} in {took:.0f} s; store {store}, table {exported}")
     if report_dir is not None and not rows.empty:
         # The same call as `rmaunet report STORE`: the spec the store kept, the same rows.
         changes = {"optuna_storage": optuna_storage} if optuna_storage else {}

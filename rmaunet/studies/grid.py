@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rmaunet.config import TrialConfig
+from rmaunet.errors import plural
 from rmaunet.storage import Storage
 from rmaunet.store import ResultsStore
 from rmaunet.studies.plan import StudyPlan
@@ -237,7 +238,7 @@ def run_grid(
     with ray_session(address, log):
         concurrent = concurrency(spec, int(spec.resources["workers"]))
         log(
-            f"running {len(entries)} trainings, "
+            f"running {plural(len(entries), 'training')}, "
             + (f"up to {concurrent} at once" if concurrent else "as many at once as resources allow")
         )
         tuner = make_tuner(

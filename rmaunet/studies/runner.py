@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rmaunet.errors import plural
 from rmaunet.storage import Storage
 from rmaunet.store import ResultsStore, StudyLease
 from rmaunet.studies.plan import StudyPlan, plan_study, resolve_data
@@ -101,5 +102,5 @@ def _run(
         run_grid(spec, plan, store.storage, writer, address, log, callbacks)
     missing = [tid for tid in plan.unique if tid not in writer.done]
     if missing:
-        log(f"{len(missing)} trainings did not finish; rerun the same command to continue")
+        log(f"{plural(len(missing), 'training')} did not finish; rerun the same command to continue")
     return plan
