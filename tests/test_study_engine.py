@@ -130,8 +130,11 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
     spec = _spec(
         tmp_path,
         "killme",
-        [(f"row {i}", f"{{seed: 0, learning_rate: {0.0004 * (i + 1)}}}") for i in range(4)],
+        # Three rows, two at once (on any number of cores), the third after one of them: the
+        # kill at the first finished row leaves 1 or 2 done and the rest for the rerun.
+        [(f"row {i}", f"{{seed: 0, learning_rate: {0.0004 * (i + 1)}}}") for i in range(3)],
         epochs=3,
+        extra="max_concurrent: 2",
     )
     storage = tmp_path / "store"
     cmd = [
@@ -166,12 +169,12 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
     proc.wait()
     log.close()
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in (storage / "trials").glob("*/result.json")}
-    assert 1 <= len(done_before) < 4
+    assert 1 <= len(done_before) < 3
 
     # The killed driver's lease is still fresh: --take-over, as for any driver known to be dead.
     out = subprocess.run([*cmd, "--take-over"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert f"{plural(4 - len(done_before), 'training')} to run, {len(done_before)} reused" in out.stdout
+    assert f"{plural(3 - len(done_before), 'training')} to run, {len(done_before)} reused" in out.stdout
     # What the user reads is rmaunet's: Ray's and Tune's banners, TensorFlow's and CUDA's start-up
     # lines from every trial process are kept out (at least 9 lines in 10 are rmaunet's own,
     # time-stamped), each epoch line names the row's seed and "epoch k/N", and no control
@@ -182,7 +185,7 @@ def test_killed_driver_continues_without_duplicates(l4s_small, tmp_path):
     assert any(re.search(r"epoch 3/3  row \d \(seed 0\)", line) for line in ours), "\n".join(ours)
     assert "\x1b" not in out.stdout and "\r" not in out.stdout
     rows = ResultsStore(storage).read("killme")
-    assert len(rows) == 4 and rows["row"].is_unique and set(rows["status"]) == {"ok"}
+    assert len(rows) == 3 and rows["row"].is_unique and set(rows["status"]) == {"ok"}
     for tid, mtime in done_before.items():  # kept, not retrained
         assert (storage / "trials" / tid / "result.json").stat().st_mtime_ns == mtime
 
