@@ -10,11 +10,11 @@ PYTEST_ARGS ?=
 COV_FLOOR ?= 85
 FUZZ_N ?= 2000
 # The suite runs on this many processes, each taking whole test files (module-scoped Ray
-# runtimes stay in one process), the longest files first (tests/conftest.py). Most of a
-# test's time is waiting (Ray starting, subprocesses, servers): on 2 cores, two processes
-# kept the cores busy 47 % of the wall time (29 CPU-minutes in 31 minutes), so three.
-# Four is not measured: its one fresh-clone run was stopped at 28 minutes (205 tests done,
-# the slow files first) after a test failed, so whether it is faster is not known.
+# runtimes stay in one process), the longest files first (tests/conftest.py). On 2 cores
+# the suite is CPU-bound with three: a fresh clone's run kept both cores 99 % busy (58
+# CPU-minutes in 29 minutes). Four are not faster: vmstat showed 0.4 % idle and a run queue
+# of 17 for 29 minutes, by which time only the slow files' 68 tests had passed. More
+# processes only help on a machine with more cores.
 # TEST_WORKERS=0 runs it serially.
 TEST_WORKERS ?= 3
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
