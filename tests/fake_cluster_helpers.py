@@ -1,7 +1,7 @@
 """A fake multi-node Ray cluster on this machine, as `ray up cluster.yaml` would bring it up:
 a token-authenticated head whose autoscaler starts worker nodes (Ray's fake multi-node
-provider, tests/fake_cluster.yaml), the job client's calls (tests/ray_jobs.py), and a teardown of only this
-cluster's processes. Shared by tests/test_cluster_up.py and tests/test_autoscale.py."""
+provider, tests/fake_cluster.yaml) and a teardown of only this cluster's processes; the
+job client's calls are tests/ray_jobs.py. Shared by tests/test_cluster_up.py and tests/test_autoscale.py."""
 
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ from typing import Any
 
 import yaml
 from ports import free_port
-from ray_jobs import ray_cli, submit_job, wait_for_job
 from ray_nodes import HEAD_PORT_FLAGS, run_ray_start, stop_processes
 
-__all__ = ["FAKE_HEAD_NODE_ID", "clean_copy", "ray_cli", "running_fake_cluster", "submit_job", "wait_for_job"]
+__all__ = ["FAKE_HEAD_NODE_ID", "clean_copy", "running_fake_cluster"]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -18,15 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_cluster_helpers import (
-    FAKE_HEAD_NODE_ID,
-    NEW_CLUSTER_TOKEN,
-    clean_copy,
-    ray_cli,
-    running_fake_cluster,
-    submit_job,
-    wait_for_job,
-)
+from fake_cluster_helpers import FAKE_HEAD_NODE_ID, NEW_CLUSTER_TOKEN, clean_copy, running_fake_cluster
+from ray_jobs import ray_cli, submit_job, wait_for_job
 
 
 def _mode(path: Path) -> int:
