@@ -60,14 +60,15 @@ class ExitNoiseFilter:
             if idle and key[0] in self.aborted:
                 continue  # the rest of its crash dump
             abseil = _ABSEIL_RAW.match(line)
-            if idle and held is None and abseil and not abseil.group(1):
+            lock_blocking = bool(abseil and abseil.group(1))  # the exit line, dropped
+            if idle and held is None and abseil and not lock_blocking:
                 self.aborted.add(key[0])
                 out.append(f"a Ray worker aborted in abseil while it held no task ({line[:160]})")
                 continue
             if held is None:
                 if line.startswith(_TRACEBACK_START):
                     held = [line]
-                elif not (abseil and abseil.group(1)):
+                elif not lock_blocking:
                     out.append(line)
                 continue
             held.append(line)
